@@ -1,0 +1,87 @@
+# pathformer build. `make` probes for OpenMP and a CBLAS with a real compile, prints what it found,
+# and builds what it can. Switches: NO_OMP=1, NO_BLAS=1. `make test` runs every test;
+# `make asan` builds the sanitizer variant used by the unit tests.
+
+CC ?= cc
+CFLAGS ?= -O3 -march=native
+CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Isrc
+LDLIBS = -lcjson -lm
+BUILD ?= build
+SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+# A feature is there when its probe program (probe/NAME.c) compiles and links.
+probe = $(shell $(CC) probe/$(1).c -o /dev/null $(2) >/dev/null 2>&1 && echo yes)
+
+ifeq ($(NO_OMP),)
+HAVE_OMP := $(call probe,openmp,-fopenmp)
+endif
+ifeq ($(HAVE_OMP),yes)
+CFLAGS += -fopenmp
+LDLIBS += -fopenmp
+endif
+
+ifeq ($(NO_BLAS),)
+HAVE_BLAS := $(call probe,cblas,-lopenblas)
+endif
+ifeq ($(HAVE_BLAS),yes)
+CFLAGS += -DPF_HAVE_BLAS
+LDLIBS += -lopenblas
+endif
+
+HAVE_CJSON := $(call probe,cjson,-lcjson)
+HAVE_CMOCKA := $(call probe,cmocka,-lcmocka)
+
+LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+SAN_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/asan/%.o)
+HEADERS := $(wildcard src/*.h)
+TEST_SRC := $(wildcard tests/test_*.c)
+TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/%)
+SAN_TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/asan/%)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCHES := $(BENCH_SRC:bench/%.c=$(BUILD)/%)
+
+.PHONY: all probe test asan test-asan bench clean
+all: probe pathformer $(BENCHES)
+
+probe:
+	@echo "pathformer build: cc=$(CC) openmp=$(or $(HAVE_OMP),no) blas=$(or $(HAVE_BLAS),no) cjson=$(or $(HAVE_CJSON),no) cmocka=$(or $(HAVE_CMOCKA),no)"
+	@test "$(HAVE_CJSON)" = yes || { echo "error: libcjson not found (apt-get install libcjson-dev)"; exit 1; }
+
+pathformer: $(LIB_OBJ) $(BUILD)/obj/main.o
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/%.o: src/%.c $(HEADERS) Makefile | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/asan/%.o: src/%.c $(HEADERS) Makefile | $(BUILD)/asan
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -c -o $@ $<
+
+$(BUILD)/test_%: tests/test_%.c tests/testutil.h $(LIB_OBJ) $(HEADERS)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS) -lcmocka
+
+$(BUILD)/asan/test_%: tests/test_%.c tests/testutil.h $(SAN_OBJ) $(HEADERS)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $< $(SAN_OBJ) $(LDLIBS) -lcmocka
+
+$(BUILD)/asan/pathformer: $(SAN_OBJ) $(BUILD)/asan/main.o
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench_%: bench/bench_%.c $(LIB_OBJ) $(HEADERS)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
+
+$(BUILD)/obj $(BUILD)/asan:
+	mkdir -p $@
+
+asan: $(SAN_TESTS) $(BUILD)/asan/pathformer
+
+# Unit tests run twice: the optimized build (all tests, including PyTorch parity and the authors'
+# checkpoint) and the sanitizer build (the same tests; the slow ones size themselves down under
+# PF_SANITIZER=1).
+test: probe pathformer $(TESTS) asan
+	@bash tests/run_tests.sh $(BUILD)
+
+bench: all
+	@for b in $(BENCHES); do $$b; done
+
+clean:
+	rm -rf $(BUILD) pathformer

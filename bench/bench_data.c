@@ -1,0 +1,69 @@
+// Data generation speed: examples/s to sample and encode each named data set into a Batch, on one
+// thread and on all threads (median of 5 runs of 2^18 examples each).
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "batch.h"
+#include "common.h"
+#include "graph.h"
+
+#define RUNS 5
+#define BATCH (1 << 15)
+#define STEPS 8  // 2^18 examples per run
+
+static void set_threads(int threads) {
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// Median examples/s over RUNS runs; each run uses fresh steps so no run repeats another's examples.
+static double measure(Batch *batch, const DataSet *set, const DataConfig *cfg, int threads) {
+    set_threads(threads);
+    double rates[RUNS];
+    for (int run = 0; run < RUNS; run++) {
+        double start = pf_now_seconds();
+        for (int step = 0; step < STEPS; step++)
+            batch_fill(batch, set, cfg, 1234, (uint64_t)(run * STEPS + step), 0);
+        double seconds = pf_now_seconds() - start;
+        rates[run] = (double)BATCH * STEPS / seconds;
+    }
+    qsort(rates, RUNS, sizeof(rates[0]), compare_doubles);
+    return rates[RUNS / 2];
+}
+
+int main(void) {
+    DataConfig cfg = data_config_default();
+    int all_threads = 1;
+#ifdef _OPENMP
+    all_threads = omp_get_max_threads();
+#endif
+    Batch batch;
+    batch_alloc(&batch, BATCH, data_config_seq_len(&cfg));
+    printf("data generation: sample + encode, median of %d runs of %d examples\n", RUNS, BATCH * STEPS);
+    printf("%-24s %16s %16s %8s\n", "data set", "1 thread ex/s", "all ex/s", "speedup");
+    for (int i = 0; DATASET_NAMES[i]; i++) {
+        DataSet set;
+        if (dataset_lookup(&set, DATASET_NAMES[i], &cfg) != 0) {
+            fprintf(stderr, "bench_data: %s\n", pf_last_error());
+            return EXIT_FAILURE;
+        }
+        double one = measure(&batch, &set, &cfg, 1);
+        double all = measure(&batch, &set, &cfg, all_threads);
+        printf("%-24s %16.0f %16.0f %7.2fx\n", set.name, one, all, all / one);
+    }
+    printf("(all = %d threads)\n", all_threads);
+    batch_free(&batch);
+    return EXIT_SUCCESS;
+}

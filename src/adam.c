@@ -1,0 +1,93 @@
+#include "adam.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+AdamConfig adam_config_default(void) {
+    AdamConfig cfg = {.beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f};
+    return cfg;
+}
+
+void adam_create(AdamState *state, size_t n) {
+    state->n = n;
+    state->m = callocCheck(n, sizeof(float));
+    state->v = callocCheck(n, sizeof(float));
+    state->step = 0;
+}
+
+void adam_free(AdamState *state) {
+    free(state->m);
+    free(state->v);
+    memset(state, 0, sizeof(*state));
+}
+
+void adam_update(AdamState *state, float *params, const float *grads, float lr, const AdamConfig *cfg) {
+    state->step++;
+    // PyTorch computes the bias corrections in double precision (Python floats) and then applies
+    // them to float tensors: step_size = lr / bc1, denom = sqrt(v) / sqrt(bc2) + eps.
+    double bc1 = 1.0 - pow((double)cfg->beta1, (double)state->step);
+    double bc2 = 1.0 - pow((double)cfg->beta2, (double)state->step);
+    float step_size = (float)(lr / bc1);
+    float bc2_sqrt = (float)sqrt(bc2);
+    float beta1 = cfg->beta1, beta2 = cfg->beta2, eps = cfg->eps, wd = cfg->weight_decay;
+    float one_minus_beta1 = (float)(1.0 - (double)beta1), one_minus_beta2 = (float)(1.0 - (double)beta2);
+    float *m = state->m, *v = state->v;
+    size_t n = state->n;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float g = grads[i];
+        if (wd != 0.0f) g += wd * params[i];
+        m[i] = m[i] * beta1 + one_minus_beta1 * g;
+        v[i] = v[i] * beta2 + one_minus_beta2 * g * g;
+        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+        params[i] += (-step_size * m[i]) / denom;  // addcdiv's order of operations
+    }
+}
+
+int lr_schedule_parse(LrSchedule *schedule, const char *text) {
+    memset(schedule, 0, sizeof(*schedule));
+    const char *p = text;
+    while (*p) {
+        if (schedule->num_segments == LR_MAX_SEGMENTS)
+            return pf_fail("learning-rate schedule '%s' has more than %d segments", text, LR_MAX_SEGMENTS);
+        char *end;
+        double rate = strtod(p, &end);
+        if (end == p || *end != '@' || !(rate >= 0.0) || !isfinite(rate))
+            return pf_fail("bad learning-rate schedule '%s' (expected rate@steps,... e.g. 5e-4@6400,1e-4@3200)", text);
+        p = end + 1;
+        long steps = strtol(p, &end, 10);
+        if (end == p || steps < 1 || (*end != ',' && *end != '\0'))
+            return pf_fail("bad learning-rate schedule '%s' (steps must be positive integers)", text);
+        schedule->rate[schedule->num_segments] = rate;
+        schedule->steps[schedule->num_segments] = steps;
+        schedule->num_segments++;
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (schedule->num_segments == 0) return pf_fail("empty learning-rate schedule");
+    return 0;
+}
+
+long lr_schedule_total_steps(const LrSchedule *schedule) {
+    long total = 0;
+    for (int i = 0; i < schedule->num_segments; i++) total += schedule->steps[i];
+    return total;
+}
+
+double lr_schedule_at(const LrSchedule *schedule, long step) {
+    for (int i = 0; i < schedule->num_segments; i++) {
+        if (step < schedule->steps[i]) return schedule->rate[i];
+        step -= schedule->steps[i];
+    }
+    return schedule->rate[schedule->num_segments - 1];
+}
+
+void lr_schedule_format(const LrSchedule *schedule, char *out, size_t size) {
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < schedule->num_segments && used < size; i++)
+        used += snprintf(out + used, size - used, "%s%g@%ld", i ? "," : "", schedule->rate[i], schedule->steps[i]);
+}

@@ -1,0 +1,42 @@
+// Adam with PyTorch's semantics (bias correction, eps outside the square root, weight decay as L2
+// added to the gradient, as torch.optim.Adam(weight_decay=...)), and the piecewise-constant
+// learning-rate schedule "5e-4@6400,1e-4@3200" (rate@steps, in order).
+#ifndef PATHFORMER_ADAM_H
+#define PATHFORMER_ADAM_H
+
+#include <stddef.h>
+
+typedef struct {
+    float beta1, beta2, eps, weight_decay;
+} AdamConfig;
+
+AdamConfig adam_config_default(void);  // 0.9, 0.999, 1e-8, 0
+
+typedef struct {
+    size_t n;
+    float *m;   // first moments (n)
+    float *v;   // second moments (n)
+    long step;  // updates done so far
+} AdamState;
+
+void adam_create(AdamState *state, size_t n);
+void adam_free(AdamState *state);
+// One update of params (n) from grads (n) with learning rate lr; increments state->step.
+void adam_update(AdamState *state, float *params, const float *grads, float lr, const AdamConfig *cfg);
+
+#define LR_MAX_SEGMENTS 32
+typedef struct {
+    int num_segments;
+    double rate[LR_MAX_SEGMENTS];
+    long steps[LR_MAX_SEGMENTS];
+} LrSchedule;
+
+// Parses "5e-4@6400,1e-4@3200"; 0 or -1 with the error set.
+int lr_schedule_parse(LrSchedule *schedule, const char *text);
+long lr_schedule_total_steps(const LrSchedule *schedule);
+// Learning rate at step (0-based); the last rate continues past the end.
+double lr_schedule_at(const LrSchedule *schedule, long step);
+// Writes the schedule back as text.
+void lr_schedule_format(const LrSchedule *schedule, char *out, size_t size);
+
+#endif

@@ -1,0 +1,147 @@
+#include "common.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Thread_local char last_error[512];
+
+int pf_fail(const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(last_error, sizeof(last_error), fmt, args);
+    va_end(args);
+    return -1;
+}
+
+const char *pf_last_error(void) { return last_error[0] ? last_error : "unknown error"; }
+
+static void die_os(const char *what, const char *file, int line) {
+    fprintf(stderr, "pathformer: %s failed at %s:%d: %s\n", what, file, line, strerror(errno));
+    exit(EXIT_FAILURE);
+}
+
+void *malloc_check(size_t size, const char *file, int line) {
+    void *ptr = malloc(size ? size : 1);
+    if (!ptr) die_os("malloc", file, line);
+    return ptr;
+}
+
+void *calloc_check(size_t count, size_t size, const char *file, int line) {
+    void *ptr = calloc(count ? count : 1, size ? size : 1);
+    if (!ptr) die_os("calloc", file, line);
+    return ptr;
+}
+
+FILE *fopen_check(const char *path, const char *mode, const char *file, int line) {
+    FILE *f = fopen(path, mode);
+    if (!f) {
+        fprintf(stderr, "pathformer: cannot open %s (%s) at %s:%d: %s\n", path, mode, file, line,
+                strerror(errno));
+        exit(EXIT_FAILURE);
+    }
+    return f;
+}
+
+void fread_check(void *ptr, size_t size, size_t count, FILE *stream, const char *file, int line) {
+    if (fread(ptr, size, count, stream) != count) {
+        if (feof(stream)) {
+            fprintf(stderr, "pathformer: unexpected end of file at %s:%d\n", file, line);
+            exit(EXIT_FAILURE);
+        }
+        die_os("fread", file, line);
+    }
+}
+
+void fwrite_check(const void *ptr, size_t size, size_t count, FILE *stream, const char *file, int line) {
+    if (fwrite(ptr, size, count, stream) != count) die_os("fwrite", file, line);
+}
+
+void fclose_check(FILE *stream, const char *file, int line) {
+    if (fclose(stream) != 0) die_os("fclose", file, line);
+}
+
+char *pf_read_file(const char *path, size_t *size_out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        pf_fail("cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        pf_fail("%s is not a regular file", path);
+        return NULL;
+    }
+    size_t size = (size_t)st.st_size;
+    char *data = mallocCheck(size + 1);
+    if (size && fread(data, 1, size, f) != size) {
+        fclose(f);
+        free(data);
+        pf_fail("cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    fclose(f);
+    data[size] = '\0';
+    *size_out = size;
+    return data;
+}
+
+int pf_write_file_atomic(const char *path, const void *data, size_t size) {
+    size_t len = strlen(path);
+    char *tmp = mallocCheck(len + 32);
+    snprintf(tmp, len + 32, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        int rc = pf_fail("cannot write %s: %s", tmp, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    int ok = fwrite(data, 1, size, f) == size;
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int saved_errno = errno;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok) {
+        unlink(tmp);
+        int rc = pf_fail("cannot write %s: %s", path, strerror(saved_errno ? saved_errno : errno));
+        free(tmp);
+        return rc;
+    }
+    if (rename(tmp, path) != 0) {
+        int rc = pf_fail("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return rc;
+    }
+    free(tmp);
+    return 0;
+}
+
+int pf_mkdir_p(const char *path) {
+    char buf[4096];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof(buf)) return pf_fail("bad folder name '%s'", path);
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char saved = buf[i];
+            buf[i] = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return pf_fail("cannot create folder %s: %s", buf, strerror(errno));
+            buf[i] = saved;
+        }
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return pf_fail("%s is not a folder", path);
+    return 0;
+}
+
+double pf_now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

@@ -1,0 +1,43 @@
+// Shared helpers: checked allocation and file I/O that exit with file/line and the OS error,
+// and a recoverable error channel for bad input (library functions return -1 and set a message;
+// the command line prints it on one line and exits non-zero).
+#ifndef PATHFORMER_COMMON_H
+#define PATHFORMER_COMMON_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define PF_VERSION "0.1.0"
+
+void *malloc_check(size_t size, const char *file, int line);
+void *calloc_check(size_t count, size_t size, const char *file, int line);
+FILE *fopen_check(const char *path, const char *mode, const char *file, int line);
+void fread_check(void *ptr, size_t size, size_t count, FILE *stream, const char *file, int line);
+void fwrite_check(const void *ptr, size_t size, size_t count, FILE *stream, const char *file, int line);
+void fclose_check(FILE *stream, const char *file, int line);
+
+#define mallocCheck(size) malloc_check(size, __FILE__, __LINE__)
+#define callocCheck(count, size) calloc_check(count, size, __FILE__, __LINE__)
+#define fopenCheck(path, mode) fopen_check(path, mode, __FILE__, __LINE__)
+#define freadCheck(ptr, size, count, stream) fread_check(ptr, size, count, stream, __FILE__, __LINE__)
+#define fwriteCheck(ptr, size, count, stream) fwrite_check(ptr, size, count, stream, __FILE__, __LINE__)
+#define fcloseCheck(stream) fclose_check(stream, __FILE__, __LINE__)
+
+// Records a one-line message for the caller (printf-style) and returns -1, so that
+// `return pf_fail("bad thing %d", x);` reads naturally in functions returning int.
+int pf_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *pf_last_error(void);
+
+// Reads a whole file into a fresh buffer; returns NULL and sets the error on failure.
+char *pf_read_file(const char *path, size_t *size_out);
+
+// Writes `size` bytes to `path` atomically: a temporary file in the same folder, fsync, rename.
+// Returns 0, or -1 with the error set (the old file, if any, is left untouched).
+int pf_write_file_atomic(const char *path, const void *data, size_t size);
+
+// Creates a folder (and its parents); 0 on success or if it exists.
+int pf_mkdir_p(const char *path);
+
+double pf_now_seconds(void);
+
+#endif

@@ -1,0 +1,120 @@
+#include "eval.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "batch.h"
+#include "common.h"
+
+void eval_result_init(EvalResult *result, const char *set, const DataConfig *cfg) {
+    memset(result, 0, sizeof(*result));
+    snprintf(result->set, sizeof(result->set), "%s", set);
+    result->max_label = cfg->max_v;
+    result->hist_lo = -0.5f;
+    result->hist_hi = (float)cfg->max_v + 1.5f;
+}
+
+void eval_result_add(EvalResult *result, const float *pred, const float *labels, int B) {
+    float bin_width = (result->hist_hi - result->hist_lo) / EVAL_BINS;
+    for (int b = 0; b < B; b++) {
+        int label = (int)labels[b];
+        double diff = (double)pred[b] - labels[b];
+        int correct = lroundf(pred[b]) == label;
+        result->count++;
+        result->sse += diff * diff;
+        result->correct += correct;
+        if (label < 0 || label > result->max_label) continue;
+        result->label_count[label]++;
+        result->label_sse[label] += diff * diff;
+        result->label_correct[label] += correct;
+        float position = (pred[b] - result->hist_lo) / bin_width;
+        int bin = isfinite(position) ? (int)floorf(position) : EVAL_BINS - 1;
+        bin = bin < 0 ? 0 : bin >= EVAL_BINS ? EVAL_BINS - 1 : bin;
+        result->hist[label][bin]++;
+    }
+}
+
+double eval_mse(const EvalResult *result) { return result->count ? result->sse / result->count : NAN; }
+double eval_accuracy(const EvalResult *result) {
+    return result->count ? (double)result->correct / result->count : NAN;
+}
+
+uint64_t eval_stream_step(const char *set) {
+    uint64_t hash = 1469598103934665603ULL;  // FNV-1a of the name
+    for (const char *p = set; *p; p++) hash = (hash ^ (unsigned char)*p) * 1099511628211ULL;
+    return (1ULL << 62) | (hash >> 2);
+}
+
+int eval_model(EvalResult *result, Model *model, const char *set_name, const DataConfig *cfg, uint64_t seed,
+               long count) {
+    DataSet set;
+    if (dataset_lookup(&set, set_name, cfg) != 0) return -1;
+    if (data_config_seq_len(cfg) != model->config.seq_len || data_config_vocab(cfg) != model->config.vocab)
+        return pf_fail("data settings (seq %d, vocab %d) do not match the model (seq %d, vocab %d)",
+                       data_config_seq_len(cfg), data_config_vocab(cfg), model->config.seq_len,
+                       model->config.vocab);
+    eval_result_init(result, set_name, cfg);
+    Batch batch;
+    batch_alloc(&batch, model->batch_capacity, model->config.seq_len);
+    uint64_t step = eval_stream_step(set_name);
+    for (long first = 0; first < count; first += model->batch_capacity) {
+        int B = (int)(count - first < model->batch_capacity ? count - first : model->batch_capacity);
+        batch.B = B;
+        batch_fill(&batch, &set, cfg, seed, step, (uint64_t)first);
+        model_forward(model, batch.tokens, NULL, B);
+        eval_result_add(result, model->pred, batch.labels, B);
+    }
+    batch_free(&batch);
+    return 0;
+}
+
+void eval_print(const EvalResult *r, FILE *out) {
+    fprintf(out, "%s: %ld examples, MSE %.6g, accuracy %.4f\n", r->set, r->count, eval_mse(r), eval_accuracy(r));
+    fprintf(out, "  label  count      MSE        accuracy\n");
+    for (int label = 0; label <= r->max_label; label++) {
+        long n = r->label_count[label];
+        if (!n) continue;
+        fprintf(out, "  %5d  %-9ld  %-10.5g  %.4f\n", label, n, r->label_sse[label] / n,
+                (double)r->label_correct[label] / n);
+    }
+}
+
+char *eval_to_json(const EvalResult *r) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "set", r->set);
+    cJSON_AddNumberToObject(root, "examples", (double)r->count);
+    cJSON_AddNumberToObject(root, "mse", eval_mse(r));
+    cJSON_AddNumberToObject(root, "accuracy", eval_accuracy(r));
+    cJSON *labels = cJSON_AddArrayToObject(root, "labels");
+    cJSON *hist = cJSON_AddObjectToObject(root, "histogram");
+    cJSON_AddNumberToObject(hist, "output_lo", r->hist_lo);
+    cJSON_AddNumberToObject(hist, "output_hi", r->hist_hi);
+    cJSON_AddNumberToObject(hist, "bins", EVAL_BINS);
+    cJSON *columns = cJSON_AddArrayToObject(hist, "columns");
+    for (int label = 0; label <= r->max_label; label++) {
+        long n = r->label_count[label];
+        if (!n) continue;
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddNumberToObject(row, "label", label);
+        cJSON_AddNumberToObject(row, "count", (double)n);
+        cJSON_AddNumberToObject(row, "mse", r->label_sse[label] / n);
+        cJSON_AddNumberToObject(row, "accuracy", (double)r->label_correct[label] / n);
+        cJSON_AddItemToArray(labels, row);
+        cJSON *column = cJSON_CreateObject();
+        cJSON_AddNumberToObject(column, "label", label);
+        cJSON *counts = cJSON_AddArrayToObject(column, "counts");
+        cJSON *fraction = cJSON_AddArrayToObject(column, "fraction");
+        for (int bin = 0; bin < EVAL_BINS; bin++) {
+            cJSON_AddItemToArray(counts, cJSON_CreateNumber((double)r->hist[label][bin]));
+            cJSON_AddItemToArray(fraction, cJSON_CreateNumber((double)r->hist[label][bin] / n));
+        }
+        cJSON_AddItemToArray(columns, column);
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    return text;
+}

@@ -1,0 +1,330 @@
+// The command line: gen, train, eval, predict.
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "batch.h"
+#include "common.h"
+#include "config.h"
+#include "eval.h"
+#include "graph.h"
+#include "model.h"
+#include "ops.h"
+#include "train.h"
+
+static const char *USAGE =
+    "usage: pathformer COMMAND [options]\n"
+    "  gen      --set NAME -n N [--seed S] [--step K] [-o FILE] [--histogram] [key=value ...]\n"
+    "           write N examples of a named data set as JSON Lines\n"
+    "  train    [--preset NAME] [--config FILE.json] [--out DIR] [--resume] [key=value ...]\n"
+    "           train a model into a run folder (presets: quick, blog-pretrain, blog-tune, tiny)\n"
+    "  eval     --checkpoint FILE --set NAME [-n N] [--seed S] [--json FILE] [--threads T] [key=value ...]\n"
+    "           MSE, accuracy and per-label MSE, plus the output histogram as JSON\n"
+    "  predict  --checkpoint FILE [-i FILE] [-o FILE] [--threads T] [key=value ...]\n"
+    "           read graphs as JSON Lines {\"edges\": [[1,2],...], \"target\": t}, write predictions\n"
+    "  keys     list every setting with its default\n"
+    "data sets: pretrain, tune, onpath-small-target, onpath-large-target, any-small,\n"
+    "           any-large-small-target, any-large-large-target\n";
+
+// Exits with a one-line error.
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    fprintf(stderr, "pathformer: ");
+    vfprintf(stderr, fmt, args);
+    fprintf(stderr, "\n");
+    va_end(args);
+    exit(EXIT_FAILURE);
+}
+
+static void die_error(void) { die("%s", pf_last_error()); }
+
+static const char *need_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) die("option %s needs a value", argv[*i]);
+    return argv[++*i];
+}
+
+static long parse_long(const char *option, const char *text, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || errno || v < lo || v > hi)
+        die("option %s: '%s' is not an integer in %ld..%ld", option, text, lo, hi);
+    return v;
+}
+
+static uint64_t parse_u64(const char *option, const char *text) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (end == text || *end != '\0' || errno || text[0] == '-') die("option %s: '%s' is not a non-negative integer", option, text);
+    return v;
+}
+
+static FILE *open_output(const char *path) {
+    if (!path || strcmp(path, "-") == 0) return stdout;
+    FILE *f = fopen(path, "w");
+    if (!f) die("cannot write %s: %s", path, strerror(errno));
+    return f;
+}
+
+static void close_output(FILE *f, const char *path) {
+    if (fflush(f) != 0 || ferror(f)) die("cannot write %s: %s", path ? path : "standard output", strerror(errno));
+    if (f != stdout && fclose(f) != 0) die("cannot write %s: %s", path, strerror(errno));
+}
+
+static int cmd_gen(int argc, char **argv) {
+    RunConfig cfg;
+    config_preset(&cfg, "blog-pretrain");
+    const char *set_name = NULL, *out_path = NULL;
+    long count = -1;
+    uint64_t seed = 1, step = 0;
+    int histogram = 0, threads = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--set") == 0) set_name = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "-n") == 0) count = parse_long("-n", need_value(argc, argv, &i), 0, 1L << 40);
+        else if (strcmp(argv[i], "--seed") == 0) seed = parse_u64("--seed", need_value(argc, argv, &i));
+        else if (strcmp(argv[i], "--step") == 0) step = parse_u64("--step", need_value(argc, argv, &i));
+        else if (strcmp(argv[i], "-o") == 0) out_path = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--threads") == 0) threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
+        else if (strcmp(argv[i], "--histogram") == 0) histogram = 1;
+        else if (strchr(argv[i], '=') && argv[i][0] != '-') {
+            if (config_set(&cfg, argv[i]) != 0) die_error();
+        } else die("gen: unknown option '%s'", argv[i]);
+    }
+    if (!set_name) die("gen: --set NAME is required");
+    if (count < 0) die("gen: -n N is required");
+    if (data_config_validate(&cfg.data) != 0) die_error();
+    DataSet set;
+    if (dataset_lookup(&set, set_name, &cfg.data) != 0) die_error();
+    ops_set_threads(threads);
+
+    FILE *out = open_output(out_path);
+    enum { CHUNK = 4096 };
+    Example *examples = mallocCheck(sizeof(Example) * CHUNK);
+    long label_count[PF_MAX_VERTICES + 1] = {0};
+    for (long first = 0; first < count; first += CHUNK) {
+        int n = (int)(count - first < CHUNK ? count - first : CHUNK);
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) dataset_sample_keyed(&examples[i], &set, &cfg.data, seed, step, (uint64_t)(first + i));
+        for (int i = 0; i < n; i++) {
+            example_write_jsonl(out, &examples[i]);
+            label_count[examples[i].label]++;
+        }
+    }
+    free(examples);
+    close_output(out, out_path);
+    if (histogram) {
+        fprintf(stderr, "label histogram of %ld '%s' examples:\n", count, set_name);
+        for (int label = 0; label <= cfg.data.max_v; label++) {
+            if (!label_count[label]) continue;
+            double fraction = count ? (double)label_count[label] / count : 0.0;
+            int bar = (int)(fraction * 60 + 0.5);
+            fprintf(stderr, "  %3d%s %8ld  %6.3f  %.*s\n", label, label == cfg.data.max_v ? "*" : " ",
+                    label_count[label], fraction, bar,
+                    "############################################################");
+        }
+        fprintf(stderr, "  (* = unreachable)\n");
+    }
+    return 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+    RunConfig cfg;
+    const char *preset = "quick", *config_path = NULL, *out_dir = NULL;
+    int resume = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--preset") == 0) preset = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--config") == 0) config_path = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--out") == 0) out_dir = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--resume") == 0) resume = 1;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            config_preset(&cfg, preset);
+            printf("usage: pathformer train [--preset NAME] [--config FILE.json] [--out DIR] [--resume] [key=value ...]\n"
+                   "settings (preset %s):\n", preset);
+            config_print_keys(stdout, &cfg);
+            return 0;
+        } else if (argv[i][0] == '-' || !strchr(argv[i], '=')) {
+            die("train: unknown option '%s'", argv[i]);
+        }
+    }
+    if (resume && !out_dir) die("train: --resume needs --out DIR (the run folder to continue)");
+    if (resume) {
+        // the run's own config, with any overrides given (which must then match it)
+        if (train_load_run_config(&cfg, out_dir) != 0) die_error();
+    } else if (config_preset(&cfg, preset) != 0) {
+        die_error();
+    }
+    if (config_path) {
+        size_t size;
+        char *text = pf_read_file(config_path, &size);
+        if (!text) die_error();
+        if (config_from_json(&cfg, text) != 0) die("%s: %s", config_path, pf_last_error());
+        free(text);
+    }
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--preset") == 0 || strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--out") == 0) i++;
+        else if (argv[i][0] != '-' && config_set(&cfg, argv[i]) != 0) die_error();
+    }
+    if (config_finalize(&cfg) != 0) die_error();
+    char default_dir[256];
+    if (!out_dir) {
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        snprintf(default_dir, sizeof(default_dir), "runs/%s-%04d%02d%02d-%02d%02d%02d", preset, tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        out_dir = default_dir;
+    }
+    fprintf(stderr, "run folder: %s\n", out_dir);
+    int rc = train_run(&cfg, out_dir, resume);
+    if (rc < 0) die_error();
+    return rc;
+}
+
+// Loads a checkpoint into an inference model for micro-batches of `capacity`; data settings come
+// from `cfg` (max_v and edges_per_vertex follow from the checkpoint's vocabulary and length).
+static void load_for_inference(Model *model, RunConfig *cfg, const char *path, int capacity) {
+    if (!path) die("--checkpoint FILE is required");
+    StFile file;
+    if (st_load(&file, path) != 0) die_error();
+    ModelConfig mc = model_config_default();
+    mc.seq_len = data_config_seq_len(&cfg->data);
+    if (model_config_from_file(&mc, &file) != 0) die("%s: %s", path, pf_last_error());
+    cfg->data.max_v = mc.vocab - 2;
+    if (cfg->data.max_v < 1 || (mc.seq_len - 1) % cfg->data.max_v != 0)
+        die("%s: vocabulary %d and sequence length %d do not fit any data settings", path, mc.vocab, mc.seq_len);
+    cfg->data.edges_per_vertex = (mc.seq_len - 1) / cfg->data.max_v;
+    if (cfg->data.max_tune_v > cfg->data.max_v) cfg->data.max_tune_v = cfg->data.max_v;
+    if (data_config_validate(&cfg->data) != 0) die("%s: %s", path, pf_last_error());
+    model_create(model, &mc, capacity, 0);
+    if (model_load_params(model, &file) != 0) die("%s: %s", path, pf_last_error());
+    st_free(&file);
+}
+
+static int cmd_eval(int argc, char **argv) {
+    RunConfig cfg;
+    config_preset(&cfg, "blog-pretrain");
+    const char *checkpoint = NULL, *set_name = NULL, *json_path = NULL;
+    long count = 16384;
+    uint64_t seed = 1;
+    int threads = 0, capacity = 1024;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--checkpoint") == 0) checkpoint = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--set") == 0) set_name = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "-n") == 0) count = parse_long("-n", need_value(argc, argv, &i), 1, 1L << 40);
+        else if (strcmp(argv[i], "--seed") == 0) seed = parse_u64("--seed", need_value(argc, argv, &i));
+        else if (strcmp(argv[i], "--json") == 0) json_path = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--threads") == 0) threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
+        else if (strcmp(argv[i], "--batch") == 0) capacity = (int)parse_long("--batch", need_value(argc, argv, &i), 1, 1 << 20);
+        else if (strchr(argv[i], '=') && argv[i][0] != '-') {
+            if (config_set(&cfg, argv[i]) != 0) die_error();
+        } else die("eval: unknown option '%s'", argv[i]);
+    }
+    if (!set_name) die("eval: --set NAME is required");
+    DataSet set;
+    if (dataset_lookup(&set, set_name, &cfg.data) != 0) die_error();
+    ops_set_threads(threads);
+    Model model;
+    load_for_inference(&model, &cfg, checkpoint, capacity);
+    EvalResult *result = mallocCheck(sizeof(EvalResult));
+    double start = pf_now_seconds();
+    if (eval_model(result, &model, set_name, &cfg.data, seed, count) != 0) die_error();
+    double seconds = pf_now_seconds() - start;
+    eval_print(result, stdout);
+    printf("(%.0f examples/s)\n", count / seconds);
+    char default_json[128];
+    if (!json_path) {
+        snprintf(default_json, sizeof(default_json), "eval_%s.json", set_name);
+        json_path = default_json;
+    }
+    char *json = eval_to_json(result);
+    if (pf_write_file_atomic(json_path, json, strlen(json)) != 0) die_error();
+    printf("histogram written to %s\n", json_path);
+    free(json);
+    free(result);
+    model_free(&model);
+    return 0;
+}
+
+static int cmd_predict(int argc, char **argv) {
+    RunConfig cfg;
+    config_preset(&cfg, "blog-pretrain");
+    const char *checkpoint = NULL, *in_path = NULL, *out_path = NULL;
+    int threads = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--checkpoint") == 0) checkpoint = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "-i") == 0) in_path = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "-o") == 0) out_path = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--threads") == 0) threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
+        else if (strchr(argv[i], '=') && argv[i][0] != '-') {
+            if (config_set(&cfg, argv[i]) != 0) die_error();
+        } else die("predict: unknown option '%s'", argv[i]);
+    }
+    ops_set_threads(threads);
+    enum { CAPACITY = 256 };
+    Model model;
+    load_for_inference(&model, &cfg, checkpoint, CAPACITY);
+    FILE *in = stdin;
+    if (in_path && strcmp(in_path, "-") != 0 && !(in = fopen(in_path, "r")))
+        die("cannot open %s: %s", in_path, strerror(errno));
+    FILE *out = open_output(out_path);
+    Batch batch;
+    batch_alloc(&batch, CAPACITY, model.config.seq_len);
+    Example example;
+    char *line = NULL;
+    size_t line_cap = 0;
+    long line_number = 0;
+    int B = 0;
+    for (;;) {
+        ssize_t len = getline(&line, &line_cap, in);
+        if (len > 0) {
+            line_number++;
+            while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+            if (len == 0) continue;  // blank lines are allowed
+            if (example_parse_jsonl(&example, line, &cfg.data) != 0)
+                die("%s line %ld: %s", in_path ? in_path : "input", line_number, pf_last_error());
+            batch_encode(&batch, B++, &example, &cfg.data);
+        }
+        if (B == CAPACITY || (len < 0 && B > 0)) {
+            model_forward(&model, batch.tokens, NULL, B);
+            for (int b = 0; b < B; b++)
+                fprintf(out, "{\"target\": %d, \"prediction\": %.6f, \"distance\": %d}\n", batch.targets[b],
+                        model.pred[b], (int)batch.labels[b]);
+            B = 0;
+        }
+        if (len < 0) break;
+    }
+    if (ferror(in)) die("cannot read %s: %s", in_path ? in_path : "standard input", strerror(errno));
+    free(line);
+    if (in != stdin) fclose(in);
+    close_output(out, out_path);
+    batch_free(&batch);
+    model_free(&model);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(USAGE, argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_FAILURE : 0;
+    }
+    const char *command = argv[1];
+    argc -= 2;
+    argv += 2;
+    if (strcmp(command, "gen") == 0) return cmd_gen(argc, argv);
+    if (strcmp(command, "train") == 0) return cmd_train(argc, argv);
+    if (strcmp(command, "eval") == 0) return cmd_eval(argc, argv);
+    if (strcmp(command, "predict") == 0) return cmd_predict(argc, argv);
+    if (strcmp(command, "keys") == 0) {
+        RunConfig cfg;
+        config_preset(&cfg, "blog-pretrain");
+        config_print_keys(stdout, &cfg);
+        return 0;
+    }
+    die("unknown command '%s' (try: pathformer help)", command);
+}

@@ -1,0 +1,405 @@
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "ops.h"
+#include "rng.h"
+
+ModelConfig model_config_default(void) {
+    ModelConfig cfg = {.vocab = 17, .seq_len = 16, .d_model = 64, .n_layers = 11, .n_heads = 2, .d_ff = 256};
+    return cfg;
+}
+
+int model_config_validate(const ModelConfig *cfg) {
+    if (cfg->vocab < 2) return pf_fail("vocab must be at least 2 (got %d)", cfg->vocab);
+    if (cfg->seq_len < 1 || cfg->seq_len > 4096) return pf_fail("seq_len must be in 1..4096 (got %d)", cfg->seq_len);
+    if (cfg->d_model < 2 || cfg->d_model % 2 != 0 || cfg->d_model > 65536)
+        return pf_fail("d_model must be even and in 2..65536 (got %d)", cfg->d_model);
+    if (cfg->n_layers < 1 || cfg->n_layers > 1024) return pf_fail("n_layers must be in 1..1024 (got %d)", cfg->n_layers);
+    if (cfg->n_heads < 1 || cfg->d_model % cfg->n_heads != 0)
+        return pf_fail("d_model %d is not divisible by n_heads %d", cfg->d_model, cfg->n_heads);
+    if (cfg->d_ff < 1 || cfg->d_ff > 1 << 20) return pf_fail("d_ff must be in 1..1048576 (got %d)", cfg->d_ff);
+    return 0;
+}
+
+static const char *const PARAM_SUFFIX[NUM_PARAM_TENSORS] = {
+    "embedding.weight",       "self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight",
+    "self_attn.out_proj.bias", "linear1.weight",          "linear1.bias",           "linear2.weight",
+    "linear2.bias",           "norm1.weight",             "norm1.bias",             "norm2.weight",
+    "norm2.bias",             "fc_out.weight",            "fc_out.bias",
+};
+
+int model_param_is_layered(int index) { return index >= 1 && index <= 12; }
+
+// Shape of one layer's slice (or of the whole tensor for non-layer parameters).
+static int param_shape(const ModelConfig *c, int index, int64_t *shape) {
+    int64_t C = c->d_model, F = c->d_ff;
+    switch (index) {
+    case 0: shape[0] = c->vocab; shape[1] = C / 2; return 2;
+    case 1: shape[0] = 3 * C; shape[1] = C; return 2;
+    case 2: shape[0] = 3 * C; return 1;
+    case 3: shape[0] = C; shape[1] = C; return 2;
+    case 5: shape[0] = F; shape[1] = C; return 2;
+    case 6: shape[0] = F; return 1;
+    case 7: shape[0] = C; shape[1] = F; return 2;
+    case 13: shape[0] = 1; shape[1] = C; return 2;
+    case 14: shape[0] = 1; return 1;
+    default: shape[0] = C; return 1;  // out_proj.bias, linear2.bias, norms
+    }
+}
+
+static size_t shape_numel(const int64_t *shape, int ndim) {
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)shape[i];
+    return n;
+}
+
+int model_param_name(const Model *model, int index, int layer, char *name, size_t size, int64_t *shape) {
+    if (model_param_is_layered(index))
+        snprintf(name, size, "transformer_encoder.layers.%d.%s", layer, PARAM_SUFFIX[index]);
+    else
+        snprintf(name, size, "%s", PARAM_SUFFIX[index]);
+    return param_shape(&model->config, index, shape);
+}
+
+static float **param_pointers(ParameterTensors *p) {
+    return (float **)p;  // the struct is NUM_PARAM_TENSORS float pointers in table order
+}
+
+float *model_param_slice(const Model *model, float *base, int index, int layer) {
+    size_t offset = 0;
+    for (int i = 0; i < index; i++) offset += model->param_sizes[i];
+    if (model_param_is_layered(index)) offset += (size_t)layer * (model->param_sizes[index] / model->config.n_layers);
+    return base + offset;
+}
+
+static void point_tensors(float **pointers, float *memory, const size_t *sizes, int count) {
+    for (int i = 0; i < count; i++) {
+        pointers[i] = memory;
+        memory += sizes[i];
+    }
+}
+
+static size_t sum_sizes(const size_t *sizes, int count) {
+    size_t total = 0;
+    for (int i = 0; i < count; i++) total += sizes[i];
+    return total;
+}
+
+void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int training) {
+    memset(model, 0, sizeof(*model));
+    model->config = *cfg;
+    size_t L = cfg->n_layers;
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        int64_t shape[2];
+        int ndim = param_shape(cfg, i, shape);
+        model->param_sizes[i] = shape_numel(shape, ndim) * (model_param_is_layered(i) ? L : 1);
+    }
+    model->num_parameters = sum_sizes(model->param_sizes, NUM_PARAM_TENSORS);
+    model->params_memory = callocCheck(model->num_parameters, sizeof(float));
+    point_tensors(param_pointers(&model->params), model->params_memory, model->param_sizes, NUM_PARAM_TENSORS);
+
+    size_t B = batch_capacity, T = cfg->seq_len, C = cfg->d_model, F = cfg->d_ff, NH = cfg->n_heads;
+    size_t BT = B * T;
+    size_t act_sizes[NUM_ACTIVATION_TENSORS] = {
+        BT * C,      L * BT * 3 * C, L * B * NH * T * T, L * BT * C, L * BT * C, L * BT * C, L * BT * C, L * BT,
+        L * BT,      L * BT * F,     L * BT * F,         L * BT * C, L * BT * C, L * BT,     L * BT,
+    };
+    memcpy(model->act_sizes, act_sizes, sizeof(act_sizes));
+    model->num_activations = sum_sizes(act_sizes, NUM_ACTIVATION_TENSORS);
+    model->acts_memory = mallocCheck(model->num_activations * sizeof(float));
+    point_tensors((float **)&model->acts, model->acts_memory, act_sizes, NUM_ACTIVATION_TENSORS);
+    model->batch_capacity = batch_capacity;
+    model->pad = mallocCheck(BT);
+    model->pred = mallocCheck(B * sizeof(float));
+
+    if (training) {
+        model->grads_memory = callocCheck(model->num_parameters, sizeof(float));
+        point_tensors(param_pointers(&model->grads), model->grads_memory, model->param_sizes, NUM_PARAM_TENSORS);
+        size_t scratch_sizes[NUM_SCRATCH_TENSORS] = {BT * C, BT * C, BT * C, BT * C, BT * 3 * C, BT * F, B};
+        model->scratch_memory = mallocCheck(sum_sizes(scratch_sizes, NUM_SCRATCH_TENSORS) * sizeof(float));
+        point_tensors((float **)&model->scratch, model->scratch_memory, scratch_sizes, NUM_SCRATCH_TENSORS);
+    }
+}
+
+void model_free(Model *model) {
+    free(model->params_memory);
+    free(model->grads_memory);
+    free(model->acts_memory);
+    free(model->scratch_memory);
+    free(model->pad);
+    free(model->pred);
+    memset(model, 0, sizeof(*model));
+}
+
+void model_describe(const Model *model, FILE *out) {
+    const ModelConfig *c = &model->config;
+    size_t scratch = 0;
+    if (model->grads_memory) {
+        size_t BT = (size_t)model->batch_capacity * c->seq_len;
+        scratch = BT * (4 * (size_t)c->d_model + 3 * (size_t)c->d_model + c->d_ff) + model->batch_capacity;
+    }
+    double mib = 1.0 / (1024.0 * 1024.0);
+    fprintf(out,
+            "model: d_model %d, layers %d, heads %d, d_ff %d, vocab %d, seq %d: %zu parameters\n"
+            "memory: parameters %.1f MiB, gradients %.1f MiB, activations %.1f MiB + backward %.1f MiB "
+            "(micro-batch %d)\n",
+            c->d_model, c->n_layers, c->n_heads, c->d_ff, c->vocab, c->seq_len, model->num_parameters,
+            model->num_parameters * 4 * mib, model->grads_memory ? model->num_parameters * 4 * mib : 0.0,
+            model->num_activations * 4 * mib, scratch * 4 * mib, model->batch_capacity);
+}
+
+static void fill_uniform(float *x, size_t n, float bound, Rng *rng) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * rng_uniform(rng) - 1.0) * bound);
+}
+
+static void fill_const(float *x, size_t n, float value) {
+    for (size_t i = 0; i < n; i++) x[i] = value;
+}
+
+// Initializes parameter tensor `index` of one layer as PyTorch does.
+static void init_tensor(Model *model, int index, int layer, Rng *rng) {
+    int64_t shape[2];
+    int ndim = param_shape(&model->config, index, shape);
+    size_t n = shape_numel(shape, ndim);
+    float *x = model_param_slice(model, model->params_memory, index, layer);
+    float C = (float)model->config.d_model, F = (float)model->config.d_ff;
+    switch (index) {
+    case 0:  // nn.Embedding: N(0, 1)
+        for (size_t i = 0; i < n; i++) x[i] = (float)rng_normal(rng);
+        break;
+    case 1:  // in_proj_weight: Xavier uniform over (3C, C)
+        fill_uniform(x, n, sqrtf(6.0f / (C + 3.0f * C)), rng);
+        break;
+    case 3:  // out_proj.weight: nn.Linear's kaiming_uniform(a=sqrt(5)) = U(±1/sqrt(fan_in))
+    case 5:
+    case 13:
+        fill_uniform(x, n, 1.0f / sqrtf((float)shape[1]), rng);
+        break;
+    case 7:
+        fill_uniform(x, n, 1.0f / sqrtf(F), rng);
+        break;
+    case 6:  // linear biases: U(±1/sqrt(fan_in))
+    case 14:
+        fill_uniform(x, n, 1.0f / sqrtf(C), rng);
+        break;
+    case 8:
+        fill_uniform(x, n, 1.0f / sqrtf(F), rng);
+        break;
+    case 9:  // LayerNorm weights 1
+    case 11:
+        fill_const(x, n, 1.0f);
+        break;
+    default:  // in_proj_bias, out_proj.bias, LayerNorm biases 0
+        fill_const(x, n, 0.0f);
+        break;
+    }
+}
+
+void model_init(Model *model, uint64_t seed, int identical_layers) {
+    Rng rng = rng_stream(seed, 0x696e6974ULL, 0);
+    int L = model->config.n_layers;
+    for (int index = 0; index < NUM_PARAM_TENSORS; index++) {
+        if (!model_param_is_layered(index)) {
+            init_tensor(model, index, 0, &rng);
+            continue;
+        }
+        for (int layer = 0; layer < L; layer++) {
+            if (identical_layers && layer > 0) {
+                size_t per_layer = model->param_sizes[index] / L;
+                memcpy(model_param_slice(model, model->params_memory, index, layer),
+                       model_param_slice(model, model->params_memory, index, 0), per_layer * sizeof(float));
+            } else {
+                init_tensor(model, index, layer, &rng);
+            }
+        }
+    }
+}
+
+double model_forward(Model *model, const int32_t *tokens, const float *labels, int B) {
+    const ModelConfig *c = &model->config;
+    int T = c->seq_len, C = c->d_model, F = c->d_ff, NH = c->n_heads, L = c->n_layers;
+    int BT = B * T;
+    ParameterTensors p = model->params;
+    ActivationTensors a = model->acts;
+    for (int i = 0; i < BT; i++) model->pad[i] = tokens[2 * i] == 0;
+
+    embedding_forward(a.encoded, tokens, p.embedding, BT, C);
+    const float *x = a.encoded;
+    size_t BTC = (size_t)BT * C;
+    for (int l = 0; l < L; l++) {
+        // this layer's slices of weights and saved activations
+        const float *w_in = p.in_proj_w + (size_t)l * 3 * C * C, *b_in = p.in_proj_b + (size_t)l * 3 * C;
+        const float *w_out = p.out_proj_w + (size_t)l * C * C, *b_out = p.out_proj_b + (size_t)l * C;
+        const float *w1 = p.linear1_w + (size_t)l * F * C, *b1 = p.linear1_b + (size_t)l * F;
+        const float *w2 = p.linear2_w + (size_t)l * C * F, *b2 = p.linear2_b + (size_t)l * C;
+        const float *n1w = p.norm1_w + (size_t)l * C, *n1b = p.norm1_b + (size_t)l * C;
+        const float *n2w = p.norm2_w + (size_t)l * C, *n2b = p.norm2_b + (size_t)l * C;
+        float *qkv = a.qkv + (size_t)l * BTC * 3, *att = a.att + (size_t)l * B * NH * T * T;
+        float *atty = a.atty + l * BTC, *attproj = a.attproj + l * BTC, *res1 = a.res1 + l * BTC;
+        float *ln1 = a.ln1 + l * BTC, *ln1_mean = a.ln1_mean + (size_t)l * BT, *ln1_rstd = a.ln1_rstd + (size_t)l * BT;
+        float *fc1 = a.fc1 + (size_t)l * BT * F, *fc1_relu = a.fc1_relu + (size_t)l * BT * F;
+        float *res2 = a.res2 + l * BTC, *ln2 = a.ln2 + l * BTC;
+        float *ln2_mean = a.ln2_mean + (size_t)l * BT, *ln2_rstd = a.ln2_rstd + (size_t)l * BT;
+
+        matmul_forward(qkv, x, w_in, b_in, BT, C, 3 * C);
+        attention_forward(atty, att, qkv, model->pad, B, T, C, NH);
+        matmul_forward(attproj, atty, w_out, b_out, BT, C, C);
+        residual_forward(res1, x, attproj, BTC);
+        layernorm_forward(ln1, ln1_mean, ln1_rstd, res1, n1w, n1b, BT, C);
+        matmul_forward(fc1, ln1, w1, b1, BT, C, F);
+        relu_forward(fc1_relu, fc1, (size_t)BT * F);
+        matmul_forward(res2, fc1_relu, w2, b2, BT, F, C);
+        residual_forward(res2, res2, ln1, BTC);
+        layernorm_forward(ln2, ln2_mean, ln2_rstd, res2, n2w, n2b, BT, C);
+        x = ln2;
+    }
+    readout_forward(model->pred, x, p.fc_out_w, p.fc_out_b, B, T, C);
+    return labels ? mse_forward(model->pred, labels, B) : 0.0;
+}
+
+void model_zero_grad(Model *model) {
+    if (model->grads_memory) memset(model->grads_memory, 0, model->num_parameters * sizeof(float));
+}
+
+void model_backward(Model *model, const int32_t *tokens, const float *labels, int B, float scale) {
+    const ModelConfig *c = &model->config;
+    int T = c->seq_len, C = c->d_model, F = c->d_ff, NH = c->n_heads, L = c->n_layers;
+    int BT = B * T;
+    size_t BTC = (size_t)BT * C;
+    ParameterTensors p = model->params, g = model->grads;
+    ActivationTensors a = model->acts;
+    BackwardScratch s = model->scratch;
+
+    mse_backward(s.dpred, model->pred, labels, B, scale);
+    memset(s.dlayer_out, 0, BTC * sizeof(float));
+    readout_backward(s.dlayer_out, g.fc_out_w, g.fc_out_b, s.dpred, a.ln2 + (size_t)(L - 1) * BTC, p.fc_out_w, B, T, C);
+
+    for (int l = L - 1; l >= 0; l--) {
+        const float *x = l == 0 ? a.encoded : a.ln2 + (size_t)(l - 1) * BTC;
+        size_t wqkv = (size_t)l * 3 * C * C, bqkv = (size_t)l * 3 * C, wcc = (size_t)l * C * C, vc = (size_t)l * C;
+        size_t wfc = (size_t)l * F * C, vf = (size_t)l * F;
+        const float *qkv = a.qkv + (size_t)l * BTC * 3, *att = a.att + (size_t)l * B * NH * T * T;
+        const float *atty = a.atty + l * BTC, *res1 = a.res1 + l * BTC, *ln1 = a.ln1 + l * BTC;
+        const float *fc1 = a.fc1 + (size_t)l * BT * F, *fc1_relu = a.fc1_relu + (size_t)l * BT * F;
+        const float *res2 = a.res2 + l * BTC;
+        const float *ln1_mean = a.ln1_mean + (size_t)l * BT, *ln1_rstd = a.ln1_rstd + (size_t)l * BT;
+        const float *ln2_mean = a.ln2_mean + (size_t)l * BT, *ln2_rstd = a.ln2_rstd + (size_t)l * BT;
+
+        // ln2 = LN(res2), res2 = ln1 + W2 relu(W1 ln1 + b1) + b2
+        memset(s.dres, 0, BTC * sizeof(float));
+        layernorm_backward(s.dres, g.norm2_w + vc, g.norm2_b + vc, s.dlayer_out, res2, p.norm2_w + vc, ln2_mean,
+                           ln2_rstd, BT, C);
+        memcpy(s.dln1, s.dres, BTC * sizeof(float));
+        memset(s.dfc, 0, (size_t)BT * F * sizeof(float));
+        matmul_backward(s.dfc, g.linear2_w + wfc, g.linear2_b + vc, s.dres, fc1_relu, p.linear2_w + wfc, BT, F, C);
+        relu_backward(s.dfc, fc1, (size_t)BT * F);
+        matmul_backward(s.dln1, g.linear1_w + wfc, g.linear1_b + vf, s.dfc, ln1, p.linear1_w + wfc, BT, C, F);
+
+        // ln1 = LN(res1), res1 = x + out_proj(attention(in_proj(x)))
+        memset(s.dres, 0, BTC * sizeof(float));
+        layernorm_backward(s.dres, g.norm1_w + vc, g.norm1_b + vc, s.dln1, res1, p.norm1_w + vc, ln1_mean, ln1_rstd,
+                           BT, C);
+        memset(s.datty, 0, BTC * sizeof(float));
+        matmul_backward(s.datty, g.out_proj_w + wcc, g.out_proj_b + vc, s.dres, atty, p.out_proj_w + wcc, BT, C, C);
+        memset(s.dqkv, 0, BTC * 3 * sizeof(float));
+        attention_backward(s.dqkv, s.datty, qkv, att, model->pad, B, T, C, NH);
+        // dres already holds the residual path's gradient of x; the projection adds to it
+        matmul_backward(s.dres, g.in_proj_w + wqkv, g.in_proj_b + bqkv, s.dqkv, x, p.in_proj_w + wqkv, BT, C, 3 * C);
+
+        float *swap = s.dlayer_out;
+        s.dlayer_out = s.dres;
+        s.dres = swap;
+    }
+    embedding_backward(g.embedding, s.dlayer_out, tokens, BT, C);
+}
+
+static const char *const CONFIG_KEYS[] = {"vocab", "seq_len", "d_model", "n_layers", "n_heads", "d_ff"};
+
+int model_save(const Model *model, const char *path, int num_extra, const char *const *extra_keys,
+               const char *const *extra_values) {
+    StWriter writer;
+    st_writer_init(&writer);
+    const int *values = &model->config.vocab;
+    char buf[32];
+    for (int i = 0; i < 6; i++) {
+        snprintf(buf, sizeof(buf), "%d", values[i]);
+        st_writer_metadata(&writer, CONFIG_KEYS[i], buf);
+    }
+    st_writer_metadata(&writer, "format", "pt");
+    st_writer_metadata(&writer, "pathformer_version", PF_VERSION);
+    for (int i = 0; i < num_extra; i++) st_writer_metadata(&writer, extra_keys[i], extra_values[i]);
+    for (int index = 0; index < NUM_PARAM_TENSORS; index++) {
+        int layers = model_param_is_layered(index) ? model->config.n_layers : 1;
+        for (int layer = 0; layer < layers; layer++) {
+            char name[128];
+            int64_t shape[2];
+            int ndim = model_param_name(model, index, layer, name, sizeof(name), shape);
+            st_writer_add(&writer, name, ST_F32, ndim, shape,
+                          model_param_slice(model, model->params_memory, index, layer));
+        }
+    }
+    int rc = st_writer_save(&writer, path);
+    st_writer_free(&writer);
+    return rc;
+}
+
+static int parse_metadata_int(const StFile *file, const char *key, int *out) {
+    const char *value = st_metadata(file, key);
+    if (!value) return 0;
+    char *end;
+    long v = strtol(value, &end, 10);
+    if (end == value || *end != '\0' || v < 1 || v > 1 << 24)
+        return pf_fail("checkpoint metadata %s='%s' is not a positive integer", key, value);
+    *out = (int)v;
+    return 1;
+}
+
+int model_config_from_file(ModelConfig *cfg, const StFile *file) {
+    const StTensor *emb = st_find(file, "embedding.weight");
+    const StTensor *fc1 = st_find(file, "transformer_encoder.layers.0.linear1.weight");
+    if (!emb || emb->ndim != 2) return pf_fail("checkpoint has no 2-D tensor 'embedding.weight'");
+    if (!fc1 || fc1->ndim != 2) return pf_fail("checkpoint has no 2-D tensor 'transformer_encoder.layers.0.linear1.weight'");
+    // shapes first, then metadata where present (it must agree: model_load_params checks every shape)
+    cfg->vocab = (int)emb->shape[0];
+    cfg->d_model = (int)emb->shape[1] * 2;
+    cfg->d_ff = (int)fc1->shape[0];
+    int layers = 0;
+    char name[96];
+    for (;;) {
+        snprintf(name, sizeof(name), "transformer_encoder.layers.%d.linear1.weight", layers);
+        if (!st_find(file, name)) break;
+        layers++;
+    }
+    cfg->n_layers = layers;
+    int *fields = &cfg->vocab;
+    for (int i = 0; i < 6; i++)
+        if (parse_metadata_int(file, CONFIG_KEYS[i], &fields[i]) < 0) return -1;
+    return model_config_validate(cfg);
+}
+
+int model_load_params(Model *model, const StFile *file) {
+    int expected = 0;
+    for (int index = 0; index < NUM_PARAM_TENSORS; index++) {
+        int layers = model_param_is_layered(index) ? model->config.n_layers : 1;
+        for (int layer = 0; layer < layers; layer++) {
+            char name[128];
+            int64_t shape[2];
+            int ndim = model_param_name(model, index, layer, name, sizeof(name), shape);
+            const float *data;
+            if (st_get_f32(file, name, ndim, shape, &data) != 0) return -1;
+            memcpy(model_param_slice(model, model->params_memory, index, layer), data,
+                   shape_numel(shape, ndim) * sizeof(float));
+            expected++;
+        }
+    }
+    if (file->num_tensors != expected)
+        return pf_fail("checkpoint has %d tensors, the model expects %d (unexpected extra tensors)", file->num_tensors,
+                       expected);
+    for (size_t i = 0; i < model->num_parameters; i++)
+        if (!isfinite(model->params_memory[i])) return pf_fail("checkpoint holds a non-finite parameter value");
+    return 0;
+}

@@ -1,0 +1,132 @@
+// The transformer of SPEC §3: config, parameter/gradient/activation layout, PyTorch-style
+// initialization, forward, backward, and checkpoints in safetensors with PyTorch's names.
+#ifndef PATHFORMER_MODEL_H
+#define PATHFORMER_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "safetensors.h"
+
+typedef struct {
+    int vocab;     // token vocabulary (max_v + 2)
+    int seq_len;   // T, token pairs per example
+    int d_model;   // C
+    int n_layers;  // L
+    int n_heads;   // NH
+    int d_ff;      // F, feed-forward width
+} ModelConfig;
+
+ModelConfig model_config_default(void);  // 17 / 16 / 64 / 11 / 2 / 256
+int model_config_validate(const ModelConfig *cfg);
+
+#define NUM_PARAM_TENSORS 15
+// Every parameter tensor, layer tensors stacked over L. Shapes are PyTorch's (out, in).
+typedef struct {
+    float *embedding;    // (V, C/2)
+    float *in_proj_w;    // (L, 3C, C)
+    float *in_proj_b;    // (L, 3C)
+    float *out_proj_w;   // (L, C, C)
+    float *out_proj_b;   // (L, C)
+    float *linear1_w;    // (L, F, C)
+    float *linear1_b;    // (L, F)
+    float *linear2_w;    // (L, C, F)
+    float *linear2_b;    // (L, C)
+    float *norm1_w;      // (L, C)
+    float *norm1_b;      // (L, C)
+    float *norm2_w;      // (L, C)
+    float *norm2_b;      // (L, C)
+    float *fc_out_w;     // (1, C)
+    float *fc_out_b;     // (1)
+} ParameterTensors;
+
+#define NUM_ACTIVATION_TENSORS 15
+// Saved forward values for a micro-batch of B examples (layer tensors stacked over L).
+typedef struct {
+    float *encoded;   // (B, T, C) embedding output, the input of layer 0
+    float *qkv;       // (L, B, T, 3C)
+    float *att;       // (L, B, NH, T, T) softmax probabilities
+    float *atty;      // (L, B, T, C) attention output before the projection
+    float *attproj;   // (L, B, T, C)
+    float *res1;      // (L, B, T, C) x + attention
+    float *ln1;       // (L, B, T, C)
+    float *ln1_mean;  // (L, B, T)
+    float *ln1_rstd;  // (L, B, T)
+    float *fc1;       // (L, B, T, F) before ReLU
+    float *fc1_relu;  // (L, B, T, F)
+    float *res2;      // (L, B, T, C) ln1 + feed-forward
+    float *ln2;       // (L, B, T, C) the layer's output
+    float *ln2_mean;  // (L, B, T)
+    float *ln2_rstd;  // (L, B, T)
+} ActivationTensors;
+
+#define NUM_SCRATCH_TENSORS 7
+// Gradient buffers of the backward pass, reused layer after layer.
+typedef struct {
+    float *dlayer_out;  // (B, T, C) gradient of the current layer's output
+    float *dres;        // (B, T, C)
+    float *dln1;        // (B, T, C)
+    float *datty;       // (B, T, C)
+    float *dqkv;        // (B, T, 3C)
+    float *dfc;         // (B, T, F)
+    float *dpred;       // (B)
+} BackwardScratch;
+
+typedef struct {
+    ModelConfig config;
+    size_t param_sizes[NUM_PARAM_TENSORS];
+    size_t num_parameters;
+    ParameterTensors params;
+    float *params_memory;
+    ParameterTensors grads;   // NULL pointers in an inference-only model
+    float *grads_memory;
+    int batch_capacity;       // largest micro-batch the activations hold
+    size_t act_sizes[NUM_ACTIVATION_TENSORS];
+    size_t num_activations;
+    ActivationTensors acts;
+    float *acts_memory;
+    BackwardScratch scratch;
+    float *scratch_memory;
+    uint8_t *pad;             // (B, T) padding mask of the current micro-batch
+    float *pred;              // (B) predictions of the current micro-batch
+} Model;
+
+// Allocates everything once (parameters, and gradients when `training`), for micro-batches of up
+// to batch_capacity examples. Prints nothing; model_describe says how much was allocated.
+void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int training);
+void model_free(Model *model);
+void model_describe(const Model *model, FILE *out);
+
+// PyTorch's initialization (SPEC §3). With identical_layers, layer 0 is drawn and copied to all
+// layers, as nn.TransformerEncoder's deep copy does.
+void model_init(Model *model, uint64_t seed, int identical_layers);
+
+// tokens (B, T, 2); fills model->pred (B). Returns the sum of squared errors when labels is not
+// NULL (0 otherwise).
+double model_forward(Model *model, const int32_t *tokens, const float *labels, int B);
+// Accumulates parameter gradients of scale * sum of squared errors of the last forward
+// (scale = 1 / full batch size gives the gradient of the MSE over the full batch).
+void model_backward(Model *model, const int32_t *tokens, const float *labels, int B, float scale);
+void model_zero_grad(Model *model);
+
+// The name of parameter tensor `index` for layer `layer` (PyTorch state_dict names) and its shape.
+// Returns the number of dims; layer is ignored for non-layer tensors.
+int model_param_name(const Model *model, int index, int layer, char *name, size_t size, int64_t *shape);
+int model_param_is_layered(int index);
+// Pointer to parameter tensor `index` of `layer` inside `base` (params_memory or grads_memory layout).
+float *model_param_slice(const Model *model, float *base, int index, int layer);
+
+// Checkpoint: every parameter under its PyTorch name plus the config in the metadata
+// (extra metadata pairs may be added by the caller). Atomic write.
+int model_save(const Model *model, const char *path, int num_extra, const char *const *extra_keys,
+               const char *const *extra_values);
+// Reads the config from a checkpoint's metadata, or infers it from the tensor shapes when the
+// metadata lacks it (as in files converted from PyTorch). Heads and sequence length cannot be
+// inferred from shapes: without metadata they keep the values *cfg holds on entry.
+// 0 or -1 with the error set.
+int model_config_from_file(ModelConfig *cfg, const StFile *file);
+// Copies every parameter from a loaded file into the model; checks names, dtypes and shapes.
+int model_load_params(Model *model, const StFile *file);
+
+#endif

@@ -1,0 +1,327 @@
+#include "ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#ifdef PF_HAVE_BLAS
+#include <cblas.h>
+void openblas_set_num_threads(int num_threads);  // OpenBLAS extension; not in every cblas.h
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include <unistd.h>
+
+#include "graph.h"
+
+int ops_set_threads(int n) {
+    if (n <= 0) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+#ifdef PF_HAVE_BLAS
+    openblas_set_num_threads(n);
+#endif
+    return n;
+}
+
+const char *ops_backend(void) {
+#ifdef PF_HAVE_BLAS
+    return "openblas";
+#else
+    return "loops";
+#endif
+}
+
+void embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C) {
+    int half = C / 2;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *row = out + (size_t)n * C;
+        memcpy(row, table + (size_t)tokens[2 * n] * half, sizeof(float) * half);
+        memcpy(row + half, table + (size_t)tokens[2 * n + 1] * half, sizeof(float) * half);
+    }
+}
+
+void embedding_backward(float *dtable, const float *dout, const int32_t *tokens, int N, int C) {
+    // Serial: rows of the table are shared between positions, and N * C is small next to the layers.
+    int half = C / 2;
+    for (int n = 0; n < N; n++) {
+        const float *drow = dout + (size_t)n * C;
+        for (int side = 0; side < 2; side++) {
+            float *dt = dtable + (size_t)tokens[2 * n + side] * half;
+            const float *d = drow + side * half;
+            for (int i = 0; i < half; i++) dt[i] += d[i];
+        }
+    }
+}
+
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC) {
+#ifdef PF_HAVE_BLAS
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, 0.0f, out, OC);
+    if (bias) {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            float *o = out + (size_t)n * OC;
+            for (int j = 0; j < OC; j++) o[j] += bias[j];
+        }
+    }
+#else
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *o = out + (size_t)n * OC;
+        for (int j = 0; j < OC; j++) {
+            const float *w = weight + (size_t)j * C;
+            float sum = 0.0f;
+            for (int i = 0; i < C; i++) sum += x[i] * w[i];
+            o[j] = sum + (bias ? bias[j] : 0.0f);
+        }
+    }
+#endif
+}
+
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int N, int C, int OC) {
+#ifdef PF_HAVE_BLAS
+    if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+#else
+    if (dinp) {
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const float *d = dout + (size_t)n * OC;
+            float *di = dinp + (size_t)n * C;
+            for (int j = 0; j < OC; j++) {
+                const float *w = weight + (size_t)j * C;
+                float dj = d[j];
+                for (int i = 0; i < C; i++) di[i] += dj * w[i];
+            }
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < OC; j++) {
+        float *dw = dweight + (size_t)j * C;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C;
+            float dj = dout[(size_t)n * OC + j];
+            for (int i = 0; i < C; i++) dw[i] += dj * x[i];
+        }
+    }
+#endif
+    if (dbias) {
+#pragma omp parallel for schedule(static)
+        for (int j = 0; j < OC; j++) {
+            float sum = 0.0f;
+            for (int n = 0; n < N; n++) sum += dout[(size_t)n * OC + j];
+            dbias[j] += sum;
+        }
+    }
+}
+
+void attention_forward(float *out, float *att, const float *qkv, const uint8_t *pad, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = (size_t)3 * C;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            const uint8_t *pad_b = pad + (size_t)b * T;
+            for (int t = 0; t < T; t++) {
+                const float *q = qkv + ((size_t)b * T + t) * C3 + h * hs;
+                float *a = att + (((size_t)b * NH + h) * T + t) * T;
+                float maxval = -INFINITY;
+                for (int s = 0; s < T; s++) {
+                    if (pad_b[s]) {
+                        a[s] = -INFINITY;
+                        continue;
+                    }
+                    const float *k = qkv + ((size_t)b * T + s) * C3 + C + h * hs;
+                    float dot = 0.0f;
+                    for (int i = 0; i < hs; i++) dot += q[i] * k[i];
+                    a[s] = dot * scale;
+                    if (a[s] > maxval) maxval = a[s];
+                }
+                float sum = 0.0f;
+                for (int s = 0; s < T; s++) {
+                    float e = pad_b[s] ? 0.0f : expf(a[s] - maxval);
+                    a[s] = e;
+                    sum += e;
+                }
+                float inv = 1.0f / sum;
+                float *o = out + ((size_t)b * T + t) * C + h * hs;
+                for (int i = 0; i < hs; i++) o[i] = 0.0f;
+                for (int s = 0; s < T; s++) {
+                    a[s] *= inv;
+                    if (pad_b[s]) continue;
+                    const float *v = qkv + ((size_t)b * T + s) * C3 + 2 * C + h * hs;
+                    for (int i = 0; i < hs; i++) o[i] += a[s] * v[i];
+                }
+            }
+        }
+    }
+}
+
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *pad,
+                        int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = (size_t)3 * C;
+    // Parallel over (b, h): each pair writes only its own slices of dqkv.
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            const uint8_t *pad_b = pad + (size_t)b * T;
+            float datt[PF_MAX_EDGES + 1];
+            for (int t = 0; t < T; t++) {
+                const float *a = att + (((size_t)b * NH + h) * T + t) * T;
+                const float *d = dout + ((size_t)b * T + t) * C + h * hs;
+                const float *q = qkv + ((size_t)b * T + t) * C3 + h * hs;
+                float *dq = dqkv + ((size_t)b * T + t) * C3 + h * hs;
+                // out_t = sum_s a_ts v_s  =>  dv_s += a_ts d_t,  da_ts = d_t . v_s
+                float weighted = 0.0f;
+                for (int s = 0; s < T; s++) {
+                    if (pad_b[s]) {
+                        datt[s] = 0.0f;
+                        continue;
+                    }
+                    const float *v = qkv + ((size_t)b * T + s) * C3 + 2 * C + h * hs;
+                    float *dv = dqkv + ((size_t)b * T + s) * C3 + 2 * C + h * hs;
+                    float dot = 0.0f;
+                    for (int i = 0; i < hs; i++) {
+                        dot += d[i] * v[i];
+                        dv[i] += a[s] * d[i];
+                    }
+                    datt[s] = dot;
+                    weighted += a[s] * dot;
+                }
+                // softmax backward, then through the scaled dot product
+                for (int s = 0; s < T; s++) {
+                    if (pad_b[s]) continue;
+                    float dscore = a[s] * (datt[s] - weighted) * scale;
+                    const float *k = qkv + ((size_t)b * T + s) * C3 + C + h * hs;
+                    float *dk = dqkv + ((size_t)b * T + s) * C3 + C + h * hs;
+                    for (int i = 0; i < hs; i++) {
+                        dq[i] += dscore * k[i];
+                        dk[i] += dscore * q[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int N, int C) {
+    const double eps = 1e-5;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        double sum = 0.0;
+        for (int i = 0; i < C; i++) sum += x[i];
+        double m = sum / C;
+        double var = 0.0;
+        for (int i = 0; i < C; i++) {
+            double diff = x[i] - m;
+            var += diff * diff;
+        }
+        var /= C;
+        float s = (float)(1.0 / sqrt(var + eps));
+        float mf = (float)m;
+        float *o = out + (size_t)n * C;
+        for (int i = 0; i < C; i++) o[i] = (x[i] - mf) * s * weight[i] + bias[i];
+        mean[n] = mf;
+        rstd[n] = s;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *d = dout + (size_t)n * C;
+        const float *x = inp + (size_t)n * C;
+        float *di = dinp + (size_t)n * C;
+        float m = mean[n], s = rstd[n];
+        // dnorm = dout * weight; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
+        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        for (int i = 0; i < C; i++) {
+            float norm = (x[i] - m) * s;
+            float dnorm = d[i] * weight[i];
+            dnorm_mean += dnorm;
+            dnorm_norm_mean += dnorm * norm;
+        }
+        dnorm_mean /= C;
+        dnorm_norm_mean /= C;
+        for (int i = 0; i < C; i++) {
+            float norm = (x[i] - m) * s;
+            float dnorm = d[i] * weight[i];
+            di[i] += s * (dnorm - dnorm_mean - norm * dnorm_norm_mean);
+        }
+    }
+    // Parameter gradients reduce over rows: parallel over columns keeps them race-free.
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < C; i++) {
+        float dw = 0.0f, db = 0.0f;
+        for (int n = 0; n < N; n++) {
+            float norm = (inp[(size_t)n * C + i] - mean[n]) * rstd[n];
+            float d = dout[(size_t)n * C + i];
+            dw += d * norm;
+            db += d;
+        }
+        dweight[i] += dw;
+        dbias[i] += db;
+    }
+}
+
+void residual_forward(float *out, const float *a, const float *b, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+void relu_forward(float *out, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+
+void relu_backward(float *dinout, const float *inp, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        if (inp[i] <= 0.0f) dinout[i] = 0.0f;
+}
+
+void readout_forward(float *pred, const float *inp, const float *weight, const float *bias, int B, int T, int C) {
+    for (int b = 0; b < B; b++) {
+        const float *x = inp + ((size_t)b * T + T - 1) * C;
+        float sum = 0.0f;
+        for (int i = 0; i < C; i++) sum += x[i] * weight[i];
+        pred[b] = sum + bias[0];
+    }
+}
+
+void readout_backward(float *dinp, float *dweight, float *dbias, const float *dpred, const float *inp,
+                      const float *weight, int B, int T, int C) {
+    for (int b = 0; b < B; b++) {
+        const float *x = inp + ((size_t)b * T + T - 1) * C;
+        float *dx = dinp + ((size_t)b * T + T - 1) * C;
+        for (int i = 0; i < C; i++) {
+            dx[i] += dpred[b] * weight[i];
+            dweight[i] += dpred[b] * x[i];
+        }
+        dbias[0] += dpred[b];
+    }
+}
+
+double mse_forward(const float *pred, const float *labels, int B) {
+    double sum = 0.0;
+    for (int b = 0; b < B; b++) {
+        double diff = (double)pred[b] - labels[b];
+        sum += diff * diff;
+    }
+    return sum;
+}
+
+void mse_backward(float *dpred, const float *pred, const float *labels, int B, float scale) {
+    for (int b = 0; b < B; b++) dpred[b] = 2.0f * (pred[b] - labels[b]) * scale;
+}

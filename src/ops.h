@@ -1,0 +1,59 @@
+// The layer ops of the encoder, as forward/backward pairs (reference versions, threaded with
+// OpenMP; matmuls go through CBLAS when the build found one). Argument order: outputs, saved
+// values, inputs and weights, sizes. Backward functions accumulate (+=) into parameter gradients
+// and into input gradients.
+#ifndef PATHFORMER_OPS_H
+#define PATHFORMER_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// Sets the thread count of OpenMP and of the BLAS library (n <= 0: all cores); returns it.
+int ops_set_threads(int n);
+// Which matmul backend this build uses ("openblas" or "loops").
+const char *ops_backend(void);
+
+// out (N, C) = concat(table[tokens[n,0]], table[tokens[n,1]]); table (V, C/2), tokens (N, 2)
+void embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C);
+void embedding_backward(float *dtable, const float *dout, const int32_t *tokens, int N, int C);
+
+// out (N, OC) = inp (N, C) @ weight^T + bias; weight (OC, C), bias (OC) or NULL
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC);
+// dinp (N, C) += dout @ weight; dweight (OC, C) += dout^T @ inp; dbias (OC) += column sums of dout.
+// dinp may be NULL (no input gradient wanted).
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int N, int C, int OC);
+
+// Multi-head self-attention core. qkv (B, T, 3C) packed [q | k | v], heads of size C/NH.
+// pad (B, T): 1 where the position is padding (masked as a key). att (B, NH, T, T) saves the
+// softmax probabilities (0 on masked keys). out (B, T, C).
+void attention_forward(float *out, float *att, const float *qkv, const uint8_t *pad, int B, int T, int C, int NH);
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *pad,
+                        int B, int T, int C, int NH);
+
+// out (N, C) = (inp - mean) * rstd * weight + bias; mean, rstd (N) saved; eps 1e-5
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int N, int C);
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C);
+
+// out = a + b (n elements)
+void residual_forward(float *out, const float *a, const float *b, size_t n);
+
+// out = max(inp, 0); backward in place: dinout (the gradient of out) becomes the gradient of inp,
+// zero where inp <= 0 (as PyTorch's threshold_backward)
+void relu_forward(float *out, const float *inp, size_t n);
+void relu_backward(float *dinout, const float *inp, size_t n);
+
+// Readout on the last position: pred (B) = inp[b, T-1, :] . weight (C) + bias (1)
+void readout_forward(float *pred, const float *inp, const float *weight, const float *bias, int B, int T, int C);
+// dinp (B, T, C) += dpred[b] * weight at position T-1; dweight += dpred[b] * inp[b, T-1]; dbias += sum dpred
+void readout_backward(float *dinp, float *dweight, float *dbias, const float *dpred, const float *inp,
+                      const float *weight, int B, int T, int C);
+
+// Sum of squared errors over B predictions, and dpred[b] = 2 (pred[b] - label[b]) * scale
+// (scale = 1 / total batch size gives the gradient of the mean).
+double mse_forward(const float *pred, const float *labels, int B);
+void mse_backward(float *dpred, const float *pred, const float *labels, int B, float scale);
+
+#endif

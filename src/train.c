@@ -1,0 +1,373 @@
+#include "train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "adam.h"
+#include "batch.h"
+#include "common.h"
+#include "eval.h"
+#include "model.h"
+#include "ops.h"
+
+static volatile sig_atomic_t interrupted = 0;
+
+static void on_interrupt(int signum) {
+    (void)signum;
+    interrupted = 1;
+}
+
+static void path_join(char *out, size_t size, const char *dir, const char *name) {
+    snprintf(out, size, "%s/%s", dir, name);
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+int train_load_run_config(RunConfig *cfg, const char *run_dir) {
+    char path[PF_PATH_MAX + 32];
+    path_join(path, sizeof(path), run_dir, "config.json");
+    size_t size;
+    char *text = pf_read_file(path, &size);
+    if (!text) return -1;
+    config_preset(cfg, "blog-pretrain");
+    int rc = config_from_json(cfg, text);
+    free(text);
+    if (rc != 0) return pf_fail("%s: %s", path, pf_last_error());
+    return config_finalize(cfg);
+}
+
+// Saves the model and the optimizer state after `step` completed steps.
+static int save_checkpoint(const Model *model, const AdamState *adam, const RunConfig *cfg, const char *run_dir,
+                           long step) {
+    char step_text[32], seed_text[32], path[PF_PATH_MAX + 32];
+    snprintf(step_text, sizeof(step_text), "%ld", step);
+    snprintf(seed_text, sizeof(seed_text), "%llu", (unsigned long long)cfg->seed);
+    const char *keys[] = {"step", "seed", "set"};
+    const char *values[] = {step_text, seed_text, cfg->set};
+    path_join(path, sizeof(path), run_dir, "model.safetensors");
+    if (model_save(model, path, 3, keys, values) != 0) return -1;
+
+    StWriter writer;
+    st_writer_init(&writer);
+    int64_t shape[1] = {(int64_t)adam->n};
+    st_writer_add(&writer, "exp_avg", ST_F32, 1, shape, adam->m);
+    st_writer_add(&writer, "exp_avg_sq", ST_F32, 1, shape, adam->v);
+    char adam_step[32];
+    snprintf(adam_step, sizeof(adam_step), "%ld", adam->step);
+    st_writer_metadata(&writer, "step", step_text);
+    st_writer_metadata(&writer, "adam_step", adam_step);
+    st_writer_metadata(&writer, "seed", seed_text);
+    path_join(path, sizeof(path), run_dir, "optimizer.safetensors");
+    int rc = st_writer_save(&writer, path);
+    st_writer_free(&writer);
+    return rc;
+}
+
+static int metadata_long(const StFile *file, const char *key, const char *path, long *out) {
+    const char *text = st_metadata(file, key);
+    char *end;
+    if (!text) return pf_fail("%s: metadata '%s' missing", path, key);
+    *out = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || *out < 0) return pf_fail("%s: metadata %s='%s' is not a count", path, key, text);
+    return 0;
+}
+
+// Loads the run's checkpoint; returns the number of completed steps or -1.
+static long load_checkpoint(Model *model, AdamState *adam, const char *run_dir) {
+    char path[PF_PATH_MAX + 32];
+    StFile file;
+    long model_step, opt_step, adam_step;
+    path_join(path, sizeof(path), run_dir, "model.safetensors");
+    if (st_load(&file, path) != 0) return -1;
+    ModelConfig saved = model->config;
+    int rc = model_config_from_file(&saved, &file);
+    if (rc == 0 && memcmp(&saved, &model->config, sizeof(saved)) != 0)
+        rc = pf_fail("%s: the checkpoint's model shape differs from the run's config", path);
+    if (rc == 0) rc = model_load_params(model, &file);
+    if (rc == 0) rc = metadata_long(&file, "step", path, &model_step);
+    st_free(&file);
+    if (rc != 0) return rc;
+
+    path_join(path, sizeof(path), run_dir, "optimizer.safetensors");
+    if (st_load(&file, path) != 0) return -1;
+    int64_t shape[1] = {(int64_t)adam->n};
+    const float *m, *v;
+    rc = st_get_f32(&file, "exp_avg", 1, shape, &m);
+    if (rc == 0) rc = st_get_f32(&file, "exp_avg_sq", 1, shape, &v);
+    if (rc == 0) rc = metadata_long(&file, "step", path, &opt_step);
+    if (rc == 0) rc = metadata_long(&file, "adam_step", path, &adam_step);
+    if (rc == 0) {
+        memcpy(adam->m, m, adam->n * sizeof(float));
+        memcpy(adam->v, v, adam->n * sizeof(float));
+        adam->step = adam_step;
+    }
+    st_free(&file);
+    if (rc != 0) return rc;
+    if (model_step != opt_step)
+        return pf_fail("%s: model checkpoint is at step %ld but the optimizer state at step %ld", run_dir, model_step,
+                       opt_step);
+    return model_step;
+}
+
+// Keeps the header and the rows of steps before `keep_steps` (a resumed run rewrites the rest).
+static int truncate_log(const char *path, long keep_steps) {
+    size_t size;
+    char *text = pf_read_file(path, &size);
+    if (!text) return -1;
+    size_t keep = 0;
+    int line = 0;
+    for (char *p = text; *p;) {
+        char *next = strchr(p, '\n');
+        if (!next) break;  // a partial last line is dropped
+        if (line > 0 && strtol(p, NULL, 10) >= keep_steps) break;
+        line++;
+        keep = (size_t)(next + 1 - text);
+        p = next + 1;
+    }
+    int rc = pf_write_file_atomic(path, text, keep);
+    free(text);
+    return rc;
+}
+
+static void format_duration(char *out, size_t size, double seconds) {
+    if (!isfinite(seconds) || seconds < 0) seconds = 0;
+    long s = (long)seconds;
+    if (s >= 3600)
+        snprintf(out, size, "%ldh%02ldm", s / 3600, (s % 3600) / 60);
+    else
+        snprintf(out, size, "%ldm%02lds", s / 60, s % 60);
+}
+
+static int write_summary(const RunConfig *cfg, const char *run_dir, long steps, double final_mse, double wall,
+                         double examples_per_s, const EvalResult *eval, int threads) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "version", PF_VERSION);
+    cJSON_AddStringToObject(root, "set", cfg->set);
+    cJSON_AddNumberToObject(root, "steps", (double)steps);
+    cJSON_AddNumberToObject(root, "examples", (double)steps * (double)cfg->batch_size);
+    cJSON_AddNumberToObject(root, "final_train_mse", final_mse);
+    cJSON_AddNumberToObject(root, "wall_seconds", wall);
+    cJSON_AddNumberToObject(root, "examples_per_second", examples_per_s);
+    cJSON_AddNumberToObject(root, "threads", threads);
+    cJSON_AddStringToObject(root, "matmul", ops_backend());
+    if (eval) {
+        char *json = eval_to_json(eval);
+        cJSON *parsed = cJSON_Parse(json);
+        free(json);
+        cJSON_DeleteItemFromObject(parsed, "histogram");
+        cJSON_AddItemToObject(root, "eval", parsed);
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    char path[PF_PATH_MAX + 32];
+    path_join(path, sizeof(path), run_dir, "summary.json");
+    int rc = pf_write_file_atomic(path, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+int train_run(const RunConfig *cfg, const char *run_dir, int resume) {
+    char path[PF_PATH_MAX + 32];
+    DataSet set;
+    LrSchedule schedule;
+    if (dataset_lookup(&set, cfg->set, &cfg->data) != 0) return -1;
+    if (lr_schedule_parse(&schedule, cfg->lr_schedule) != 0) return -1;
+    long total_steps = lr_schedule_total_steps(&schedule);
+    if (pf_mkdir_p(run_dir) != 0) return -1;
+
+    char *config_json = config_to_json(cfg);
+    path_join(path, sizeof(path), run_dir, "config.json");
+    if (resume) {
+        RunConfig saved;
+        if (train_load_run_config(&saved, run_dir) != 0) {
+            free(config_json);
+            return -1;
+        }
+        char *saved_json = config_to_json(&saved);
+        int same = strcmp(saved_json, config_json) == 0;
+        free(saved_json);
+        if (!same) {
+            free(config_json);
+            return pf_fail("%s holds a run with a different config; resume it without overrides", run_dir);
+        }
+    } else {
+        char model_path[PF_PATH_MAX + 32];
+        path_join(model_path, sizeof(model_path), run_dir, "model.safetensors");
+        if (file_exists(model_path) || file_exists(path)) {
+            free(config_json);
+            return pf_fail("%s already holds a run; continue it with --resume or choose another --out", run_dir);
+        }
+        if (pf_write_file_atomic(path, config_json, strlen(config_json)) != 0) {
+            free(config_json);
+            return -1;
+        }
+    }
+    free(config_json);
+
+    int threads = ops_set_threads(cfg->threads);
+    Model model;
+    model_create(&model, &cfg->model, cfg->micro_batch, 1);
+    AdamState adam;
+    adam_create(&adam, model.num_parameters);
+    AdamConfig adam_cfg = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay};
+    Batch batch;
+    batch_alloc(&batch, cfg->micro_batch, cfg->model.seq_len);
+    int rc = 0;
+    long start_step = 0;
+
+    if (resume) {
+        start_step = load_checkpoint(&model, &adam, run_dir);
+        if (start_step < 0) rc = -1;
+    } else if (cfg->init_from[0]) {
+        StFile file;
+        rc = st_load(&file, cfg->init_from);
+        if (rc == 0) {
+            ModelConfig from = cfg->model;
+            rc = model_config_from_file(&from, &file);
+            if (rc == 0 && memcmp(&from, &cfg->model, sizeof(from)) != 0)
+                rc = pf_fail("%s: its model shape differs from the configured one", cfg->init_from);
+            if (rc == 0) rc = model_load_params(&model, &file);
+            st_free(&file);
+        }
+    } else {
+        model_init(&model, cfg->seed, cfg->identical_layers);
+    }
+
+    char log_path[PF_PATH_MAX + 32];
+    path_join(log_path, sizeof(log_path), run_dir, "train.csv");
+    FILE *log = NULL;
+    if (rc == 0 && resume && file_exists(log_path)) rc = truncate_log(log_path, start_step);
+    if (rc == 0) {
+        int fresh = !file_exists(log_path);
+        log = fopen(log_path, "a");
+        if (!log) {
+            rc = pf_fail("cannot open %s: %s", log_path, strerror(errno));
+        } else if (fresh) {
+            fprintf(log, "step,lr,mse");
+            for (int label = 1; label <= cfg->data.max_v; label++) fprintf(log, ",mse_%d", label);
+            fprintf(log, ",examples_per_s,elapsed_s\n");
+        }
+    }
+    if (rc != 0) goto done;
+
+    model_describe(&model, stderr);
+    fprintf(stderr, "training on '%s': steps %ld..%ld of %ld, batch %ld (micro %d), lr %s, %d threads, matmul %s\n",
+            cfg->set, start_step, total_steps - 1, total_steps, cfg->batch_size, cfg->micro_batch, cfg->lr_schedule,
+            threads, ops_backend());
+
+    struct sigaction action, old_action;
+    memset(&action, 0, sizeof(action));
+    action.sa_handler = on_interrupt;
+    sigaction(SIGINT, &action, &old_action);
+    interrupted = 0;
+
+    int terminal = isatty(STDERR_FILENO);
+    double run_start = pf_now_seconds(), last_print = 0.0, final_mse = NAN;
+    long saved_step = start_step, step = start_step;
+    int max_label = cfg->data.max_v;
+    double label_sse[PF_MAX_VERTICES + 1];
+    long label_count[PF_MAX_VERTICES + 1];
+    for (; step < total_steps && !interrupted; step++) {
+        double step_start = pf_now_seconds();
+        float lr = (float)lr_schedule_at(&schedule, step);
+        double sse = 0.0;
+        memset(label_sse, 0, sizeof(label_sse));
+        memset(label_count, 0, sizeof(label_count));
+        model_zero_grad(&model);
+        for (long first = 0; first < cfg->batch_size && !interrupted; first += cfg->micro_batch) {
+            int B = (int)(cfg->batch_size - first < cfg->micro_batch ? cfg->batch_size - first : cfg->micro_batch);
+            batch.B = B;
+            batch_fill(&batch, &set, &cfg->data, cfg->seed, (uint64_t)step, (uint64_t)first);
+            sse += model_forward(&model, batch.tokens, batch.labels, B);
+            for (int b = 0; b < B; b++) {
+                int label = (int)batch.labels[b];
+                double diff = (double)model.pred[b] - batch.labels[b];
+                label_sse[label] += diff * diff;
+                label_count[label]++;
+            }
+            model_backward(&model, batch.tokens, batch.labels, B, 1.0f / (float)cfg->batch_size);
+        }
+        if (interrupted) break;  // a partly accumulated step is dropped; the checkpoint is the last full step
+        adam_update(&adam, model.params_memory, model.grads_memory, lr, &adam_cfg);
+
+        double now = pf_now_seconds();
+        double examples_per_s = cfg->batch_size / (now - step_start);
+        final_mse = sse / cfg->batch_size;
+        if (!isfinite(final_mse)) {
+            rc = pf_fail("training diverged at step %ld (MSE %g); lower the learning rate", step, final_mse);
+            break;
+        }
+        fprintf(log, "%ld,%g,%.9g", step, lr, final_mse);
+        for (int label = 1; label <= max_label; label++) {
+            if (label_count[label])
+                fprintf(log, ",%.9g", label_sse[label] / label_count[label]);
+            else
+                fprintf(log, ",");
+        }
+        fprintf(log, ",%.1f,%.3f\n", examples_per_s, now - run_start);
+        fflush(log);
+
+        long done_steps = step + 1;
+        double eta = (now - run_start) / (done_steps - start_step) * (total_steps - done_steps);
+        char eta_text[32];
+        format_duration(eta_text, sizeof(eta_text), eta);
+        if (terminal) {
+            fprintf(stderr, "\rstep %ld/%ld | loss %.5f | lr %.2g | %.0f ex/s | ETA %s   ", done_steps, total_steps,
+                    final_mse, lr, examples_per_s, eta_text);
+        } else if (now - last_print >= 2.0 || done_steps == total_steps) {
+            fprintf(stderr, "step %ld/%ld loss %.5f lr %.2g %.0f ex/s ETA %s\n", done_steps, total_steps, final_mse, lr,
+                    examples_per_s, eta_text);
+            last_print = now;
+        }
+        if (cfg->checkpoint_every > 0 && done_steps % cfg->checkpoint_every == 0 && done_steps < total_steps) {
+            if ((rc = save_checkpoint(&model, &adam, cfg, run_dir, done_steps)) != 0) break;
+            saved_step = done_steps;
+        }
+    }
+    if (terminal) fprintf(stderr, "\n");
+    sigaction(SIGINT, &old_action, NULL);
+    fclose(log);
+    if (rc != 0) goto done;
+    if (step != saved_step && (rc = save_checkpoint(&model, &adam, cfg, run_dir, step)) != 0) goto done;
+    double wall = pf_now_seconds() - run_start;
+    if (interrupted) {
+        fprintf(stderr, "interrupted: checkpoint saved at step %ld in %s; continue with --resume\n", step, run_dir);
+        rc = TRAIN_INTERRUPTED;
+        goto done;
+    }
+    double examples_per_s = wall > 0 ? (double)(step - start_step) * cfg->batch_size / wall : 0.0;
+    fprintf(stderr, "finished %ld steps in %.1f s (%.0f examples/s); final train MSE %.6g\n", step - start_step, wall,
+            examples_per_s, final_mse);
+
+    EvalResult *eval = NULL;
+    if (cfg->eval_examples > 0) {
+        eval = mallocCheck(sizeof(EvalResult));
+        rc = eval_model(eval, &model, cfg->set, &cfg->data, cfg->seed, cfg->eval_examples);
+        if (rc == 0) {
+            eval_print(eval, stderr);
+            char *json = eval_to_json(eval);
+            char eval_path[PF_PATH_MAX + 64];
+            snprintf(eval_path, sizeof(eval_path), "%s/eval_%s.json", run_dir, cfg->set);
+            rc = pf_write_file_atomic(eval_path, json, strlen(json));
+            free(json);
+        }
+    }
+    if (rc == 0) rc = write_summary(cfg, run_dir, step, final_mse, wall, examples_per_s, eval, threads);
+    free(eval);
+
+done:
+    batch_free(&batch);
+    adam_free(&adam);
+    model_free(&model);
+    return rc;
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every unit test binary of the optimized build, then of the sanitizer build, and prints one
+# closing line "N passed, N failed" counting test binaries. Exits non-zero if any failed.
+set -u
+build=${1:-build}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+passed=0
+failed=0
+failed_names=()
+run() {
+    local name=$1
+    shift
+    echo "=== $name"
+    if "$@"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failed_names+=("$name")
+    fi
+}
+for t in "$build"/test_*; do
+    [ -x "$t" ] || continue
+    run "$(basename "$t")" "$t"
+done
+for t in "$build"/asan/test_*; do
+    [ -x "$t" ] || continue
+    run "asan/$(basename "$t")" env PF_SANITIZER=1 PF_BIN="$build/asan/pathformer" \
+        ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "$t"
+done
+echo
+[ "$failed" -eq 0 ] || echo "failed: ${failed_names[*]}"
+echo "tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

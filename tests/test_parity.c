@@ -1,0 +1,220 @@
+// Parity with PyTorch: the C model and tests/torch_ref.py (Debian's python3-torch) get the same
+// weights and batch; outputs, loss, the gradient of every parameter tensor, and the parameters after
+// 3 Adam steps (without and with weight decay) must agree to float32 round-off.
+#include "testutil.h"
+
+#include "adam.h"
+#include "batch.h"
+#include "model.h"
+#include "ops.h"
+#include "safetensors.h"
+
+enum { PARITY_BATCH = 24, ADAM_STEPS = 3 };
+static const float ADAM_LR = 1e-4f, WEIGHT_DECAY = 0.01f;
+
+// Relative tolerance on each tensor's largest difference, measured against its largest entry.
+static const double REL_TOL = 1e-5;
+
+typedef struct {
+    char dir[512];
+    Model model;
+    Batch batch;
+    StFile reference;
+} Fixture;
+
+static const char *python(void) {
+    const char *p = getenv("PF_PYTHON");
+    return p && p[0] ? p : "/usr/bin/python3";
+}
+
+// Largest |a - b| over n values, relative to the largest |b|; prints and returns it.
+static double compare(const char *what, const float *got, const float *want, size_t n) {
+    double max_diff = 0.0, max_ref = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double diff = fabs((double)got[i] - want[i]);
+        if (!(diff <= max_diff)) max_diff = diff;  // NaN propagates as a failure
+        if (fabs(want[i]) > max_ref) max_ref = fabs(want[i]);
+    }
+    double rel = max_diff / (max_ref > 1e-30 ? max_ref : 1e-30);
+    printf("  %-58s max|diff| %.3e  max|ref| %.3e  rel %.2e\n", what, max_diff, max_ref, rel);
+    return rel;
+}
+
+static const float *reference_tensor(Fixture *f, const char *name, size_t numel) {
+    const StTensor *t = st_find(&f->reference, name);
+    if (!t) fail_msg("reference lacks %s", name);
+    assert_int_equal(t->dtype, ST_F32);
+    assert_int_equal(t->numel, numel);
+    return t->data;
+}
+
+// Compares every parameter tensor of `base` (params or grads layout) with reference tensors
+// named prefix + PyTorch name; returns the worst relative difference.
+static double compare_all(Fixture *f, float *base, const char *prefix) {
+    double worst = 0.0;
+    for (int index = 0; index < NUM_PARAM_TENSORS; index++) {
+        int layers = model_param_is_layered(index) ? f->model.config.n_layers : 1;
+        for (int layer = 0; layer < layers; layer++) {
+            char name[160], full[200];
+            int64_t shape[2];
+            int ndim = model_param_name(&f->model, index, layer, name, sizeof(name), shape);
+            size_t numel = (size_t)shape[0] * (ndim == 2 ? (size_t)shape[1] : 1);
+            snprintf(full, sizeof(full), "%s.%s", prefix, name);
+            double rel = compare(full, model_param_slice(&f->model, base, index, layer),
+                                 reference_tensor(f, full, numel), numel);
+            if (!(rel <= worst)) worst = rel;
+        }
+    }
+    return worst;
+}
+
+static int setup(void **state) {
+    Fixture *f = calloc(1, sizeof(Fixture));
+    test_scratch_dir(f->dir, sizeof(f->dir), "parity");
+    ModelConfig cfg = model_config_default();  // the published shape: 550,433 parameters
+    model_create(&f->model, &cfg, PARITY_BATCH, 1);
+    assert_int_equal(f->model.num_parameters, 550433);
+    model_init(&f->model, 7, 0);  // independent layers, so a layer mix-up cannot hide
+
+    DataConfig data = data_config_default();
+    DataSet set;
+    assert_int_equal(dataset_lookup(&set, "pretrain", &data), 0);
+    batch_alloc(&f->batch, PARITY_BATCH, cfg.seq_len);
+    batch_fill(&f->batch, &set, &data, 11, 0, 0);
+
+    char path[600];
+    snprintf(path, sizeof(path), "%s/weights.safetensors", f->dir);
+    assert_int_equal(model_save(&f->model, path, 0, NULL, NULL), 0);
+    StWriter writer;
+    st_writer_init(&writer);
+    int64_t token_shape[3] = {PARITY_BATCH, cfg.seq_len, 2}, label_shape[1] = {PARITY_BATCH};
+    st_writer_add(&writer, "tokens", ST_I32, 3, token_shape, f->batch.tokens);
+    st_writer_add(&writer, "labels", ST_F32, 1, label_shape, f->batch.labels);
+    char text[32];
+    snprintf(text, sizeof(text), "%.9g", (double)ADAM_LR);
+    st_writer_metadata(&writer, "lr", text);
+    snprintf(text, sizeof(text), "%.9g", (double)WEIGHT_DECAY);
+    st_writer_metadata(&writer, "weight_decay", text);
+    snprintf(text, sizeof(text), "%d", ADAM_STEPS);
+    st_writer_metadata(&writer, "adam_steps", text);
+    snprintf(path, sizeof(path), "%s/batch.safetensors", f->dir);
+    assert_int_equal(st_writer_save(&writer, path), 0);
+    st_writer_free(&writer);
+
+    char command[1400];
+    snprintf(command, sizeof(command), "%s tests/torch_ref.py %s", python(), f->dir);
+    int rc = system(command);
+    if (rc != 0) fail_msg("PyTorch reference failed (%d): %s", rc, command);
+    snprintf(path, sizeof(path), "%s/reference.safetensors", f->dir);
+    if (st_load(&f->reference, path) != 0) fail_msg("%s", pf_last_error());
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    Fixture *f = *state;
+    char command[600];
+    snprintf(command, sizeof(command), "rm -rf %s", f->dir);
+    if (system(command) != 0) fprintf(stderr, "could not remove %s\n", f->dir);
+    st_free(&f->reference);
+    batch_free(&f->batch);
+    model_free(&f->model);
+    free(f);
+    return 0;
+}
+
+static void test_forward_loss_and_gradients(void **state) {
+    Fixture *f = *state;
+    int B = PARITY_BATCH;
+    model_zero_grad(&f->model);
+    double sse = model_forward(&f->model, f->batch.tokens, f->batch.labels, B);
+    float loss = (float)(sse / B);
+    model_backward(&f->model, f->batch.tokens, f->batch.labels, B, 1.0f / B);
+    printf("parity (published shape, batch %d):\n", B);
+    assert_true(compare("outputs", f->model.pred, reference_tensor(f, "pred", B), B) < REL_TOL);
+    assert_true(compare("loss", &loss, reference_tensor(f, "loss", 1), 1) < REL_TOL);
+    double worst = compare_all(f, f->model.grads_memory, "grad");
+    printf("  worst gradient rel difference %.2e\n", worst);
+    assert_true(worst < REL_TOL);
+}
+
+// Adam divides each gradient by its own running magnitude, so an entry whose gradient is pure
+// round-off at some step (the key bias, whose exact gradient is zero because softmax ignores a
+// constant added to every score; weights of units no example activates) moves by about ±lr on both
+// sides in directions that round-off decides. Entries whose gradient (plus weight decay) fell below
+// 1e-3 of their tensor's largest at any step are held to Adam's bound (|change| <= 4 lr per step)
+// and counted; every other entry must agree to REL_TOL of its tensor's largest value.
+static void compare_after_adam(Fixture *f, const float *params, const char *prefix, float lr) {
+    size_t sensitive = 0, total = 0;
+    double worst = 0.0;
+    for (int index = 0; index < NUM_PARAM_TENSORS; index++) {
+        int layers = model_param_is_layered(index) ? f->model.config.n_layers : 1;
+        for (int layer = 0; layer < layers; layer++) {
+            char name[160], full[200], grad_name[220];
+            int64_t shape[2];
+            int ndim = model_param_name(&f->model, index, layer, name, sizeof(name), shape);
+            size_t numel = (size_t)shape[0] * (ndim == 2 ? (size_t)shape[1] : 1);
+            snprintf(full, sizeof(full), "%s.%s", prefix, name);
+            snprintf(grad_name, sizeof(grad_name), "%s.min_grad.%s", prefix, name);
+            const float *want = reference_tensor(f, full, numel);
+            const float *min_grad = reference_tensor(f, grad_name, numel);
+            const float *got = model_param_slice(&f->model, (float *)params, index, layer);
+            double max_ref = 0.0, max_grad = 0.0, max_diff = 0.0, max_sensitive = 0.0;
+            for (size_t i = 0; i < numel; i++) {
+                if (fabs(want[i]) > max_ref) max_ref = fabs(want[i]);
+                if (min_grad[i] > max_grad) max_grad = min_grad[i];
+            }
+            for (size_t i = 0; i < numel; i++) {
+                double diff = fabs((double)got[i] - want[i]);
+                if (min_grad[i] < 1e-3 * max_grad) {
+                    sensitive++;
+                    if (!(diff <= max_sensitive)) max_sensitive = diff;
+                } else if (!(diff <= max_diff)) {
+                    max_diff = diff;
+                }
+            }
+            total += numel;
+            double rel = max_diff / (max_ref > 1e-30 ? max_ref : 1e-30);
+            printf("  %-58s max|diff| %.3e  rel %.2e  round-off-driven entries max|diff| %.3e\n", full, max_diff,
+                   rel, max_sensitive);
+            if (!(rel <= worst)) worst = rel;
+            assert_true(max_sensitive <= 4.0 * lr * ADAM_STEPS);
+        }
+    }
+    printf("  %s: worst rel difference after %d Adam steps %.2e (%zu of %zu entries round-off-driven)\n", prefix,
+           ADAM_STEPS, worst, sensitive, total);
+    assert_true(worst < REL_TOL);
+}
+
+static void run_adam(Fixture *f, float weight_decay, const char *prefix) {
+    int B = PARITY_BATCH;
+    Model model;
+    model_create(&model, &f->model.config, B, 1);
+    memcpy(model.params_memory, f->model.params_memory, model.num_parameters * sizeof(float));
+    AdamState adam;
+    adam_create(&adam, model.num_parameters);
+    AdamConfig cfg = adam_config_default();
+    cfg.weight_decay = weight_decay;
+    for (int step = 0; step < ADAM_STEPS; step++) {
+        model_zero_grad(&model);
+        model_forward(&model, f->batch.tokens, f->batch.labels, B);
+        model_backward(&model, f->batch.tokens, f->batch.labels, B, 1.0f / B);
+        adam_update(&adam, model.params_memory, model.grads_memory, ADAM_LR, &cfg);
+    }
+    compare_after_adam(f, model.params_memory, prefix, ADAM_LR);
+    adam_free(&adam);
+    model_free(&model);
+}
+
+static void test_adam_steps(void **state) { run_adam(*state, 0.0f, "adam_wd0"); }
+static void test_adam_steps_weight_decay(void **state) { run_adam(*state, WEIGHT_DECAY, "adam_wd"); }
+
+int main(void) {
+    ops_set_threads(2);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forward_loss_and_gradients),
+        cmocka_unit_test(test_adam_steps),
+        cmocka_unit_test(test_adam_steps_weight_decay),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
