@@ -1,6 +1,9 @@
 # pathformer build. `make` probes for OpenMP and a CBLAS with a real compile, prints what it found,
-# and builds what it can. Switches: NO_OMP=1, NO_BLAS=1. `make test` runs every test;
-# `make asan` builds the sanitizer variant used by the unit tests.
+# and builds what it can. Switches: NO_OMP=1, NO_BLAS=1.
+#   make run    install missing Debian packages, build, and run the main job (the quick preset)
+#   make test   install missing Debian packages, build, and run every test (optimized + sanitizer)
+#   make asan   the sanitizer (ASan + UBSan) build of the tests and the binary
+#   make bench  benchmarks, with the PyTorch baseline measured in the same run
 
 CC ?= cc
 CFLAGS ?= -O3 -march=native
@@ -41,7 +44,7 @@ SAN_TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/asan/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES := $(BENCH_SRC:bench/%.c=$(BUILD)/%)
 
-.PHONY: all probe test asan test-asan bench clean
+.PHONY: all probe deps run test check asan bench clean
 all: probe pathformer $(BENCHES)
 
 probe:
@@ -74,10 +77,21 @@ $(BUILD)/obj $(BUILD)/asan:
 
 asan: $(SAN_TESTS) $(BUILD)/asan/pathformer
 
+deps:
+	@bash scripts/deps.sh
+
+# Sub-makes after deps, so that the probes see what deps installed.
+run: deps
+	@$(MAKE) --no-print-directory all
+	./pathformer train --preset quick $(ARGS)
+
+test: deps
+	@$(MAKE) --no-print-directory check
+
 # Unit tests run twice: the optimized build (all tests, including PyTorch parity and the authors'
 # checkpoint) and the sanitizer build (the same tests; the slow ones size themselves down under
 # PF_SANITIZER=1).
-test: probe pathformer $(TESTS) asan
+check: probe pathformer $(TESTS) asan
 	@bash tests/run_tests.sh $(BUILD)
 
 bench: all

@@ -19,7 +19,7 @@ static const char *USAGE =
     "usage: pathformer COMMAND [options]\n"
     "  gen      --set NAME -n N [--seed S] [--step K] [-o FILE] [--histogram] [key=value ...]\n"
     "           write N examples of a named data set as JSON Lines\n"
-    "  train    [--preset NAME] [--config FILE.json] [--out DIR] [--resume] [key=value ...]\n"
+    "  train    [--preset NAME] [--config FILE.json] [--out DIR] [--resume] [--stop-after N] [key=value ...]\n"
     "           train a model into a run folder (presets: quick, blog-pretrain, blog-tune, tiny)\n"
     "  eval     --checkpoint FILE --set NAME [-n N] [--seed S] [--json FILE] [--threads T] [key=value ...]\n"
     "           MSE, accuracy and per-label MSE, plus the output histogram as JSON\n"
@@ -137,14 +137,17 @@ static int cmd_train(int argc, char **argv) {
     RunConfig cfg;
     const char *preset = "quick", *config_path = NULL, *out_dir = NULL;
     int resume = 0;
+    long stop_after = 0;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--preset") == 0) preset = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--stop-after") == 0) stop_after = parse_long("--stop-after", need_value(argc, argv, &i), 1, 1L << 40);
         else if (strcmp(argv[i], "--config") == 0) config_path = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--out") == 0) out_dir = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--resume") == 0) resume = 1;
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             config_preset(&cfg, preset);
-            printf("usage: pathformer train [--preset NAME] [--config FILE.json] [--out DIR] [--resume] [key=value ...]\n"
+            printf("usage: pathformer train [--preset NAME] [--config FILE.json] [--out DIR] [--resume] [--stop-after N]\n"
+                   "       [key=value ...]\n"
                    "settings (preset %s):\n", preset);
             config_print_keys(stdout, &cfg);
             return 0;
@@ -167,7 +170,9 @@ static int cmd_train(int argc, char **argv) {
         free(text);
     }
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--preset") == 0 || strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--out") == 0) i++;
+        if (strcmp(argv[i], "--preset") == 0 || strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--out") == 0 ||
+            strcmp(argv[i], "--stop-after") == 0)
+            i++;
         else if (argv[i][0] != '-' && config_set(&cfg, argv[i]) != 0) die_error();
     }
     if (config_finalize(&cfg) != 0) die_error();
@@ -180,8 +185,7 @@ static int cmd_train(int argc, char **argv) {
                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
         out_dir = default_dir;
     }
-    fprintf(stderr, "run folder: %s\n", out_dir);
-    int rc = train_run(&cfg, out_dir, resume);
+    int rc = train_run(&cfg, out_dir, resume, stop_after);
     if (rc < 0) die_error();
     return rc;
 }

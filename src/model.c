@@ -162,7 +162,7 @@ static void fill_const(float *x, size_t n, float value) {
 
 // Initializes parameter tensor `index` of one layer as PyTorch does.
 static void init_tensor(Model *model, int index, int layer, Rng *rng) {
-    int64_t shape[2];
+    int64_t shape[2] = {0, 0};
     int ndim = param_shape(&model->config, index, shape);
     size_t n = shape_numel(shape, ndim);
     float *x = model_param_slice(model, model->params_memory, index, layer);

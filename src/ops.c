@@ -21,10 +21,25 @@ int ops_set_threads(int n) {
     omp_set_num_threads(n);
 #endif
 #ifdef PF_HAVE_BLAS
-    openblas_set_num_threads(n);
+    // OpenMP threads split each product and call a single-threaded BLAS: one thread pool, not two
+    // pools spinning against each other on few cores (which halved throughput when measured).
+    openblas_set_num_threads(1);
 #endif
     return n;
 }
+
+#ifdef PF_HAVE_BLAS
+// The calling thread's share [lo, hi) of `total` rows inside a parallel region.
+static void thread_share(int total, int *lo, int *hi) {
+#ifdef _OPENMP
+    int threads = omp_get_num_threads(), id = omp_get_thread_num();
+#else
+    int threads = 1, id = 0;
+#endif
+    *lo = (int)((long)total * id / threads);
+    *hi = (int)((long)total * (id + 1) / threads);
+}
+#endif
 
 const char *ops_backend(void) {
 #ifdef PF_HAVE_BLAS
@@ -59,12 +74,17 @@ void embedding_backward(float *dtable, const float *dout, const int32_t *tokens,
 
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC) {
 #ifdef PF_HAVE_BLAS
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, 0.0f, out, OC);
-    if (bias) {
-#pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) {
-            float *o = out + (size_t)n * OC;
-            for (int j = 0; j < OC; j++) o[j] += bias[j];
+#pragma omp parallel
+    {
+        int lo, hi;
+        thread_share(N, &lo, &hi);
+        if (hi > lo) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hi - lo, OC, C, 1.0f, inp + (size_t)lo * C, C, weight,
+                        C, 0.0f, out + (size_t)lo * OC, OC);
+            for (int n = lo; bias && n < hi; n++) {
+                float *o = out + (size_t)n * OC;
+                for (int j = 0; j < OC; j++) o[j] += bias[j];
+            }
         }
     }
 #else
@@ -85,8 +105,18 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int N, int C, int OC) {
 #ifdef PF_HAVE_BLAS
-    if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+#pragma omp parallel
+    {
+        int lo, hi;
+        thread_share(N, &lo, &hi);  // dinp: rows of the batch
+        if (dinp && hi > lo)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, C, OC, 1.0f, dout + (size_t)lo * OC, OC,
+                        weight, C, 1.0f, dinp + (size_t)lo * C, C);
+        thread_share(OC, &lo, &hi);  // dweight: its own rows, each reducing over the whole batch
+        if (hi > lo)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hi - lo, C, N, 1.0f, dout + lo, OC, inp, C, 1.0f,
+                        dweight + (size_t)lo * C, C);
+    }
 #else
     if (dinp) {
 #pragma omp parallel for schedule(static)

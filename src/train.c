@@ -86,7 +86,7 @@ static int metadata_long(const StFile *file, const char *key, const char *path, 
 static long load_checkpoint(Model *model, AdamState *adam, const char *run_dir) {
     char path[PF_PATH_MAX + 32];
     StFile file;
-    long model_step, opt_step, adam_step;
+    long model_step = 0, opt_step = 0, adam_step = 0;
     path_join(path, sizeof(path), run_dir, "model.safetensors");
     if (st_load(&file, path) != 0) return -1;
     ModelConfig saved = model->config;
@@ -176,7 +176,7 @@ static int write_summary(const RunConfig *cfg, const char *run_dir, long steps, 
     return rc;
 }
 
-int train_run(const RunConfig *cfg, const char *run_dir, int resume) {
+int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_after) {
     char path[PF_PATH_MAX + 32];
     DataSet set;
     LrSchedule schedule;
@@ -260,6 +260,8 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume) {
     }
     if (rc != 0) goto done;
 
+    // printed only once the folder is known good, so that a refused run fails with one line
+    fprintf(stderr, "run folder: %s\n", run_dir);
     model_describe(&model, stderr);
     fprintf(stderr, "training on '%s': steps %ld..%ld of %ld, batch %ld (micro %d), lr %s, %d threads, matmul %s\n",
             cfg->set, start_step, total_steps - 1, total_steps, cfg->batch_size, cfg->micro_batch, cfg->lr_schedule,
@@ -277,7 +279,8 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume) {
     int max_label = cfg->data.max_v;
     double label_sse[PF_MAX_VERTICES + 1];
     long label_count[PF_MAX_VERTICES + 1];
-    for (; step < total_steps && !interrupted; step++) {
+    long end_step = stop_after > 0 && start_step + stop_after < total_steps ? start_step + stop_after : total_steps;
+    for (; step < end_step && !interrupted; step++) {
         double step_start = pf_now_seconds();
         float lr = (float)lr_schedule_at(&schedule, step);
         double sse = 0.0;
@@ -343,6 +346,11 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume) {
     if (interrupted) {
         fprintf(stderr, "interrupted: checkpoint saved at step %ld in %s; continue with --resume\n", step, run_dir);
         rc = TRAIN_INTERRUPTED;
+        goto done;
+    }
+    if (step < total_steps) {
+        fprintf(stderr, "stopped after %ld steps as asked: checkpoint at step %ld in %s; continue with --resume\n",
+                step - start_step, step, run_dir);
         goto done;
     }
     double examples_per_s = wall > 0 ? (double)(step - start_step) * cfg->batch_size / wall : 0.0;

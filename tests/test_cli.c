@@ -1,0 +1,738 @@
+// The command line end to end: runs the real binary (PF_BIN, default ./pathformer) with exact
+// arguments (posix_spawn, no shell) and checks exit status, stdout and stderr. Bad input must give
+// a non-zero exit and one line on stderr naming the problem; good input must give the promised files
+// and outputs (gen, predict, train, resume bit-identity, Ctrl-C, unwritable outputs).
+#include "testutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "safetensors.h"
+
+extern char **environ;
+
+// ---------------------------------------------------------------------------------------------
+// Running the binary
+
+typedef struct {
+    pid_t pid;
+    int out_fd, err_fd;   // unlinked temporary files holding the child's stdout and stderr
+} Child;
+
+typedef struct {
+    int status;   // exit status (a death by signal fails the test instead)
+    char *out, *err;
+} Result;
+
+// Scratch root for every test's files; the fixture model is trained once into it.
+static char scratch_root[512];
+static char fixture_dir[600];
+static char fixture_model[700];
+
+static const char *binary_path(void) {
+    const char *bin = getenv("PF_BIN");
+    return bin && bin[0] ? bin : "./pathformer";
+}
+
+// An unlinked temporary file: nothing to clean up, and files (unlike pipes) never block the child.
+static int temp_file(void) {
+    const char *base = getenv("TMPDIR");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/pathformer-cli-io-XXXXXX", base && base[0] ? base : "/tmp");
+    int fd = mkostemp(path, O_CLOEXEC);
+    if (fd < 0) fail_msg("cannot create %s: %s", path, strerror(errno));
+    unlink(path);
+    return fd;
+}
+
+static char *read_fd(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) fail_msg("fstat: %s", strerror(errno));
+    size_t size = (size_t)st.st_size;
+    char *text = mallocCheck(size + 1);
+    if (pread(fd, text, size, 0) != (ssize_t)size) fail_msg("cannot read child output: %s", strerror(errno));
+    text[size] = '\0';
+    return text;
+}
+
+// Starts `pathformer args...` (args NULL-terminated), with stdin_text (or nothing) on its stdin.
+static Child spawn_child(const char *const *args, const char *stdin_text) {
+    int in_fd = temp_file();
+    if (stdin_text) {
+        size_t len = strlen(stdin_text);
+        if (pwrite(in_fd, stdin_text, len, 0) != (ssize_t)len) fail_msg("cannot write stdin: %s", strerror(errno));
+    }
+    Child child = {0, temp_file(), temp_file()};
+    int argc = 0;
+    while (args[argc]) argc++;
+    char **argv = mallocCheck(sizeof(char *) * (size_t)(argc + 2));
+    argv[0] = (char *)binary_path();
+    for (int i = 0; i < argc; i++) argv[i + 1] = (char *)args[i];
+    argv[argc + 1] = NULL;
+
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, in_fd, STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, child.out_fd, STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, child.err_fd, STDERR_FILENO);
+    int rc = posix_spawn(&child.pid, argv[0], &actions, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    free(argv);
+    close(in_fd);
+    if (rc != 0) fail_msg("cannot run %s: %s (set PF_BIN)", binary_path(), strerror(rc));
+    return child;
+}
+
+// Waits for the child and collects what it wrote.
+static Result finish_child(Child child) {
+    int wait_status;
+    while (waitpid(child.pid, &wait_status, 0) < 0)
+        if (errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
+    Result result = {0, read_fd(child.out_fd), read_fd(child.err_fd)};
+    close(child.out_fd);
+    close(child.err_fd);
+    if (WIFSIGNALED(wait_status))
+        fail_msg("pathformer died of signal %d; stderr:\n%s", WTERMSIG(wait_status), result.err);
+    result.status = WEXITSTATUS(wait_status);
+    return result;
+}
+
+static Result run(const char *const *args, const char *stdin_text) {
+    return finish_child(spawn_child(args, stdin_text));
+}
+
+// RUN(stdin_text, "gen", "--set", ...) runs the binary with exactly these arguments.
+#define RUN(stdin_text, ...) run((const char *const[]){__VA_ARGS__, NULL}, stdin_text)
+
+static void result_free(Result *result) {
+    free(result->out);
+    free(result->err);
+}
+
+static void expect_success(const Result *result) {
+    if (result->status != 0) fail_msg("exit status %d; stderr:\n%s", result->status, result->err);
+}
+
+// A failure: non-zero exit, and stderr exactly one line "pathformer: ..." that mentions `keyword`.
+static void expect_one_line_error(const Result *result, const char *keyword) {
+    const char *err = result->err;
+    if (strstr(err, "AddressSanitizer") || strstr(err, "runtime error") || strstr(err, "LeakSanitizer"))
+        fail_msg("sanitizer report:\n%s", err);
+    if (result->status == 0) fail_msg("exit status 0 on bad input; stderr: %s", err);
+    size_t len = strlen(err);
+    if (strncmp(err, "pathformer: ", 12) != 0 || len == 0 || err[len - 1] != '\n' || strchr(err, '\n') != err + len - 1)
+        fail_msg("stderr is not one line starting 'pathformer: ':\n%s", err);
+    if (!strstr(err, keyword)) fail_msg("error does not mention '%s': %s", keyword, err);
+}
+
+// RUN_ERROR(stdin_text, keyword, args...) runs and expects a one-line error mentioning keyword.
+#define RUN_ERROR(stdin_text, keyword, ...)                                                              \
+    do {                                                                                                 \
+        Result result_ = RUN(stdin_text, __VA_ARGS__);                                                   \
+        expect_one_line_error(&result_, keyword);                                                        \
+        result_free(&result_);                                                                           \
+    } while (0)
+
+// ---------------------------------------------------------------------------------------------
+// Files and folders
+
+// strndup with the allocation checked.
+static char *copy_text(const char *text, size_t len) {
+    char *copy = mallocCheck(len + 1);
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    return copy;
+}
+
+static void path_in(char *out, size_t size, const char *dir, const char *name) {
+    snprintf(out, size, "%s/%s", dir, name);
+}
+
+// A fresh folder `name` under the scratch root.
+static void make_dir(char *out, size_t size, const char *name) {
+    path_in(out, size, scratch_root, name);
+    if (mkdir(out, 0755) != 0) fail_msg("cannot create %s: %s", out, strerror(errno));
+}
+
+static void write_text(const char *path, const void *data, size_t size) {
+    if (pf_write_file_atomic(path, data, size) != 0) fail_msg("%s", pf_last_error());
+}
+
+static char *read_text(const char *path) {
+    size_t size;
+    char *text = pf_read_file(path, &size);
+    if (!text) fail_msg("%s", pf_last_error());
+    return text;
+}
+
+static int count_lines(const char *text) {
+    int lines = 0;
+    for (const char *p = text; (p = strchr(p, '\n')); p++) lines++;
+    return lines;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)st, (void)type, (void)ftw;
+    return remove(path);
+}
+
+static void remove_tree(const char *path) { nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+// Every file of a run folder with its bytes, to show that a refused command changed nothing.
+enum { MAX_SNAPSHOT_FILES = 16 };
+typedef struct {
+    int count;
+    char *names[MAX_SNAPSHOT_FILES];
+    char *data[MAX_SNAPSHOT_FILES];
+    size_t sizes[MAX_SNAPSHOT_FILES];
+} Snapshot;
+
+static int compare_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void snapshot_take(Snapshot *snap, const char *dir) {
+    memset(snap, 0, sizeof(*snap));
+    DIR *d = opendir(dir);
+    if (!d) fail_msg("cannot open %s: %s", dir, strerror(errno));
+    for (struct dirent *entry; (entry = readdir(d));) {
+        if (entry->d_name[0] == '.') continue;
+        if (snap->count == MAX_SNAPSHOT_FILES) fail_msg("%s holds too many files", dir);
+        snap->names[snap->count++] = copy_text(entry->d_name, strlen(entry->d_name));
+    }
+    closedir(d);
+    qsort(snap->names, (size_t)snap->count, sizeof(char *), compare_names);
+    for (int i = 0; i < snap->count; i++) {
+        char path[1024];
+        path_in(path, sizeof(path), dir, snap->names[i]);
+        snap->data[i] = pf_read_file(path, &snap->sizes[i]);
+        if (!snap->data[i]) fail_msg("%s", pf_last_error());
+    }
+}
+
+static void snapshot_free(Snapshot *snap) {
+    for (int i = 0; i < snap->count; i++) {
+        free(snap->names[i]);
+        free(snap->data[i]);
+    }
+}
+
+// The folder must hold exactly the files of `before`, byte for byte.
+static void expect_unchanged(const Snapshot *before, const char *dir) {
+    Snapshot after;
+    snapshot_take(&after, dir);
+    if (after.count != before->count) fail_msg("%s had %d files, now %d", dir, before->count, after.count);
+    for (int i = 0; i < after.count; i++) {
+        if (strcmp(after.names[i], before->names[i]) != 0)
+            fail_msg("%s: file %s became %s", dir, before->names[i], after.names[i]);
+        if (after.sizes[i] != before->sizes[i] || memcmp(after.data[i], before->data[i], after.sizes[i]) != 0)
+            fail_msg("%s/%s changed", dir, after.names[i]);
+    }
+    snapshot_free(&after);
+}
+
+static void expect_same_file(const char *path_a, const char *path_b) {
+    size_t size_a, size_b;
+    char *a = pf_read_file(path_a, &size_a), *b = pf_read_file(path_b, &size_b);
+    if (!a || !b) fail_msg("%s", pf_last_error());
+    if (size_a != size_b || memcmp(a, b, size_a) != 0) fail_msg("%s and %s differ", path_a, path_b);
+    free(a);
+    free(b);
+}
+
+// A copy of the checkpoint `from` without tensor `drop`, and with tensor `halve`'s first dimension
+// halved (a well-formed file the model must refuse).
+static void write_modified_checkpoint(const char *from, const char *to, const char *drop, const char *halve) {
+    StFile file;
+    if (st_load(&file, from) != 0) fail_msg("%s", pf_last_error());
+    StWriter writer;
+    st_writer_init(&writer);
+    for (int i = 0; i < file.num_metadata; i++)
+        st_writer_metadata(&writer, file.metadata_keys[i], file.metadata_values[i]);
+    int found = 0;
+    for (int i = 0; i < file.num_tensors; i++) {
+        const StTensor *tensor = &file.tensors[i];
+        int64_t shape[ST_MAX_DIMS];
+        memcpy(shape, tensor->shape, sizeof(shape));
+        if (drop && strcmp(tensor->name, drop) == 0) {
+            found = 1;
+            continue;
+        }
+        if (halve && strcmp(tensor->name, halve) == 0) {
+            found = 1;
+            shape[0] /= 2;
+        }
+        st_writer_add(&writer, tensor->name, tensor->dtype, tensor->ndim, shape, tensor->data);
+    }
+    if (!found) fail_msg("%s has no tensor %s", from, drop ? drop : halve);
+    if (st_writer_save(&writer, to) != 0) fail_msg("%s", pf_last_error());
+    st_writer_free(&writer);
+    st_free(&file);
+}
+
+// A safetensors image: 8-byte little-endian length `claimed_length`, the header, then data_size zeros.
+static void write_raw_checkpoint(const char *path, uint64_t claimed_length, const char *header, size_t data_size) {
+    size_t header_len = strlen(header), size = 8 + header_len + data_size;
+    char *bytes = callocCheck(size, 1);
+    for (int i = 0; i < 8; i++) bytes[i] = (char)(claimed_length >> (8 * i));
+    memcpy(bytes + 8, header, header_len);
+    write_text(path, bytes, size);
+    free(bytes);
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON Lines and CSV
+
+// Parses every line of `text` as JSON into items (at most capacity); returns the count.
+static int parse_lines(const char *text, cJSON **items, int capacity) {
+    int count = 0;
+    for (const char *p = text; *p;) {
+        const char *end = strchr(p, '\n');
+        if (!end) fail_msg("last line has no newline: %s", p);
+        if (count == capacity) fail_msg("more than %d lines", capacity);
+        char *line = copy_text(p, (size_t)(end - p));
+        items[count] = cJSON_Parse(line);
+        if (!items[count]) fail_msg("line %d is not JSON: %s", count + 1, line);
+        free(line);
+        count++;
+        p = end + 1;
+    }
+    return count;
+}
+
+static void free_items(cJSON **items, int count) {
+    for (int i = 0; i < count; i++) cJSON_Delete(items[i]);
+}
+
+static int int_field(const cJSON *item, const char *key) {
+    const cJSON *field = cJSON_GetObjectItemCaseSensitive(item, key);
+    if (!cJSON_IsNumber(field)) fail_msg("\"%s\" is missing or not a number", key);
+    return field->valueint;
+}
+
+// The CSV without its timing columns (examples_per_s and elapsed_s, the last two of each row).
+static char *csv_without_timing(const char *csv) {
+    char *copy = copy_text(csv, strlen(csv)), *out = callocCheck(strlen(csv) + 1, 1);
+    char *save = NULL;
+    for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        for (int i = 0; i < 2; i++) {
+            char *comma = strrchr(line, ',');
+            if (!comma) fail_msg("CSV row without timing columns: %s", line);
+            *comma = '\0';
+        }
+        strcat(out, line);
+        strcat(out, "\n");
+    }
+    free(copy);
+    return out;
+}
+
+// Data rows must be numbered 0, 1, 2, ... with no gap or repeat; returns how many there are.
+static int expect_consecutive_steps(const char *csv) {
+    const char *row = strchr(csv, '\n');
+    if (strncmp(csv, "step,", 5) != 0 || !row) fail_msg("train.csv has no header: %.80s", csv);
+    int rows = 0;
+    for (row++; *row; rows++) {
+        char *end;
+        long step = strtol(row, &end, 10);
+        if (end == row || *end != ',' || step != rows) fail_msg("train.csv row %d is step %.20s", rows, row);
+        const char *next = strchr(row, '\n');
+        if (!next) fail_msg("train.csv ends in a partial row");
+        row = next + 1;
+    }
+    return rows;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixture: one tiny model, trained once through the CLI
+
+static int group_setup(void **state) {
+    (void)state;
+    test_scratch_dir(scratch_root, sizeof(scratch_root), "cli");
+    path_in(fixture_dir, sizeof(fixture_dir), scratch_root, "fixture");
+    path_in(fixture_model, sizeof(fixture_model), fixture_dir, "model.safetensors");
+    Result result = RUN(NULL, "train", "--preset", "tiny", "--out", fixture_dir);
+    expect_success(&result);
+    result_free(&result);
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    remove_tree(scratch_root);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input
+
+static void test_bad_checkpoint_files(void **state) {
+    (void)state;
+    char dir[600], path[700];
+    make_dir(dir, sizeof(dir), "bad-checkpoints");
+    path_in(path, sizeof(path), dir, "missing.safetensors");
+    RUN_ERROR(NULL, "No such file", "eval", "--checkpoint", path, "--set", "pretrain", "-n", "10");
+
+    path_in(path, sizeof(path), dir, "empty");
+    write_text(path, "", 0);
+    RUN_ERROR(NULL, "too short", "eval", "--checkpoint", path, "--set", "pretrain", "-n", "10");
+    path_in(path, sizeof(path), dir, "four-bytes");
+    write_text(path, "\x10\0\0\0", 4);
+    RUN_ERROR(NULL, "4 bytes", "eval", "--checkpoint", path, "--set", "pretrain", "-n", "10");
+
+    struct {
+        const char *name;
+        uint64_t header_length;   // the length the file claims; 0: the header's true length
+        const char *header;
+        size_t data_size;
+        const char *keyword;
+    } cases[] = {
+        {"long-header", 1000, "{}", 0, "exceeds file size"},
+        {"not-json", 0, "hello", 0, "not valid JSON"},
+        {"f64", 0, "{\"x\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, "F64"},
+        {"offsets", 0, "{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,400]}}", 4, "out of range"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        path_in(path, sizeof(path), dir, cases[i].name);
+        uint64_t length = cases[i].header_length ? cases[i].header_length : strlen(cases[i].header);
+        write_raw_checkpoint(path, length, cases[i].header, cases[i].data_size);
+        RUN_ERROR(NULL, cases[i].keyword, "eval", "--checkpoint", path, "--set", "pretrain", "-n", "10");
+    }
+
+    // Well-formed files that do not fit the model they describe.
+    path_in(path, sizeof(path), dir, "missing-tensor.safetensors");
+    write_modified_checkpoint(fixture_model, path, "transformer_encoder.layers.1.linear2.weight", NULL);
+    RUN_ERROR(NULL, "missing tensor 'transformer_encoder.layers.1.linear2.weight'", "eval", "--checkpoint", path,
+              "--set", "pretrain", "-n", "10");
+    RUN_ERROR("", "missing tensor", "predict", "--checkpoint", path);
+    path_in(path, sizeof(path), dir, "wrong-shape.safetensors");
+    write_modified_checkpoint(fixture_model, path, NULL, "transformer_encoder.layers.1.linear1.bias");
+    RUN_ERROR(NULL, "has shape [16], expected [32]", "eval", "--checkpoint", path, "--set", "pretrain", "-n", "10");
+}
+
+static void test_bad_settings(void **state) {
+    (void)state;
+    RUN_ERROR(NULL, "unknown data set 'nope'", "gen", "--set", "nope", "-n", "5");
+    RUN_ERROR(NULL, "unknown data set 'nope'", "eval", "--checkpoint", fixture_model, "--set", "nope");
+    RUN_ERROR(NULL, "unknown preset 'nope'", "train", "--preset", "nope");
+    RUN_ERROR(NULL, "unknown setting 'foo'", "train", "--preset", "tiny", "foo=1");
+    RUN_ERROR(NULL, "unknown setting 'foo'", "gen", "--set", "pretrain", "-n", "5", "foo=1");
+    RUN_ERROR(NULL, "not divisible", "train", "--preset", "tiny", "d_model=10", "n_heads=3");
+    RUN_ERROR(NULL, "max_v", "gen", "--set", "pretrain", "-n", "5", "max_v=0");
+    RUN_ERROR(NULL, "batch_size", "train", "--preset", "tiny", "batch_size=0");
+    RUN_ERROR(NULL, "'abc'", "train", "--preset", "tiny", "lr=abc");
+    RUN_ERROR(NULL, "not an integer", "train", "--preset", "tiny", "d_model=wide");
+    RUN_ERROR(NULL, "not an integer", "gen", "--set", "pretrain", "-n", "many");
+}
+
+static void test_bad_command_line(void **state) {
+    (void)state;
+    RUN_ERROR(NULL, "unknown command 'frob'", "frob");
+    RUN_ERROR(NULL, "--set NAME is required", "gen", "-n", "5");
+    RUN_ERROR(NULL, "-n N is required", "gen", "--set", "pretrain");
+    RUN_ERROR(NULL, "--set needs a value", "gen", "--set");
+    RUN_ERROR(NULL, "unknown option '--bogus'", "gen", "--set", "pretrain", "-n", "5", "--bogus");
+    RUN_ERROR(NULL, "--checkpoint FILE is required", "eval", "--set", "pretrain");
+    RUN_ERROR(NULL, "--set NAME is required", "eval", "--checkpoint", fixture_model);
+    RUN_ERROR("", "--checkpoint FILE is required", "predict");
+    RUN_ERROR(NULL, "--resume needs --out", "train", "--resume");
+    RUN_ERROR(NULL, "unknown option '--bogus'", "train", "--preset", "tiny", "--bogus");
+}
+
+// Malformed JSON Lines: the error names the line (blank lines count) and the problem.
+static void test_predict_bad_lines(void **state) {
+    (void)state;
+    struct {
+        const char *line;
+        const char *keyword;
+    } cases[] = {
+        {"hello", "not valid JSON"},
+        {"{\"target\": 2}", "\"edges\""},
+        {"{\"edges\": [[0,2]], \"target\": 2}", "vertex 0 out of range 1..15"},
+        {"{\"edges\": [[1,16]], \"target\": 2}", "vertex 16 out of range 1..15"},
+        {"{\"edges\": [[1,2]], \"target\": 99}", "vertex 99"},
+        {"{\"edges\": [[1,2,3]], \"target\": 2}", "pair"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char input[256];
+        snprintf(input, sizeof(input), "{\"edges\": [[1,2]], \"target\": 2}\n\n%s\n", cases[i].line);
+        Result result = RUN(input, "predict", "--checkpoint", fixture_model);
+        expect_one_line_error(&result, "input line 3: ");
+        expect_one_line_error(&result, cases[i].keyword);
+        result_free(&result);
+    }
+    char missing[700];
+    path_in(missing, sizeof(missing), scratch_root, "no-such-input.jsonl");
+    RUN_ERROR(NULL, "cannot open", "predict", "--checkpoint", fixture_model, "-i", missing);
+}
+
+// ---------------------------------------------------------------------------------------------
+// gen and predict
+
+static void test_gen(void **state) {
+    (void)state;
+    enum { N = 200 };
+    Result one = RUN(NULL, "gen", "--set", "tune", "-n", "200", "--seed", "3", "--threads", "1");
+    expect_success(&one);
+    assert_string_equal(one.err, "");
+    cJSON *items[N];
+    assert_int_equal(parse_lines(one.out, items, N), N);
+    for (int i = 0; i < N; i++) {
+        const cJSON *edges = cJSON_GetObjectItemCaseSensitive(items[i], "edges");
+        if (!cJSON_IsArray(edges) || cJSON_GetArraySize(edges) == 0) fail_msg("line %d: no edges", i + 1);
+        for (const cJSON *edge = edges->child; edge; edge = edge->next) {
+            assert_int_equal(cJSON_GetArraySize(edge), 2);
+            for (const cJSON *v = edge->child; v; v = v->next) assert_in_range(v->valueint, 1, 15);
+        }
+        assert_in_range(int_field(items[i], "target"), 1, 15);
+        assert_in_range(int_field(items[i], "distance"), 1, 15);
+    }
+    free_items(items, N);
+
+    // the examples depend on the seed only, not on how many threads draw them
+    Result two = RUN(NULL, "gen", "--set", "tune", "-n", "200", "--seed", "3", "--threads", "2");
+    expect_success(&two);
+    assert_string_equal(two.out, one.out);
+    Result other = RUN(NULL, "gen", "--set", "tune", "-n", "200", "--seed", "4");
+    expect_success(&other);
+    assert_int_equal(count_lines(other.out), N);
+    assert_true(strcmp(other.out, one.out) != 0);
+
+    Result histogram = RUN(NULL, "gen", "--set", "tune", "-n", "200", "--seed", "3", "--histogram");
+    expect_success(&histogram);
+    assert_string_equal(histogram.out, one.out);
+    if (!strstr(histogram.err, "label histogram of 200 'tune' examples") || !strstr(histogram.err, "unreachable"))
+        fail_msg("no histogram on stderr:\n%s", histogram.err);
+    result_free(&one);
+    result_free(&two);
+    result_free(&other);
+    result_free(&histogram);
+}
+
+// Predictions for more examples than one inference batch (256), in input order.
+static void test_predict_round_trip(void **state) {
+    (void)state;
+    enum { N = 300 };
+    Result gen = RUN(NULL, "gen", "--set", "pretrain", "-n", "300", "--seed", "9");
+    expect_success(&gen);
+    Result predict = RUN(gen.out, "predict", "--checkpoint", fixture_model);
+    expect_success(&predict);
+    assert_string_equal(predict.err, "");
+    cJSON *inputs[N], *outputs[N];
+    assert_int_equal(parse_lines(gen.out, inputs, N), N);
+    assert_int_equal(parse_lines(predict.out, outputs, N), N);
+    for (int i = 0; i < N; i++) {
+        const cJSON *prediction = cJSON_GetObjectItemCaseSensitive(outputs[i], "prediction");
+        if (!cJSON_IsNumber(prediction) || !isfinite(prediction->valuedouble)) fail_msg("line %d: no prediction", i + 1);
+        assert_int_equal(int_field(outputs[i], "target"), int_field(inputs[i], "target"));
+        assert_int_equal(int_field(outputs[i], "distance"), int_field(inputs[i], "distance"));
+    }
+    free_items(inputs, N);
+    free_items(outputs, N);
+
+    // the same through files
+    char dir[600], in_path[700], out_path[700];
+    make_dir(dir, sizeof(dir), "predict");
+    path_in(in_path, sizeof(in_path), dir, "in.jsonl");
+    path_in(out_path, sizeof(out_path), dir, "out.jsonl");
+    write_text(in_path, gen.out, strlen(gen.out));
+    Result files = RUN(NULL, "predict", "--checkpoint", fixture_model, "-i", in_path, "-o", out_path);
+    expect_success(&files);
+    char *written = read_text(out_path);
+    assert_string_equal(written, predict.out);
+    free(written);
+    result_free(&files);
+    result_free(&gen);
+    result_free(&predict);
+}
+
+// ---------------------------------------------------------------------------------------------
+// train
+
+static void test_train_run_folder(void **state) {
+    (void)state;
+    const char *files[] = {"config.json", "train.csv", "model.safetensors", "optimizer.safetensors", "summary.json",
+                           "eval_pretrain.json"};
+    char path[800];
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        path_in(path, sizeof(path), fixture_dir, files[i]);
+        if (access(path, R_OK) != 0) fail_msg("train wrote no %s", path);
+    }
+    path_in(path, sizeof(path), fixture_dir, "train.csv");
+    char *csv = read_text(path);
+    assert_int_equal(expect_consecutive_steps(csv), 10);
+    free(csv);
+
+    // a fresh run into a folder that holds one is refused and touches nothing
+    Snapshot before;
+    snapshot_take(&before, fixture_dir);
+    RUN_ERROR(NULL, "already holds a run", "train", "--preset", "tiny", "--out", fixture_dir);
+    expect_unchanged(&before, fixture_dir);
+    snapshot_free(&before);
+}
+
+// A run stopped after 4 steps and resumed ends bit-identical to one that never stopped.
+static void test_resume_bit_identical(void **state) {
+    (void)state;
+    char dir_a[600], dir_b[600], path_a[700], path_b[700];
+    path_in(dir_a, sizeof(dir_a), scratch_root, "resume-a");
+    path_in(dir_b, sizeof(dir_b), scratch_root, "resume-b");
+    Result a = RUN(NULL, "train", "--preset", "tiny", "--out", dir_a);
+    expect_success(&a);
+    Result b1 = RUN(NULL, "train", "--preset", "tiny", "--out", dir_b, "--stop-after", "4");
+    expect_success(&b1);
+    if (!strstr(b1.err, "stopped after 4 steps")) fail_msg("no stop message:\n%s", b1.err);
+    path_in(path_b, sizeof(path_b), dir_b, "train.csv");
+    char *csv_b = read_text(path_b);
+    assert_int_equal(expect_consecutive_steps(csv_b), 4);
+    free(csv_b);
+    Result b2 = RUN(NULL, "train", "--out", dir_b, "--resume");
+    expect_success(&b2);
+
+    path_in(path_a, sizeof(path_a), dir_a, "train.csv");
+    char *csv_a = read_text(path_a);
+    csv_b = read_text(path_b);
+    assert_int_equal(expect_consecutive_steps(csv_b), 10);
+    char *losses_a = csv_without_timing(csv_a), *losses_b = csv_without_timing(csv_b);
+    assert_string_equal(losses_b, losses_a);
+    path_in(path_a, sizeof(path_a), dir_a, "model.safetensors");
+    path_in(path_b, sizeof(path_b), dir_b, "model.safetensors");
+    expect_same_file(path_a, path_b);
+
+    // resuming with a different setting is refused and touches nothing
+    Snapshot before;
+    snapshot_take(&before, dir_b);
+    RUN_ERROR(NULL, "different config", "train", "--out", dir_b, "--resume", "seed=5");
+    expect_unchanged(&before, dir_b);
+    snapshot_free(&before);
+    free(csv_a);
+    free(csv_b);
+    free(losses_a);
+    free(losses_b);
+    result_free(&a);
+    result_free(&b1);
+    result_free(&b2);
+}
+
+static int csv_data_rows(const char *path) {
+    size_t size;
+    char *csv = pf_read_file(path, &size);
+    if (!csv) return 0;
+    int lines = count_lines(csv);
+    free(csv);
+    return lines > 0 ? lines - 1 : 0;
+}
+
+// Ctrl-C stops after the current step with a loadable checkpoint; --resume continues from it.
+static void test_interrupt_and_resume(void **state) {
+    (void)state;
+    char dir[600], csv_path[700], path[700];
+    path_in(dir, sizeof(dir), scratch_root, "interrupt");
+    path_in(csv_path, sizeof(csv_path), dir, "train.csv");
+    // a schedule long enough to be still running when the signal comes
+    Child child = spawn_child((const char *const[]){"train", "--preset", "tiny", "--out", dir, "lr=1e-4@100000",
+                                                    "checkpoint_every=0", NULL},
+                              NULL);
+    double deadline = pf_now_seconds() + 30.0;
+    while (csv_data_rows(csv_path) < 3) {
+        siginfo_t info = {0};
+        if (waitid(P_PID, (id_t)child.pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid != 0) {
+            Result early = finish_child(child);
+            fail_msg("training ended before the signal (status %d):\n%s", early.status, early.err);
+        }
+        if (pf_now_seconds() > deadline) {
+            kill(child.pid, SIGKILL);
+            finish_child(child);
+            fail_msg("no 3 rows in %s after 30 s", csv_path);
+        }
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    }
+    kill(child.pid, SIGINT);
+    Result interrupted = finish_child(child);
+    if (interrupted.status != 130) fail_msg("exit status %d, expected 130:\n%s", interrupted.status, interrupted.err);
+    if (!strstr(interrupted.err, "interrupted")) fail_msg("stderr does not say interrupted:\n%s", interrupted.err);
+
+    StFile model, optimizer;
+    path_in(path, sizeof(path), dir, "model.safetensors");
+    if (st_load(&model, path) != 0) fail_msg("%s", pf_last_error());
+    path_in(path, sizeof(path), dir, "optimizer.safetensors");
+    if (st_load(&optimizer, path) != 0) fail_msg("%s", pf_last_error());
+    const char *step_text = st_metadata(&model, "step");
+    assert_non_null(step_text);
+    assert_string_equal(st_metadata(&optimizer, "step"), step_text);
+    int saved_step = atoi(step_text);
+    st_free(&model);
+    st_free(&optimizer);
+    char *csv = read_text(csv_path);
+    assert_int_equal(expect_consecutive_steps(csv), saved_step);
+    free(csv);
+
+    Result resumed = RUN(NULL, "train", "--out", dir, "--resume", "--stop-after", "2");
+    expect_success(&resumed);
+    csv = read_text(csv_path);
+    assert_int_equal(expect_consecutive_steps(csv), saved_step + 2);
+    free(csv);
+    result_free(&interrupted);
+    result_free(&resumed);
+}
+
+// Outputs that cannot be written because a file stands where a folder should be.
+static void test_output_under_a_file(void **state) {
+    (void)state;
+    char dir[600], plain[700], path[800];
+    make_dir(dir, sizeof(dir), "under-a-file");
+    path_in(plain, sizeof(plain), dir, "plain-file");
+    write_text(plain, "x", 1);
+    path_in(path, sizeof(path), plain, "run");
+    RUN_ERROR(NULL, "cannot create folder", "train", "--preset", "tiny", "--out", path);
+    path_in(path, sizeof(path), plain, "out.jsonl");
+    RUN_ERROR(NULL, "cannot write", "gen", "--set", "pretrain", "-n", "5", "-o", path);
+}
+
+static void test_read_only_folder(void **state) {
+    (void)state;
+    char dir[600], path[700];
+    make_dir(dir, sizeof(dir), "read-only");
+    if (chmod(dir, 0555) != 0) fail_msg("cannot chmod %s: %s", dir, strerror(errno));
+    // root writes into read-only folders anyway; there is nothing to test then
+    path_in(path, sizeof(path), dir, "probe");
+    int probe = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (probe >= 0) {
+        close(probe);
+        unlink(path);
+        chmod(dir, 0755);
+        print_message("note: read-only folders are writable for this user (root?); skipping\n");
+        skip();
+    }
+    RUN_ERROR(NULL, "Permission denied", "train", "--preset", "tiny", "--out", dir);
+    path_in(path, sizeof(path), dir, "run");
+    RUN_ERROR(NULL, "Permission denied", "train", "--preset", "tiny", "--out", path);
+    path_in(path, sizeof(path), dir, "out.jsonl");
+    RUN_ERROR(NULL, "Permission denied", "gen", "--set", "pretrain", "-n", "5", "-o", path);
+    chmod(dir, 0755);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_checkpoint_files),
+        cmocka_unit_test(test_bad_settings),
+        cmocka_unit_test(test_bad_command_line),
+        cmocka_unit_test(test_predict_bad_lines),
+        cmocka_unit_test(test_gen),
+        cmocka_unit_test(test_predict_round_trip),
+        cmocka_unit_test(test_train_run_folder),
+        cmocka_unit_test(test_resume_bit_identical),
+        cmocka_unit_test(test_interrupt_and_resume),
+        cmocka_unit_test(test_output_under_a_file),
+        cmocka_unit_test(test_read_only_folder),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
