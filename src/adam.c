@@ -65,6 +65,7 @@ int lr_schedule_parse(LrSchedule *schedule, const char *text) {
         schedule->rate[schedule->num_segments] = rate;
         schedule->steps[schedule->num_segments] = steps;
         schedule->num_segments++;
+        if (*end == ',' && end[1] == '\0') return pf_fail("bad learning-rate schedule '%s' (trailing comma)", text);
         p = *end == ',' ? end + 1 : end;
     }
     if (schedule->num_segments == 0) return pf_fail("empty learning-rate schedule");

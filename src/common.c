@@ -97,7 +97,7 @@ int pf_write_file_atomic(const char *path, const void *data, size_t size) {
     snprintf(tmp, len + 32, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        int rc = pf_fail("cannot write %s: %s", tmp, strerror(errno));
+        int rc = pf_fail("cannot write %s: %s", path, strerror(errno));
         free(tmp);
         return rc;
     }

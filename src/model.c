@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "graph.h"
 #include "ops.h"
 #include "rng.h"
 
@@ -15,11 +16,14 @@ ModelConfig model_config_default(void) {
 
 int model_config_validate(const ModelConfig *cfg) {
     if (cfg->vocab < 2) return pf_fail("vocab must be at least 2 (got %d)", cfg->vocab);
-    if (cfg->seq_len < 1 || cfg->seq_len > 4096) return pf_fail("seq_len must be in 1..4096 (got %d)", cfg->seq_len);
+    // attention_backward keeps one row of scores on the stack
+    if (cfg->seq_len < 1 || cfg->seq_len > PF_MAX_EDGES + 1)
+        return pf_fail("seq_len must be in 1..%d (got %d)", PF_MAX_EDGES + 1, cfg->seq_len);
     if (cfg->d_model < 2 || cfg->d_model % 2 != 0 || cfg->d_model > 65536)
         return pf_fail("d_model must be even and in 2..65536 (got %d)", cfg->d_model);
     if (cfg->n_layers < 1 || cfg->n_layers > 1024) return pf_fail("n_layers must be in 1..1024 (got %d)", cfg->n_layers);
-    if (cfg->n_heads < 1 || cfg->d_model % cfg->n_heads != 0)
+    if (cfg->n_heads < 1) return pf_fail("n_heads must be at least 1 (got %d)", cfg->n_heads);
+    if (cfg->d_model % cfg->n_heads != 0)
         return pf_fail("d_model %d is not divisible by n_heads %d", cfg->d_model, cfg->n_heads);
     if (cfg->d_ff < 1 || cfg->d_ff > 1 << 20) return pf_fail("d_ff must be in 1..1048576 (got %d)", cfg->d_ff);
     return 0;
