@@ -69,6 +69,19 @@ int model_param_name(const Model *model, int index, int layer, char *name, size_
     return param_shape(&model->config, index, shape);
 }
 
+enum { LAYER_TENSORS = 12 };
+
+int model_num_named_tensors(const Model *model) { return 3 + LAYER_TENSORS * model->config.n_layers; }
+
+void model_named_tensor(const Model *model, float *base, int i, NamedTensor *out) {
+    int last = model_num_named_tensors(model) - 1;
+    int index = i == 0 ? 0 : i == last - 1 ? 13 : i == last ? 14 : 1 + (i - 1) % LAYER_TENSORS;
+    int layer = model_param_is_layered(index) ? (i - 1) / LAYER_TENSORS : 0;
+    out->ndim = model_param_name(model, index, layer, out->name, sizeof(out->name), out->shape);
+    out->numel = shape_numel(out->shape, out->ndim);
+    out->data = model_param_slice(model, base, index, layer);
+}
+
 static float **param_pointers(ParameterTensors *p) {
     return (float **)p;  // the struct is NUM_PARAM_TENSORS float pointers in table order
 }
@@ -336,15 +349,10 @@ int model_save(const Model *model, const char *path, int num_extra, const char *
     st_writer_metadata(&writer, "format", "pt");
     st_writer_metadata(&writer, "pathformer_version", PF_VERSION);
     for (int i = 0; i < num_extra; i++) st_writer_metadata(&writer, extra_keys[i], extra_values[i]);
-    for (int index = 0; index < NUM_PARAM_TENSORS; index++) {
-        int layers = model_param_is_layered(index) ? model->config.n_layers : 1;
-        for (int layer = 0; layer < layers; layer++) {
-            char name[128];
-            int64_t shape[2];
-            int ndim = model_param_name(model, index, layer, name, sizeof(name), shape);
-            st_writer_add(&writer, name, ST_F32, ndim, shape,
-                          model_param_slice(model, model->params_memory, index, layer));
-        }
+    for (int i = 0; i < model_num_named_tensors(model); i++) {
+        NamedTensor t;
+        model_named_tensor(model, model->params_memory, i, &t);
+        st_writer_add(&writer, t.name, ST_F32, t.ndim, t.shape, t.data);
     }
     int rc = st_writer_save(&writer, path);
     st_writer_free(&writer);
@@ -386,19 +394,13 @@ int model_config_from_file(ModelConfig *cfg, const StFile *file) {
 }
 
 int model_load_params(Model *model, const StFile *file) {
-    int expected = 0;
-    for (int index = 0; index < NUM_PARAM_TENSORS; index++) {
-        int layers = model_param_is_layered(index) ? model->config.n_layers : 1;
-        for (int layer = 0; layer < layers; layer++) {
-            char name[128];
-            int64_t shape[2];
-            int ndim = model_param_name(model, index, layer, name, sizeof(name), shape);
-            const float *data;
-            if (st_get_f32(file, name, ndim, shape, &data) != 0) return -1;
-            memcpy(model_param_slice(model, model->params_memory, index, layer), data,
-                   shape_numel(shape, ndim) * sizeof(float));
-            expected++;
-        }
+    int expected = model_num_named_tensors(model);
+    for (int i = 0; i < expected; i++) {
+        NamedTensor t;
+        model_named_tensor(model, model->params_memory, i, &t);
+        const float *data;
+        if (st_get_f32(file, t.name, t.ndim, t.shape, &data) != 0) return -1;
+        memcpy(t.data, data, t.numel * sizeof(float));
     }
     if (file->num_tensors != expected)
         return pf_fail("checkpoint has %d tensors, the model expects %d (unexpected extra tensors)", file->num_tensors,

@@ -117,6 +117,21 @@ int model_param_is_layered(int index);
 // Pointer to parameter tensor `index` of `layer` inside `base` (params_memory or grads_memory layout).
 float *model_param_slice(const Model *model, float *base, int index, int layer);
 
+// One parameter tensor of one layer under its PyTorch state_dict name.
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    size_t numel;
+    float *data;  // inside the `base` given to model_named_tensor
+} NamedTensor;
+
+// Tensors in PyTorch's state_dict order: embedding, each layer's 12, then the readout's 2.
+int model_num_named_tensors(const Model *model);
+// Tensor i (0 <= i < model_num_named_tensors) within `base` (params_memory, grads_memory, or any
+// buffer of the same layout).
+void model_named_tensor(const Model *model, float *base, int i, NamedTensor *out);
+
 // Checkpoint: every parameter under its PyTorch name plus the config in the metadata
 // (extra metadata pairs may be added by the caller). Atomic write.
 int model_save(const Model *model, const char *path, int num_extra, const char *const *extra_keys,

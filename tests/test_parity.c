@@ -52,18 +52,13 @@ static const float *reference_tensor(Fixture *f, const char *name, size_t numel)
 // named prefix + PyTorch name; returns the worst relative difference.
 static double compare_all(Fixture *f, float *base, const char *prefix) {
     double worst = 0.0;
-    for (int index = 0; index < NUM_PARAM_TENSORS; index++) {
-        int layers = model_param_is_layered(index) ? f->model.config.n_layers : 1;
-        for (int layer = 0; layer < layers; layer++) {
-            char name[160], full[200];
-            int64_t shape[2];
-            int ndim = model_param_name(&f->model, index, layer, name, sizeof(name), shape);
-            size_t numel = (size_t)shape[0] * (ndim == 2 ? (size_t)shape[1] : 1);
-            snprintf(full, sizeof(full), "%s.%s", prefix, name);
-            double rel = compare(full, model_param_slice(&f->model, base, index, layer),
-                                 reference_tensor(f, full, numel), numel);
-            if (!(rel <= worst)) worst = rel;
-        }
+    for (int i = 0; i < model_num_named_tensors(&f->model); i++) {
+        NamedTensor t;
+        char full[200];
+        model_named_tensor(&f->model, base, i, &t);
+        snprintf(full, sizeof(full), "%s.%s", prefix, t.name);
+        double rel = compare(full, t.data, reference_tensor(f, full, t.numel), t.numel);
+        if (!(rel <= worst)) worst = rel;
     }
     return worst;
 }
@@ -144,42 +139,37 @@ static void test_forward_loss_and_gradients(void **state) {
 // sides in directions that round-off decides. Entries whose gradient (plus weight decay) fell below
 // 1e-3 of their tensor's largest at any step are held to Adam's bound (|change| <= 4 lr per step)
 // and counted; every other entry must agree to REL_TOL of its tensor's largest value.
-static void compare_after_adam(Fixture *f, const float *params, const char *prefix, float lr) {
+static void compare_after_adam(Fixture *f, float *params, const char *prefix, float lr) {
     size_t sensitive = 0, total = 0;
     double worst = 0.0;
-    for (int index = 0; index < NUM_PARAM_TENSORS; index++) {
-        int layers = model_param_is_layered(index) ? f->model.config.n_layers : 1;
-        for (int layer = 0; layer < layers; layer++) {
-            char name[160], full[200], grad_name[220];
-            int64_t shape[2];
-            int ndim = model_param_name(&f->model, index, layer, name, sizeof(name), shape);
-            size_t numel = (size_t)shape[0] * (ndim == 2 ? (size_t)shape[1] : 1);
-            snprintf(full, sizeof(full), "%s.%s", prefix, name);
-            snprintf(grad_name, sizeof(grad_name), "%s.min_grad.%s", prefix, name);
-            const float *want = reference_tensor(f, full, numel);
-            const float *min_grad = reference_tensor(f, grad_name, numel);
-            const float *got = model_param_slice(&f->model, (float *)params, index, layer);
-            double max_ref = 0.0, max_grad = 0.0, max_diff = 0.0, max_sensitive = 0.0;
-            for (size_t i = 0; i < numel; i++) {
-                if (fabs(want[i]) > max_ref) max_ref = fabs(want[i]);
-                if (min_grad[i] > max_grad) max_grad = min_grad[i];
-            }
-            for (size_t i = 0; i < numel; i++) {
-                double diff = fabs((double)got[i] - want[i]);
-                if (min_grad[i] < 1e-3 * max_grad) {
-                    sensitive++;
-                    if (!(diff <= max_sensitive)) max_sensitive = diff;
-                } else if (!(diff <= max_diff)) {
-                    max_diff = diff;
-                }
-            }
-            total += numel;
-            double rel = max_diff / (max_ref > 1e-30 ? max_ref : 1e-30);
-            printf("  %-58s max|diff| %.3e  rel %.2e  round-off-driven entries max|diff| %.3e\n", full, max_diff,
-                   rel, max_sensitive);
-            if (!(rel <= worst)) worst = rel;
-            assert_true(max_sensitive <= 4.0 * lr * ADAM_STEPS);
+    for (int i = 0; i < model_num_named_tensors(&f->model); i++) {
+        NamedTensor t;
+        char full[200], grad_name[220];
+        model_named_tensor(&f->model, params, i, &t);
+        snprintf(full, sizeof(full), "%s.%s", prefix, t.name);
+        snprintf(grad_name, sizeof(grad_name), "%s.min_grad.%s", prefix, t.name);
+        const float *want = reference_tensor(f, full, t.numel);
+        const float *min_grad = reference_tensor(f, grad_name, t.numel);
+        double max_ref = 0.0, max_grad = 0.0, max_diff = 0.0, max_sensitive = 0.0;
+        for (size_t j = 0; j < t.numel; j++) {
+            if (fabs(want[j]) > max_ref) max_ref = fabs(want[j]);
+            if (min_grad[j] > max_grad) max_grad = min_grad[j];
         }
+        for (size_t j = 0; j < t.numel; j++) {
+            double diff = fabs((double)t.data[j] - want[j]);
+            if (min_grad[j] < 1e-3 * max_grad) {
+                sensitive++;
+                if (!(diff <= max_sensitive)) max_sensitive = diff;
+            } else if (!(diff <= max_diff)) {
+                max_diff = diff;
+            }
+        }
+        total += t.numel;
+        double rel = max_diff / (max_ref > 1e-30 ? max_ref : 1e-30);
+        printf("  %-58s max|diff| %.3e  rel %.2e  round-off-driven entries max|diff| %.3e\n", full, max_diff, rel,
+               max_sensitive);
+        if (!(rel <= worst)) worst = rel;
+        assert_true(max_sensitive <= 4.0 * lr * ADAM_STEPS);
     }
     printf("  %s: worst rel difference after %d Adam steps %.2e (%zu of %zu entries round-off-driven)\n", prefix,
            ADAM_STEPS, worst, sensitive, total);
