@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
         double start = pf_now_seconds();
         model_zero_grad(&model);
         model_forward(&model, batch.tokens, batch.labels, batch_size);
-        model_backward(&model, batch.tokens, batch.labels, batch_size, 1.0f / batch_size);
+        model_backward(&model, batch.labels, batch_size, 1.0f / batch_size);
         adam_update(&adam, model.params_memory, model.grads_memory, 1e-4f, &adam_cfg);
         train[r] = batch_size / (pf_now_seconds() - start);
         start = pf_now_seconds();

@@ -111,6 +111,8 @@ static const ConfigKey *find_key(const char *name, size_t len) {
     return NULL;
 }
 
+int config_has_key(const char *name) { return find_key(name, strlen(name)) != NULL; }
+
 static int set_value(RunConfig *cfg, const ConfigKey *key, const char *value) {
     char *field = (char *)cfg + key->offset;
     char *end;

@@ -33,6 +33,8 @@ int config_preset(RunConfig *cfg, const char *name);
 extern const char *const PRESET_NAMES[];
 // Applies "key=value"; 0 or -1 with the error set (unknown key, bad value).
 int config_set(RunConfig *cfg, const char *assignment);
+// Whether `name` is a setting config_set knows.
+int config_has_key(const char *name);
 // Derives dependent fields and checks every setting; 0 or -1 with the error set.
 int config_finalize(RunConfig *cfg);
 // JSON round trip (keys as config_set takes them).

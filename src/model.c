@@ -130,7 +130,9 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     model->acts_memory = mallocCheck(model->num_activations * sizeof(float));
     point_tensors((float **)&model->acts, model->acts_memory, act_sizes, NUM_ACTIVATION_TENSORS);
     model->batch_capacity = batch_capacity;
-    model->pad = mallocCheck(BT);
+    model->offsets = mallocCheck((B + 1) * sizeof(int));
+    model->packed_tokens = mallocCheck(BT * 2 * sizeof(int32_t));
+    model->readout_rows = mallocCheck(B * sizeof(int));
     model->pred = mallocCheck(B * sizeof(float));
 
     if (training) {
@@ -147,7 +149,9 @@ void model_free(Model *model) {
     free(model->grads_memory);
     free(model->acts_memory);
     free(model->scratch_memory);
-    free(model->pad);
+    free(model->offsets);
+    free(model->packed_tokens);
+    free(model->readout_rows);
     free(model->pred);
     memset(model, 0, sizeof(*model));
 }
@@ -236,17 +240,36 @@ void model_init(Model *model, uint64_t seed, int identical_layers) {
     }
 }
 
+// Packs the real token pairs of the micro-batch (first token not PAD) example after example.
+static void pack_batch(Model *model, const int32_t *tokens, int B) {
+    int T = model->config.seq_len, rows = 0;
+    for (int b = 0; b < B; b++) {
+        model->offsets[b] = rows;
+        for (int t = 0; t < T; t++) {
+            const int32_t *pair = tokens + ((size_t)b * T + t) * 2;
+            if (pair[0] == 0) continue;
+            model->packed_tokens[2 * rows] = pair[0];
+            model->packed_tokens[2 * rows + 1] = pair[1];
+            rows++;
+        }
+        model->readout_rows[b] = rows - 1;  // the target pair, always real and last
+    }
+    model->offsets[B] = rows;
+    model->num_rows = rows;
+}
+
 double model_forward(Model *model, const int32_t *tokens, const float *labels, int B) {
     const ModelConfig *c = &model->config;
     int T = c->seq_len, C = c->d_model, F = c->d_ff, NH = c->n_heads, L = c->n_layers;
-    int BT = B * T;
+    pack_batch(model, tokens, B);
+    int N = model->num_rows;
+    // layer slices keep the capacity stride, so a layer's tensors sit where backward expects them
+    size_t cap = (size_t)model->batch_capacity * T, capC = cap * C;
     ParameterTensors p = model->params;
     ActivationTensors a = model->acts;
-    for (int i = 0; i < BT; i++) model->pad[i] = tokens[2 * i] == 0;
 
-    embedding_forward(a.encoded, tokens, p.embedding, BT, C);
+    embedding_forward(a.encoded, model->packed_tokens, p.embedding, N, C);
     const float *x = a.encoded;
-    size_t BTC = (size_t)BT * C;
     for (int l = 0; l < L; l++) {
         // this layer's slices of weights and saved activations
         const float *w_in = p.in_proj_w + (size_t)l * 3 * C * C, *b_in = p.in_proj_b + (size_t)l * 3 * C;
@@ -255,26 +278,27 @@ double model_forward(Model *model, const int32_t *tokens, const float *labels, i
         const float *w2 = p.linear2_w + (size_t)l * C * F, *b2 = p.linear2_b + (size_t)l * C;
         const float *n1w = p.norm1_w + (size_t)l * C, *n1b = p.norm1_b + (size_t)l * C;
         const float *n2w = p.norm2_w + (size_t)l * C, *n2b = p.norm2_b + (size_t)l * C;
-        float *qkv = a.qkv + (size_t)l * BTC * 3, *att = a.att + (size_t)l * B * NH * T * T;
-        float *atty = a.atty + l * BTC, *attproj = a.attproj + l * BTC, *res1 = a.res1 + l * BTC;
-        float *ln1 = a.ln1 + l * BTC, *ln1_mean = a.ln1_mean + (size_t)l * BT, *ln1_rstd = a.ln1_rstd + (size_t)l * BT;
-        float *fc1 = a.fc1 + (size_t)l * BT * F, *fc1_relu = a.fc1_relu + (size_t)l * BT * F;
-        float *res2 = a.res2 + l * BTC, *ln2 = a.ln2 + l * BTC;
-        float *ln2_mean = a.ln2_mean + (size_t)l * BT, *ln2_rstd = a.ln2_rstd + (size_t)l * BT;
+        float *qkv = a.qkv + l * capC * 3, *att = a.att + (size_t)l * model->batch_capacity * NH * T * T;
+        float *atty = a.atty + l * capC, *attproj = a.attproj + l * capC, *res1 = a.res1 + l * capC;
+        float *ln1 = a.ln1 + l * capC, *ln1_mean = a.ln1_mean + l * cap, *ln1_rstd = a.ln1_rstd + l * cap;
+        float *fc1 = a.fc1 + l * cap * F, *fc1_relu = a.fc1_relu + l * cap * F;
+        float *res2 = a.res2 + l * capC, *ln2 = a.ln2 + l * capC;
+        float *ln2_mean = a.ln2_mean + l * cap, *ln2_rstd = a.ln2_rstd + l * cap;
+        size_t NC = (size_t)N * C;
 
-        matmul_forward(qkv, x, w_in, b_in, BT, C, 3 * C);
-        attention_forward(atty, att, qkv, model->pad, B, T, C, NH);
-        matmul_forward(attproj, atty, w_out, b_out, BT, C, C);
-        residual_forward(res1, x, attproj, BTC);
-        layernorm_forward(ln1, ln1_mean, ln1_rstd, res1, n1w, n1b, BT, C);
-        matmul_forward(fc1, ln1, w1, b1, BT, C, F);
-        relu_forward(fc1_relu, fc1, (size_t)BT * F);
-        matmul_forward(res2, fc1_relu, w2, b2, BT, F, C);
-        residual_forward(res2, res2, ln1, BTC);
-        layernorm_forward(ln2, ln2_mean, ln2_rstd, res2, n2w, n2b, BT, C);
+        matmul_forward(qkv, x, w_in, b_in, N, C, 3 * C);
+        attention_forward_packed(atty, att, qkv, model->offsets, B, T, C, NH);
+        matmul_forward(attproj, atty, w_out, b_out, N, C, C);
+        residual_forward(res1, x, attproj, NC);
+        layernorm_forward(ln1, ln1_mean, ln1_rstd, res1, n1w, n1b, N, C);
+        matmul_forward(fc1, ln1, w1, b1, N, C, F);
+        relu_forward(fc1_relu, fc1, (size_t)N * F);
+        matmul_forward(res2, fc1_relu, w2, b2, N, F, C);
+        residual_forward(res2, res2, ln1, NC);
+        layernorm_forward(ln2, ln2_mean, ln2_rstd, res2, n2w, n2b, N, C);
         x = ln2;
     }
-    readout_forward(model->pred, x, p.fc_out_w, p.fc_out_b, B, T, C);
+    readout_forward(model->pred, x, model->readout_rows, p.fc_out_w, p.fc_out_b, B, C);
     return labels ? mse_forward(model->pred, labels, B) : 0.0;
 }
 
@@ -282,56 +306,57 @@ void model_zero_grad(Model *model) {
     if (model->grads_memory) memset(model->grads_memory, 0, model->num_parameters * sizeof(float));
 }
 
-void model_backward(Model *model, const int32_t *tokens, const float *labels, int B, float scale) {
+void model_backward(Model *model, const float *labels, int B, float scale) {
     const ModelConfig *c = &model->config;
     int T = c->seq_len, C = c->d_model, F = c->d_ff, NH = c->n_heads, L = c->n_layers;
-    int BT = B * T;
-    size_t BTC = (size_t)BT * C;
+    int N = model->num_rows;
+    size_t cap = (size_t)model->batch_capacity * T, capC = cap * C, NC = (size_t)N * C;
     ParameterTensors p = model->params, g = model->grads;
     ActivationTensors a = model->acts;
     BackwardScratch s = model->scratch;
 
     mse_backward(s.dpred, model->pred, labels, B, scale);
-    memset(s.dlayer_out, 0, BTC * sizeof(float));
-    readout_backward(s.dlayer_out, g.fc_out_w, g.fc_out_b, s.dpred, a.ln2 + (size_t)(L - 1) * BTC, p.fc_out_w, B, T, C);
+    memset(s.dlayer_out, 0, NC * sizeof(float));
+    readout_backward(s.dlayer_out, g.fc_out_w, g.fc_out_b, s.dpred, a.ln2 + (size_t)(L - 1) * capC,
+                     model->readout_rows, p.fc_out_w, B, C);
 
     for (int l = L - 1; l >= 0; l--) {
-        const float *x = l == 0 ? a.encoded : a.ln2 + (size_t)(l - 1) * BTC;
+        const float *x = l == 0 ? a.encoded : a.ln2 + (size_t)(l - 1) * capC;
         size_t wqkv = (size_t)l * 3 * C * C, bqkv = (size_t)l * 3 * C, wcc = (size_t)l * C * C, vc = (size_t)l * C;
         size_t wfc = (size_t)l * F * C, vf = (size_t)l * F;
-        const float *qkv = a.qkv + (size_t)l * BTC * 3, *att = a.att + (size_t)l * B * NH * T * T;
-        const float *atty = a.atty + l * BTC, *res1 = a.res1 + l * BTC, *ln1 = a.ln1 + l * BTC;
-        const float *fc1 = a.fc1 + (size_t)l * BT * F, *fc1_relu = a.fc1_relu + (size_t)l * BT * F;
-        const float *res2 = a.res2 + l * BTC;
-        const float *ln1_mean = a.ln1_mean + (size_t)l * BT, *ln1_rstd = a.ln1_rstd + (size_t)l * BT;
-        const float *ln2_mean = a.ln2_mean + (size_t)l * BT, *ln2_rstd = a.ln2_rstd + (size_t)l * BT;
+        const float *qkv = a.qkv + l * capC * 3, *att = a.att + (size_t)l * model->batch_capacity * NH * T * T;
+        const float *atty = a.atty + l * capC, *res1 = a.res1 + l * capC, *ln1 = a.ln1 + l * capC;
+        const float *fc1 = a.fc1 + l * cap * F, *fc1_relu = a.fc1_relu + l * cap * F;
+        const float *res2 = a.res2 + l * capC;
+        const float *ln1_mean = a.ln1_mean + l * cap, *ln1_rstd = a.ln1_rstd + l * cap;
+        const float *ln2_mean = a.ln2_mean + l * cap, *ln2_rstd = a.ln2_rstd + l * cap;
 
         // ln2 = LN(res2), res2 = ln1 + W2 relu(W1 ln1 + b1) + b2
-        memset(s.dres, 0, BTC * sizeof(float));
+        memset(s.dres, 0, NC * sizeof(float));
         layernorm_backward(s.dres, g.norm2_w + vc, g.norm2_b + vc, s.dlayer_out, res2, p.norm2_w + vc, ln2_mean,
-                           ln2_rstd, BT, C);
-        memcpy(s.dln1, s.dres, BTC * sizeof(float));
-        memset(s.dfc, 0, (size_t)BT * F * sizeof(float));
-        matmul_backward(s.dfc, g.linear2_w + wfc, g.linear2_b + vc, s.dres, fc1_relu, p.linear2_w + wfc, BT, F, C);
-        relu_backward(s.dfc, fc1, (size_t)BT * F);
-        matmul_backward(s.dln1, g.linear1_w + wfc, g.linear1_b + vf, s.dfc, ln1, p.linear1_w + wfc, BT, C, F);
+                           ln2_rstd, N, C);
+        memcpy(s.dln1, s.dres, NC * sizeof(float));
+        memset(s.dfc, 0, (size_t)N * F * sizeof(float));
+        matmul_backward(s.dfc, g.linear2_w + wfc, g.linear2_b + vc, s.dres, fc1_relu, p.linear2_w + wfc, N, F, C);
+        relu_backward(s.dfc, fc1, (size_t)N * F);
+        matmul_backward(s.dln1, g.linear1_w + wfc, g.linear1_b + vf, s.dfc, ln1, p.linear1_w + wfc, N, C, F);
 
         // ln1 = LN(res1), res1 = x + out_proj(attention(in_proj(x)))
-        memset(s.dres, 0, BTC * sizeof(float));
+        memset(s.dres, 0, NC * sizeof(float));
         layernorm_backward(s.dres, g.norm1_w + vc, g.norm1_b + vc, s.dln1, res1, p.norm1_w + vc, ln1_mean, ln1_rstd,
-                           BT, C);
-        memset(s.datty, 0, BTC * sizeof(float));
-        matmul_backward(s.datty, g.out_proj_w + wcc, g.out_proj_b + vc, s.dres, atty, p.out_proj_w + wcc, BT, C, C);
-        memset(s.dqkv, 0, BTC * 3 * sizeof(float));
-        attention_backward(s.dqkv, s.datty, qkv, att, model->pad, B, T, C, NH);
+                           N, C);
+        memset(s.datty, 0, NC * sizeof(float));
+        matmul_backward(s.datty, g.out_proj_w + wcc, g.out_proj_b + vc, s.dres, atty, p.out_proj_w + wcc, N, C, C);
+        memset(s.dqkv, 0, NC * 3 * sizeof(float));
+        attention_backward_packed(s.dqkv, s.datty, qkv, att, model->offsets, B, T, C, NH);
         // dres already holds the residual path's gradient of x; the projection adds to it
-        matmul_backward(s.dres, g.in_proj_w + wqkv, g.in_proj_b + bqkv, s.dqkv, x, p.in_proj_w + wqkv, BT, C, 3 * C);
+        matmul_backward(s.dres, g.in_proj_w + wqkv, g.in_proj_b + bqkv, s.dqkv, x, p.in_proj_w + wqkv, N, C, 3 * C);
 
         float *swap = s.dlayer_out;
         s.dlayer_out = s.dres;
         s.dres = swap;
     }
-    embedding_backward(g.embedding, s.dlayer_out, tokens, BT, C);
+    embedding_backward(g.embedding, s.dlayer_out, model->packed_tokens, N, C);
 }
 
 static const char *const CONFIG_KEYS[] = {"vocab", "seq_len", "d_model", "n_layers", "n_heads", "d_ff"};

@@ -42,7 +42,8 @@ typedef struct {
 } ParameterTensors;
 
 #define NUM_ACTIVATION_TENSORS 15
-// Saved forward values for a micro-batch of B examples (layer tensors stacked over L).
+// Saved forward values for a micro-batch of B examples, over N <= B * T packed rows (layer tensors
+// stacked over L, each sized for the largest N).
 typedef struct {
     float *encoded;   // (B, T, C) embedding output, the input of layer 0
     float *qkv;       // (L, B, T, 3C)
@@ -88,7 +89,12 @@ typedef struct {
     float *acts_memory;
     BackwardScratch scratch;
     float *scratch_memory;
-    uint8_t *pad;             // (B, T) padding mask of the current micro-batch
+    // Padding never reaches the readout, so the current micro-batch is packed: only real token
+    // pairs become rows of the activations (about a third fewer rows on pretrain data).
+    int num_rows;             // packed rows of the current micro-batch
+    int *offsets;             // (B + 1) example b owns rows offsets[b] .. offsets[b+1]-1
+    int32_t *packed_tokens;   // (B * T, 2) the real token pairs, example after example
+    int *readout_rows;        // (B) the row of each example's target pair (its last)
     float *pred;              // (B) predictions of the current micro-batch
 } Model;
 
@@ -102,12 +108,12 @@ void model_describe(const Model *model, FILE *out);
 // layers, as nn.TransformerEncoder's deep copy does.
 void model_init(Model *model, uint64_t seed, int identical_layers);
 
-// tokens (B, T, 2); fills model->pred (B). Returns the sum of squared errors when labels is not
-// NULL (0 otherwise).
+// tokens (B, T, 2), encoded as batch_encode does (position T-1 holds the target pair); fills
+// model->pred (B). Returns the sum of squared errors when labels is not NULL (0 otherwise).
 double model_forward(Model *model, const int32_t *tokens, const float *labels, int B);
 // Accumulates parameter gradients of scale * sum of squared errors of the last forward
 // (scale = 1 / full batch size gives the gradient of the MSE over the full batch).
-void model_backward(Model *model, const int32_t *tokens, const float *labels, int B, float scale);
+void model_backward(Model *model, const float *labels, int B, float scale);
 void model_zero_grad(Model *model);
 
 // The name of parameter tensor `index` for layer `layer` (PyTorch state_dict names) and its shape.

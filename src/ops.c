@@ -242,6 +242,88 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
     }
 }
 
+void attention_forward_packed(float *out, float *att, const float *qkv, const int *offsets, int B, int T, int C,
+                              int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = (size_t)3 * C;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            int first = offsets[b], len = offsets[b + 1] - offsets[b];
+            const float *rows = qkv + (size_t)first * C3;
+            for (int t = 0; t < len; t++) {
+                const float *q = rows + (size_t)t * C3 + h * hs;
+                float *a = att + (((size_t)b * NH + h) * T + t) * T;
+                float maxval = -INFINITY;
+                for (int s = 0; s < len; s++) {
+                    const float *k = rows + (size_t)s * C3 + C + h * hs;
+                    float dot = 0.0f;
+                    for (int i = 0; i < hs; i++) dot += q[i] * k[i];
+                    a[s] = dot * scale;
+                    if (a[s] > maxval) maxval = a[s];
+                }
+                float sum = 0.0f;
+                for (int s = 0; s < len; s++) {
+                    a[s] = expf(a[s] - maxval);
+                    sum += a[s];
+                }
+                float inv = 1.0f / sum;
+                float *o = out + ((size_t)first + t) * C + h * hs;
+                for (int i = 0; i < hs; i++) o[i] = 0.0f;
+                for (int s = 0; s < len; s++) {
+                    a[s] *= inv;
+                    const float *v = rows + (size_t)s * C3 + 2 * C + h * hs;
+                    for (int i = 0; i < hs; i++) o[i] += a[s] * v[i];
+                }
+            }
+        }
+    }
+}
+
+void attention_backward_packed(float *dqkv, const float *dout, const float *qkv, const float *att,
+                               const int *offsets, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = (size_t)3 * C;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            int first = offsets[b], len = offsets[b + 1] - offsets[b];
+            const float *rows = qkv + (size_t)first * C3;
+            float *drows = dqkv + (size_t)first * C3;
+            float datt[PF_MAX_EDGES + 1];
+            for (int t = 0; t < len; t++) {
+                const float *a = att + (((size_t)b * NH + h) * T + t) * T;
+                const float *d = dout + ((size_t)first + t) * C + h * hs;
+                const float *q = rows + (size_t)t * C3 + h * hs;
+                float *dq = drows + (size_t)t * C3 + h * hs;
+                float weighted = 0.0f;
+                for (int s = 0; s < len; s++) {
+                    const float *v = rows + (size_t)s * C3 + 2 * C + h * hs;
+                    float *dv = drows + (size_t)s * C3 + 2 * C + h * hs;
+                    float dot = 0.0f;
+                    for (int i = 0; i < hs; i++) {
+                        dot += d[i] * v[i];
+                        dv[i] += a[s] * d[i];
+                    }
+                    datt[s] = dot;
+                    weighted += a[s] * dot;
+                }
+                for (int s = 0; s < len; s++) {
+                    float dscore = a[s] * (datt[s] - weighted) * scale;
+                    const float *k = rows + (size_t)s * C3 + C + h * hs;
+                    float *dk = drows + (size_t)s * C3 + C + h * hs;
+                    for (int i = 0; i < hs; i++) {
+                        dq[i] += dscore * k[i];
+                        dk[i] += dscore * q[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C) {
     const double eps = 1e-5;
@@ -321,20 +403,21 @@ void relu_backward(float *dinout, const float *inp, size_t n) {
         if (inp[i] <= 0.0f) dinout[i] = 0.0f;
 }
 
-void readout_forward(float *pred, const float *inp, const float *weight, const float *bias, int B, int T, int C) {
+void readout_forward(float *pred, const float *inp, const int *rows, const float *weight, const float *bias, int B,
+                     int C) {
     for (int b = 0; b < B; b++) {
-        const float *x = inp + ((size_t)b * T + T - 1) * C;
+        const float *x = inp + (size_t)rows[b] * C;
         float sum = 0.0f;
         for (int i = 0; i < C; i++) sum += x[i] * weight[i];
         pred[b] = sum + bias[0];
     }
 }
 
-void readout_backward(float *dinp, float *dweight, float *dbias, const float *dpred, const float *inp,
-                      const float *weight, int B, int T, int C) {
+void readout_backward(float *dinp, float *dweight, float *dbias, const float *dpred, const float *inp, const int *rows,
+                      const float *weight, int B, int C) {
     for (int b = 0; b < B; b++) {
-        const float *x = inp + ((size_t)b * T + T - 1) * C;
-        float *dx = dinp + ((size_t)b * T + T - 1) * C;
+        const float *x = inp + (size_t)rows[b] * C;
+        float *dx = dinp + (size_t)rows[b] * C;
         for (int i = 0; i < C; i++) {
             dx[i] += dpred[b] * weight[i];
             dweight[i] += dpred[b] * x[i];

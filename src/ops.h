@@ -31,6 +31,14 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *pad,
                         int B, int T, int C, int NH);
 
+// The same attention over packed rows: example b owns rows offsets[b] .. offsets[b+1]-1 of qkv
+// (N, 3C) and out (N, C), all real (padding removed, so no mask). att (B, NH, T, T) keeps each
+// example's len x len block with row stride T. Tested against the padded version above.
+void attention_forward_packed(float *out, float *att, const float *qkv, const int *offsets, int B, int T, int C,
+                              int NH);
+void attention_backward_packed(float *dqkv, const float *dout, const float *qkv, const float *att,
+                               const int *offsets, int B, int T, int C, int NH);
+
 // out (N, C) = (inp - mean) * rstd * weight + bias; mean, rstd (N) saved; eps 1e-5
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C);
@@ -45,11 +53,12 @@ void residual_forward(float *out, const float *a, const float *b, size_t n);
 void relu_forward(float *out, const float *inp, size_t n);
 void relu_backward(float *dinout, const float *inp, size_t n);
 
-// Readout on the last position: pred (B) = inp[b, T-1, :] . weight (C) + bias (1)
-void readout_forward(float *pred, const float *inp, const float *weight, const float *bias, int B, int T, int C);
-// dinp (B, T, C) += dpred[b] * weight at position T-1; dweight += dpred[b] * inp[b, T-1]; dbias += sum dpred
-void readout_backward(float *dinp, float *dweight, float *dbias, const float *dpred, const float *inp,
-                      const float *weight, int B, int T, int C);
+// Readout of one row per example: pred (B) = inp[rows[b], :] . weight (C) + bias (1)
+void readout_forward(float *pred, const float *inp, const int *rows, const float *weight, const float *bias, int B,
+                     int C);
+// dinp[rows[b]] += dpred[b] * weight; dweight += dpred[b] * inp[rows[b]]; dbias += sum dpred
+void readout_backward(float *dinp, float *dweight, float *dbias, const float *dpred, const float *inp, const int *rows,
+                      const float *weight, int B, int C);
 
 // Sum of squared errors over B predictions, and dpred[b] = 2 (pred[b] - label[b]) * scale
 // (scale = 1 / total batch size gives the gradient of the mean).

@@ -298,7 +298,7 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
                 label_sse[label] += diff * diff;
                 label_count[label]++;
             }
-            model_backward(&model, batch.tokens, batch.labels, B, 1.0f / (float)cfg->batch_size);
+            model_backward(&model, batch.labels, B, 1.0f / (float)cfg->batch_size);
         }
         if (interrupted) break;  // a partly accumulated step is dropped; the checkpoint is the last full step
         adam_update(&adam, model.params_memory, model.grads_memory, lr, &adam_cfg);

@@ -267,6 +267,61 @@ static void test_attention_backward(void **state) {
     free(a.R);
 }
 
+// The packed attention (padding removed) against the padded reference: same outputs and the same
+// gradients on every real row, within float round-off.
+static void test_attention_packed_matches_padded(void **state) {
+    enum { B = 3, T = 6, C = 8, NH = 2 };
+    const uint8_t pad[B * T] = {0, 1, 0, 0, 1, 0, /**/ 1, 1, 1, 1, 1, 0, /**/ 0, 0, 0, 0, 0, 0};
+    size_t padded_qkv = (size_t)B * T * 3 * C;
+    Rng rng = rng_stream(9, 0, 0);
+    float *qkv = random_array(padded_qkv, -1.5f, 1.5f, &rng);
+    float *dout = random_array((size_t)B * T * C, -1, 1, &rng);
+    // padded rows never reach the loss in the model, so their output gradient is zero there too
+    for (int bt = 0; bt < B * T; bt++)
+        if (pad[bt]) memset(dout + (size_t)bt * C, 0, C * sizeof(float));
+    int offsets[B + 1], rows[B * T], N = 0;
+    for (int b = 0; b < B; b++) {
+        offsets[b] = N;
+        for (int t = 0; t < T; t++)
+            if (!pad[b * T + t]) rows[N++] = b * T + t;
+    }
+    offsets[B] = N;
+    float *packed_qkv = mallocCheck((size_t)N * 3 * C * sizeof(float));
+    float *packed_dout = mallocCheck((size_t)N * C * sizeof(float));
+    for (int r = 0; r < N; r++) {
+        memcpy(packed_qkv + (size_t)r * 3 * C, qkv + (size_t)rows[r] * 3 * C, 3 * C * sizeof(float));
+        memcpy(packed_dout + (size_t)r * C, dout + (size_t)rows[r] * C, C * sizeof(float));
+    }
+    float *out = mallocCheck((size_t)B * T * C * sizeof(float)), *att = mallocCheck((size_t)B * NH * T * T * sizeof(float));
+    float *packed_out = mallocCheck((size_t)N * C * sizeof(float));
+    float *packed_att = mallocCheck((size_t)B * NH * T * T * sizeof(float));
+    float *dqkv = callocCheck(padded_qkv, sizeof(float)), *packed_dqkv = callocCheck((size_t)N * 3 * C, sizeof(float));
+    attention_forward(out, att, qkv, pad, B, T, C, NH);
+    attention_forward_packed(packed_out, packed_att, packed_qkv, offsets, B, T, C, NH);
+    attention_backward(dqkv, dout, qkv, att, pad, B, T, C, NH);
+    attention_backward_packed(packed_dqkv, packed_dout, packed_qkv, packed_att, offsets, B, T, C, NH);
+    double max_out = 0.0, max_grad = 0.0;
+    for (int r = 0; r < N; r++) {
+        for (int i = 0; i < C; i++)
+            max_out = fmax(max_out, fabs(packed_out[(size_t)r * C + i] - out[(size_t)rows[r] * C + i]));
+        for (int i = 0; i < 3 * C; i++)
+            max_grad = fmax(max_grad, fabs(packed_dqkv[(size_t)r * 3 * C + i] - dqkv[(size_t)rows[r] * 3 * C + i]));
+    }
+    printf("attention packed vs padded: max|out diff| %.2e, max|dqkv diff| %.2e\n", max_out, max_grad);
+    assert_true(max_out < 1e-6);
+    assert_true(max_grad < 1e-6);
+    free(qkv);
+    free(dout);
+    free(packed_qkv);
+    free(packed_dout);
+    free(out);
+    free(att);
+    free(packed_out);
+    free(packed_att);
+    free(dqkv);
+    free(packed_dqkv);
+}
+
 typedef struct {
     float *out, *mean, *rstd, *inp, *weight, *bias;
     float *R;
@@ -359,11 +414,12 @@ typedef struct {
     float *pred, *inp, *weight, *bias;
     float *R;
     int B, T, C;
+    int rows[8];
 } ReadoutCase;
 
 static double readout_loss(void *ctx) {
     ReadoutCase *r = ctx;
-    readout_forward(r->pred, r->inp, r->weight, r->bias, r->B, r->T, r->C);
+    readout_forward(r->pred, r->inp, r->rows, r->weight, r->bias, r->B, r->C);
     return weighted_sum(r->pred, r->R, r->B);
 }
 
@@ -374,15 +430,16 @@ static void test_readout_backward(void **state) {
     ReadoutCase r = {mallocCheck(B * sizeof(float)), random_array(inp_size, -1, 1, &rng),
                      random_array(C, -1, 1, &rng),   random_array(1, -1, 1, &rng),
                      random_array(B, -1, 1, &rng),   B,
-                     T,                              C};
+                     T,                              C,
+                     {T - 1, 2 * T - 1, 3 * T - 1}};  // the last position of each example
 
     float *dinp = callocCheck(inp_size, sizeof(float));
     float *dweight = callocCheck(C, sizeof(float));
     float dbias = 0.0f;
-    readout_backward(dinp, dweight, &dbias, r.R, r.inp, r.weight, B, T, C);
+    readout_backward(dinp, dweight, &dbias, r.R, r.inp, r.rows, r.weight, B, C);
     float *dinp_once = copy_array(dinp, inp_size), *dweight_once = copy_array(dweight, C);
     float dbias_once = dbias;
-    readout_backward(dinp, dweight, &dbias, r.R, r.inp, r.weight, B, T, C);
+    readout_backward(dinp, dweight, &dbias, r.R, r.inp, r.rows, r.weight, B, C);
     assert_doubled(dinp_once, dinp, inp_size);
     assert_doubled(dweight_once, dweight, C);
     assert_doubled(&dbias_once, &dbias, 1);
@@ -459,15 +516,17 @@ static double model_loss(Model *model, const Batch *batch) {
     return model_forward(model, batch->tokens, batch->labels, batch->B) / batch->B;
 }
 
-// Which ReLU inputs of the last forward are positive, for those that reach the loss: padded
-// positions never do, and in the last layer only the last position feeds the readout.
+// Which ReLU inputs of the last forward are positive, for those that reach the loss: the model
+// keeps only real (packed) rows, and in the last layer only each example's readout row counts.
 static void relu_pattern(const Model *model, int B, uint8_t *pattern) {
     int T = model->config.seq_len, F = model->config.d_ff, L = model->config.n_layers;
+    memset(pattern, 0, (size_t)L * B * T * F);
     for (int l = 0; l < L; l++)
-        for (int bt = 0; bt < B * T; bt++) {
-            int reaches_loss = !model->pad[bt] && (l < L - 1 || bt % T == T - 1);
+        for (int row = 0; row < model->num_rows; row++) {
+            int reaches_loss = l < L - 1;
+            for (int b = 0; b < B; b++) reaches_loss |= model->readout_rows[b] == row;
             for (int f = 0; f < F; f++) {
-                size_t i = ((size_t)l * B * T + bt) * F + f;
+                size_t i = ((size_t)l * model->batch_capacity * T + row) * F + f;
                 pattern[i] = reaches_loss && model->acts.fc1[i] > 0.0f;
             }
         }
@@ -520,7 +579,7 @@ static void test_model_gradient(void **state) {
 
     model_zero_grad(&model);
     double loss = model_forward(&model, batch.tokens, batch.labels, B) / B;
-    model_backward(&model, batch.tokens, batch.labels, B, 1.0f / B);
+    model_backward(&model, batch.labels, B, 1.0f / B);
 
     size_t relu_inputs = (size_t)cfg.n_layers * B * cfg.seq_len * cfg.d_ff;
     uint8_t *pattern_plus = mallocCheck(relu_inputs), *pattern_minus = mallocCheck(relu_inputs);
@@ -741,7 +800,7 @@ static void test_determinism(void **state) {
     for (int pass = 0; pass < 2; pass++) {
         model_zero_grad(&model);
         model_forward(&model, batch.tokens, batch.labels, B);
-        model_backward(&model, batch.tokens, batch.labels, B, 1.0f / B);
+        model_backward(&model, batch.labels, B, 1.0f / B);
         if (pass == 0) {
             memcpy(first_grads, model.grads_memory, model.num_parameters * sizeof(float));
             memcpy(first_pred, model.pred, sizeof(first_pred));
@@ -765,6 +824,7 @@ int main(void) {
         cmocka_unit_test(test_embedding_backward),
         cmocka_unit_test(test_matmul_backward),
         cmocka_unit_test(test_attention_backward),
+        cmocka_unit_test(test_attention_packed_matches_padded),
         cmocka_unit_test(test_layernorm_backward),
         cmocka_unit_test(test_relu_backward),
         cmocka_unit_test(test_readout_backward),
