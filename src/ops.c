@@ -28,7 +28,6 @@ int ops_set_threads(int n) {
     return n;
 }
 
-#ifdef PF_HAVE_BLAS
 // The calling thread's share [lo, hi) of `total` rows inside a parallel region.
 static void thread_share(int total, int *lo, int *hi) {
 #ifdef _OPENMP
@@ -39,7 +38,21 @@ static void thread_share(int total, int *lo, int *hi) {
     *lo = (int)((long)total * id / threads);
     *hi = (int)((long)total * (id + 1) / threads);
 }
-#endif
+
+// dbias[lo..hi) += column sums of dout (N, OC) over those columns, rows streamed in order so the
+// inner loop is contiguous (and the sum order fixed: results do not depend on the thread count).
+static void column_sums(float *dbias, const float *dout, int N, int OC, int lo, int hi) {
+    float sums[1024];
+    for (int start = lo; start < hi; start += 1024) {
+        int width = hi - start < 1024 ? hi - start : 1024;
+        memset(sums, 0, sizeof(float) * width);
+        for (int n = 0; n < N; n++) {
+            const float *d = dout + (size_t)n * OC + start;
+            for (int j = 0; j < width; j++) sums[j] += d[j];
+        }
+        for (int j = 0; j < width; j++) dbias[start + j] += sums[j];
+    }
+}
 
 const char *ops_backend(void) {
 #ifdef PF_HAVE_BLAS
@@ -112,10 +125,12 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
         if (dinp && hi > lo)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, C, OC, 1.0f, dout + (size_t)lo * OC, OC,
                         weight, C, 1.0f, dinp + (size_t)lo * C, C);
-        thread_share(OC, &lo, &hi);  // dweight: its own rows, each reducing over the whole batch
-        if (hi > lo)
+        thread_share(OC, &lo, &hi);  // dweight and dbias: its own rows, each reducing over the whole batch
+        if (hi > lo) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hi - lo, C, N, 1.0f, dout + lo, OC, inp, C, 1.0f,
                         dweight + (size_t)lo * C, C);
+            if (dbias) column_sums(dbias, dout, N, OC, lo, hi);
+        }
     }
 #else
     if (dinp) {
@@ -130,24 +145,21 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
             }
         }
     }
-#pragma omp parallel for schedule(static)
-    for (int j = 0; j < OC; j++) {
-        float *dw = dweight + (size_t)j * C;
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + (size_t)n * C;
-            float dj = dout[(size_t)n * OC + j];
-            for (int i = 0; i < C; i++) dw[i] += dj * x[i];
+#pragma omp parallel
+    {
+        int lo, hi;
+        thread_share(OC, &lo, &hi);
+        for (int j = lo; j < hi; j++) {
+            float *dw = dweight + (size_t)j * C;
+            for (int n = 0; n < N; n++) {
+                const float *x = inp + (size_t)n * C;
+                float dj = dout[(size_t)n * OC + j];
+                for (int i = 0; i < C; i++) dw[i] += dj * x[i];
+            }
         }
+        if (dbias && hi > lo) column_sums(dbias, dout, N, OC, lo, hi);
     }
 #endif
-    if (dbias) {
-#pragma omp parallel for schedule(static)
-        for (int j = 0; j < OC; j++) {
-            float sum = 0.0f;
-            for (int n = 0; n < N; n++) sum += dout[(size_t)n * OC + j];
-            dbias[j] += sum;
-        }
-    }
 }
 
 void attention_forward(float *out, float *att, const float *qkv, const uint8_t *pad, int B, int T, int C, int NH) {
