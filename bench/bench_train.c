@@ -2,16 +2,18 @@
 // on real pretrain batches, next to the PyTorch reference (bench/torch_bench.py) measured in the
 // same run on the same batch shape. Prints medians and the ratios.
 //
-// usage: build/bench_train [BATCH] [REPEATS] [THREADS]   (defaults 512 5 2)
+// usage: build/bench_train [BATCH] [REPEATS] [THREADS]   (defaults 2048 5 2)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "adam.h"
-#include "batch.h"
 #include "common.h"
+#include "config.h"
+#include "eval.h"
 #include "model.h"
 #include "ops.h"
+#include "train.h"
 
 static int compare_doubles(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -24,48 +26,53 @@ static double median(double *values, int n) {
 }
 
 int main(int argc, char **argv) {
-    int batch_size = argc > 1 ? atoi(argv[1]) : 512;
+    int batch_size = argc > 1 ? atoi(argv[1]) : 2048;
     int repeats = argc > 2 ? atoi(argv[2]) : 5;
     int threads = ops_set_threads(argc > 3 ? atoi(argv[3]) : 2);
     if (batch_size < 1 || repeats < 1 || repeats > 100) {
         fprintf(stderr, "usage: bench_train [BATCH] [REPEATS 1..100] [THREADS]\n");
         return 1;
     }
-    ModelConfig cfg = model_config_default();
-    DataConfig data = data_config_default();
+    // the training path of `pathformer train --preset blog-pretrain`, with a smaller batch per step
+    RunConfig cfg;
+    config_preset(&cfg, "blog-pretrain");
+    cfg.batch_size = batch_size;
+    if (config_finalize(&cfg) != 0) {
+        fprintf(stderr, "bench_train: %s\n", pf_last_error());
+        return 1;
+    }
     DataSet set;
-    dataset_lookup(&set, "pretrain", &data);
+    dataset_lookup(&set, "pretrain", &cfg.data);
     Model model;
-    model_create(&model, &cfg, batch_size, 1);
+    model_create(&model, &cfg.model, cfg.micro_batch, 1);
     model_init(&model, 1, 1);
+    GradientWorkers *workers = gradient_workers_create(&model, &cfg, threads);
     AdamState adam;
     adam_create(&adam, model.num_parameters);
     AdamConfig adam_cfg = adam_config_default();
-    Batch batch;
-    batch_alloc(&batch, batch_size, cfg.seq_len);
+    BatchStats stats;
+    EvalResult *eval = mallocCheck(sizeof(EvalResult));
 
     double train[101], infer[101];
     for (int r = 0; r <= repeats; r++) {  // round 0 warms up
-        batch_fill(&batch, &set, &data, 1, (uint64_t)r, 0);
         double start = pf_now_seconds();
-        model_zero_grad(&model);
-        model_forward(&model, batch.tokens, batch.labels, batch_size);
-        model_backward(&model, batch.labels, batch_size, 1.0f / batch_size);
+        gradient_workers_step(workers, &set, r, &stats);
         adam_update(&adam, model.params_memory, model.grads_memory, 1e-4f, &adam_cfg);
         train[r] = batch_size / (pf_now_seconds() - start);
         start = pf_now_seconds();
-        model_forward(&model, batch.tokens, NULL, batch_size);
+        eval_model(eval, &model, "pretrain", &cfg.data, 1, batch_size);
         infer[r] = batch_size / (pf_now_seconds() - start);
     }
     double c_train = median(train + 1, repeats), c_infer = median(infer + 1, repeats);
     // forward ~18 MFLOP and training ~54 MFLOP per example at 16 dense positions (SPEC §7)
-    printf("pathformer  (%s, %d threads, batch %d, median of %d): train %.0f examples/s (%.1f GFLOP/s), "
-           "inference %.0f examples/s\n",
-           ops_backend(), threads, batch_size, repeats, c_train, c_train * 54e-3, c_infer);
+    printf("pathformer  (%s, %d threads, batch %d in micro-batches of %d, median of %d): train %.0f examples/s "
+           "(%.1f dense-equivalent GFLOP/s), inference %.0f examples/s\n",
+           ops_backend(), threads, batch_size, cfg.micro_batch, repeats, c_train, c_train * 54e-3, c_infer);
 
     const char *python = getenv("PF_PYTHON") ? getenv("PF_PYTHON") : "/usr/bin/python3";
     char command[512];
-    snprintf(command, sizeof(command), "%s bench/torch_bench.py %d %d %d", python, batch_size, repeats, threads);
+    // PyTorch runs one 512-example batch per step: its speed barely depends on the batch size there
+    snprintf(command, sizeof(command), "%s bench/torch_bench.py 512 %d %d", python, repeats, threads);
     FILE *pipe = popen(command, "r");
     double torch_train = 0.0, torch_infer = 0.0;
     char line[256];
@@ -76,12 +83,13 @@ int main(int argc, char **argv) {
     if (!pipe || pclose(pipe) != 0 || torch_train <= 0.0) {
         printf("PyTorch baseline unavailable (%s)\n", command);
     } else {
-        printf("pytorch     (%d threads, batch %d, median of %d): train %.0f examples/s, inference %.0f examples/s\n",
-               threads, batch_size, repeats, torch_train, torch_infer);
+        printf("pytorch     (%d threads, batch 512, median of %d): train %.0f examples/s, inference %.0f examples/s\n",
+               threads, repeats, torch_train, torch_infer);
         printf("ratio pathformer/pytorch: train %.2fx, inference %.2fx\n", c_train / torch_train,
                c_infer / torch_infer);
     }
-    batch_free(&batch);
+    free(eval);
+    gradient_workers_free(workers);
     adam_free(&adam);
     model_free(&model);
     return 0;

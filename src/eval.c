@@ -6,6 +6,12 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_max_threads(void) { return 1; }
+static int omp_get_thread_num(void) { return 0; }
+#endif
 
 #include "batch.h"
 #include "common.h"
@@ -49,6 +55,19 @@ uint64_t eval_stream_step(const char *set) {
     return (1ULL << 62) | (hash >> 2);
 }
 
+// Adds src's counts into dst (same set and label range).
+static void eval_result_merge(EvalResult *dst, const EvalResult *src) {
+    dst->count += src->count;
+    dst->sse += src->sse;
+    dst->correct += src->correct;
+    for (int label = 0; label <= dst->max_label; label++) {
+        dst->label_count[label] += src->label_count[label];
+        dst->label_sse[label] += src->label_sse[label];
+        dst->label_correct[label] += src->label_correct[label];
+        for (int bin = 0; bin < EVAL_BINS; bin++) dst->hist[label][bin] += src->hist[label][bin];
+    }
+}
+
 int eval_model(EvalResult *result, Model *model, const char *set_name, const DataConfig *cfg, uint64_t seed,
                long count) {
     DataSet set;
@@ -58,17 +77,37 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
                        data_config_seq_len(cfg), data_config_vocab(cfg), model->config.seq_len,
                        model->config.vocab);
     eval_result_init(result, set_name, cfg);
-    Batch batch;
-    batch_alloc(&batch, model->batch_capacity, model->config.seq_len);
+    // Data-parallel like training: each thread runs whole chunks on its own replica of the model,
+    // and the partial results are merged in thread order.
+    int capacity = model->batch_capacity;
+    long chunks = (count + capacity - 1) / capacity;
+    int threads = omp_get_max_threads();
+    int workers = chunks < threads ? (int)(chunks > 0 ? chunks : 1) : threads;
+    Model *replicas = mallocCheck(sizeof(Model) * workers);
+    EvalResult *partial = mallocCheck(sizeof(EvalResult) * workers);
     uint64_t step = eval_stream_step(set_name);
-    for (long first = 0; first < count; first += model->batch_capacity) {
-        int B = (int)(count - first < model->batch_capacity ? count - first : model->batch_capacity);
-        batch.B = B;
-        batch_fill(&batch, &set, cfg, seed, step, (uint64_t)first);
-        model_forward(model, batch.tokens, NULL, B);
-        eval_result_add(result, model->pred, batch.labels, B);
+#pragma omp parallel num_threads(workers)
+    {
+        int id = omp_get_thread_num();
+        Model *m = id == 0 ? model : &replicas[id];
+        if (id > 0) model_create_replica(m, model, capacity);
+        eval_result_init(&partial[id], set_name, cfg);
+        Batch batch;
+        batch_alloc(&batch, capacity, model->config.seq_len);
+        for (long k = id; k < chunks; k += workers) {
+            long first = k * capacity;
+            int B = (int)(count - first < capacity ? count - first : capacity);
+            batch.B = B;
+            batch_fill(&batch, &set, cfg, seed, step, (uint64_t)first);
+            model_forward(m, batch.tokens, NULL, B);
+            eval_result_add(&partial[id], m->pred, batch.labels, B);
+        }
+        batch_free(&batch);
+        if (id > 0) model_free(m);
     }
-    batch_free(&batch);
+    for (int id = 0; id < workers; id++) eval_result_merge(result, &partial[id]);
+    free(partial);
+    free(replicas);
     return 0;
 }
 

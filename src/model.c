@@ -144,8 +144,16 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     }
 }
 
+void model_create_replica(Model *replica, const Model *master, int batch_capacity) {
+    model_create(replica, &master->config, batch_capacity, master->grads_memory != NULL);
+    free(replica->params_memory);
+    replica->params_memory = master->params_memory;
+    replica->params = master->params;
+    replica->shares_params = 1;
+}
+
 void model_free(Model *model) {
-    free(model->params_memory);
+    if (!model->shares_params) free(model->params_memory);
     free(model->grads_memory);
     free(model->acts_memory);
     free(model->scratch_memory);

@@ -80,6 +80,7 @@ typedef struct {
     size_t num_parameters;
     ParameterTensors params;
     float *params_memory;
+    int shares_params;        // a replica: params_memory belongs to another model
     ParameterTensors grads;   // NULL pointers in an inference-only model
     float *grads_memory;
     int batch_capacity;       // largest micro-batch the activations hold
@@ -101,6 +102,9 @@ typedef struct {
 // Allocates everything once (parameters, and gradients when `training`), for micro-batches of up
 // to batch_capacity examples. Prints nothing; model_describe says how much was allocated.
 void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int training);
+// A replica reads `master`'s parameters and has its own gradients and activations, so that several
+// threads can each run their own micro-batches at once (see train.c).
+void model_create_replica(Model *replica, const Model *master, int batch_capacity);
 void model_free(Model *model);
 void model_describe(const Model *model, FILE *out);
 

@@ -7,6 +7,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include <cjson/cJSON.h>
 
@@ -176,6 +179,90 @@ static int write_summary(const RunConfig *cfg, const char *run_dir, long steps, 
     return rc;
 }
 
+// One thread's share of a step: micro-batches k = id, id + W, id + 2W, ... of the step.
+typedef struct {
+    Model *model;  // worker 0 uses the master model itself
+    Model replica;
+    Batch batch;
+    BatchStats stats;
+} Worker;
+
+struct GradientWorkers {
+    const RunConfig *cfg;
+    int count;
+    Worker *workers;
+};
+
+GradientWorkers *gradient_workers_create(Model *model, const RunConfig *cfg, int threads) {
+    long num_micro = (cfg->batch_size + cfg->micro_batch - 1) / cfg->micro_batch;
+    GradientWorkers *gw = mallocCheck(sizeof(GradientWorkers));
+    gw->cfg = cfg;
+    gw->count = num_micro < threads ? (int)num_micro : threads;
+    gw->workers = callocCheck(gw->count, sizeof(Worker));
+    for (int i = 0; i < gw->count; i++) {
+        Worker *w = &gw->workers[i];
+        if (i > 0) model_create_replica(&w->replica, model, cfg->micro_batch);
+        w->model = i == 0 ? model : &w->replica;
+        batch_alloc(&w->batch, cfg->micro_batch, cfg->model.seq_len);
+    }
+    return gw;
+}
+
+int gradient_workers_count(const GradientWorkers *gw) { return gw->count; }
+
+void gradient_workers_free(GradientWorkers *gw) {
+    for (int i = 0; i < gw->count; i++) {
+        batch_free(&gw->workers[i].batch);
+        if (i > 0) model_free(&gw->workers[i].replica);
+    }
+    free(gw->workers);
+    free(gw);
+}
+
+int gradient_workers_step(GradientWorkers *gw, const DataSet *set, long step, BatchStats *stats) {
+    const RunConfig *cfg = gw->cfg;
+    long num_micro = (cfg->batch_size + cfg->micro_batch - 1) / cfg->micro_batch;
+    float scale = 1.0f / (float)cfg->batch_size;
+#pragma omp parallel num_threads(gw->count)
+    {
+#ifdef _OPENMP
+        int id = omp_get_thread_num();
+#else
+        int id = 0;
+#endif
+        Worker *w = &gw->workers[id];
+        memset(&w->stats, 0, sizeof(w->stats));
+        model_zero_grad(w->model);
+        for (long k = id; k < num_micro && !interrupted; k += gw->count) {
+            long first = k * cfg->micro_batch;
+            int B = (int)(cfg->batch_size - first < cfg->micro_batch ? cfg->batch_size - first : cfg->micro_batch);
+            w->batch.B = B;
+            batch_fill(&w->batch, set, &cfg->data, cfg->seed, (uint64_t)step, (uint64_t)first);
+            w->stats.sse += model_forward(w->model, w->batch.tokens, w->batch.labels, B);
+            for (int b = 0; b < B; b++) {
+                int label = (int)w->batch.labels[b];
+                double diff = (double)w->model->pred[b] - w->batch.labels[b];
+                w->stats.label_sse[label] += diff * diff;
+                w->stats.label_count[label]++;
+            }
+            model_backward(w->model, w->batch.labels, B, scale);
+        }
+    }
+    if (interrupted) return 1;
+    Model *master = gw->workers[0].model;
+    *stats = gw->workers[0].stats;
+    for (int i = 1; i < gw->count; i++) {
+        const Worker *w = &gw->workers[i];
+        for (size_t j = 0; j < master->num_parameters; j++) master->grads_memory[j] += w->model->grads_memory[j];
+        stats->sse += w->stats.sse;
+        for (int label = 0; label <= PF_MAX_VERTICES; label++) {
+            stats->label_sse[label] += w->stats.label_sse[label];
+            stats->label_count[label] += w->stats.label_count[label];
+        }
+    }
+    return 0;
+}
+
 int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_after) {
     char path[PF_PATH_MAX + 32];
     DataSet set;
@@ -217,11 +304,11 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
     int threads = ops_set_threads(cfg->threads);
     Model model;
     model_create(&model, &cfg->model, cfg->micro_batch, 1);
+    GradientWorkers *workers = gradient_workers_create(&model, cfg, threads);
+    BatchStats stats;
     AdamState adam;
     adam_create(&adam, model.num_parameters);
     AdamConfig adam_cfg = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay};
-    Batch batch;
-    batch_alloc(&batch, cfg->micro_batch, cfg->model.seq_len);
     int rc = 0;
     long start_step = 0;
 
@@ -263,9 +350,10 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
     // printed only once the folder is known good, so that a refused run fails with one line
     fprintf(stderr, "run folder: %s\n", run_dir);
     model_describe(&model, stderr);
-    fprintf(stderr, "training on '%s': steps %ld..%ld of %ld, batch %ld (micro %d), lr %s, %d threads, matmul %s\n",
+    fprintf(stderr, "training on '%s': steps %ld..%ld of %ld, batch %ld (micro %d), lr %s, %d threads (%d workers), "
+            "matmul %s\n",
             cfg->set, start_step, total_steps - 1, total_steps, cfg->batch_size, cfg->micro_batch, cfg->lr_schedule,
-            threads, ops_backend());
+            threads, gradient_workers_count(workers), ops_backend());
 
     struct sigaction action, old_action;
     memset(&action, 0, sizeof(action));
@@ -277,43 +365,25 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
     double run_start = pf_now_seconds(), last_print = 0.0, final_mse = NAN;
     long saved_step = start_step, step = start_step;
     int max_label = cfg->data.max_v;
-    double label_sse[PF_MAX_VERTICES + 1];
-    long label_count[PF_MAX_VERTICES + 1];
     long end_step = stop_after > 0 && start_step + stop_after < total_steps ? start_step + stop_after : total_steps;
     for (; step < end_step && !interrupted; step++) {
         double step_start = pf_now_seconds();
         float lr = (float)lr_schedule_at(&schedule, step);
-        double sse = 0.0;
-        memset(label_sse, 0, sizeof(label_sse));
-        memset(label_count, 0, sizeof(label_count));
-        model_zero_grad(&model);
-        for (long first = 0; first < cfg->batch_size && !interrupted; first += cfg->micro_batch) {
-            int B = (int)(cfg->batch_size - first < cfg->micro_batch ? cfg->batch_size - first : cfg->micro_batch);
-            batch.B = B;
-            batch_fill(&batch, &set, &cfg->data, cfg->seed, (uint64_t)step, (uint64_t)first);
-            sse += model_forward(&model, batch.tokens, batch.labels, B);
-            for (int b = 0; b < B; b++) {
-                int label = (int)batch.labels[b];
-                double diff = (double)model.pred[b] - batch.labels[b];
-                label_sse[label] += diff * diff;
-                label_count[label]++;
-            }
-            model_backward(&model, batch.labels, B, 1.0f / (float)cfg->batch_size);
-        }
-        if (interrupted) break;  // a partly accumulated step is dropped; the checkpoint is the last full step
+        int void_step = gradient_workers_step(workers, &set, step, &stats);
+        if (void_step) break;  // a partly accumulated step is dropped; the checkpoint is the last full step
         adam_update(&adam, model.params_memory, model.grads_memory, lr, &adam_cfg);
 
         double now = pf_now_seconds();
         double examples_per_s = cfg->batch_size / (now - step_start);
-        final_mse = sse / cfg->batch_size;
+        final_mse = stats.sse / cfg->batch_size;
         if (!isfinite(final_mse)) {
             rc = pf_fail("training diverged at step %ld (MSE %g); lower the learning rate", step, final_mse);
             break;
         }
         fprintf(log, "%ld,%g,%.9g", step, lr, final_mse);
         for (int label = 1; label <= max_label; label++) {
-            if (label_count[label])
-                fprintf(log, ",%.9g", label_sse[label] / label_count[label]);
+            if (stats.label_count[label])
+                fprintf(log, ",%.9g", stats.label_sse[label] / stats.label_count[label]);
             else
                 fprintf(log, ",");
         }
@@ -374,7 +444,7 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
     free(eval);
 
 done:
-    batch_free(&batch);
+    gradient_workers_free(workers);
     adam_free(&adam);
     model_free(&model);
     return rc;

@@ -5,6 +5,25 @@
 
 #include "config.h"
 
+// Loss statistics of one batch.
+typedef struct {
+    double sse;  // sum of squared errors
+    double label_sse[PF_MAX_VERTICES + 1];
+    long label_count[PF_MAX_VERTICES + 1];
+} BatchStats;
+
+// Data-parallel gradient accumulation: each worker thread runs its own micro-batches of a step on
+// its own replica of the model (shared parameters, own gradients and activations); the gradients
+// are summed in a fixed order afterwards, so a step's result depends on the thread count but not on
+// timing, and threads never wait for each other inside a step.
+typedef struct GradientWorkers GradientWorkers;
+GradientWorkers *gradient_workers_create(Model *model, const RunConfig *cfg, int threads);
+int gradient_workers_count(const GradientWorkers *workers);
+// Leaves the gradient of the MSE of step `step`'s full batch in model->grads and its statistics in
+// *stats. Returns 0, or 1 when Ctrl-C came part-way (the step is void).
+int gradient_workers_step(GradientWorkers *workers, const DataSet *set, long step, BatchStats *stats);
+void gradient_workers_free(GradientWorkers *workers);
+
 // Exit status of an interrupted (Ctrl-C) run whose checkpoint was saved.
 #define TRAIN_INTERRUPTED 130
 
