@@ -25,6 +25,9 @@ int model_config_validate(const ModelConfig *cfg) {
     if (cfg->n_heads < 1) return pf_fail("n_heads must be at least 1 (got %d)", cfg->n_heads);
     if (cfg->d_model % cfg->n_heads != 0)
         return pf_fail("d_model %d is not divisible by n_heads %d", cfg->d_model, cfg->n_heads);
+    if ((cfg->d_model / cfg->n_heads) * ((cfg->seq_len + 15) / 16 * 16) > ATTENTION_SCRATCH)
+        return pf_fail("head size %d x sequence length %d exceeds %d", cfg->d_model / cfg->n_heads, cfg->seq_len,
+                       ATTENTION_SCRATCH);
     if (cfg->d_ff < 1 || cfg->d_ff > 1 << 20) return pf_fail("d_ff must be in 1..1048576 (got %d)", cfg->d_ff);
     return 0;
 }

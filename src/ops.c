@@ -254,6 +254,9 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
     }
 }
 
+// The packed kernels work on one (example, head) at a time with the keys (forward) or values
+// (backward) transposed into a small buffer, so that every inner loop runs over independent lanes
+// (keys, or head dimensions) and vectorizes without reordering any sum.
 void attention_forward_packed(float *out, float *att, const float *qkv, const int *offsets, int B, int T, int C,
                               int NH) {
     int hs = C / NH;
@@ -264,15 +267,26 @@ void attention_forward_packed(float *out, float *att, const float *qkv, const in
         for (int h = 0; h < NH; h++) {
             int first = offsets[b], len = offsets[b + 1] - offsets[b];
             const float *rows = qkv + (size_t)first * C3;
+            // lanes padded with zero keys to a multiple of 16, so the loops over keys vectorize fully
+            int width = (len + 15) & ~15;
+            float keys_t[ATTENTION_SCRATCH];  // (hs, width): keys_t[i * width + s] = k_s[i]
+            float scores[PF_MAX_EDGES + 16];
+            for (int i = 0; i < hs; i++)
+                for (int s = 0; s < width; s++)
+                    keys_t[i * width + s] = s < len ? rows[(size_t)s * C3 + C + h * hs + i] : 0.0f;
             for (int t = 0; t < len; t++) {
                 const float *q = rows + (size_t)t * C3 + h * hs;
                 float *a = att + (((size_t)b * NH + h) * T + t) * T;
+                for (int s0 = 0; s0 < width; s0 += 16) {
+                    float acc[16] = {0};  // a fixed-size block stays in a register across i
+                    for (int i = 0; i < hs; i++)
+                        for (int l = 0; l < 16; l++) acc[l] += q[i] * keys_t[i * width + s0 + l];
+                    memcpy(scores + s0, acc, sizeof(acc));
+                }
+                for (int s = 0; s < len; s++) a[s] = scores[s];
                 float maxval = -INFINITY;
                 for (int s = 0; s < len; s++) {
-                    const float *k = rows + (size_t)s * C3 + C + h * hs;
-                    float dot = 0.0f;
-                    for (int i = 0; i < hs; i++) dot += q[i] * k[i];
-                    a[s] = dot * scale;
+                    a[s] *= scale;
                     if (a[s] > maxval) maxval = a[s];
                 }
                 float sum = 0.0f;
@@ -281,12 +295,19 @@ void attention_forward_packed(float *out, float *att, const float *qkv, const in
                     sum += a[s];
                 }
                 float inv = 1.0f / sum;
+                for (int s = 0; s < len; s++) a[s] *= inv;
                 float *o = out + ((size_t)first + t) * C + h * hs;
-                for (int i = 0; i < hs; i++) o[i] = 0.0f;
-                for (int s = 0; s < len; s++) {
-                    a[s] *= inv;
-                    const float *v = rows + (size_t)s * C3 + 2 * C + h * hs;
-                    for (int i = 0; i < hs; i++) o[i] += a[s] * v[i];
+                int i0 = 0;
+                for (; i0 + 16 <= hs; i0 += 16) {
+                    float acc[16] = {0};
+                    for (int s = 0; s < len; s++)
+                        for (int l = 0; l < 16; l++) acc[l] += a[s] * rows[(size_t)s * C3 + 2 * C + h * hs + i0 + l];
+                    memcpy(o + i0, acc, sizeof(acc));
+                }
+                for (; i0 < hs; i0++) {  // head sizes that are not a multiple of 16
+                    float acc = 0.0f;
+                    for (int s = 0; s < len; s++) acc += a[s] * rows[(size_t)s * C3 + 2 * C + h * hs + i0];
+                    o[i0] = acc;
                 }
             }
         }
@@ -304,32 +325,59 @@ void attention_backward_packed(float *dqkv, const float *dout, const float *qkv,
             int first = offsets[b], len = offsets[b + 1] - offsets[b];
             const float *rows = qkv + (size_t)first * C3;
             float *drows = dqkv + (size_t)first * C3;
-            float datt[PF_MAX_EDGES + 1];
+            int width = (len + 15) & ~15;  // zero-padded lanes, as in the forward
+            float values_t[ATTENTION_SCRATCH];  // (hs, width): values_t[i * width + s] = v_s[i]
+            float dscores[ATTENTION_SCRATCH];   // (len, width): gradient of the scaled scores
+            float datt[PF_MAX_EDGES + 16];
+            for (int i = 0; i < hs; i++)
+                for (int s = 0; s < width; s++)
+                    values_t[i * width + s] = s < len ? rows[(size_t)s * C3 + 2 * C + h * hs + i] : 0.0f;
+            // queries: da_ts = d_t . v_s, softmax backward, dq_t = sum_s dscore_ts k_s
             for (int t = 0; t < len; t++) {
                 const float *a = att + (((size_t)b * NH + h) * T + t) * T;
                 const float *d = dout + ((size_t)first + t) * C + h * hs;
-                const float *q = rows + (size_t)t * C3 + h * hs;
-                float *dq = drows + (size_t)t * C3 + h * hs;
-                float weighted = 0.0f;
-                for (int s = 0; s < len; s++) {
-                    const float *v = rows + (size_t)s * C3 + 2 * C + h * hs;
-                    float *dv = drows + (size_t)s * C3 + 2 * C + h * hs;
-                    float dot = 0.0f;
-                    for (int i = 0; i < hs; i++) {
-                        dot += d[i] * v[i];
-                        dv[i] += a[s] * d[i];
-                    }
-                    datt[s] = dot;
-                    weighted += a[s] * dot;
+                for (int s0 = 0; s0 < width; s0 += 16) {
+                    float acc[16] = {0};  // a fixed-size block stays in a register across i
+                    for (int i = 0; i < hs; i++)
+                        for (int l = 0; l < 16; l++) acc[l] += d[i] * values_t[i * width + s0 + l];
+                    memcpy(datt + s0, acc, sizeof(acc));
                 }
-                for (int s = 0; s < len; s++) {
-                    float dscore = a[s] * (datt[s] - weighted) * scale;
-                    const float *k = rows + (size_t)s * C3 + C + h * hs;
-                    float *dk = drows + (size_t)s * C3 + C + h * hs;
-                    for (int i = 0; i < hs; i++) {
-                        dq[i] += dscore * k[i];
-                        dk[i] += dscore * q[i];
+                float weighted = 0.0f;
+                for (int s = 0; s < len; s++) weighted += a[s] * datt[s];
+                float *dscore = dscores + t * width;
+                for (int s = 0; s < len; s++) dscore[s] = a[s] * (datt[s] - weighted) * scale;
+                float *dq = drows + (size_t)t * C3 + h * hs;
+                for (int i0 = 0; i0 < hs; i0 += 16) {
+                    int n = hs - i0 < 16 ? hs - i0 : 16;
+                    float acc[16];
+                    memcpy(acc, dq + i0, sizeof(float) * n);
+                    for (int s = 0; s < len; s++) {
+                        const float *k = rows + (size_t)s * C3 + C + h * hs + i0;
+                        for (int l = 0; l < n; l++) acc[l] += dscore[s] * k[l];
                     }
+                    memcpy(dq + i0, acc, sizeof(float) * n);
+                }
+            }
+            // keys and values: dk_s = sum_t dscore_ts q_t, dv_s = sum_t a_ts d_t (t in order)
+            for (int s = 0; s < len; s++) {
+                float *dk = drows + (size_t)s * C3 + C + h * hs;
+                float *dv = drows + (size_t)s * C3 + 2 * C + h * hs;
+                for (int i0 = 0; i0 < hs; i0 += 16) {
+                    int n = hs - i0 < 16 ? hs - i0 : 16;
+                    float acc_k[16], acc_v[16];
+                    memcpy(acc_k, dk + i0, sizeof(float) * n);
+                    memcpy(acc_v, dv + i0, sizeof(float) * n);
+                    for (int t = 0; t < len; t++) {
+                        float ds = dscores[t * width + s], a = att[(((size_t)b * NH + h) * T + t) * T + s];
+                        const float *q = rows + (size_t)t * C3 + h * hs + i0;
+                        const float *d = dout + ((size_t)first + t) * C + h * hs + i0;
+                        for (int l = 0; l < n; l++) {
+                            acc_k[l] += ds * q[l];
+                            acc_v[l] += a * d[l];
+                        }
+                    }
+                    memcpy(dk + i0, acc_k, sizeof(float) * n);
+                    memcpy(dv + i0, acc_v, sizeof(float) * n);
                 }
             }
         }

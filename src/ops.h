@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "graph.h"
+
 // Sets the thread count of OpenMP and of the BLAS library (n <= 0: all cores); returns it.
 int ops_set_threads(int n);
 // Which matmul backend this build uses ("openblas" or "loops").
@@ -30,6 +32,10 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 void attention_forward(float *out, float *att, const float *qkv, const uint8_t *pad, int B, int T, int C, int NH);
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *pad,
                         int B, int T, int C, int NH);
+
+// Bound of head size x (sequence length rounded up to 16) for the packed kernels' per-thread
+// scratch (floats on the stack): room for the longest sequence the data settings allow.
+#define ATTENTION_SCRATCH ((PF_MAX_EDGES + 1) * (PF_MAX_EDGES + 16))
 
 // The same attention over packed rows: example b owns rows offsets[b] .. offsets[b+1]-1 of qkv
 // (N, 3C) and out (N, C), all real (padding removed, so no mask). att (B, NH, T, T) keeps each
