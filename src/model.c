@@ -295,21 +295,27 @@ double model_forward(Model *model, const int32_t *tokens, const float *labels, i
         float *fc1 = a.fc1 + l * cap * F, *fc1_relu = a.fc1_relu + l * cap * F;
         float *res2 = a.res2 + l * capC, *ln2 = a.ln2 + l * capC;
         float *ln2_mean = a.ln2_mean + l * cap, *ln2_rstd = a.ln2_rstd + l * cap;
-        size_t NC = (size_t)N * C;
+        // Only the readout rows of the last layer reach the output: there, attention has one query
+        // per example and everything after it runs on M = B rows.
+        int last = l == L - 1, M = last ? B : N;
+        size_t MC = (size_t)M * C;
 
         matmul_forward(qkv, x, w_in, b_in, N, C, 3 * C);
-        attention_forward_packed(atty, att, qkv, model->offsets, B, T, C, NH);
-        matmul_forward(attproj, atty, w_out, b_out, N, C, C);
-        residual_forward(res1, x, attproj, NC);
-        layernorm_forward(ln1, ln1_mean, ln1_rstd, res1, n1w, n1b, N, C);
-        matmul_forward(fc1, ln1, w1, b1, N, C, F);
-        relu_forward(fc1_relu, fc1, (size_t)N * F);
-        matmul_forward(res2, fc1_relu, w2, b2, N, F, C);
-        residual_forward(res2, res2, ln1, NC);
-        layernorm_forward(ln2, ln2_mean, ln2_rstd, res2, n2w, n2b, N, C);
+        attention_forward_packed(atty, att, qkv, model->offsets, B, T, C, NH, last);
+        matmul_forward(attproj, atty, w_out, b_out, M, C, C);
+        if (last)
+            gather_residual_forward(res1, x, model->readout_rows, attproj, B, C);
+        else
+            residual_forward(res1, x, attproj, MC);
+        layernorm_forward(ln1, ln1_mean, ln1_rstd, res1, n1w, n1b, M, C);
+        matmul_forward(fc1, ln1, w1, b1, M, C, F);
+        relu_forward(fc1_relu, fc1, (size_t)M * F);
+        matmul_forward(res2, fc1_relu, w2, b2, M, F, C);
+        residual_forward(res2, res2, ln1, MC);
+        layernorm_forward(ln2, ln2_mean, ln2_rstd, res2, n2w, n2b, M, C);
         x = ln2;
     }
-    readout_forward(model->pred, x, model->readout_rows, p.fc_out_w, p.fc_out_b, B, C);
+    readout_forward(model->pred, x, NULL, p.fc_out_w, p.fc_out_b, B, C);  // the last layer's rows are the readout rows
     return labels ? mse_forward(model->pred, labels, B) : 0.0;
 }
 
@@ -327,9 +333,9 @@ void model_backward(Model *model, const float *labels, int B, float scale) {
     BackwardScratch s = model->scratch;
 
     mse_backward(s.dpred, model->pred, labels, B, scale);
-    memset(s.dlayer_out, 0, NC * sizeof(float));
-    readout_backward(s.dlayer_out, g.fc_out_w, g.fc_out_b, s.dpred, a.ln2 + (size_t)(L - 1) * capC,
-                     model->readout_rows, p.fc_out_w, B, C);
+    memset(s.dlayer_out, 0, (size_t)B * C * sizeof(float));
+    readout_backward(s.dlayer_out, g.fc_out_w, g.fc_out_b, s.dpred, a.ln2 + (size_t)(L - 1) * capC, NULL, p.fc_out_w,
+                     B, C);
 
     for (int l = L - 1; l >= 0; l--) {
         const float *x = l == 0 ? a.encoded : a.ln2 + (size_t)(l - 1) * capC;
@@ -342,30 +348,43 @@ void model_backward(Model *model, const float *labels, int B, float scale) {
         const float *ln1_mean = a.ln1_mean + l * cap, *ln1_rstd = a.ln1_rstd + l * cap;
         const float *ln2_mean = a.ln2_mean + l * cap, *ln2_rstd = a.ln2_rstd + l * cap;
 
+        int last = l == L - 1, M = last ? B : N;  // rows after attention, as in the forward
+        size_t MC = (size_t)M * C;
+
         // ln2 = LN(res2), res2 = ln1 + W2 relu(W1 ln1 + b1) + b2
-        memset(s.dres, 0, NC * sizeof(float));
+        memset(s.dres, 0, MC * sizeof(float));
         layernorm_backward(s.dres, g.norm2_w + vc, g.norm2_b + vc, s.dlayer_out, res2, p.norm2_w + vc, ln2_mean,
-                           ln2_rstd, N, C);
-        memcpy(s.dln1, s.dres, NC * sizeof(float));
-        memset(s.dfc, 0, (size_t)N * F * sizeof(float));
-        matmul_backward(s.dfc, g.linear2_w + wfc, g.linear2_b + vc, s.dres, fc1_relu, p.linear2_w + wfc, N, F, C);
-        relu_backward(s.dfc, fc1, (size_t)N * F);
-        matmul_backward(s.dln1, g.linear1_w + wfc, g.linear1_b + vf, s.dfc, ln1, p.linear1_w + wfc, N, C, F);
+                           ln2_rstd, M, C);
+        memcpy(s.dln1, s.dres, MC * sizeof(float));
+        memset(s.dfc, 0, (size_t)M * F * sizeof(float));
+        matmul_backward(s.dfc, g.linear2_w + wfc, g.linear2_b + vc, s.dres, fc1_relu, p.linear2_w + wfc, M, F, C);
+        relu_backward(s.dfc, fc1, (size_t)M * F);
+        matmul_backward(s.dln1, g.linear1_w + wfc, g.linear1_b + vf, s.dfc, ln1, p.linear1_w + wfc, M, C, F);
 
         // ln1 = LN(res1), res1 = x + out_proj(attention(in_proj(x)))
-        memset(s.dres, 0, NC * sizeof(float));
+        memset(s.dres, 0, MC * sizeof(float));
         layernorm_backward(s.dres, g.norm1_w + vc, g.norm1_b + vc, s.dln1, res1, p.norm1_w + vc, ln1_mean, ln1_rstd,
-                           N, C);
-        memset(s.datty, 0, NC * sizeof(float));
-        matmul_backward(s.datty, g.out_proj_w + wcc, g.out_proj_b + vc, s.dres, atty, p.out_proj_w + wcc, N, C, C);
+                           M, C);
+        memset(s.datty, 0, MC * sizeof(float));
+        matmul_backward(s.datty, g.out_proj_w + wcc, g.out_proj_b + vc, s.dres, atty, p.out_proj_w + wcc, M, C, C);
         memset(s.dqkv, 0, NC * 3 * sizeof(float));
-        attention_backward_packed(s.dqkv, s.datty, qkv, att, model->offsets, B, T, C, NH);
-        // dres already holds the residual path's gradient of x; the projection adds to it
-        matmul_backward(s.dres, g.in_proj_w + wqkv, g.in_proj_b + bqkv, s.dqkv, x, p.in_proj_w + wqkv, N, C, 3 * C);
+        attention_backward_packed(s.dqkv, s.datty, qkv, att, model->offsets, B, T, C, NH, last);
+        // the residual path's gradient of x, on every row (the last layer's readout rows only)
+        float *dx = s.dres;
+        if (last) {
+            dx = s.dln1;
+            memset(dx, 0, NC * sizeof(float));
+            scatter_rows_add(dx, model->readout_rows, s.dres, B, C);
+        }
+        matmul_backward(dx, g.in_proj_w + wqkv, g.in_proj_b + bqkv, s.dqkv, x, p.in_proj_w + wqkv, N, C, 3 * C);
 
-        float *swap = s.dlayer_out;
-        s.dlayer_out = s.dres;
-        s.dres = swap;
+        // dx becomes the gradient of the layer below's output; its old buffer is free for reuse
+        float *free_buffer = s.dlayer_out;
+        s.dlayer_out = dx;
+        if (last)
+            s.dln1 = free_buffer;
+        else
+            s.dres = free_buffer;
     }
     embedding_backward(g.embedding, s.dlayer_out, model->packed_tokens, N, C);
 }

@@ -258,7 +258,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 // (backward) transposed into a small buffer, so that every inner loop runs over independent lanes
 // (keys, or head dimensions) and vectorizes without reordering any sum.
 void attention_forward_packed(float *out, float *att, const float *qkv, const int *offsets, int B, int T, int C,
-                              int NH) {
+                              int NH, int last_only) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = (size_t)3 * C;
@@ -274,7 +274,7 @@ void attention_forward_packed(float *out, float *att, const float *qkv, const in
             for (int i = 0; i < hs; i++)
                 for (int s = 0; s < width; s++)
                     keys_t[i * width + s] = s < len ? rows[(size_t)s * C3 + C + h * hs + i] : 0.0f;
-            for (int t = 0; t < len; t++) {
+            for (int t = last_only ? len - 1 : 0; t < len; t++) {
                 const float *q = rows + (size_t)t * C3 + h * hs;
                 float *a = att + (((size_t)b * NH + h) * T + t) * T;
                 for (int s0 = 0; s0 < width; s0 += 16) {
@@ -296,7 +296,7 @@ void attention_forward_packed(float *out, float *att, const float *qkv, const in
                 }
                 float inv = 1.0f / sum;
                 for (int s = 0; s < len; s++) a[s] *= inv;
-                float *o = out + ((size_t)first + t) * C + h * hs;
+                float *o = out + (last_only ? (size_t)b : (size_t)first + t) * C + h * hs;
                 int i0 = 0;
                 for (; i0 + 16 <= hs; i0 += 16) {
                     float acc[16] = {0};
@@ -315,7 +315,7 @@ void attention_forward_packed(float *out, float *att, const float *qkv, const in
 }
 
 void attention_backward_packed(float *dqkv, const float *dout, const float *qkv, const float *att,
-                               const int *offsets, int B, int T, int C, int NH) {
+                               const int *offsets, int B, int T, int C, int NH, int last_only) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = (size_t)3 * C;
@@ -332,10 +332,11 @@ void attention_backward_packed(float *dqkv, const float *dout, const float *qkv,
             for (int i = 0; i < hs; i++)
                 for (int s = 0; s < width; s++)
                     values_t[i * width + s] = s < len ? rows[(size_t)s * C3 + 2 * C + h * hs + i] : 0.0f;
+            int t0 = last_only ? len - 1 : 0;
             // queries: da_ts = d_t . v_s, softmax backward, dq_t = sum_s dscore_ts k_s
-            for (int t = 0; t < len; t++) {
+            for (int t = t0; t < len; t++) {
                 const float *a = att + (((size_t)b * NH + h) * T + t) * T;
-                const float *d = dout + ((size_t)first + t) * C + h * hs;
+                const float *d = dout + (last_only ? (size_t)b : (size_t)first + t) * C + h * hs;
                 for (int s0 = 0; s0 < width; s0 += 16) {
                     float acc[16] = {0};  // a fixed-size block stays in a register across i
                     for (int i = 0; i < hs; i++)
@@ -367,10 +368,10 @@ void attention_backward_packed(float *dqkv, const float *dout, const float *qkv,
                     float acc_k[16], acc_v[16];
                     memcpy(acc_k, dk + i0, sizeof(float) * n);
                     memcpy(acc_v, dv + i0, sizeof(float) * n);
-                    for (int t = 0; t < len; t++) {
+                    for (int t = t0; t < len; t++) {
                         float ds = dscores[t * width + s], a = att[(((size_t)b * NH + h) * T + t) * T + s];
                         const float *q = rows + (size_t)t * C3 + h * hs + i0;
-                        const float *d = dout + ((size_t)first + t) * C + h * hs + i0;
+                        const float *d = dout + (last_only ? (size_t)b : (size_t)first + t) * C + h * hs + i0;
                         for (int l = 0; l < n; l++) {
                             acc_k[l] += ds * q[l];
                             acc_v[l] += a * d[l];
@@ -452,6 +453,16 @@ void residual_forward(float *out, const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
+void gather_residual_forward(float *out, const float *x, const int *rows, const float *y, int B, int C) {
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < C; i++) out[(size_t)b * C + i] = x[(size_t)rows[b] * C + i] + y[(size_t)b * C + i];
+}
+
+void scatter_rows_add(float *dx, const int *rows, const float *dout, int B, int C) {
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < C; i++) dx[(size_t)rows[b] * C + i] += dout[(size_t)b * C + i];
+}
+
 void relu_forward(float *out, const float *inp, size_t n) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
@@ -466,7 +477,7 @@ void relu_backward(float *dinout, const float *inp, size_t n) {
 void readout_forward(float *pred, const float *inp, const int *rows, const float *weight, const float *bias, int B,
                      int C) {
     for (int b = 0; b < B; b++) {
-        const float *x = inp + (size_t)rows[b] * C;
+        const float *x = inp + (size_t)(rows ? rows[b] : b) * C;
         float sum = 0.0f;
         for (int i = 0; i < C; i++) sum += x[i] * weight[i];
         pred[b] = sum + bias[0];
@@ -476,8 +487,8 @@ void readout_forward(float *pred, const float *inp, const int *rows, const float
 void readout_backward(float *dinp, float *dweight, float *dbias, const float *dpred, const float *inp, const int *rows,
                       const float *weight, int B, int C) {
     for (int b = 0; b < B; b++) {
-        const float *x = inp + (size_t)rows[b] * C;
-        float *dx = dinp + (size_t)rows[b] * C;
+        const float *x = inp + (size_t)(rows ? rows[b] : b) * C;
+        float *dx = dinp + (size_t)(rows ? rows[b] : b) * C;
         for (int i = 0; i < C; i++) {
             dx[i] += dpred[b] * weight[i];
             dweight[i] += dpred[b] * x[i];

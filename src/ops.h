@@ -39,11 +39,13 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 
 // The same attention over packed rows: example b owns rows offsets[b] .. offsets[b+1]-1 of qkv
 // (N, 3C) and out (N, C), all real (padding removed, so no mask). att (B, NH, T, T) keeps each
-// example's len x len block with row stride T. Tested against the padded version above.
+// example's len x len block with row stride T. With last_only, only each example's last row (its
+// target pair, the one the readout uses) is a query, and out (B, C) has one row per example.
+// Tested against the padded version above.
 void attention_forward_packed(float *out, float *att, const float *qkv, const int *offsets, int B, int T, int C,
-                              int NH);
+                              int NH, int last_only);
 void attention_backward_packed(float *dqkv, const float *dout, const float *qkv, const float *att,
-                               const int *offsets, int B, int T, int C, int NH);
+                               const int *offsets, int B, int T, int C, int NH, int last_only);
 
 // out (N, C) = (inp - mean) * rstd * weight + bias; mean, rstd (N) saved; eps 1e-5
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
@@ -54,12 +56,18 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 // out = a + b (n elements)
 void residual_forward(float *out, const float *a, const float *b, size_t n);
 
+// out (B, C) = x[rows[b]] + y[b]: the residual of the last layer, where only readout rows go on.
+// Its backward is scatter_rows_add for x (dx[rows[b]] += dout[b]) and the identity for y.
+void gather_residual_forward(float *out, const float *x, const int *rows, const float *y, int B, int C);
+void scatter_rows_add(float *dx, const int *rows, const float *dout, int B, int C);
+
 // out = max(inp, 0); backward in place: dinout (the gradient of out) becomes the gradient of inp,
 // zero where inp <= 0 (as PyTorch's threshold_backward)
 void relu_forward(float *out, const float *inp, size_t n);
 void relu_backward(float *dinout, const float *inp, size_t n);
 
-// Readout of one row per example: pred (B) = inp[rows[b], :] . weight (C) + bias (1)
+// Readout of one row per example: pred (B) = inp[rows[b], :] . weight (C) + bias (1); rows NULL
+// means row b
 void readout_forward(float *pred, const float *inp, const int *rows, const float *weight, const float *bias, int B,
                      int C);
 // dinp[rows[b]] += dpred[b] * weight; dweight += dpred[b] * inp[rows[b]]; dbias += sum dpred

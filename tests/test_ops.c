@@ -297,9 +297,9 @@ static void test_attention_packed_matches_padded(void **state) {
     float *packed_att = mallocCheck((size_t)B * NH * T * T * sizeof(float));
     float *dqkv = callocCheck(padded_qkv, sizeof(float)), *packed_dqkv = callocCheck((size_t)N * 3 * C, sizeof(float));
     attention_forward(out, att, qkv, pad, B, T, C, NH);
-    attention_forward_packed(packed_out, packed_att, packed_qkv, offsets, B, T, C, NH);
+    attention_forward_packed(packed_out, packed_att, packed_qkv, offsets, B, T, C, NH, 0);
     attention_backward(dqkv, dout, qkv, att, pad, B, T, C, NH);
-    attention_backward_packed(packed_dqkv, packed_dout, packed_qkv, packed_att, offsets, B, T, C, NH);
+    attention_backward_packed(packed_dqkv, packed_dout, packed_qkv, packed_att, offsets, B, T, C, NH, 0);
     double max_out = 0.0, max_grad = 0.0;
     for (int r = 0; r < N; r++) {
         for (int i = 0; i < C; i++)
@@ -310,6 +310,34 @@ static void test_attention_packed_matches_padded(void **state) {
     printf("attention packed vs padded: max|out diff| %.2e, max|dqkv diff| %.2e\n", max_out, max_grad);
     assert_true(max_out < 1e-6);
     assert_true(max_grad < 1e-6);
+
+    // last_only: one query per example (its last row), the same values as the full computation's
+    // last rows; with the output gradient only on those rows, the same dqkv.
+    float *last_out = mallocCheck((size_t)B * C * sizeof(float)), *last_dout = mallocCheck((size_t)B * C * sizeof(float));
+    float *last_dqkv = callocCheck((size_t)N * 3 * C, sizeof(float)), *full_dqkv = callocCheck((size_t)N * 3 * C, sizeof(float));
+    float *sparse_dout = callocCheck((size_t)N * C, sizeof(float));
+    for (int b = 0; b < B; b++) {
+        int last = offsets[b + 1] - 1;
+        memcpy(last_dout + (size_t)b * C, packed_dout + (size_t)last * C, C * sizeof(float));
+        memcpy(sparse_dout + (size_t)last * C, last_dout + (size_t)b * C, C * sizeof(float));
+    }
+    attention_forward_packed(last_out, packed_att, packed_qkv, offsets, B, T, C, NH, 1);
+    attention_backward_packed(last_dqkv, last_dout, packed_qkv, packed_att, offsets, B, T, C, NH, 1);
+    attention_backward_packed(full_dqkv, sparse_dout, packed_qkv, packed_att, offsets, B, T, C, NH, 0);
+    double max_last_out = 0.0, max_last_grad = 0.0;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < C; i++)
+            max_last_out = fmax(max_last_out, fabs(last_out[(size_t)b * C + i] -
+                                                   packed_out[(size_t)(offsets[b + 1] - 1) * C + i]));
+    for (size_t i = 0; i < (size_t)N * 3 * C; i++) max_last_grad = fmax(max_last_grad, fabs(last_dqkv[i] - full_dqkv[i]));
+    printf("attention last_only vs full: max|out diff| %.2e, max|dqkv diff| %.2e\n", max_last_out, max_last_grad);
+    assert_true(max_last_out == 0.0);
+    assert_true(max_last_grad < 1e-6);
+    free(last_out);
+    free(last_dout);
+    free(last_dqkv);
+    free(full_dqkv);
+    free(sparse_dout);
     free(qkv);
     free(dout);
     free(packed_qkv);
@@ -516,20 +544,19 @@ static double model_loss(Model *model, const Batch *batch) {
     return model_forward(model, batch->tokens, batch->labels, batch->B) / batch->B;
 }
 
-// Which ReLU inputs of the last forward are positive, for those that reach the loss: the model
-// keeps only real (packed) rows, and in the last layer only each example's readout row counts.
+// Which ReLU inputs of the last forward are positive: the model keeps only real (packed) rows, and
+// its last layer only the B readout rows, all of which reach the loss.
 static void relu_pattern(const Model *model, int B, uint8_t *pattern) {
     int T = model->config.seq_len, F = model->config.d_ff, L = model->config.n_layers;
     memset(pattern, 0, (size_t)L * B * T * F);
-    for (int l = 0; l < L; l++)
-        for (int row = 0; row < model->num_rows; row++) {
-            int reaches_loss = l < L - 1;
-            for (int b = 0; b < B; b++) reaches_loss |= model->readout_rows[b] == row;
+    for (int l = 0; l < L; l++) {
+        int rows = l < L - 1 ? model->num_rows : B;
+        for (int row = 0; row < rows; row++)
             for (int f = 0; f < F; f++) {
                 size_t i = ((size_t)l * model->batch_capacity * T + row) * F + f;
-                pattern[i] = reaches_loss && model->acts.fc1[i] > 0.0f;
+                pattern[i] = model->acts.fc1[i] > 0.0f;
             }
-        }
+    }
 }
 
 // Central difference of the model's loss in x[i]. Returns 0 when a ReLU input that reaches the loss
