@@ -1,7 +1,7 @@
 # pathformer build. `make` probes for OpenMP and a CBLAS with a real compile, prints what it found,
 # and builds what it can. Switches: NO_OMP=1, NO_BLAS=1.
-#   make run    install missing Debian packages, build, and run the main job (the quick preset)
-#   make test   install missing Debian packages, build, and run every test (optimized + sanitizer)
+#   make run    install missing packages, build, and run the main job (`pathformer run`, quick preset)
+#   make test   install missing packages, build, and run every test (optimized + sanitizer + browser)
 #   make asan   the sanitizer (ASan + UBSan) build of the tests and the binary
 #   make bench  benchmarks, with the PyTorch baseline measured in the same run
 
@@ -83,7 +83,7 @@ deps:
 # Sub-makes after deps, so that the probes see what deps installed.
 run: deps
 	@$(MAKE) --no-print-directory all
-	./pathformer train --preset quick $(ARGS)
+	./pathformer run --preset quick $(ARGS)
 
 test: deps
 	@$(MAKE) --no-print-directory check

@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# Installs the Debian packages pathformer needs to build, run and test, when any is missing.
-# Needs root (or sudo) only when something has to be installed.
+# Installs what pathformer needs to build, run and test, when any of it is missing: Debian packages
+# (compiler, libraries, PyTorch for the parity test, Node.js for the report's plotting libraries and
+# Chromium for the report's browser test), then the npm packages pinned in package-lock.json.
+# Needs root (or sudo) only when a Debian package has to be installed.
 set -euo pipefail
-packages=(gcc make libc6-dev libcjson-dev libcmocka-dev libopenblas-dev python3-torch python3-numpy)
+cd "$(dirname "$0")/.."
+packages=(gcc make libc6-dev libcjson-dev libcmocka-dev libopenblas-dev python3-torch python3-numpy chromium)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-echo "installing: ${missing[*]}"
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "error: need root to apt-get install ${missing[*]}" >&2; exit 1; }
-    sudo=sudo
+# Node.js may come from elsewhere than Debian (e.g. with its own npm): only the commands matter.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || { echo "error: need root to apt-get install ${missing[*]}" >&2; exit 1; }
+        sudo=sudo
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -q
+    $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -q
-$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+# The report's libraries, at the versions of package-lock.json (again whenever the lock changes).
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    echo "installing npm packages (npm ci)"
+    npm ci --no-audit --no-fund --loglevel=error
+fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every unit test binary of the optimized build, then of the sanitizer build, and prints one
-# closing line "N passed, N failed" counting test binaries. Exits non-zero if any failed.
+# Runs every unit test binary of the optimized build, then of the sanitizer build, then the report's
+# headless-browser test, and prints one closing line "N passed, N failed" counting them. Exits
+# non-zero if any failed.
 set -u
 build=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,6 +29,22 @@ for t in "$build"/asan/test_*; do
     run "asan/$(basename "$t")" env PF_SANITIZER=1 PF_BIN="$build/asan/pathformer" \
         ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "$t"
 done
+# The report in a real browser: a tiny pipeline run, opened in headless Chromium; the screenshot
+# stays as a CI artefact.
+browser_test() {
+    local dir
+    dir=$(mktemp -d)
+    if ! ./pathformer run --preset tiny --out "$dir/run" >"$dir/log" 2>&1; then
+        cat "$dir/log"
+        rm -rf "$dir"
+        return 1
+    fi
+    node tests/report_browser.mjs "$dir/run/report.html" "$build/report-screenshot.png"
+    local rc=$?
+    rm -rf "$dir"
+    return $rc
+}
+run "report_browser" browser_test
 echo
 [ "$failed" -eq 0 ] || echo "failed: ${failed_names[*]}"
 echo "tests: $passed passed, $failed failed"

@@ -1,0 +1,74 @@
+// The whole experiment of SPEC §4 as one pipeline of phases in one run folder: pre-train, evaluate
+// the pre-trained model on `pretrain` and on `tune` (the untuned baseline), fine-tune, evaluate the
+// tuned model on `tune`, on `pretrain` again (forgetting) and on the five test sets, and write the
+// report. A phase-state file (state.json) records finished phases, so an interrupted run continues
+// where it stopped; a training phase interrupted mid-way continues through train_run's own resume.
+#ifndef PATHFORMER_EXPERIMENT_H
+#define PATHFORMER_EXPERIMENT_H
+
+#include "config.h"
+
+typedef struct {
+    char preset[32];
+    RunConfig pretrain;    // pre-training (its data, model, seed, threads and micro_batch hold for all)
+    RunConfig tune;        // fine-tuning; init_from is set to the pre-trained checkpoint by the pipeline
+    long eval_examples;    // fresh examples per evaluation set
+} ExperimentConfig;
+
+typedef enum {
+    PHASE_PRETRAIN,
+    PHASE_EVAL_PRETRAINED,  // pre-trained model on pretrain and on tune (untuned baseline)
+    PHASE_TUNE,
+    PHASE_EVAL_TUNED,       // tuned model on tune, pretrain (forgetting) and the five test sets
+    PHASE_REPORT,
+    NUM_PHASES
+} Phase;
+
+extern const char *const PHASE_NAMES[NUM_PHASES];  // pretrain, eval-pretrained, tune, eval-tuned, report
+extern const char *const EXPERIMENT_PRESETS[];     // quick, blog, tiny (NULL-terminated)
+// The five generalization tests of SPEC §2.
+#define NUM_TEST_SETS 5
+extern const char *const TEST_SETS[NUM_TEST_SETS];
+
+// The evaluations, in report order: which model (after which phase) on which data set, and the
+// blog's number for it (NAN where the blog has none). Results go to eval/NAME.json.
+typedef struct {
+    const char *name;
+    const char *title;
+    Phase phase;             // PHASE_EVAL_PRETRAINED or PHASE_EVAL_TUNED
+    const char *set;
+    double published_mse;
+} EvalSpec;
+#define NUM_EVALS 9
+extern const EvalSpec EVALS[NUM_EVALS];
+
+// Presets: blog (SPEC §4 exactly), quick (this machine's CPUs, under 15 minutes), tiny (tests).
+int experiment_preset(ExperimentConfig *cfg, const char *name);
+// Overrides: "key=value" sets a pre-training key (data, model, seed, threads and micro_batch hold
+// for fine-tuning too), "tune.key=value" one of fine-tuning's own keys (batch_size, lr,
+// weight_decay, beta1, beta2, eps, checkpoint_every), "eval_examples=N" the evaluation size.
+int experiment_set(ExperimentConfig *cfg, const char *assignment);
+// Derives the fine-tuning config's shared fields and checks everything; 0 or -1 with the error set.
+int experiment_finalize(ExperimentConfig *cfg);
+char *experiment_to_json(const ExperimentConfig *cfg);
+int experiment_from_json(ExperimentConfig *cfg, const char *text);
+// Looks a phase name up; -1 with the error set when unknown.
+int phase_lookup(const char *name);
+
+typedef struct {
+    int resume;           // continue the run the folder holds (its experiment.json must equal cfg)
+    int only_phase;       // -1: all phases; else run just this one (its predecessors must be finished)
+    long stop_after;      // > 0: a training phase stops after this many steps (continue with resume)
+} ExperimentOptions;
+
+// Runs the experiment into run_dir. 0 when done (or stopped as asked), TRAIN_INTERRUPTED after a
+// clean Ctrl-C, -1 with the error set.
+int experiment_run(const ExperimentConfig *cfg, const char *run_dir, const ExperimentOptions *options);
+// Reads a run folder's experiment.json.
+int experiment_load(ExperimentConfig *cfg, const char *run_dir);
+
+// Writes metrics.json, the figures and report.html of a run folder whose other phases are done
+// (experiment_report.c).
+int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir);
+
+#endif

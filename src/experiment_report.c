@@ -1,0 +1,716 @@
+// The report phase of the experiment: metrics.json (every number of the report) and report.html
+// with its figures, built as Vega-Lite specs from the run folder's logs and evaluations.
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "common.h"
+#include "experiment.h"
+#include "losscurve.h"
+#include "report.h"
+
+// Phase changes: the loss of a label falls at least this much across one detection window.
+#define PHASE_CHANGE_FACTOR 3.0
+// Curves in the report keep at most about this many points per series (metrics use every step).
+#define MAX_PLOT_POINTS 1500
+
+typedef struct {
+    const char *name;       // pretrain or tune
+    LossLog log;
+    long batch_size;
+    double examples_per_s;  // over all steps of all sessions
+    long phase_step[PF_MAX_VERTICES + 1];  // -1 where the label shows no phase change
+    int window;
+} Training;
+
+static int load_training(Training *training, const char *name, const RunConfig *cfg, const char *run_dir) {
+    memset(training, 0, sizeof(*training));
+    training->name = name;
+    training->batch_size = cfg->batch_size;
+    char path[PF_PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/%s/train.csv", run_dir, name);
+    if (losslog_read(&training->log, path) != 0) return -1;
+    const LossLog *log = &training->log;
+    if (log->n == 0) return pf_fail("%s has no steps", path);
+    double seconds = 0.0;
+    for (long i = 0; i < log->n; i++)
+        if (log->examples_per_s[i] > 0) seconds += cfg->batch_size / log->examples_per_s[i];
+    training->examples_per_s = seconds > 0 ? log->n * (double)cfg->batch_size / seconds : 0.0;
+    training->window = phase_change_window(log->n);
+    double *curve = mallocCheck(sizeof(double) * (size_t)log->n);
+    for (int label = 0; label <= PF_MAX_VERTICES; label++) training->phase_step[label] = -1;
+    for (int label = 1; label <= log->max_label; label++) {
+        for (long i = 0; i < log->n; i++) curve[i] = losslog_label(log, i, label);
+        long index = phase_change_index(curve, log->n, training->window, PHASE_CHANGE_FACTOR);
+        training->phase_step[label] = index >= 0 ? log->step[index] : -1;
+    }
+    free(curve);
+    return 0;
+}
+
+static long plot_stride(long n) { return n > MAX_PLOT_POINTS ? (n + MAX_PLOT_POINTS - 1) / MAX_PLOT_POINTS : 1; }
+
+static cJSON *training_metrics(const Training *t) {
+    const LossLog *log = &t->log;
+    cJSON *json = cJSON_CreateObject();
+    cJSON_AddNumberToObject(json, "steps", (double)log->n);
+    cJSON_AddNumberToObject(json, "batch_size", (double)t->batch_size);
+    cJSON_AddNumberToObject(json, "examples", (double)log->n * (double)t->batch_size);
+    cJSON_AddNumberToObject(json, "first_train_mse", log->mse[0]);
+    cJSON_AddNumberToObject(json, "final_train_mse", log->mse[log->n - 1]);
+    cJSON_AddNumberToObject(json, "examples_per_second", t->examples_per_s);
+    cJSON *changes = cJSON_AddArrayToObject(json, "lr_changes");
+    for (long i = 0; i < log->n; i++) {
+        if (i > 0 && log->lr[i] == log->lr[i - 1]) continue;
+        cJSON *change = cJSON_CreateObject();
+        cJSON_AddNumberToObject(change, "step", (double)log->step[i]);
+        cJSON_AddNumberToObject(change, "lr", log->lr[i]);
+        cJSON_AddItemToArray(changes, change);
+    }
+    cJSON *phase = cJSON_AddObjectToObject(json, "phase_changes");
+    cJSON_AddNumberToObject(phase, "window", t->window);
+    cJSON_AddNumberToObject(phase, "factor", PHASE_CHANGE_FACTOR);
+    cJSON *steps = cJSON_AddArrayToObject(phase, "labels");
+    for (int label = 1; label <= log->max_label; label++) {
+        if (t->phase_step[label] < 0) continue;
+        cJSON *item = cJSON_CreateObject();
+        cJSON_AddNumberToObject(item, "label", label);
+        cJSON_AddNumberToObject(item, "step", (double)t->phase_step[label]);
+        cJSON_AddItemToArray(steps, item);
+    }
+    return json;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vega-Lite specs
+
+static cJSON *spec_base(const char *title, int width, int height) {
+    cJSON *spec = cJSON_CreateObject();
+    cJSON_AddStringToObject(spec, "$schema", "https://vega.github.io/schema/vega-lite/v6.json");
+    if (title) cJSON_AddStringToObject(spec, "title", title);
+    if (width > 0) cJSON_AddNumberToObject(spec, "width", width);
+    if (height > 0) cJSON_AddNumberToObject(spec, "height", height);
+    return spec;
+}
+
+// {"field": f, "type": t, "title": title}
+static cJSON *channel(const char *field, const char *type, const char *title) {
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "field", field);
+    cJSON_AddStringToObject(c, "type", type);
+    if (title) cJSON_AddStringToObject(c, "title", title);
+    return c;
+}
+
+static cJSON *log_scale(cJSON *c) {
+    cJSON *scale = cJSON_AddObjectToObject(c, "scale");
+    cJSON_AddStringToObject(scale, "type", "log");
+    return c;
+}
+
+static cJSON *tooltip(const char *const *fields, const char *const *types, int n) {
+    cJSON *list = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(list, channel(fields[i], types[i], NULL));
+    return list;
+}
+
+static cJSON *mark(const char *type) {
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "type", type);
+    return m;
+}
+
+static cJSON *values_data(cJSON *values) {
+    cJSON *data = cJSON_CreateObject();
+    cJSON_AddItemToObject(data, "values", values);
+    return data;
+}
+
+// Zoom and pan with the mouse wheel and drag on both axes.
+static void add_zoom(cJSON *spec) {
+    cJSON *params = cJSON_AddArrayToObject(spec, "params");
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "name", "zoom");
+    cJSON *select = cJSON_AddObjectToObject(p, "select");
+    cJSON_AddStringToObject(select, "type", "interval");
+    cJSON_AddStringToObject(p, "bind", "scales");
+    cJSON_AddItemToArray(params, p);
+}
+
+// Loss (log scale) against step with a rule at each learning-rate change.
+static cJSON *loss_figure(const Training *t, const char *title) {
+    const LossLog *log = &t->log;
+    cJSON *spec = spec_base(title, 760, 300);
+    cJSON *layers = cJSON_AddArrayToObject(spec, "layer");
+
+    cJSON *values = cJSON_CreateArray();
+    long stride = plot_stride(log->n);
+    for (long i = 0; i < log->n; i++) {
+        if ((i % stride != 0 && i != log->n - 1) || !(log->mse[i] > 0)) continue;
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddNumberToObject(row, "step", (double)log->step[i]);
+        cJSON_AddNumberToObject(row, "mse", log->mse[i]);
+        cJSON_AddNumberToObject(row, "lr", log->lr[i]);
+        cJSON_AddItemToArray(values, row);
+    }
+    cJSON *line = cJSON_CreateObject();
+    cJSON_AddItemToObject(line, "data", values_data(values));
+    cJSON *line_mark = mark("line");
+    cJSON_AddBoolToObject(line_mark, "tooltip", 0);
+    cJSON_AddItemToObject(line, "mark", line_mark);
+    cJSON *enc = cJSON_AddObjectToObject(line, "encoding");
+    cJSON_AddItemToObject(enc, "x", channel("step", "quantitative", "step"));
+    cJSON_AddItemToObject(enc, "y", log_scale(channel("mse", "quantitative", "training MSE (log)")));
+    const char *fields[] = {"step", "mse", "lr"}, *types[] = {"quantitative", "quantitative", "quantitative"};
+    cJSON_AddItemToObject(enc, "tooltip", tooltip(fields, types, 3));
+    add_zoom(line);
+    cJSON_AddItemToArray(layers, line);
+
+    cJSON *changes = cJSON_CreateArray();
+    for (long i = 1; i < log->n; i++) {
+        if (log->lr[i] == log->lr[i - 1]) continue;
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddNumberToObject(row, "step", (double)log->step[i]);
+        cJSON_AddNumberToObject(row, "lr", log->lr[i]);
+        char text[64];
+        snprintf(text, sizeof(text), "lr %g", log->lr[i]);
+        cJSON_AddStringToObject(row, "text", text);
+        cJSON_AddItemToArray(changes, row);
+    }
+    if (cJSON_GetArraySize(changes) > 0) {
+        cJSON *rule = cJSON_CreateObject();
+        cJSON_AddItemToObject(rule, "data", values_data(changes));
+        cJSON *rule_mark = mark("rule");
+        cJSON_AddStringToObject(rule_mark, "color", "#d62728");
+        cJSON *dash = cJSON_AddArrayToObject(rule_mark, "strokeDash");
+        cJSON_AddItemToArray(dash, cJSON_CreateNumber(6));
+        cJSON_AddItemToArray(dash, cJSON_CreateNumber(4));
+        cJSON_AddItemToObject(rule, "mark", rule_mark);
+        cJSON *rule_enc = cJSON_AddObjectToObject(rule, "encoding");
+        cJSON_AddItemToObject(rule_enc, "x", channel("step", "quantitative", NULL));
+        const char *rf[] = {"step", "lr"}, *rt[] = {"quantitative", "quantitative"};
+        cJSON_AddItemToObject(rule_enc, "tooltip", tooltip(rf, rt, 2));
+        cJSON_AddItemToArray(layers, rule);
+
+        cJSON *label = cJSON_CreateObject();
+        cJSON_AddItemToObject(label, "data", values_data(cJSON_Duplicate(changes, 1)));
+        cJSON *text_mark = mark("text");
+        cJSON_AddStringToObject(text_mark, "align", "left");
+        cJSON_AddNumberToObject(text_mark, "dx", 4);
+        cJSON_AddNumberToObject(text_mark, "y", 10);
+        cJSON_AddStringToObject(text_mark, "color", "#d62728");
+        cJSON_AddItemToObject(label, "mark", text_mark);
+        cJSON *label_enc = cJSON_AddObjectToObject(label, "encoding");
+        cJSON_AddItemToObject(label_enc, "x", channel("step", "quantitative", NULL));
+        cJSON_AddItemToObject(label_enc, "text", channel("text", "nominal", NULL));
+        cJSON_AddItemToArray(layers, label);
+    } else {
+        cJSON_Delete(changes);
+    }
+    return spec;
+}
+
+// Loss of each label (log scale) with its detected phase change; click the legend to pick labels.
+// The geometric mean of a label's loss over the `smooth` steps centred on row i (NAN if none).
+static double smoothed_label_loss(const LossLog *losses, long i, int label, int smooth) {
+    double sum = 0.0;
+    int count = 0;
+    for (long j = i - smooth / 2; j <= i + smooth / 2; j++) {
+        if (j < 0 || j >= losses->n) continue;
+        double v = losslog_label(losses, j, label);
+        if (v > 0 && isfinite(v)) {
+            sum += log(v);
+            count++;
+        }
+    }
+    return count ? exp(sum / count) : NAN;
+}
+
+// The steps over which the per-label curves are smoothed: a batch holds few examples of a label.
+static int label_smoothing(const Training *t) { return t->window / 8 > 1 ? t->window / 8 : 1; }
+
+static cJSON *label_loss_figure(const Training *t, const char *title, int mark_phase_changes) {
+    const LossLog *log = &t->log;
+    cJSON *spec = spec_base(title, 760, 340);
+    cJSON *layers = cJSON_AddArrayToObject(spec, "layer");
+    cJSON *values = cJSON_CreateArray();
+    long stride = plot_stride(log->n);
+    int smooth = label_smoothing(t);
+    for (long i = 0; i < log->n; i++) {
+        if (i % stride != 0 && i != log->n - 1) continue;
+        for (int label = 1; label <= log->max_label; label++) {
+            double v = smoothed_label_loss(log, i, label, smooth);
+            if (!(v > 0) || !isfinite(v)) continue;
+            cJSON *row = cJSON_CreateObject();
+            cJSON_AddNumberToObject(row, "step", (double)log->step[i]);
+            cJSON_AddNumberToObject(row, "label", label);
+            cJSON_AddNumberToObject(row, "mse", v);
+            cJSON_AddItemToArray(values, row);
+        }
+    }
+    cJSON *color = channel("label", "ordinal", "label");
+    cJSON *scale = cJSON_AddObjectToObject(color, "scale");
+    cJSON_AddStringToObject(scale, "scheme", "turbo");
+
+    cJSON *line = cJSON_CreateObject();
+    cJSON_AddItemToObject(line, "data", values_data(values));
+    cJSON_AddItemToObject(line, "mark", mark("line"));
+    cJSON *params = cJSON_AddArrayToObject(line, "params");
+    cJSON *pick = cJSON_CreateObject();
+    cJSON_AddStringToObject(pick, "name", "pick");
+    cJSON *select = cJSON_AddObjectToObject(pick, "select");
+    cJSON_AddStringToObject(select, "type", "point");
+    cJSON *fields = cJSON_AddArrayToObject(select, "fields");
+    cJSON_AddItemToArray(fields, cJSON_CreateString("label"));
+    cJSON_AddStringToObject(pick, "bind", "legend");
+    // at first the labels the blog plots: 1, 2, 3 and unreachable
+    cJSON *initial = cJSON_AddArrayToObject(pick, "value");
+    const int blog_labels[] = {1, 2, 3, log->max_label};
+    for (int k = 0; k < 4; k++) {
+        cJSON *item = cJSON_CreateObject();
+        cJSON_AddNumberToObject(item, "label", blog_labels[k]);
+        cJSON_AddItemToArray(initial, item);
+    }
+    cJSON_AddItemToArray(params, pick);
+    cJSON *zoom = cJSON_CreateObject();
+    cJSON_AddStringToObject(zoom, "name", "zoom");
+    cJSON *zoom_select = cJSON_AddObjectToObject(zoom, "select");
+    cJSON_AddStringToObject(zoom_select, "type", "interval");
+    cJSON_AddStringToObject(zoom, "bind", "scales");
+    cJSON_AddItemToArray(params, zoom);
+    cJSON *enc = cJSON_AddObjectToObject(line, "encoding");
+    cJSON_AddItemToObject(enc, "x", channel("step", "quantitative", "step"));
+    cJSON_AddItemToObject(enc, "y", log_scale(channel("mse", "quantitative", "MSE of the label (log)")));
+    cJSON_AddItemToObject(enc, "color", color);
+    cJSON *opacity = cJSON_AddObjectToObject(enc, "opacity");
+    cJSON *condition = cJSON_AddObjectToObject(opacity, "condition");
+    cJSON_AddStringToObject(condition, "param", "pick");
+    cJSON_AddNumberToObject(condition, "value", 1);
+    cJSON_AddNumberToObject(opacity, "value", 0.08);
+    const char *tf[] = {"step", "label", "mse"}, *tt[] = {"quantitative", "ordinal", "quantitative"};
+    cJSON_AddItemToObject(enc, "tooltip", tooltip(tf, tt, 3));
+    cJSON_AddItemToArray(layers, line);
+
+    cJSON *changes = cJSON_CreateArray();
+    for (int label = 1; label <= log->max_label && mark_phase_changes; label++) {
+        if (t->phase_step[label] < 0) continue;
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddNumberToObject(row, "label", label);
+        cJSON_AddNumberToObject(row, "step", (double)t->phase_step[label]);
+        cJSON_AddItemToArray(changes, row);
+    }
+    if (cJSON_GetArraySize(changes) > 0) {
+        cJSON *rule = cJSON_CreateObject();
+        cJSON_AddItemToObject(rule, "data", values_data(changes));
+        cJSON *rule_mark = mark("rule");
+        cJSON_AddNumberToObject(rule_mark, "strokeWidth", 2);
+        cJSON *dash = cJSON_AddArrayToObject(rule_mark, "strokeDash");
+        cJSON_AddItemToArray(dash, cJSON_CreateNumber(4));
+        cJSON_AddItemToArray(dash, cJSON_CreateNumber(3));
+        cJSON_AddItemToObject(rule, "mark", rule_mark);
+        cJSON *rule_enc = cJSON_AddObjectToObject(rule, "encoding");
+        cJSON_AddItemToObject(rule_enc, "x", channel("step", "quantitative", NULL));
+        cJSON_AddItemToObject(rule_enc, "color", cJSON_Duplicate(color, 1));
+        cJSON_AddItemToObject(rule_enc, "opacity", cJSON_Duplicate(opacity, 1));  // only the picked labels'
+        const char *rf[] = {"label", "step"}, *rt[] = {"ordinal", "quantitative"};
+        cJSON_AddItemToObject(rule_enc, "tooltip", tooltip(rf, rt, 2));
+        cJSON_AddItemToArray(layers, rule);
+    } else {
+        cJSON_Delete(changes);
+    }
+    return spec;
+}
+
+// The 2-D histogram of an evaluation: true label on x, model output on y, each label's column
+// normalized, log colour; a black tick marks the true value.
+static cJSON *histogram_figure(const cJSON *eval, const char *title) {
+    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(eval, "histogram");
+    double lo = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(hist, "output_lo"));
+    double hi = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(hist, "output_hi"));
+    int bins = (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(hist, "bins"));
+    double width = bins > 0 ? (hi - lo) / bins : 1.0;
+    cJSON *values = cJSON_CreateArray(), *truth = cJSON_CreateArray();
+    const cJSON *column;
+    cJSON_ArrayForEach(column, cJSON_GetObjectItemCaseSensitive(hist, "columns")) {
+        double label = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(column, "label"));
+        const cJSON *counts = cJSON_GetObjectItemCaseSensitive(column, "counts");
+        const cJSON *fraction = cJSON_GetObjectItemCaseSensitive(column, "fraction");
+        for (int bin = 0; bin < bins; bin++) {
+            double f = cJSON_GetNumberValue(cJSON_GetArrayItem(fraction, bin));
+            if (!(f > 0)) continue;
+            cJSON *row = cJSON_CreateObject();
+            cJSON_AddNumberToObject(row, "label", label);
+            cJSON_AddNumberToObject(row, "output_lo", lo + bin * width);
+            cJSON_AddNumberToObject(row, "output_hi", lo + (bin + 1) * width);
+            cJSON_AddNumberToObject(row, "fraction", f);
+            cJSON_AddNumberToObject(row, "count", cJSON_GetNumberValue(cJSON_GetArrayItem(counts, bin)));
+            cJSON_AddItemToArray(values, row);
+        }
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddNumberToObject(row, "label", label);
+        cJSON_AddNumberToObject(row, "truth", label);
+        cJSON_AddItemToArray(truth, row);
+    }
+    cJSON *spec = spec_base(title, 0, 300);
+    cJSON *layers = cJSON_AddArrayToObject(spec, "layer");
+    cJSON *width_step = cJSON_AddObjectToObject(spec, "width");
+    cJSON_AddNumberToObject(width_step, "step", 34);
+
+    cJSON *x = channel("label", "ordinal", "true label (15 = unreachable)");
+    cJSON *axis = cJSON_AddObjectToObject(x, "axis");
+    cJSON_AddNumberToObject(axis, "labelAngle", 0);
+    cJSON *y_scale_domain = cJSON_CreateArray();
+    cJSON_AddItemToArray(y_scale_domain, cJSON_CreateNumber(lo));
+    cJSON_AddItemToArray(y_scale_domain, cJSON_CreateNumber(hi));
+
+    cJSON *rect = cJSON_CreateObject();
+    cJSON_AddItemToObject(rect, "data", values_data(values));
+    cJSON_AddItemToObject(rect, "mark", mark("rect"));
+    cJSON *enc = cJSON_AddObjectToObject(rect, "encoding");
+    cJSON_AddItemToObject(enc, "x", x);
+    cJSON *y = channel("output_lo", "quantitative", "model output");
+    cJSON *y_scale = cJSON_AddObjectToObject(y, "scale");
+    cJSON_AddItemToObject(y_scale, "domain", y_scale_domain);
+    cJSON_AddItemToObject(enc, "y", y);
+    cJSON_AddItemToObject(enc, "y2", channel("output_hi", "quantitative", NULL));
+    cJSON *color = log_scale(channel("fraction", "quantitative", "fraction of the label"));
+    cJSON_AddStringToObject(cJSON_GetObjectItemCaseSensitive(color, "scale"), "scheme", "viridis");
+    // Vega shortens long legend titles; headless SVG export measures text only roughly
+    cJSON *legend = cJSON_AddObjectToObject(color, "legend");
+    cJSON_AddNumberToObject(legend, "titleLimit", 400);
+    cJSON_AddItemToObject(enc, "color", color);
+    const char *tf[] = {"label", "output_lo", "output_hi", "fraction", "count"};
+    const char *tt[] = {"ordinal", "quantitative", "quantitative", "quantitative", "quantitative"};
+    cJSON_AddItemToObject(enc, "tooltip", tooltip(tf, tt, 5));
+    cJSON_AddItemToArray(layers, rect);
+
+    cJSON *tick = cJSON_CreateObject();
+    cJSON_AddItemToObject(tick, "data", values_data(truth));
+    cJSON *tick_mark = mark("tick");
+    cJSON_AddStringToObject(tick_mark, "color", "#e41a1c");
+    cJSON_AddNumberToObject(tick_mark, "thickness", 1.5);
+    cJSON_AddItemToObject(tick, "mark", tick_mark);
+    cJSON *tick_enc = cJSON_AddObjectToObject(tick, "encoding");
+    cJSON_AddItemToObject(tick_enc, "x", channel("label", "ordinal", NULL));
+    cJSON_AddItemToObject(tick_enc, "y", channel("truth", "quantitative", NULL));
+    cJSON_AddItemToArray(layers, tick);
+    return spec;
+}
+
+// Bar charts of the label distribution of every data set, one panel per set.
+static cJSON *distribution_figure(cJSON *values, const char *const *sets, int num_sets) {
+    cJSON *spec = spec_base("Label distribution of each data set (evaluation samples)", 0, 0);
+    cJSON_AddItemToObject(spec, "data", values_data(values));
+    cJSON_AddNumberToObject(spec, "columns", 4);
+    cJSON *facet = cJSON_AddObjectToObject(spec, "facet");
+    cJSON_AddStringToObject(facet, "field", "set");
+    cJSON_AddStringToObject(facet, "type", "nominal");
+    cJSON_AddStringToObject(facet, "title", "");
+    cJSON *sort = cJSON_AddArrayToObject(facet, "sort");
+    for (int i = 0; i < num_sets; i++) cJSON_AddItemToArray(sort, cJSON_CreateString(sets[i]));
+    cJSON *inner = cJSON_AddObjectToObject(spec, "spec");
+    cJSON_AddNumberToObject(inner, "width", 190);
+    cJSON_AddNumberToObject(inner, "height", 120);
+    cJSON_AddItemToObject(inner, "mark", mark("bar"));
+    cJSON *enc = cJSON_AddObjectToObject(inner, "encoding");
+    cJSON *x = channel("label", "ordinal", "label");
+    cJSON *axis = cJSON_AddObjectToObject(x, "axis");
+    cJSON_AddNumberToObject(axis, "labelAngle", 0);
+    cJSON_AddItemToObject(enc, "x", x);
+    cJSON_AddItemToObject(enc, "y", channel("fraction", "quantitative", "fraction"));
+    const char *tf[] = {"set", "label", "count", "fraction"};
+    const char *tt[] = {"nominal", "ordinal", "quantitative", "quantitative"};
+    cJSON_AddItemToObject(enc, "tooltip", tooltip(tf, tt, 4));
+    cJSON *resolve = cJSON_AddObjectToObject(spec, "resolve");
+    cJSON *scale = cJSON_AddObjectToObject(resolve, "scale");
+    cJSON_AddStringToObject(scale, "x", "independent");
+    return spec;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+static cJSON *read_json(const char *path) {
+    size_t size;
+    char *text = pf_read_file(path, &size);
+    if (!text) return NULL;
+    cJSON *json = cJSON_Parse(text);
+    free(text);
+    if (!json) pf_fail("%s is not valid JSON", path);
+    return json;
+}
+
+static double number_at(const cJSON *object, const char *key) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
+    return cJSON_IsNumber(item) ? item->valuedouble : NAN;
+}
+
+static void format_number(char *out, size_t size, double v) {
+    if (!isfinite(v))
+        snprintf(out, size, "—");
+    else
+        snprintf(out, size, "%.4g", v);
+}
+
+static void format_seconds(char *out, size_t size, double s) {
+    if (s >= 60)
+        snprintf(out, size, "%.0f s (%dm%02ds)", s, (int)(s / 60), (int)s % 60);
+    else
+        snprintf(out, size, "%.1f s", s);
+}
+
+// The phase-state file's seconds per phase (0 where absent).
+static void read_phase_seconds(const char *run_dir, double seconds[NUM_PHASES]) {
+    char path[PF_PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/state.json", run_dir);
+    cJSON *state = read_json(path);
+    cJSON *phases = cJSON_GetObjectItemCaseSensitive(state, "phases");
+    for (int i = 0; i < NUM_PHASES; i++)
+        seconds[i] = number_at(cJSON_GetObjectItemCaseSensitive(phases, PHASE_NAMES[i]), "seconds");
+    cJSON_Delete(state);
+}
+
+// Adds every run_dir/extra/NAME.vl.json (figures other commands left for the report) in name order.
+static int add_extra_figures(Report *report, const char *run_dir) {
+    char dir[PF_PATH_MAX + 32];
+    snprintf(dir, sizeof(dir), "%s/extra", run_dir);
+    struct dirent **entries;
+    int n = scandir(dir, &entries, NULL, alphasort);
+    if (n < 0) return 0;
+    int rc = 0, added = 0;
+    for (int i = 0; i < n; i++) {
+        const char *file = entries[i]->d_name;
+        size_t len = strlen(file);
+        if (rc == 0 && len > 8 && strcmp(file + len - 8, ".vl.json") == 0) {
+            char name[128], path[PF_PATH_MAX + 300];
+            snprintf(name, sizeof(name), "extra-%.*s", (int)(len - 8), file);
+            snprintf(path, sizeof(path), "%s/%s", dir, file);
+            if (!added++) report_add_section(report, "More figures");
+            rc = report_add_vegalite_file(report, name, file, path);
+        }
+        free(entries[i]);
+    }
+    free(entries);
+    return rc;
+}
+
+int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
+    Training pretrain, tune;
+    memset(&tune, 0, sizeof(tune));
+    cJSON *evals[NUM_EVALS] = {0};
+    int rc = load_training(&pretrain, "pretrain", &cfg->pretrain, run_dir);
+    if (rc == 0) rc = load_training(&tune, "tune", &cfg->tune, run_dir);
+    for (int i = 0; i < NUM_EVALS && rc == 0; i++) {
+        char path[PF_PATH_MAX + 128];
+        snprintf(path, sizeof(path), "%s/eval/%s.json", run_dir, EVALS[i].name);
+        if (!(evals[i] = read_json(path))) rc = -1;
+    }
+    if (rc != 0) {
+        losslog_free(&pretrain.log);
+        losslog_free(&tune.log);
+        for (int i = 0; i < NUM_EVALS; i++) cJSON_Delete(evals[i]);
+        return -1;
+    }
+    double phase_seconds[NUM_PHASES], wall = 0.0;
+    read_phase_seconds(run_dir, phase_seconds);
+    for (int i = 0; i < PHASE_REPORT; i++)  // the report's own time is not known yet
+        if (isfinite(phase_seconds[i])) wall += phase_seconds[i];
+
+    // metrics.json
+    cJSON *metrics = cJSON_CreateObject();
+    cJSON_AddStringToObject(metrics, "version", PF_VERSION);
+    cJSON_AddStringToObject(metrics, "preset", cfg->preset);
+    char seed[32];
+    snprintf(seed, sizeof(seed), "%llu", (unsigned long long)cfg->pretrain.seed);
+    cJSON_AddStringToObject(metrics, "seed", seed);
+    char *config_text = experiment_to_json(cfg);
+    cJSON_AddItemToObject(metrics, "config", cJSON_Parse(config_text));
+    cJSON_AddNumberToObject(metrics, "wall_seconds", wall);
+    cJSON *seconds = cJSON_AddObjectToObject(metrics, "phase_seconds");
+    for (int i = 0; i < PHASE_REPORT; i++)
+        if (isfinite(phase_seconds[i])) cJSON_AddNumberToObject(seconds, PHASE_NAMES[i], phase_seconds[i]);
+    cJSON_AddItemToObject(metrics, "pretrain", training_metrics(&pretrain));
+    cJSON_AddItemToObject(metrics, "tune", training_metrics(&tune));
+    cJSON *evaluations = cJSON_AddArrayToObject(metrics, "evaluations");
+    for (int i = 0; i < NUM_EVALS; i++) {
+        cJSON *item = cJSON_CreateObject();
+        cJSON_AddStringToObject(item, "name", EVALS[i].name);
+        cJSON_AddStringToObject(item, "title", EVALS[i].title);
+        cJSON_AddStringToObject(item, "model", EVALS[i].phase == PHASE_EVAL_PRETRAINED ? "pre-trained" : "fine-tuned");
+        cJSON_AddStringToObject(item, "set", EVALS[i].set);
+        cJSON_AddNumberToObject(item, "examples", number_at(evals[i], "examples"));
+        cJSON_AddNumberToObject(item, "mse", number_at(evals[i], "mse"));
+        cJSON_AddNumberToObject(item, "accuracy", number_at(evals[i], "accuracy"));
+        if (isfinite(EVALS[i].published_mse))
+            cJSON_AddNumberToObject(item, "published_mse", EVALS[i].published_mse);
+        else
+            cJSON_AddNullToObject(item, "published_mse");
+        cJSON_AddItemToObject(item, "labels",
+                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(evals[i], "labels"), 1));
+        cJSON_AddItemToArray(evaluations, item);
+    }
+    // label distributions: the pre-trained model's samples of pretrain and tune, the tests' own
+    const int distribution_evals[] = {0, 1, 4, 5, 6, 7, 8};
+    const char *distribution_sets[7];
+    cJSON *distribution = cJSON_AddArrayToObject(metrics, "label_distributions");
+    for (int k = 0; k < 7; k++) {
+        const cJSON *eval = evals[distribution_evals[k]];
+        distribution_sets[k] = EVALS[distribution_evals[k]].set;
+        double total = number_at(eval, "examples");
+        const cJSON *label;
+        cJSON_ArrayForEach(label, cJSON_GetObjectItemCaseSensitive(eval, "labels")) {
+            cJSON *row = cJSON_CreateObject();
+            cJSON_AddStringToObject(row, "set", distribution_sets[k]);
+            cJSON_AddNumberToObject(row, "label", number_at(label, "label"));
+            cJSON_AddNumberToObject(row, "count", number_at(label, "count"));
+            cJSON_AddNumberToObject(row, "fraction", number_at(label, "count") / total);
+            cJSON_AddItemToArray(distribution, row);
+        }
+    }
+    char *metrics_text = cJSON_Print(metrics);
+    char path[PF_PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/metrics.json", run_dir);
+    rc = pf_write_file_atomic(path, metrics_text, strlen(metrics_text));
+    free(metrics_text);
+
+    // report.html
+    Report *report = report_create("pathformer: pre-training, fine-tuning and off-distribution tests");
+    char text[1024], a[64], b[64];
+    snprintf(text, sizeof(text),
+             "Preset '%s', seed %s, pathformer %s. Pre-training: %ld steps of %ld '%s' examples; fine-tuning: %ld steps "
+             "of %ld 'tune' examples from the pre-trained weights with a new Adam; %ld fresh examples per evaluation. "
+             "Published numbers are the blog's (SPEC §4: 9,600 steps of 2^15 examples, then 100 fine-tuning steps).",
+             cfg->preset, seed, PF_VERSION, pretrain.log.n, pretrain.batch_size, cfg->pretrain.set, tune.log.n,
+             tune.batch_size, cfg->eval_examples);
+    report_add_text(report, text);
+
+    report_add_section(report, "Results");
+    const char *header[] = {"evaluation", "data set", "model", "examples", "MSE", "accuracy", "published MSE"};
+    const char *cells[NUM_EVALS * 7];
+    char numbers[NUM_EVALS][4][32];
+    for (int i = 0; i < NUM_EVALS; i++) {
+        snprintf(numbers[i][0], 32, "%.0f", number_at(evals[i], "examples"));
+        format_number(numbers[i][1], 32, number_at(evals[i], "mse"));
+        snprintf(numbers[i][2], 32, "%.2f%%", 100.0 * number_at(evals[i], "accuracy"));
+        format_number(numbers[i][3], 32, EVALS[i].published_mse);
+        const char *row[] = {EVALS[i].title, EVALS[i].set,
+                             EVALS[i].phase == PHASE_EVAL_PRETRAINED ? "pre-trained" : "fine-tuned",
+                             numbers[i][0], numbers[i][1], numbers[i][2], numbers[i][3]};
+        memcpy(&cells[i * 7], row, sizeof(row));
+    }
+    report_add_table(report, 7, header, NUM_EVALS, cells);
+
+    report_add_section(report, "Data");
+    cJSON *figures[16] = {0};
+    int num_figures = 0;
+    figures[num_figures++] = distribution_figure(cJSON_Duplicate(distribution, 1), distribution_sets, 7);
+    if (rc == 0)
+        rc = report_add_vegalite(report, "label-distributions",
+                                 "Label distributions (fraction of examples per true label; 15 = unreachable).",
+                                 figures[num_figures - 1]);
+
+    report_add_section(report, "Pre-training");
+    figures[num_figures++] = loss_figure(&pretrain, "Pre-training loss");
+    if (rc == 0)
+        rc = report_add_vegalite(report, "pretrain-loss",
+                                 "Training MSE per step (log scale); dashed red lines mark learning-rate changes. "
+                                 "Drag to pan, wheel to zoom.",
+                                 figures[num_figures - 1]);
+    figures[num_figures++] = label_loss_figure(&pretrain, "Pre-training loss per label", 1);
+    snprintf(text, sizeof(text),
+             "MSE of each true label (log scale, geometric mean over %d steps); dashed lines mark the detected phase "
+             "changes (the steepest point of the first stretch where the mean log-loss of the %d steps after a step is "
+             "at least %.0fx below that of the %d steps before it). Labels 1, 2, 3 and %d are picked at first, as in the "
+             "blog; click a legend entry to pick another (shift-click for more, double-click for none).",
+             label_smoothing(&pretrain), pretrain.window, PHASE_CHANGE_FACTOR, pretrain.window, pretrain.log.max_label);
+    if (rc == 0) rc = report_add_vegalite(report, "pretrain-label-loss", text, figures[num_figures - 1]);
+    const char *phase_header[] = {"label", "phase change at step"};
+    const char *phase_cells[2 * PF_MAX_VERTICES];
+    char phase_text[PF_MAX_VERTICES][2][24];
+    int phase_rows = 0;
+    for (int label = 1; label <= pretrain.log.max_label; label++) {
+        if (pretrain.phase_step[label] < 0) continue;
+        snprintf(phase_text[phase_rows][0], 24, "%d", label);
+        snprintf(phase_text[phase_rows][1], 24, "%ld", pretrain.phase_step[label]);
+        phase_cells[2 * phase_rows] = phase_text[phase_rows][0];
+        phase_cells[2 * phase_rows + 1] = phase_text[phase_rows][1];
+        phase_rows++;
+    }
+    if (phase_rows > 0)
+        report_add_table(report, 2, phase_header, phase_rows, phase_cells);
+    else
+        report_add_text(report, "No phase change detected.");
+
+    // histograms, in the order of the blog
+    const struct {
+        int eval;
+        const char *section;  // starts a section before the figure, or NULL
+    } hists[] = {{0, NULL}, {1, "Before fine-tuning"}, {2, "Fine-tuning"}, {3, NULL}, {4, "Generalization tests"},
+                 {5, NULL}, {6, NULL}, {7, NULL}, {8, NULL}};
+    for (int k = 0; k < NUM_EVALS && rc == 0; k++) {
+        const EvalSpec *e = &EVALS[hists[k].eval];
+        if (hists[k].section) report_add_section(report, hists[k].section);
+        if (hists[k].eval == 2) {
+            figures[num_figures++] = label_loss_figure(&tune, "Fine-tuning loss per label", 0);
+            snprintf(text, sizeof(text), "Fine-tuning MSE of each true label (log scale, geometric mean over %d steps).",
+                     label_smoothing(&tune));
+            rc = report_add_vegalite(report, "tune-label-loss", text,
+                                     figures[num_figures - 1]);
+            figures[num_figures++] = loss_figure(&tune, "Fine-tuning loss");
+            if (rc == 0)
+                rc = report_add_vegalite(report, "tune-loss", "Fine-tuning MSE per step (log scale).",
+                                         figures[num_figures - 1]);
+            if (rc != 0) break;
+        }
+        snprintf(text, sizeof(text), "Output histogram: %s", e->title);
+        figures[num_figures++] = histogram_figure(evals[hists[k].eval], text);
+        char name[80], caption[512];
+        snprintf(name, sizeof(name), "hist-%s", e->name);
+        format_number(a, sizeof(a), number_at(evals[hists[k].eval], "mse"));
+        format_number(b, sizeof(b), e->published_mse);
+        snprintf(caption, sizeof(caption),
+                 "%s: model output against the true label, each label's column normalized, log colour; red ticks mark "
+                 "the true value. MSE %s (published %s), accuracy %.2f%%.",
+                 e->title, a, b, 100.0 * number_at(evals[hists[k].eval], "accuracy"));
+        rc = report_add_vegalite(report, name, caption, figures[num_figures - 1]);
+    }
+    if (rc == 0) rc = add_extra_figures(report, run_dir);
+
+    report_add_section(report, "Run");
+    char info[8][64];
+    format_seconds(info[0], 64, wall);
+    snprintf(info[1], 64, "%.0f examples/s", pretrain.examples_per_s);
+    snprintf(info[2], 64, "%.0f examples/s", tune.examples_per_s);
+    format_seconds(info[3], 64, phase_seconds[PHASE_PRETRAIN]);
+    format_seconds(info[4], 64, phase_seconds[PHASE_TUNE]);
+    format_seconds(info[5], 64, phase_seconds[PHASE_EVAL_PRETRAINED] + phase_seconds[PHASE_EVAL_TUNED]);
+    format_number(info[6], 64, pretrain.log.mse[pretrain.log.n - 1]);
+    format_number(info[7], 64, tune.log.mse[tune.log.n - 1]);
+    const char *run_header[] = {"run", ""};
+    const char *run_cells[] = {"preset", cfg->preset, "seed", seed, "version", PF_VERSION,
+                               "wall time (training and evaluation phases)", info[0],
+                               "pre-training", info[3], "pre-training throughput", info[1],
+                               "final pre-training batch MSE", info[6], "fine-tuning", info[4],
+                               "fine-tuning throughput", info[2], "final fine-tuning batch MSE", info[7],
+                               "evaluations", info[5]};
+    report_add_table(report, 2, run_header, 11, run_cells);
+    char *escaped = report_escape(config_text);
+    size_t html_size = strlen(escaped) + 64;
+    char *html = mallocCheck(html_size);
+    snprintf(html, html_size, "<p>Config (experiment.json):</p>\n<pre>%s</pre>\n", escaped);
+    report_add_html(report, html);
+    free(html);
+    free(escaped);
+    free(config_text);
+
+    if (rc == 0) rc = report_write(report, run_dir);
+    report_free(report);
+    for (int i = 0; i < num_figures; i++) cJSON_Delete(figures[i]);
+    cJSON_Delete(metrics);
+    losslog_free(&pretrain.log);
+    losslog_free(&tune.log);
+    for (int i = 0; i < NUM_EVALS; i++) cJSON_Delete(evals[i]);
+    return rc;
+}

@@ -1,0 +1,596 @@
+// The hand-built BFS transformer (SPEC §5): its output equals the BFS distance on every sampled graph
+// for several N, for dist(1, 2) and for the target-input variant; its forward matches a plain-loop
+// reference written here (own encoding, own weights, double precision); its backward ops and whole
+// backward pass pass finite-difference checks; and the `bfs` command gives one-line errors on bad
+// settings and writes its promised files.
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "bfs.h"
+#include "ops.h"
+#include "rng.h"
+
+extern char **environ;
+
+// ---------------------------------------------------------------------------------------------
+// The construction against BFS
+
+// Every graph of `count` must round to its BFS distance; returns the MSE.
+static double check_exact(int n, int target_input, float scale, long count) {
+    BfsConfig cfg = {n, target_input, scale};
+    BfsModel model;
+    bfs_model_create(&model, &cfg, 256, 0);
+    bfs_construct(&model);
+    BfsEval r;
+    bfs_evaluate(&r, &model, 7, count);
+    double mse = bfs_eval_mse(&r);
+    printf("  N=%2d %s scale %g: %ld graphs, MSE %.3e, max |err| %.3e, unreachable %ld\n", n,
+           target_input ? "dist(1,t)" : "dist(1,2)", (double)scale, r.count, mse, r.max_error, r.label_count[n + 1]);
+    if (r.correct != r.count) fail_msg("N=%d: %ld of %ld graphs rounded to a wrong distance", n, r.count - r.correct, r.count);
+    // the sample must exercise the unreachable label and several distances
+    assert_true(r.label_count[n + 1] > 0);
+    assert_true(r.label_count[1] > 0 && r.label_count[2] > 0);
+    bfs_model_free(&model);
+    return mse;
+}
+
+static void test_construction_exact(void **state) {
+    long count = test_under_sanitizer() ? 256 : 4096;
+    int sizes[] = {3, 4, 5, 6, 7, 9, 10};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) check_exact(sizes[i], 0, BFS_DEFAULT_SCALE, count);
+    // The bar: MSE below 1e-6 on 2^14 graphs for N = 8.
+    double mse = check_exact(8, 0, BFS_DEFAULT_SCALE, test_under_sanitizer() ? 1024 : 16384);
+    assert_true(mse < 1e-6);
+    // The published constants still round right at N = 8, with the larger leak the header explains.
+    mse = check_exact(8, 0, 1.0f, test_under_sanitizer() ? 256 : 4096);
+    assert_true(mse > 1e-6 && mse < 1e-3);
+}
+
+static void test_target_variant_exact(void **state) {
+    long count = test_under_sanitizer() ? 256 : 4096;
+    int sizes[] = {3, 5, 8, 10};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        double mse = check_exact(sizes[i], 1, BFS_DEFAULT_SCALE, count);
+        assert_true(mse < 1e-6);
+    }
+    // The targets really vary: some example asks for a vertex other than 2.
+    BfsConfig cfg = {6, 1, BFS_DEFAULT_SCALE};
+    BfsModel model;
+    bfs_model_create(&model, &cfg, 1, 0);
+    int other = 0;
+    for (int i = 0; i < 50; i++) {
+        Graph g;
+        int target, label;
+        bfs_sample(&g, &target, &label, &model, 3, 0, (uint64_t)i);
+        assert_true(target >= 2 && target <= 6);
+        other += target != 2;
+    }
+    assert_true(other > 20);
+    bfs_model_free(&model);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A plain-loop reference: its own encoding from the edge list, its own reading of the weights'
+// layout (BfsParams' comments), double precision.
+
+typedef struct {
+    int N, C, RQ, target_input;
+    int reach, out, self, target, notans;   // section offsets per SPEC §5
+} RefLayout;
+
+static RefLayout ref_layout(int N, int target_input) {
+    RefLayout r = {N, (target_input ? 5 : 4) * N + 2, target_input ? 3 + N : 3, target_input, N + 1, 2 * N + 1, 3 * N + 1,
+                   4 * N + 1, 0};
+    r.notans = r.C - 1;
+    return r;
+}
+
+// Adds one head's output to y (T, C) at column `offset`: softmax over tokens of (Wq x_t . Wk x_s), Wv x_s.
+static void ref_head(double *y, const double *x, const float *wq, const float *wk, const float *wv, int T, int C, int QK,
+                     int HV, int offset) {
+    double q[64][64], k[64][64], v[64][64];
+    for (int t = 0; t < T; t++) {
+        for (int r = 0; r < QK; r++) {
+            q[t][r] = k[t][r] = 0.0;
+            for (int c = 0; c < C; c++) {
+                q[t][r] += (double)wq[r * C + c] * x[t * C + c];
+                k[t][r] += (double)wk[r * C + c] * x[t * C + c];
+            }
+        }
+        for (int i = 0; i < HV; i++) {
+            v[t][i] = 0.0;
+            for (int c = 0; c < C; c++) v[t][i] += (double)wv[i * C + c] * x[t * C + c];
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        double score[64], max = -1e300, sum = 0.0;
+        for (int s = 0; s < T; s++) {
+            score[s] = 0.0;
+            for (int r = 0; r < QK; r++) score[s] += q[t][r] * k[s][r];
+            if (score[s] > max) max = score[s];
+        }
+        for (int s = 0; s < T; s++) sum += (score[s] = exp(score[s] - max));
+        for (int s = 0; s < T; s++)
+            for (int i = 0; i < HV; i++) y[t * C + offset + i] += score[s] / sum * v[s][i];
+    }
+}
+
+static double ref_forward(const RefLayout *L, const BfsParams *p, const Graph *g, int target) {
+    int N = L->N, C = L->C, T = N + 1;
+    double *x = calloc_check((size_t)T * C, sizeof(double), __FILE__, __LINE__);
+    double *y = mallocCheck((size_t)T * C * sizeof(double));
+    x[0] = 1.0;
+    for (int j = 0; j < N; j++) x[L->reach + j] = 1.0;
+    if (L->target_input) x[L->target + target - 1] = 1.0;
+    for (int e = 0; e < g->num_edges; e++) {
+        int a = g->edges[e][0], b = g->edges[e][1];
+        x[a * C + b] = x[b * C + a] = 1.0;
+        x[a * C + L->reach + b - 1] = x[b * C + L->reach + a - 1] = 1.0;
+    }
+    for (int v = 1; v <= N; v++) {
+        x[v * C + L->self + v - 1] = 1.0;
+        x[v * C + L->notans] = 1.0;
+    }
+    for (int layer = 0; layer < N; layer++) {
+        memcpy(y, x, (size_t)T * C * sizeof(double));
+        for (int j = 0; j < N; j++)
+            ref_head(y, x, p->reach_q + j * 2 * C, p->reach_k + j * 2 * C, p->reach_v + j * N * C, T, C, 2, N, L->reach);
+        ref_head(y, x, p->record_q + layer * L->RQ * C, p->record_k + layer * L->RQ * C, p->record_v + layer * N * C, T, C,
+                 L->RQ, N, L->out);
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                double value = y[t * C + c];
+                if (c >= L->reach && c < L->reach + N) value = 2.0 / (1.0 + exp(-5.0 * value)) - 1.0;
+                x[t * C + c] = value;
+            }
+    }
+    double pred = 1.0;
+    for (int i = 0; i < N; i++) pred += 1.0 - x[L->out + i];
+    free(x);
+    free(y);
+    return pred;
+}
+
+// The construction written out again from SPEC §5, entry by entry, into a zeroed block.
+static void ref_construct(const RefLayout *L, BfsParams *p, float s) {
+    int N = L->N, C = L->C, RQ = L->RQ;
+    for (int j = 0; j < N; j++) {
+        p->reach_q[j * 2 * C + L->reach + j] = 30 * s;
+        p->reach_q[j * 2 * C + C + L->notans] = 1;
+        p->reach_k[j * 2 * C + 1 + j] = 1;
+        p->reach_k[j * 2 * C + C + 0] = 12 * s;
+        for (int i = 0; i < N; i++) p->reach_v[j * N * C + i * C + L->self + i] = 1;
+    }
+    for (int l = 0; l < N; l++) {
+        float *q = p->record_q + l * RQ * C, *k = p->record_k + l * RQ * C;
+        for (int r = 0; r < 3; r++) q[r * C] = 1;
+        k[L->self] = 42 * s;
+        k[L->notans] = -12 * s;
+        k[C + L->notans] = -30 * s;
+        k[C + 0] = -42 * s;
+        k[2 * C + 0] = 7 * s;
+        if (L->target_input) {
+            for (int j = 0; j < N; j++) {
+                q[(3 + j) * C + L->target + j] = 1;
+                k[(3 + j) * C + L->reach + j] = 42 * s;
+            }
+        } else {
+            k[C + L->reach + 1] = 42 * s;
+        }
+        p->record_v[l * N * C + l * C + L->self] = 1;
+    }
+}
+
+static void check_parity(int n, int target_input) {
+    BfsConfig cfg = {n, target_input, BFS_DEFAULT_SCALE};
+    enum { B = 16 };
+    BfsModel model;
+    bfs_model_create(&model, &cfg, B, 0);
+    RefLayout L = ref_layout(n, target_input);
+    assert_int_equal(model.C, L.C);
+    assert_int_equal(model.reach_off, L.reach);
+    assert_int_equal(model.out_off, L.out);
+    assert_int_equal(model.notans_off, L.notans);
+
+    // The construction, entry for entry.
+    bfs_construct(&model);
+    float *ref_memory = callocCheck(model.num_parameters, sizeof(float));
+    BfsParams ref;
+    float **ref_slots[BFS_NUM_KINDS] = {&ref.reach_q, &ref.reach_k, &ref.reach_v, &ref.record_q, &ref.record_k, &ref.record_v};
+    for (int kind = 0; kind < BFS_NUM_KINDS; kind++) {
+        size_t size;
+        *ref_slots[kind] = ref_memory + (bfs_matrix(&model, &model.params, kind, 0, &size) - model.params_memory);
+    }
+    ref_construct(&L, &ref, BFS_DEFAULT_SCALE);
+    assert_memory_equal(ref_memory, model.params_memory, model.num_parameters * sizeof(float));
+
+    // The forward, on the construction and on random weights (which exercise every product).
+    float labels[B];
+    for (int weights = 0; weights < 2; weights++) {
+        if (weights == 1) {
+            // Random weights for small N; deeper models amplify float32 round-off by the squash's slope
+            // (up to 2.5 per layer) when its inputs sit near 0, so there the noise rides on the construction.
+            Rng rng = rng_stream(11, (uint64_t)n, (uint64_t)target_input);
+            float keep = n <= 5 ? 0.0f : 1.0f;
+            double sigma = n <= 5 ? 0.5 : 0.1;
+            for (size_t i = 0; i < model.num_parameters; i++)
+                model.params_memory[i] = keep * model.params_memory[i] + (float)(sigma * rng_normal(&rng));
+        }
+        bfs_make_batch(&model, labels, 5, 0, B);
+        bfs_forward(&model, B);
+        double worst = 0.0;
+        for (int b = 0; b < B; b++) {
+            Graph g;
+            int target, label;
+            bfs_sample(&g, &target, &label, &model, 5, 0, (uint64_t)b);
+            assert_int_equal(label, (int)labels[b]);
+            double expect = ref_forward(&L, &model.params, &g, target);
+            worst = fmax(worst, fabs(expect - model.pred[b]) / fmax(1.0, fabs(expect)));
+        }
+        printf("  N=%2d %s %s weights: max relative difference %.2e\n", n, target_input ? "dist(1,t)" : "dist(1,2)",
+               weights ? "random" : "built", worst);
+        // float32 against double: round-off grows by up to the squash's slope 2.5 per layer on random
+        // weights (measured 3e-7 at N = 3, 1.7e-4 at N = 8); a wrong product costs orders more.
+        double tolerance = weights ? 5e-7 * pow(2.5, n) : 1e-6;
+        if (!(worst < tolerance)) fail_msg("forward differs from the reference by %.3e (tolerance %.1e)", worst, tolerance);
+    }
+    free(ref_memory);
+    bfs_model_free(&model);
+}
+
+static void test_forward_matches_reference(void **state) {
+    check_parity(3, 0);
+    check_parity(8, 0);
+    check_parity(5, 1);
+    check_parity(8, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient checks (L = sum(out * R) for the ops; the MSE for the whole model)
+
+static const double GRAD_TOL = 1e-2;
+
+typedef double (*LossFn)(void *ctx);
+
+// Central differences for every entry of x; error relative to max(|numeric|, a tenth of the largest).
+static void check_gradient(const char *what, LossFn loss, void *ctx, float *x, const float *analytic, size_t n,
+                           float step) {
+    double *numeric = mallocCheck(n * sizeof(double));
+    double largest = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        float saved = x[i], plus = saved + step, minus = saved - step;
+        x[i] = plus;
+        double lp = loss(ctx);
+        x[i] = minus;
+        double lm = loss(ctx);
+        x[i] = saved;
+        numeric[i] = (lp - lm) / ((double)plus - minus);
+        largest = fmax(largest, fabs(numeric[i]));
+    }
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double error = fabs(analytic[i] - numeric[i]) / fmax(fmax(fabs(numeric[i]), 0.1 * largest), 1e-30);
+        if (!(error <= worst)) worst = error;
+    }
+    printf("  %-40s %5zu entries  max|grad| %.2e  max err %.2e\n", what, n, largest, worst);
+    if (!(largest > 0.0)) fail_msg("%s: all gradients zero", what);
+    if (!(worst <= GRAD_TOL)) fail_msg("%s: gradient error %.3e above %.0e", what, worst, GRAD_TOL);
+    free(numeric);
+}
+
+static float *random_array(size_t n, float scale, Rng *rng) {
+    float *x = mallocCheck(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = scale * (float)(2.0 * rng_uniform(rng) - 1.0);
+    return x;
+}
+
+static double weighted_sum(const float *out, const float *R, size_t n) {
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) sum += (double)out[i] * R[i];
+    return sum;
+}
+
+enum { AB = 2, AT = 5, AC = 9, AOFF = 3, AH = 2, AQK = 3, AHV = 4 };
+typedef struct {
+    float *q, *k, *v, *out, *att, *R;
+} AttentionCase;
+
+static double attention_loss(void *ctx) {
+    AttentionCase *a = ctx;
+    memset(a->out, 0, AB * AT * AC * sizeof(float));
+    bfs_attention_forward(a->out, a->att, a->q, a->k, a->v, AB, AT, AC, AOFF, AH, AQK, AHV);
+    return weighted_sum(a->out, a->R, AB * AT * AC);
+}
+
+static void test_attention_backward(void **state) {
+    Rng rng = rng_stream(21, 0, 0);
+    AttentionCase a = {random_array(AB * AT * AH * AQK, 1.5f, &rng), random_array(AB * AT * AH * AQK, 1.5f, &rng),
+                       random_array(AB * AT * AH * AHV, 1.0f, &rng), mallocCheck(AB * AT * AC * sizeof(float)),
+                       mallocCheck(AB * AH * AT * AT * sizeof(float)), random_array(AB * AT * AC, 1.0f, &rng)};
+    size_t nq = AB * AT * AH * AQK, nv = AB * AT * AH * AHV;
+    float *dq = callocCheck(nq, sizeof(float)), *dk = callocCheck(nq, sizeof(float)), *dv = callocCheck(nv, sizeof(float));
+    attention_loss(&a);
+    bfs_attention_backward(dq, dk, dv, a.R, a.q, a.k, a.v, a.att, AB, AT, AC, AOFF, AH, AQK, AHV);
+    check_gradient("bfs attention dq", attention_loss, &a, a.q, dq, nq, 1e-3f);
+    check_gradient("bfs attention dk", attention_loss, &a, a.k, dk, nq, 1e-3f);
+    check_gradient("bfs attention dv", attention_loss, &a, a.v, dv, nv, 1e-3f);
+    free(dq), free(dk), free(dv);
+    free(a.q), free(a.k), free(a.v), free(a.out), free(a.att), free(a.R);
+}
+
+enum { SR = 4, SC = 7, SOFF = 2, SW = 3 };
+typedef struct {
+    float *inp, *out, *R;
+} RowCase;
+
+static double squash_loss(void *ctx) {
+    RowCase *s = ctx;
+    bfs_squash_forward(s->out, s->inp, SR, SC, SOFF, SW);
+    return weighted_sum(s->out, s->R, SR * SC);
+}
+
+static double readout_loss(void *ctx) {
+    RowCase *s = ctx;
+    bfs_readout_forward(s->out, s->inp, 2, 2, SC, SOFF, SW);  // 2 examples of 2 tokens
+    return weighted_sum(s->out, s->R, 2);
+}
+
+static void test_squash_readout_backward(void **state) {
+    Rng rng = rng_stream(22, 0, 0);
+    RowCase s = {random_array(SR * SC, 1.0f, &rng), mallocCheck(SR * SC * sizeof(float)), random_array(SR * SC, 1.0f, &rng)};
+    float *dinp = callocCheck(SR * SC, sizeof(float));
+    bfs_squash_backward(dinp, s.R, s.inp, SR, SC, SOFF, SW);
+    check_gradient("bfs squash dinp", squash_loss, &s, s.inp, dinp, SR * SC, 1e-3f);
+    memset(dinp, 0, SR * SC * sizeof(float));
+    bfs_readout_backward(dinp, s.R, 2, 2, SC, SOFF, SW);
+    check_gradient("bfs readout dinp", readout_loss, &s, s.inp, dinp, SR * SC, 1e-2f);
+    free(dinp);
+    free(s.inp), free(s.out), free(s.R);
+}
+
+typedef struct {
+    BfsModel *model;
+    float *labels;
+    int B;
+} ModelCase;
+
+static double model_loss(void *ctx) {
+    ModelCase *c = ctx;
+    bfs_forward(c->model, c->B);
+    return bfs_mse(c->model, c->labels, c->B) * c->B;  // a sum: larger differences over float round-off
+}
+
+static void check_model_gradient(int n, int target_input) {
+    BfsConfig cfg = {n, target_input, BFS_DEFAULT_SCALE};
+    enum { B = 3 };
+    BfsModel model;
+    bfs_model_create(&model, &cfg, B, 1);
+    // Small random weights plus a tenth of the construction: softmaxes away from saturation, so
+    // every gradient is sizeable, and some structure so that the layers interact.
+    bfs_construct(&model);
+    Rng rng = rng_stream(23, (uint64_t)n, (uint64_t)target_input);
+    for (size_t i = 0; i < model.num_parameters; i++)
+        model.params_memory[i] = 0.1f * model.params_memory[i] + (float)(0.3 * rng_normal(&rng));
+    float labels[B];
+    bfs_make_batch(&model, labels, 9, 0, B);
+    float *input = mallocCheck((size_t)B * model.T * model.C * sizeof(float));
+    memcpy(input, model.x, (size_t)B * model.T * model.C * sizeof(float));
+    ModelCase c = {&model, labels, B};
+    bfs_forward(&model, B);
+    bfs_zero_grad(&model);
+    bfs_backward(&model, labels, B);
+    float *analytic = mallocCheck(model.num_parameters * sizeof(float));
+    for (size_t i = 0; i < model.num_parameters; i++) analytic[i] = model.grads_memory[i] * B;
+    // A second backward accumulates: the gradient doubles.
+    bfs_forward(&model, B);
+    bfs_backward(&model, labels, B);
+    for (size_t i = 0; i < model.num_parameters; i++)
+        assert_true(fabsf(model.grads_memory[i] * B - 2.0f * analytic[i]) <= 1e-5f * fabsf(analytic[i]) + 1e-7f);
+    for (int kind = 0; kind < BFS_NUM_KINDS; kind++) {
+        size_t size;
+        float *w = bfs_matrix(&model, &model.params, kind, 0, &size);
+        size_t offset = (size_t)(w - model.params_memory);
+        size_t count = model.param_sizes[kind];
+        char what[64];
+        snprintf(what, sizeof(what), "bfs N=%d%s %s", n, target_input ? " target" : "", BFS_KIND_NAMES[kind]);
+        check_gradient(what, model_loss, &c, w, analytic + offset, count, 1e-2f);
+        assert_memory_equal(model.x, input, (size_t)B * model.T * model.C * sizeof(float));  // input untouched
+    }
+    free(input);
+    free(analytic);
+    bfs_model_free(&model);
+}
+
+static void test_model_backward(void **state) {
+    check_model_gradient(3, 0);
+    check_model_gradient(4, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+
+typedef struct {
+    int status;
+    char *err;
+} Result;
+
+static const char *binary_path(void) {
+    const char *bin = getenv("PF_BIN");
+    return bin && bin[0] ? bin : "./pathformer";
+}
+
+static int temp_file(void) {
+    const char *base = getenv("TMPDIR");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/pathformer-bfs-io-XXXXXX", base && base[0] ? base : "/tmp");
+    int fd = mkostemp(path, O_CLOEXEC);
+    if (fd < 0) fail_msg("cannot create %s: %s", path, strerror(errno));
+    unlink(path);
+    return fd;
+}
+
+// Runs `pathformer args...` (NULL-terminated) with stdout discarded into a file; returns status and stderr.
+static Result run(const char *const *args) {
+    int out_fd = temp_file(), err_fd = temp_file();
+    int argc = 0;
+    while (args[argc]) argc++;
+    char **argv = mallocCheck(sizeof(char *) * (size_t)(argc + 2));
+    argv[0] = (char *)binary_path();
+    for (int i = 0; i < argc; i++) argv[i + 1] = (char *)args[i];
+    argv[argc + 1] = NULL;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out_fd, STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, err_fd, STDERR_FILENO);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &actions, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    free(argv);
+    if (rc != 0) fail_msg("cannot run %s: %s (set PF_BIN)", binary_path(), strerror(rc));
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
+    struct stat st;
+    if (fstat(err_fd, &st) != 0) fail_msg("fstat: %s", strerror(errno));
+    Result result = {0, mallocCheck((size_t)st.st_size + 1)};
+    if (pread(err_fd, result.err, (size_t)st.st_size, 0) != st.st_size) fail_msg("cannot read stderr");
+    result.err[st.st_size] = '\0';
+    close(out_fd);
+    close(err_fd);
+    if (WIFSIGNALED(status)) fail_msg("pathformer died of signal %d; stderr:\n%s", WTERMSIG(status), result.err);
+    result.status = WEXITSTATUS(status);
+    return result;
+}
+
+#define RUN(...) run((const char *const[]){__VA_ARGS__, NULL})
+
+static void expect_error(const char *keyword, Result result) {
+    const char *err = result.err;
+    size_t len = strlen(err);
+    if (result.status == 0) fail_msg("exit status 0 on bad input; stderr: %s", err);
+    if (strncmp(err, "pathformer: ", 12) != 0 || err[len - 1] != '\n' || strchr(err, '\n') != err + len - 1)
+        fail_msg("stderr is not one line starting 'pathformer: ':\n%s", err);
+    if (!strstr(err, keyword)) fail_msg("error does not mention '%s': %s", keyword, err);
+    free(result.err);
+}
+
+static void test_cli_bad_settings(void **state) {
+    expect_error("N must be in 3..", RUN("bfs", "eval", "--n", "2"));
+    expect_error("N must be in 3..", RUN("bfs", "robust", "--n", "99", "--steps", "1"));
+    expect_error("N must be in 3..", RUN("bfs", "noise", "--n", "-4"));
+    expect_error("unknown matrix 'reach_x'", RUN("bfs", "robust", "--matrix", "reach_x"));
+    expect_error("unknown matrix 'qkv'", RUN("bfs", "robust", "--matrix", "reach_q,qkv"));
+    expect_error("matrix index 5 does not exist", RUN("bfs", "robust", "--n", "4", "--index", "5", "--steps", "1"));
+    expect_error("--sigmas", RUN("bfs", "noise", "--sigmas", "0.1,abc"));
+    expect_error("--n-min", RUN("bfs", "sweep-n", "--n-min", "9", "--n-max", "4"));
+    expect_error("--n-max", RUN("bfs", "sweep-n", "--n-max", "200"));
+    expect_error("scale", RUN("bfs", "eval", "--scale", "0"));
+    expect_error("unknown subcommand 'train'", RUN("bfs", "train"));
+    expect_error("unknown option '--matrix'", RUN("bfs", "eval", "--matrix", "reach_q"));
+    expect_error("needs a value", RUN("bfs", "eval", "--n"));
+}
+
+static cJSON *read_json(const char *dir, const char *name) {
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    size_t size;
+    char *text = pf_read_file(path, &size);
+    if (!text) fail_msg("%s", pf_last_error());
+    cJSON *root = cJSON_Parse(text);
+    if (!root) fail_msg("%s is not JSON", path);
+    free(text);
+    return root;
+}
+
+// A Vega-Lite v5 spec with inlined data of at least `min_values` rows.
+static void expect_vega_lite(const char *dir, const char *name, int min_values) {
+    cJSON *spec = read_json(dir, name);
+    const cJSON *schema = cJSON_GetObjectItem(spec, "$schema");
+    assert_true(cJSON_IsString(schema) && strstr(schema->valuestring, "vega-lite/v5"));
+    const cJSON *values = cJSON_GetObjectItem(cJSON_GetObjectItem(spec, "data"), "values");
+    assert_true(cJSON_IsArray(values));
+    assert_true(cJSON_GetArraySize(values) >= min_values);
+    assert_true(cJSON_GetObjectItem(spec, "mark") || cJSON_GetObjectItem(spec, "layer"));
+    cJSON_Delete(spec);
+}
+
+static void remove_files(const char *dir, const char *const *names) {
+    char path[1024];
+    for (; *names; names++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, *names);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+static void test_cli_outputs(void **state) {
+    char dir[512];
+    test_scratch_dir(dir, sizeof(dir), "bfs");
+    Result r = RUN("bfs", "robust", "--n", "3", "--seeds", "2", "--steps", "4", "--batch", "8", "-n", "64", "--lr", "1e-3",
+                   "--threads", "1", "--out", dir);
+    if (r.status != 0) fail_msg("bfs robust failed: %s", r.err);
+    free(r.err);
+    cJSON *robust = read_json(dir, "robust.json");
+    const cJSON *table = cJSON_GetObjectItem(robust, "table");
+    assert_int_equal(cJSON_GetArraySize(table), BFS_NUM_KINDS);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(robust, "runs")), 2 * BFS_NUM_KINDS);
+    cJSON_Delete(robust);
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/robust_loss.csv", dir);
+    size_t size;
+    char *csv = pf_read_file(path, &size);
+    assert_non_null(csv);
+    int lines = 0;
+    for (char *c = csv; *c; c++) lines += *c == '\n';
+    assert_int_equal(lines, 1 + 2 * BFS_NUM_KINDS * 4);  // header + one row per step per run
+    free(csv);
+    expect_vega_lite(dir, "robust_loss.vl.json", 2 * BFS_NUM_KINDS);
+    expect_vega_lite(dir, "robust_recovered.vl.json", BFS_NUM_KINDS);
+
+    r = RUN("bfs", "noise", "--n", "3", "--sigmas", "0.01,1", "--seeds", "2", "-n", "64", "--threads", "1", "--out", dir);
+    if (r.status != 0) fail_msg("bfs noise failed: %s", r.err);
+    free(r.err);
+    cJSON *noise = read_json(dir, "noise.json");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(noise, "rows")), 2);
+    cJSON_Delete(noise);
+    expect_vega_lite(dir, "noise.vl.json", 4);
+
+    r = RUN("bfs", "sweep-n", "--n-min", "3", "--n-max", "4", "-n", "64", "--threads", "1", "--out", dir);
+    if (r.status != 0) fail_msg("bfs sweep-n failed: %s", r.err);
+    free(r.err);
+    cJSON *sweep = read_json(dir, "sweep_n.json");
+    const cJSON *rows = cJSON_GetObjectItem(sweep, "rows");
+    assert_int_equal(cJSON_GetArraySize(rows), 4);  // 2 sizes x 2 variants
+    for (const cJSON *row = rows->child; row; row = row->next)
+        assert_true(cJSON_GetObjectItem(row, "mse")->valuedouble < 1e-6);
+    cJSON_Delete(sweep);
+    expect_vega_lite(dir, "sweep_n.vl.json", 4);
+
+    const char *const names[] = {"robust.json", "robust_loss.csv", "robust_loss.vl.json", "robust_recovered.vl.json",
+                                 "noise.json", "noise.csv", "noise.vl.json", "sweep_n.json", "sweep_n.csv",
+                                 "sweep_n.vl.json", NULL};
+    remove_files(dir, names);
+}
+
+int main(void) {
+    ops_set_threads(1);  // small batches: threads only contend on a shared machine
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_construction_exact),
+        cmocka_unit_test(test_target_variant_exact),
+        cmocka_unit_test(test_forward_matches_reference),
+        cmocka_unit_test(test_attention_backward),
+        cmocka_unit_test(test_squash_readout_backward),
+        cmocka_unit_test(test_model_backward),
+        cmocka_unit_test(test_cli_bad_settings),
+        cmocka_unit_test(test_cli_outputs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
