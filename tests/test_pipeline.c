@@ -486,6 +486,19 @@ static void test_pipeline_stop_phase_resume(void **state) {
     assert_non_null(strstr(html, "More figures"));
     assert_non_null(strstr(html, "data-name=\"extra-demo\""));
     free(html);
+
+    // without Node: one line says the SVG export was skipped, and the HTML is still written
+    char *path = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
+    char report_path[700];
+    snprintf(report_path, sizeof(report_path), "%s/report.html", dir);
+    assert_int_equal(unlink(report_path), 0);
+    setenv("PATH", "/nonexistent", 1);
+    Result r = RUN("run", "--out", dir, "--phase", "report");
+    if (path) setenv("PATH", path, 1);
+    free(path);
+    if (r.status != 0 || !strstr(r.err, "node not found")) fail_msg("status %d, output:\n%s", r.status, r.err);
+    free(r.err);
+    assert_true(exists(dir, "report.html"));
 }
 
 // ---------------------------------------------------------------------------------------------
