@@ -7,6 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef PF_HAVE_BLAS
+#include <cblas.h>
+void openblas_set_num_threads(int num_threads);
+#endif
+
 #include "adam.h"
 #include "common.h"
 #include "config.h"
@@ -23,6 +28,36 @@ static int compare_doubles(const void *a, const void *b) {
 static double median(double *values, int n) {
     qsort(values, n, sizeof(double), compare_doubles);
     return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+// Median GFLOP/s of a 2048^3 single-precision GEMM through the BLAS with `threads` threads
+// (0 when the build has no BLAS). The BLAS is set back to one thread afterwards, as training uses it.
+static double gemm_peak_gflops(int threads, int repeats) {
+#ifdef PF_HAVE_BLAS
+    enum { DIM = 2048 };
+    float *a = mallocCheck(sizeof(float) * DIM * DIM), *b = mallocCheck(sizeof(float) * DIM * DIM);
+    float *c = mallocCheck(sizeof(float) * DIM * DIM);
+    for (size_t i = 0; i < (size_t)DIM * DIM; i++) {
+        a[i] = (float)(i % 7) * 0.25f;
+        b[i] = (float)(i % 5) * 0.5f;
+    }
+    openblas_set_num_threads(threads);
+    double rates[101];
+    for (int r = 0; r <= repeats; r++) {
+        double start = pf_now_seconds();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, DIM, DIM, DIM, 1.0f, a, DIM, b, DIM, 0.0f, c, DIM);
+        rates[r] = 2.0 * DIM * DIM * DIM / (pf_now_seconds() - start) / 1e9;
+    }
+    openblas_set_num_threads(1);
+    free(a);
+    free(b);
+    free(c);
+    return median(rates + 1, repeats);
+#else
+    (void)threads;
+    (void)repeats;
+    return 0.0;
+#endif
 }
 
 int main(int argc, char **argv) {
@@ -64,10 +99,15 @@ int main(int argc, char **argv) {
         infer[r] = batch_size / (pf_now_seconds() - start);
     }
     double c_train = median(train + 1, repeats), c_infer = median(infer + 1, repeats);
+    double peak = gemm_peak_gflops(threads, repeats);
     // forward ~18 MFLOP and training ~54 MFLOP per example at 16 dense positions (SPEC §7)
     printf("pathformer  (%s, %d threads, batch %d in micro-batches of %d, median of %d): train %.0f examples/s "
            "(%.1f dense-equivalent GFLOP/s), inference %.0f examples/s\n",
            ops_backend(), threads, batch_size, cfg.micro_batch, repeats, c_train, c_train * 54e-3, c_infer);
+    if (peak > 0.0)
+        printf("machine     single-precision GEMM peak (2048^3 sgemm, %d threads): %.1f GFLOP/s; training runs at "
+               "%.0f%% of it in dense-equivalent terms\n",
+               threads, peak, 100.0 * c_train * 54e-3 / peak);
 
     const char *python = getenv("PF_PYTHON") ? getenv("PF_PYTHON") : "/usr/bin/python3";
     char command[512];
