@@ -748,6 +748,7 @@ int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *o
            "recovered");
     for (int list = 0; list < num_lists; list++) {
         double *steps = mallocCheck((size_t)exp->seeds * sizeof(double));
+        double *befores = mallocCheck((size_t)exp->seeds * sizeof(double));
         double *finals = mallocCheck((size_t)exp->seeds * sizeof(double));
         int recovered = 0;
         for (int s = 0; s < exp->seeds; s++) {
@@ -773,6 +774,7 @@ int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *o
             double seconds = pf_now_seconds() - start;
             bfs_evaluate(&after, &model, exp->seed, exp->eval_count);
             if (at >= 0) steps[recovered++] = (double)at;
+            befores[s] = bfs_eval_mse(&before);
             finals[s] = bfs_eval_mse(&after);
             char recovered_text[32];
             if (at >= 0) snprintf(recovered_text, sizeof(recovered_text), "step %ld", at);
@@ -796,17 +798,20 @@ int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *o
         }
         const char *name = exp->kinds[list] >= 0 ? BFS_KIND_NAMES[exp->kinds[list]] : "random";
         double fraction = (double)recovered / exp->seeds;
-        double median_steps = median(steps, recovered), median_final = median(finals, exp->seeds);
+        double median_steps = median(steps, recovered), median_before = median(befores, exp->seeds);
+        double median_final = median(finals, exp->seeds);
         cJSON *row = cJSON_CreateObject();
         cJSON_AddStringToObject(row, "kind", name);
         cJSON_AddNumberToObject(row, "runs", exp->seeds);
         cJSON_AddNumberToObject(row, "recovered", recovered);
         cJSON_AddNumberToObject(row, "recovered_fraction", fraction);
         cJSON_AddNumberToObject(row, "median_steps_to_recover", median_steps);
+        cJSON_AddNumberToObject(row, "median_eval_mse_before", median_before);
         cJSON_AddNumberToObject(row, "median_final_eval_mse", median_final);
         cJSON_AddItemToArray(table, row);
         cJSON_AddItemToArray(bars, cJSON_Duplicate(row, 1));
         free(steps);
+        free(befores);
         free(finals);
     }
     bfs_model_free(&model);

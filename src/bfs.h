@@ -180,4 +180,9 @@ int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *o
 // Perturb every weight by sigma N(0, 1): noise.csv, noise.json, noise.vl.json.
 int bfs_run_noise(const BfsConfig *cfg, const BfsExperiment *exp, const char *out_dir);
 
+// out_dir/report.html (src/bfs_report.c): what was run, the summary table and the figures of the
+// experiment that wrote out_dir; argv (argc entries) are the arguments after `bfs`, subcommand
+// first. 0, or -1 with the error set (e.g. no node_modules with the plotting libraries).
+int bfs_write_report(const char *out_dir, int argc, char **argv);
+
 #endif

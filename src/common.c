@@ -121,6 +121,15 @@ int pf_write_file_atomic(const char *path, const void *data, size_t size) {
     return 0;
 }
 
+void pf_path_join(char *out, size_t size, const char *dir, const char *name) {
+    snprintf(out, size, "%s/%s", dir, name);
+}
+
+int pf_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
 int pf_mkdir_p(const char *path) {
     char buf[4096];
     size_t len = strlen(path);

@@ -173,18 +173,9 @@ int phase_lookup(const char *name) {
     return pf_fail("unknown phase '%s' (known: pretrain, eval-pretrained, tune, eval-tuned, report)", name);
 }
 
-static void path_join(char *out, size_t size, const char *dir, const char *name) {
-    snprintf(out, size, "%s/%s", dir, name);
-}
-
-static int file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 int experiment_load(ExperimentConfig *cfg, const char *run_dir) {
     char path[PF_PATH_MAX + 32];
-    path_join(path, sizeof(path), run_dir, "experiment.json");
+    pf_path_join(path, sizeof(path), run_dir, "experiment.json");
     size_t size;
     char *text = pf_read_file(path, &size);
     if (!text) return -1;
@@ -206,8 +197,8 @@ typedef struct {
 static int state_load(PhaseState *state, const char *run_dir) {
     memset(state, 0, sizeof(*state));
     char path[PF_PATH_MAX + 32];
-    path_join(path, sizeof(path), run_dir, "state.json");
-    if (!file_exists(path)) return 0;
+    pf_path_join(path, sizeof(path), run_dir, "state.json");
+    if (!pf_file_exists(path)) return 0;
     size_t size;
     char *text = pf_read_file(path, &size);
     if (!text) return -1;
@@ -239,7 +230,7 @@ static int state_save(const PhaseState *state, const char *run_dir) {
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     char path[PF_PATH_MAX + 32];
-    path_join(path, sizeof(path), run_dir, "state.json");
+    pf_path_join(path, sizeof(path), run_dir, "state.json");
     int rc = pf_write_file_atomic(path, text, strlen(text));
     free(text);
     return rc;
@@ -252,19 +243,19 @@ static int state_save(const PhaseState *state, const char *run_dir) {
 // ran to its last step (summary.json exists).
 static int run_training(const RunConfig *cfg, const char *run_dir, const char *sub, long stop_after, int *finished) {
     char dir[PF_PATH_MAX + 32], path[PF_PATH_MAX + 64];
-    path_join(dir, sizeof(dir), run_dir, sub);
+    pf_path_join(dir, sizeof(dir), run_dir, sub);
     snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-    int resume = file_exists(path);
+    int resume = pf_file_exists(path);
     if (!resume) {
         // a start that died before its first checkpoint: begin again
         snprintf(path, sizeof(path), "%s/config.json", dir);
-        if (file_exists(path) && unlink(path) != 0) return pf_fail("cannot remove %s: %s", path, strerror(errno));
+        if (pf_file_exists(path) && unlink(path) != 0) return pf_fail("cannot remove %s: %s", path, strerror(errno));
         snprintf(path, sizeof(path), "%s/train.csv", dir);
-        if (file_exists(path) && unlink(path) != 0) return pf_fail("cannot remove %s: %s", path, strerror(errno));
+        if (pf_file_exists(path) && unlink(path) != 0) return pf_fail("cannot remove %s: %s", path, strerror(errno));
     }
     int rc = train_run(cfg, dir, resume, stop_after);
     snprintf(path, sizeof(path), "%s/summary.json", dir);
-    *finished = rc == 0 && file_exists(path);
+    *finished = rc == 0 && pf_file_exists(path);
     return rc;
 }
 
@@ -293,7 +284,7 @@ static int run_evaluations(const ExperimentConfig *cfg, const char *run_dir, Pha
     Model model;
     if (load_model(&model, &cfg->pretrain, run_dir, sub) != 0) return -1;
     char dir[PF_PATH_MAX + 32];
-    path_join(dir, sizeof(dir), run_dir, "eval");
+    pf_path_join(dir, sizeof(dir), run_dir, "eval");
     int rc = pf_mkdir_p(dir);
     EvalResult *result = mallocCheck(sizeof(EvalResult));
     for (int i = 0; i < NUM_EVALS && rc == 0; i++) {
@@ -337,10 +328,10 @@ static int run_phase(const ExperimentConfig *cfg, const char *run_dir, Phase pha
 static int prepare_folder(const ExperimentConfig *cfg, const char *run_dir, const ExperimentOptions *options) {
     if (pf_mkdir_p(run_dir) != 0) return -1;
     char path[PF_PATH_MAX + 32];
-    path_join(path, sizeof(path), run_dir, "experiment.json");
+    pf_path_join(path, sizeof(path), run_dir, "experiment.json");
     char *json = experiment_to_json(cfg);
     int rc = 0;
-    if (file_exists(path)) {
+    if (pf_file_exists(path)) {
         ExperimentConfig saved;
         if (!options->resume && options->only_phase < 0) {
             rc = pf_fail("%s already holds a run; continue it with --resume or choose another --out", run_dir);

@@ -409,7 +409,8 @@ static const char *BFS_USAGE =
     "  --sigmas LIST    default 1e-6,1e-5,1e-4,1e-3,0.01,0.1,1\n"
     "  --seed S, --threads T, --out DIR (default runs/bfs-SUBCOMMAND)\n"
     "files: sweep_n.{csv,json}, robust_loss.csv, robust.json, noise.{csv,json}, and Vega-Lite v5\n"
-    "specs *.vl.json with their data inlined\n";
+    "specs *.vl.json with their data inlined; report.html shows the settings, a summary table and\n"
+    "the figures\n";
 
 static double bfs_parse_double(const char *option, const char *text, double lo, double hi) {
     char *end;
@@ -527,6 +528,11 @@ static int cmd_bfs(int argc, char **argv) {
     else if (is_noise) rc = bfs_run_noise(&cfg, &exp, out_dir);
     if (rc != 0) die_error();
     if (!is_eval) {
+        // The results are on disk already: a report that cannot be written is only noted.
+        if (bfs_write_report(out_dir, argc, argv) == 0)
+            fprintf(stderr, "report: %s/report.html\n", out_dir);
+        else
+            fprintf(stderr, "report: not written (%s)\n", pf_last_error());
         printf("results in %s\n", out_dir);
         return 0;
     }

@@ -27,18 +27,9 @@ static void on_interrupt(int signum) {
     interrupted = 1;
 }
 
-static void path_join(char *out, size_t size, const char *dir, const char *name) {
-    snprintf(out, size, "%s/%s", dir, name);
-}
-
-static int file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 int train_load_run_config(RunConfig *cfg, const char *run_dir) {
     char path[PF_PATH_MAX + 32];
-    path_join(path, sizeof(path), run_dir, "config.json");
+    pf_path_join(path, sizeof(path), run_dir, "config.json");
     size_t size;
     char *text = pf_read_file(path, &size);
     if (!text) return -1;
@@ -57,7 +48,7 @@ static int save_checkpoint(const Model *model, const AdamState *adam, const RunC
     snprintf(seed_text, sizeof(seed_text), "%llu", (unsigned long long)cfg->seed);
     const char *keys[] = {"step", "seed", "set"};
     const char *values[] = {step_text, seed_text, cfg->set};
-    path_join(path, sizeof(path), run_dir, "model.safetensors");
+    pf_path_join(path, sizeof(path), run_dir, "model.safetensors");
     if (model_save(model, path, 3, keys, values) != 0) return -1;
 
     StWriter writer;
@@ -70,7 +61,7 @@ static int save_checkpoint(const Model *model, const AdamState *adam, const RunC
     st_writer_metadata(&writer, "step", step_text);
     st_writer_metadata(&writer, "adam_step", adam_step);
     st_writer_metadata(&writer, "seed", seed_text);
-    path_join(path, sizeof(path), run_dir, "optimizer.safetensors");
+    pf_path_join(path, sizeof(path), run_dir, "optimizer.safetensors");
     int rc = st_writer_save(&writer, path);
     st_writer_free(&writer);
     return rc;
@@ -90,7 +81,7 @@ static long load_checkpoint(Model *model, AdamState *adam, const char *run_dir) 
     char path[PF_PATH_MAX + 32];
     StFile file;
     long model_step = 0, opt_step = 0, adam_step = 0;
-    path_join(path, sizeof(path), run_dir, "model.safetensors");
+    pf_path_join(path, sizeof(path), run_dir, "model.safetensors");
     if (st_load(&file, path) != 0) return -1;
     ModelConfig saved = model->config;
     int rc = model_config_from_file(&saved, &file);
@@ -101,7 +92,7 @@ static long load_checkpoint(Model *model, AdamState *adam, const char *run_dir) 
     st_free(&file);
     if (rc != 0) return rc;
 
-    path_join(path, sizeof(path), run_dir, "optimizer.safetensors");
+    pf_path_join(path, sizeof(path), run_dir, "optimizer.safetensors");
     if (st_load(&file, path) != 0) return -1;
     int64_t shape[1] = {(int64_t)adam->n};
     const float *m, *v;
@@ -173,7 +164,7 @@ static int write_summary(const RunConfig *cfg, const char *run_dir, long steps, 
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     char path[PF_PATH_MAX + 32];
-    path_join(path, sizeof(path), run_dir, "summary.json");
+    pf_path_join(path, sizeof(path), run_dir, "summary.json");
     int rc = pf_write_file_atomic(path, text, strlen(text));
     free(text);
     return rc;
@@ -273,7 +264,7 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
     if (pf_mkdir_p(run_dir) != 0) return -1;
 
     char *config_json = config_to_json(cfg);
-    path_join(path, sizeof(path), run_dir, "config.json");
+    pf_path_join(path, sizeof(path), run_dir, "config.json");
     if (resume) {
         RunConfig saved;
         if (train_load_run_config(&saved, run_dir) != 0) {
@@ -289,8 +280,8 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
         }
     } else {
         char model_path[PF_PATH_MAX + 32];
-        path_join(model_path, sizeof(model_path), run_dir, "model.safetensors");
-        if (file_exists(model_path) || file_exists(path)) {
+        pf_path_join(model_path, sizeof(model_path), run_dir, "model.safetensors");
+        if (pf_file_exists(model_path) || pf_file_exists(path)) {
             free(config_json);
             return pf_fail("%s already holds a run; continue it with --resume or choose another --out", run_dir);
         }
@@ -331,11 +322,11 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
     }
 
     char log_path[PF_PATH_MAX + 32];
-    path_join(log_path, sizeof(log_path), run_dir, "train.csv");
+    pf_path_join(log_path, sizeof(log_path), run_dir, "train.csv");
     FILE *log = NULL;
-    if (rc == 0 && resume && file_exists(log_path)) rc = truncate_log(log_path, start_step);
+    if (rc == 0 && resume && pf_file_exists(log_path)) rc = truncate_log(log_path, start_step);
     if (rc == 0) {
-        int fresh = !file_exists(log_path);
+        int fresh = !pf_file_exists(log_path);
         log = fopen(log_path, "a");
         if (!log) {
             rc = pf_fail("cannot open %s: %s", log_path, strerror(errno));

@@ -522,11 +522,30 @@ static void expect_vega_lite(const char *dir, const char *name, int min_values) 
     cJSON_Delete(spec);
 }
 
+// The experiment's report.html (written by every run with --out) shows each named figure and the
+// summary table; the report's own copies of the figures land in DIR/figures.
+static void expect_report(const char *dir, const char *const *figures) {
+    char report[1024], figure[1024];
+    snprintf(report, sizeof(report), "%s/report.html", dir);
+    size_t size;
+    char *html = pf_read_file(report, &size);
+    if (!html) fail_msg("%s", pf_last_error());
+    if (!strstr(html, "<h2>Results</h2>\n<table>")) fail_msg("%s has no results table", report);
+    for (; *figures; figures++) {
+        char id[128];
+        snprintf(id, sizeof(id), "id=\"figure-%s\"", *figures);
+        if (!strstr(html, id)) fail_msg("%s does not show the figure %s", report, *figures);
+        snprintf(figure, sizeof(figure), "%s/figures/%s.vl.json", dir, *figures);
+        if (access(figure, R_OK) != 0) fail_msg("the report did not save %s", figure);
+    }
+    free(html);
+}
+
 static void remove_files(const char *dir, const char *const *names) {
     char path[1024];
     for (; *names; names++) {
         snprintf(path, sizeof(path), "%s/%s", dir, *names);
-        unlink(path);
+        if (unlink(path) != 0) rmdir(path);  // a folder, emptied by the names before it
     }
     rmdir(dir);
 }
@@ -554,6 +573,7 @@ static void test_cli_outputs(void **state) {
     free(csv);
     expect_vega_lite(dir, "robust_loss.vl.json", 2 * BFS_NUM_KINDS);
     expect_vega_lite(dir, "robust_recovered.vl.json", BFS_NUM_KINDS);
+    expect_report(dir, (const char *const[]){"robust_loss", "robust_recovered", NULL});
 
     r = RUN("bfs", "noise", "--n", "3", "--sigmas", "0.01,1", "--seeds", "2", "-n", "64", "--threads", "1", "--out", dir);
     if (r.status != 0) fail_msg("bfs noise failed: %s", r.err);
@@ -562,6 +582,7 @@ static void test_cli_outputs(void **state) {
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(noise, "rows")), 2);
     cJSON_Delete(noise);
     expect_vega_lite(dir, "noise.vl.json", 4);
+    expect_report(dir, (const char *const[]){"noise", NULL});
 
     r = RUN("bfs", "sweep-n", "--n-min", "3", "--n-max", "4", "-n", "64", "--threads", "1", "--out", dir);
     if (r.status != 0) fail_msg("bfs sweep-n failed: %s", r.err);
@@ -573,10 +594,24 @@ static void test_cli_outputs(void **state) {
         assert_true(cJSON_GetObjectItem(row, "mse")->valuedouble < 1e-6);
     cJSON_Delete(sweep);
     expect_vega_lite(dir, "sweep_n.vl.json", 4);
+    expect_report(dir, (const char *const[]){"sweep_n", NULL});
+
+    // Without the plotting libraries the results are still written and the missing report is one
+    // line, not a failure.
+    setenv("PATHFORMER_HOME", dir, 1);
+    r = RUN("bfs", "sweep-n", "--n-min", "3", "--n-max", "3", "-n", "16", "--threads", "1", "--out", dir);
+    unsetenv("PATHFORMER_HOME");
+    if (r.status != 0) fail_msg("bfs sweep-n without node_modules failed: %s", r.err);
+    if (!strstr(r.err, "report: not written (")) fail_msg("no note about the missing report: %s", r.err);
+    free(r.err);
+    expect_vega_lite(dir, "sweep_n.vl.json", 2);
 
     const char *const names[] = {"robust.json", "robust_loss.csv", "robust_loss.vl.json", "robust_recovered.vl.json",
                                  "noise.json", "noise.csv", "noise.vl.json", "sweep_n.json", "sweep_n.csv",
-                                 "sweep_n.vl.json", NULL};
+                                 "sweep_n.vl.json", "report.html", "figures/robust_loss.vl.json",
+                                 "figures/robust_loss.svg", "figures/robust_recovered.vl.json",
+                                 "figures/robust_recovered.svg", "figures/noise.vl.json", "figures/noise.svg",
+                                 "figures/sweep_n.vl.json", "figures/sweep_n.svg", "figures", NULL};
     remove_files(dir, names);
 }
 
