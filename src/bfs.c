@@ -382,7 +382,8 @@ void bfs_forward(BfsModel *m, int B) {
     size_t TC = (size_t)T * C, TT = (size_t)T * T;
     for (int l = 0; l < m->L; l++) {
         float *x = layer_input(m, l), *y = layer_act(m, m->y, l, TC);
-        float *rq = layer_act(m, m->reach_q, l, (size_t)T * 2 * N), *rk = layer_act(m, m->reach_k, l, (size_t)T * 2 * N);
+        float *rq = layer_act(m, m->reach_q, l, (size_t)T * 2 * N),
+              *rk = layer_act(m, m->reach_k, l, (size_t)T * 2 * N);
         float *rv = layer_act(m, m->reach_v, l, (size_t)T * N * N), *ratt = layer_act(m, m->reach_att, l, N * TT);
         float *cq = layer_act(m, m->record_q, l, (size_t)T * RQ), *ck = layer_act(m, m->record_k, l, (size_t)T * RQ);
         float *cv = layer_act(m, m->record_v, l, (size_t)T * N), *catt = layer_act(m, m->record_att, l, TT);
@@ -415,7 +416,8 @@ void bfs_backward(BfsModel *m, const float *labels, int B) {
     BfsParams *g = &m->grads;
     for (int l = m->L - 1; l >= 0; l--) {
         float *x = layer_input(m, l), *y = layer_act(m, m->y, l, TC);
-        float *rq = layer_act(m, m->reach_q, l, (size_t)T * 2 * N), *rk = layer_act(m, m->reach_k, l, (size_t)T * 2 * N);
+        float *rq = layer_act(m, m->reach_q, l, (size_t)T * 2 * N),
+              *rk = layer_act(m, m->reach_k, l, (size_t)T * 2 * N);
         float *rv = layer_act(m, m->reach_v, l, (size_t)T * N * N), *ratt = layer_act(m, m->reach_att, l, N * TT);
         float *cq = layer_act(m, m->record_q, l, (size_t)T * RQ), *ck = layer_act(m, m->record_k, l, (size_t)T * RQ);
         float *cv = layer_act(m, m->record_v, l, (size_t)T * N), *catt = layer_act(m, m->record_att, l, TT);
@@ -649,17 +651,18 @@ int bfs_run_sweep_n(const BfsExperiment *exp, const char *out_dir) {
         cJSON_Delete(plot);
         return -1;
     }
-    return write_vega_lite(out_dir, "sweep_n.vl.json",
-                           "{\"title\": \"Hand-built BFS transformer: MSE per N (floored at 1e-12)\","
-                           " \"width\": 400, \"height\": 250, \"mark\": {\"type\": \"line\", \"point\": true},"
-                           " \"encoding\": {"
-                           "  \"x\": {\"field\": \"n\", \"type\": \"quantitative\", \"title\": \"N (vertices = layers)\"},"
-                           "  \"y\": {\"field\": \"mse\", \"type\": \"quantitative\", \"scale\": {\"type\": \"log\"},"
-                           "         \"title\": \"MSE\"},"
-                           "  \"color\": {\"field\": \"variant\", \"type\": \"nominal\"},"
-                           "  \"tooltip\": [{\"field\": \"n\"}, {\"field\": \"variant\"}, {\"field\": \"mse\"},"
-                           "              {\"field\": \"accuracy\"}]}}",
-                           plot);
+    return write_vega_lite(
+        out_dir, "sweep_n.vl.json",
+        "{\"title\": \"Hand-built BFS transformer: MSE per N (floored at 1e-12)\","
+        " \"width\": 400, \"height\": 250, \"mark\": {\"type\": \"line\", \"point\": true},"
+        " \"encoding\": {"
+        "  \"x\": {\"field\": \"n\", \"type\": \"quantitative\", \"title\": \"N (vertices = layers)\"},"
+        "  \"y\": {\"field\": \"mse\", \"type\": \"quantitative\", \"scale\": {\"type\": \"log\"},"
+        "         \"title\": \"MSE\"},"
+        "  \"color\": {\"field\": \"variant\", \"type\": \"nominal\"},"
+        "  \"tooltip\": [{\"field\": \"n\"}, {\"field\": \"variant\"}, {\"field\": \"mse\"},"
+        "              {\"field\": \"accuracy\"}]}}",
+        plot);
 }
 
 static void print_model_size(const BfsModel *m) {
@@ -908,7 +911,8 @@ int bfs_run_noise(const BfsConfig *cfg, const BfsExperiment *exp, const char *ou
             acc_before[s] = (double)before.correct / before.count;
             mse_after[s] = exp->steps > 0 ? bfs_eval_mse(&after) : NAN;
             double acc_after = exp->steps > 0 ? (double)after.correct / after.count : NAN;
-            fprintf(csv, "%g,%d,%.9g,%.9g,%.9g,%.9g\n", sigma, s, mse_before[s], acc_before[s], mse_after[s], acc_after);
+            fprintf(csv, "%g,%d,%.9g,%.9g,%.9g,%.9g\n", sigma, s, mse_before[s], acc_before[s], mse_after[s],
+                    acc_after);
             cJSON *point = cJSON_CreateObject();
             cJSON_AddNumberToObject(point, "sigma", sigma);
             cJSON_AddNumberToObject(point, "seed", s);

@@ -16,20 +16,8 @@
 
 static cJSON *read_summary(const char *dir, const char *name) {
     char path[PF_PATH_MAX + 64];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    size_t size;
-    char *text = pf_read_file(path, &size);
-    if (!text) return NULL;
-    cJSON *json = cJSON_Parse(text);
-    free(text);
-    if (!json) pf_fail("%s is not valid JSON", path);
-    return json;
-}
-
-// NaN where the key is missing or null (cJSON writes NaN, e.g. a median of no runs, as null).
-static double number_at(const cJSON *object, const char *key) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
-    return cJSON_IsNumber(item) ? item->valuedouble : NAN;
+    pf_path_join(path, sizeof(path), dir, name);
+    return report_read_json(path);
 }
 
 static void format_number(char *out, double v) {
@@ -91,16 +79,17 @@ static int add_figure(Report *report, const char *dir, const char *name, const c
 static void describe_model(char *out, size_t size, const cJSON *summary) {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(summary, "model");
     int target_input = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "target_input"));
-    snprintf(out, size, "N = %.0f, %s, score scale %g", number_at(model, "n"),
-             target_input ? "dist(1, t) with the target on the answer token" : "dist(1, 2)", number_at(model, "scale"));
+    snprintf(out, size, "N = %.0f, %s, score scale %g", report_json_number(model, "n"),
+             target_input ? "dist(1, t) with the target on the answer token" : "dist(1, 2)",
+             report_json_number(model, "scale"));
 }
 
 static int sweep_report(Report *report, const cJSON *summary, const char *dir) {
     const cJSON *rows = cJSON_GetObjectItemCaseSensitive(summary, "rows");
     int count = cJSON_GetArraySize(rows);
     if (count == 0) return pf_fail("%s/sweep_n.json has no rows", dir);
-    int n_min = (int)number_at(cJSON_GetArrayItem(rows, 0), "n");
-    int n_max = (int)number_at(cJSON_GetArrayItem(rows, count - 1), "n");
+    int n_min = (int)report_json_number(cJSON_GetArrayItem(rows, 0), "n");
+    int n_max = (int)report_json_number(cJSON_GetArrayItem(rows, count - 1), "n");
     if (n_min < BFS_MIN_N || n_max > BFS_MAX_N || n_min > n_max) return pf_fail("%s/sweep_n.json: bad N range", dir);
     char text[1024];
     snprintf(text, sizeof(text),
@@ -108,7 +97,8 @@ static int sweep_report(Report *report, const cJSON *summary, const char *dir) {
              "fresh random graphs per N and variant (seed %.0f), every attention score times %g (1 = the published "
              "12/30/42/7). Variants: dist(1, 2) as in the blog, and dist(1, t) with the target t given on the answer "
              "token. Accuracy: the rounded output equals the true distance.",
-             n_min, n_max, number_at(summary, "count"), number_at(summary, "seed"), number_at(summary, "scale"));
+             n_min, n_max, report_json_number(summary, "count"), report_json_number(summary, "seed"),
+             report_json_number(summary, "scale"));
     report_add_text(report, text);
 
     report_add_section(report, "Results");
@@ -118,13 +108,13 @@ static int sweep_report(Report *report, const cJSON *summary, const char *dir) {
     for (int i = 0; i < table_rows; i++) snprintf(c.text[5 * i], CELL_SIZE, "%d", n_min + i);
     const cJSON *row;
     cJSON_ArrayForEach(row, rows) {
-        int n = (int)number_at(row, "n");
+        int n = (int)report_json_number(row, "n");
         const cJSON *variant = cJSON_GetObjectItemCaseSensitive(row, "variant");
         if (n < n_min || n > n_max || !cJSON_IsString(variant)) continue;
         int column = strcmp(variant->valuestring, "dist(1,2)") == 0 ? 1 : 3;
         int at = 5 * (n - n_min) + column;
-        format_number(c.text[at], number_at(row, "mse"));
-        snprintf(c.text[at + 1], CELL_SIZE, "%.4f%%", 100.0 * number_at(row, "accuracy"));
+        format_number(c.text[at], report_json_number(row, "mse"));
+        snprintf(c.text[at + 1], CELL_SIZE, "%.4f%%", 100.0 * report_json_number(row, "accuracy"));
     }
     report_add_table(report, 5, header, table_rows, c.cells);
     cells_free(&c);
@@ -137,14 +127,15 @@ static int sweep_report(Report *report, const cJSON *summary, const char *dir) {
 static int robust_report(Report *report, const cJSON *summary, const char *dir) {
     char model[256], text[1024];
     describe_model(model, sizeof(model), summary);
-    double threshold = number_at(summary, "threshold"), steps = number_at(summary, "steps");
+    double threshold = report_json_number(summary, "threshold"), steps = report_json_number(summary, "steps");
     snprintf(text, sizeof(text),
              "The hand-built construction (%s) with one weight matrix replaced by N(0, 1) entries, then retrained "
              "with Adam (lr %g, batch %.0f, %.0f steps on fresh graphs). %.0f runs (seeds 0..%.0f) per damaged-matrix "
              "kind; 'random' draws the kind per run. A run recovers when its batch MSE falls below %g; the MSE before "
              "and after retraining is measured on %.0f fresh graphs (seed %.0f).",
-             model, number_at(summary, "lr"), number_at(summary, "batch"), steps, number_at(summary, "seeds"),
-             number_at(summary, "seeds") - 1, threshold, number_at(summary, "eval_count"), number_at(summary, "seed"));
+             model, report_json_number(summary, "lr"), report_json_number(summary, "batch"), steps,
+             report_json_number(summary, "seeds"), report_json_number(summary, "seeds") - 1, threshold,
+             report_json_number(summary, "eval_count"), report_json_number(summary, "seed"));
     report_add_text(report, text);
 
     report_add_section(report, "Results");
@@ -158,12 +149,12 @@ static int robust_report(Report *report, const cJSON *summary, const char *dir) 
         char (*cell)[CELL_SIZE] = &c.text[6 * i++];
         const cJSON *kind = cJSON_GetObjectItemCaseSensitive(row, "kind");
         snprintf(cell[0], CELL_SIZE, "%s", cJSON_IsString(kind) ? kind->valuestring : "?");
-        snprintf(cell[1], CELL_SIZE, "%.0f", number_at(row, "runs"));
-        snprintf(cell[2], CELL_SIZE, "%.0f (%.0f%%)", number_at(row, "recovered"),
-                 100.0 * number_at(row, "recovered_fraction"));
-        format_number(cell[3], number_at(row, "median_steps_to_recover"));
-        format_number(cell[4], number_at(row, "median_eval_mse_before"));
-        format_number(cell[5], number_at(row, "median_final_eval_mse"));
+        snprintf(cell[1], CELL_SIZE, "%.0f", report_json_number(row, "runs"));
+        snprintf(cell[2], CELL_SIZE, "%.0f (%.0f%%)", report_json_number(row, "recovered"),
+                 100.0 * report_json_number(row, "recovered_fraction"));
+        format_number(cell[3], report_json_number(row, "median_steps_to_recover"));
+        format_number(cell[4], report_json_number(row, "median_eval_mse_before"));
+        format_number(cell[5], report_json_number(row, "median_final_eval_mse"));
     }
     report_add_table(report, 6, header, table_rows, c.cells);
     cells_free(&c);
@@ -181,17 +172,17 @@ static int robust_report(Report *report, const cJSON *summary, const char *dir) 
 static int noise_report(Report *report, const cJSON *summary, const char *dir) {
     char model[256], text[1024];
     describe_model(model, sizeof(model), summary);
-    double retrain_steps = number_at(summary, "retrain_steps");
+    double retrain_steps = report_json_number(summary, "retrain_steps");
     int retrained = retrain_steps > 0;
     char retraining[256] = "not retrained (--steps 0)";
     if (retrained)
         snprintf(retraining, sizeof(retraining), "then retrained with Adam (lr %g, batch %.0f, %.0f steps)",
-                 number_at(summary, "lr"), number_at(summary, "batch"), retrain_steps);
+                 report_json_number(summary, "lr"), report_json_number(summary, "batch"), retrain_steps);
     snprintf(text, sizeof(text),
              "The hand-built construction (%s) with every weight perturbed by sigma N(0, 1), %s. %.0f runs "
              "(seeds 0..%.0f) per sigma; MSE and accuracy on %.0f fresh graphs (seed %.0f).",
-             model, retraining, number_at(summary, "seeds"), number_at(summary, "seeds") - 1,
-             number_at(summary, "eval_count"), number_at(summary, "seed"));
+             model, retraining, report_json_number(summary, "seeds"), report_json_number(summary, "seeds") - 1,
+             report_json_number(summary, "eval_count"), report_json_number(summary, "seed"));
     report_add_text(report, text);
 
     report_add_section(report, "Results");
@@ -204,12 +195,13 @@ static int noise_report(Report *report, const cJSON *summary, const char *dir) {
     const cJSON *row;
     cJSON_ArrayForEach(row, rows) {
         char (*cell)[CELL_SIZE] = &c.text[columns * i++];
-        snprintf(cell[0], CELL_SIZE, "%g", number_at(row, "sigma"));
-        snprintf(cell[1], CELL_SIZE, "%.0f", number_at(row, "runs"));
-        format_number(cell[2], number_at(row, "median_mse"));
-        snprintf(cell[3], CELL_SIZE, "%.3g..%.3g", number_at(row, "min_mse"), number_at(row, "max_mse"));
-        snprintf(cell[4], CELL_SIZE, "%.4f%%", 100.0 * number_at(row, "median_accuracy"));
-        if (retrained) format_number(cell[5], number_at(row, "median_mse_after_retraining"));
+        snprintf(cell[0], CELL_SIZE, "%g", report_json_number(row, "sigma"));
+        snprintf(cell[1], CELL_SIZE, "%.0f", report_json_number(row, "runs"));
+        format_number(cell[2], report_json_number(row, "median_mse"));
+        snprintf(cell[3], CELL_SIZE, "%.3g..%.3g", report_json_number(row, "min_mse"),
+                 report_json_number(row, "max_mse"));
+        snprintf(cell[4], CELL_SIZE, "%.4f%%", 100.0 * report_json_number(row, "median_accuracy"));
+        if (retrained) format_number(cell[5], report_json_number(row, "median_mse_after_retraining"));
     }
     report_add_table(report, columns, header, table_rows, c.cells);
     cells_free(&c);

@@ -432,21 +432,6 @@ static cJSON *distribution_figure(cJSON *values, const char *const *sets, int nu
 
 // ---------------------------------------------------------------------------------------------
 
-static cJSON *read_json(const char *path) {
-    size_t size;
-    char *text = pf_read_file(path, &size);
-    if (!text) return NULL;
-    cJSON *json = cJSON_Parse(text);
-    free(text);
-    if (!json) pf_fail("%s is not valid JSON", path);
-    return json;
-}
-
-static double number_at(const cJSON *object, const char *key) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
-    return cJSON_IsNumber(item) ? item->valuedouble : NAN;
-}
-
 static void format_number(char *out, size_t size, double v) {
     if (!isfinite(v))
         snprintf(out, size, "—");
@@ -465,10 +450,10 @@ static void format_seconds(char *out, size_t size, double s) {
 static void read_phase_seconds(const char *run_dir, double seconds[NUM_PHASES]) {
     char path[PF_PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/state.json", run_dir);
-    cJSON *state = read_json(path);
+    cJSON *state = report_read_json(path);
     cJSON *phases = cJSON_GetObjectItemCaseSensitive(state, "phases");
     for (int i = 0; i < NUM_PHASES; i++)
-        seconds[i] = number_at(cJSON_GetObjectItemCaseSensitive(phases, PHASE_NAMES[i]), "seconds");
+        seconds[i] = report_json_number(cJSON_GetObjectItemCaseSensitive(phases, PHASE_NAMES[i]), "seconds");
     cJSON_Delete(state);
 }
 
@@ -505,7 +490,7 @@ int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
     for (int i = 0; i < NUM_EVALS && rc == 0; i++) {
         char path[PF_PATH_MAX + 128];
         snprintf(path, sizeof(path), "%s/eval/%s.json", run_dir, EVALS[i].name);
-        if (!(evals[i] = read_json(path))) rc = -1;
+        if (!(evals[i] = report_read_json(path))) rc = -1;
     }
     if (rc != 0) {
         losslog_free(&pretrain.log);
@@ -540,9 +525,9 @@ int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
         cJSON_AddStringToObject(item, "title", EVALS[i].title);
         cJSON_AddStringToObject(item, "model", EVALS[i].phase == PHASE_EVAL_PRETRAINED ? "pre-trained" : "fine-tuned");
         cJSON_AddStringToObject(item, "set", EVALS[i].set);
-        cJSON_AddNumberToObject(item, "examples", number_at(evals[i], "examples"));
-        cJSON_AddNumberToObject(item, "mse", number_at(evals[i], "mse"));
-        cJSON_AddNumberToObject(item, "accuracy", number_at(evals[i], "accuracy"));
+        cJSON_AddNumberToObject(item, "examples", report_json_number(evals[i], "examples"));
+        cJSON_AddNumberToObject(item, "mse", report_json_number(evals[i], "mse"));
+        cJSON_AddNumberToObject(item, "accuracy", report_json_number(evals[i], "accuracy"));
         if (isfinite(EVALS[i].published_mse))
             cJSON_AddNumberToObject(item, "published_mse", EVALS[i].published_mse);
         else
@@ -558,14 +543,14 @@ int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
     for (int k = 0; k < 7; k++) {
         const cJSON *eval = evals[distribution_evals[k]];
         distribution_sets[k] = EVALS[distribution_evals[k]].set;
-        double total = number_at(eval, "examples");
+        double total = report_json_number(eval, "examples");
         const cJSON *label;
         cJSON_ArrayForEach(label, cJSON_GetObjectItemCaseSensitive(eval, "labels")) {
             cJSON *row = cJSON_CreateObject();
             cJSON_AddStringToObject(row, "set", distribution_sets[k]);
-            cJSON_AddNumberToObject(row, "label", number_at(label, "label"));
-            cJSON_AddNumberToObject(row, "count", number_at(label, "count"));
-            cJSON_AddNumberToObject(row, "fraction", number_at(label, "count") / total);
+            cJSON_AddNumberToObject(row, "label", report_json_number(label, "label"));
+            cJSON_AddNumberToObject(row, "count", report_json_number(label, "count"));
+            cJSON_AddNumberToObject(row, "fraction", report_json_number(label, "count") / total);
             cJSON_AddItemToArray(distribution, row);
         }
     }
@@ -578,12 +563,13 @@ int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
     // report.html
     Report *report = report_create("pathformer: pre-training, fine-tuning and off-distribution tests");
     char text[1024], a[64], b[64];
-    snprintf(text, sizeof(text),
-             "Preset '%s', seed %s, pathformer %s. Pre-training: %ld steps of %ld '%s' examples; fine-tuning: %ld steps "
-             "of %ld 'tune' examples from the pre-trained weights with a new Adam; %ld fresh examples per evaluation. "
-             "Published numbers are the blog's (SPEC §4: 9,600 steps of 2^15 examples, then 100 fine-tuning steps).",
-             cfg->preset, seed, PF_VERSION, pretrain.log.n, pretrain.batch_size, cfg->pretrain.set, tune.log.n,
-             tune.batch_size, cfg->eval_examples);
+    snprintf(
+        text, sizeof(text),
+        "Preset '%s', seed %s, pathformer %s. Pre-training: %ld steps of %ld '%s' examples; fine-tuning: %ld steps "
+        "of %ld 'tune' examples from the pre-trained weights with a new Adam; %ld fresh examples per evaluation. "
+        "Published numbers are the blog's (SPEC §4: 9,600 steps of 2^15 examples, then 100 fine-tuning steps).",
+        cfg->preset, seed, PF_VERSION, pretrain.log.n, pretrain.batch_size, cfg->pretrain.set, tune.log.n,
+        tune.batch_size, cfg->eval_examples);
     report_add_text(report, text);
 
     report_add_section(report, "Results");
@@ -591,9 +577,9 @@ int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
     const char *cells[NUM_EVALS * 7];
     char numbers[NUM_EVALS][4][32];
     for (int i = 0; i < NUM_EVALS; i++) {
-        snprintf(numbers[i][0], 32, "%.0f", number_at(evals[i], "examples"));
-        format_number(numbers[i][1], 32, number_at(evals[i], "mse"));
-        snprintf(numbers[i][2], 32, "%.2f%%", 100.0 * number_at(evals[i], "accuracy"));
+        snprintf(numbers[i][0], 32, "%.0f", report_json_number(evals[i], "examples"));
+        format_number(numbers[i][1], 32, report_json_number(evals[i], "mse"));
+        snprintf(numbers[i][2], 32, "%.2f%%", 100.0 * report_json_number(evals[i], "accuracy"));
         format_number(numbers[i][3], 32, EVALS[i].published_mse);
         const char *row[] = {EVALS[i].title, EVALS[i].set,
                              EVALS[i].phase == PHASE_EVAL_PRETRAINED ? "pre-trained" : "fine-tuned",
@@ -619,12 +605,13 @@ int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
                                  "Drag to pan, wheel to zoom.",
                                  figures[num_figures - 1]);
     figures[num_figures++] = label_loss_figure(&pretrain, "Pre-training loss per label", 1);
-    snprintf(text, sizeof(text),
-             "MSE of each true label (log scale, geometric mean over %d steps); dashed lines mark the detected phase "
-             "changes (the steepest point of the first stretch where the mean log-loss of the %d steps after a step is "
-             "at least %.0fx below that of the %d steps before it). Labels 1, 2, 3 and %d are picked at first, as in the "
-             "blog; click a legend entry to pick another (shift-click for more, double-click for none).",
-             label_smoothing(&pretrain), pretrain.window, PHASE_CHANGE_FACTOR, pretrain.window, pretrain.log.max_label);
+    snprintf(
+        text, sizeof(text),
+        "MSE of each true label (log scale, geometric mean over %d steps); dashed lines mark the detected phase "
+        "changes (the steepest point of the first stretch where the mean log-loss of the %d steps after a step is "
+        "at least %.0fx below that of the %d steps before it). Labels 1, 2, 3 and %d are picked at first, as in the "
+        "blog; click a legend entry to pick another (shift-click for more, double-click for none).",
+        label_smoothing(&pretrain), pretrain.window, PHASE_CHANGE_FACTOR, pretrain.window, pretrain.log.max_label);
     if (rc == 0) rc = report_add_vegalite(report, "pretrain-label-loss", text, figures[num_figures - 1]);
     const char *phase_header[] = {"label", "phase change at step"};
     const char *phase_cells[2 * PF_MAX_VERTICES];
@@ -654,7 +641,8 @@ int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
         if (hists[k].section) report_add_section(report, hists[k].section);
         if (hists[k].eval == 2) {
             figures[num_figures++] = label_loss_figure(&tune, "Fine-tuning loss per label", 0);
-            snprintf(text, sizeof(text), "Fine-tuning MSE of each true label (log scale, geometric mean over %d steps).",
+            snprintf(text, sizeof(text),
+                     "Fine-tuning MSE of each true label (log scale, geometric mean over %d steps).",
                      label_smoothing(&tune));
             rc = report_add_vegalite(report, "tune-label-loss", text,
                                      figures[num_figures - 1]);
@@ -668,12 +656,12 @@ int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
         figures[num_figures++] = histogram_figure(evals[hists[k].eval], text);
         char name[80], caption[512];
         snprintf(name, sizeof(name), "hist-%s", e->name);
-        format_number(a, sizeof(a), number_at(evals[hists[k].eval], "mse"));
+        format_number(a, sizeof(a), report_json_number(evals[hists[k].eval], "mse"));
         format_number(b, sizeof(b), e->published_mse);
         snprintf(caption, sizeof(caption),
                  "%s: model output against the true label, each label's column normalized, log colour; red ticks mark "
                  "the true value. MSE %s (published %s), accuracy %.2f%%.",
-                 e->title, a, b, 100.0 * number_at(evals[hists[k].eval], "accuracy"));
+                 e->title, a, b, 100.0 * report_json_number(evals[hists[k].eval], "accuracy"));
         rc = report_add_vegalite(report, name, caption, figures[num_figures - 1]);
     }
     if (rc == 0) rc = add_extra_figures(report, run_dir);

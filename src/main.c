@@ -66,7 +66,8 @@ static uint64_t parse_u64(const char *option, const char *text) {
     char *end;
     errno = 0;
     unsigned long long v = strtoull(text, &end, 10);
-    if (end == text || *end != '\0' || errno || text[0] == '-') die("option %s: '%s' is not a non-negative integer", option, text);
+    if (end == text || *end != '\0' || errno || text[0] == '-')
+        die("option %s: '%s' is not a non-negative integer", option, text);
     return v;
 }
 
@@ -95,7 +96,8 @@ static int cmd_gen(int argc, char **argv) {
         else if (strcmp(argv[i], "--seed") == 0) seed = parse_u64("--seed", need_value(argc, argv, &i));
         else if (strcmp(argv[i], "--step") == 0) step = parse_u64("--step", need_value(argc, argv, &i));
         else if (strcmp(argv[i], "-o") == 0) out_path = need_value(argc, argv, &i);
-        else if (strcmp(argv[i], "--threads") == 0) threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
+        else if (strcmp(argv[i], "--threads") == 0)
+            threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
         else if (strcmp(argv[i], "--histogram") == 0) histogram = 1;
         else if (strchr(argv[i], '=') && argv[i][0] != '-') {
             if (config_set(&cfg, argv[i]) != 0) die_error();
@@ -115,7 +117,8 @@ static int cmd_gen(int argc, char **argv) {
     for (long first = 0; first < count; first += CHUNK) {
         int n = (int)(count - first < CHUNK ? count - first : CHUNK);
 #pragma omp parallel for schedule(static)
-        for (int i = 0; i < n; i++) dataset_sample_keyed(&examples[i], &set, &cfg.data, seed, step, (uint64_t)(first + i));
+        for (int i = 0; i < n; i++)
+            dataset_sample_keyed(&examples[i], &set, &cfg.data, seed, step, (uint64_t)(first + i));
         for (int i = 0; i < n; i++) {
             example_write_jsonl(out, &examples[i]);
             label_count[examples[i].label]++;
@@ -145,15 +148,18 @@ static int cmd_train(int argc, char **argv) {
     long stop_after = 0;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--preset") == 0) preset = need_value(argc, argv, &i);
-        else if (strcmp(argv[i], "--stop-after") == 0) stop_after = parse_long("--stop-after", need_value(argc, argv, &i), 1, 1L << 40);
+        else if (strcmp(argv[i], "--stop-after") == 0)
+            stop_after = parse_long("--stop-after", need_value(argc, argv, &i), 1, 1L << 40);
         else if (strcmp(argv[i], "--config") == 0) config_path = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--out") == 0) out_dir = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--resume") == 0) resume = 1;
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             config_preset(&cfg, preset);
-            printf("usage: pathformer train [--preset NAME] [--config FILE.json] [--out DIR] [--resume] [--stop-after N]\n"
-                   "       [key=value ...]\n"
-                   "settings (preset %s):\n", preset);
+            printf(
+                "usage: pathformer train [--preset NAME] [--config FILE.json] [--out DIR] [--resume] [--stop-after N]\n"
+                "       [key=value ...]\n"
+                "settings (preset %s):\n",
+                preset);
             config_print_keys(stdout, &cfg);
             return 0;
         } else if (argv[i][0] == '-' || !strchr(argv[i], '=')) {
@@ -228,8 +234,10 @@ static int cmd_eval(int argc, char **argv) {
         else if (strcmp(argv[i], "-n") == 0) count = parse_long("-n", need_value(argc, argv, &i), 1, 1L << 40);
         else if (strcmp(argv[i], "--seed") == 0) seed = parse_u64("--seed", need_value(argc, argv, &i));
         else if (strcmp(argv[i], "--json") == 0) json_path = need_value(argc, argv, &i);
-        else if (strcmp(argv[i], "--threads") == 0) threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
-        else if (strcmp(argv[i], "--batch") == 0) capacity = (int)parse_long("--batch", need_value(argc, argv, &i), 1, 1 << 20);
+        else if (strcmp(argv[i], "--threads") == 0)
+            threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
+        else if (strcmp(argv[i], "--batch") == 0)
+            capacity = (int)parse_long("--batch", need_value(argc, argv, &i), 1, 1 << 20);
         else if (strchr(argv[i], '=') && argv[i][0] != '-') {
             if (config_set(&cfg, argv[i]) != 0) die_error();
         } else die("eval: unknown option '%s'", argv[i]);
@@ -269,7 +277,8 @@ static int cmd_predict(int argc, char **argv) {
         if (strcmp(argv[i], "--checkpoint") == 0) checkpoint = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "-i") == 0) in_path = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "-o") == 0) out_path = need_value(argc, argv, &i);
-        else if (strcmp(argv[i], "--threads") == 0) threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
+        else if (strcmp(argv[i], "--threads") == 0)
+            threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
         else if (strchr(argv[i], '=') && argv[i][0] != '-') {
             if (config_set(&cfg, argv[i]) != 0) die_error();
         } else die("predict: unknown option '%s'", argv[i]);

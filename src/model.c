@@ -21,7 +21,8 @@ int model_config_validate(const ModelConfig *cfg) {
         return pf_fail("seq_len must be in 1..%d (got %d)", PF_MAX_EDGES + 1, cfg->seq_len);
     if (cfg->d_model < 2 || cfg->d_model % 2 != 0 || cfg->d_model > 65536)
         return pf_fail("d_model must be even and in 2..65536 (got %d)", cfg->d_model);
-    if (cfg->n_layers < 1 || cfg->n_layers > 1024) return pf_fail("n_layers must be in 1..1024 (got %d)", cfg->n_layers);
+    if (cfg->n_layers < 1 || cfg->n_layers > 1024)
+        return pf_fail("n_layers must be in 1..1024 (got %d)", cfg->n_layers);
     if (cfg->n_heads < 1) return pf_fail("n_heads must be at least 1 (got %d)", cfg->n_heads);
     if (cfg->d_model % cfg->n_heads != 0)
         return pf_fail("d_model %d is not divisible by n_heads %d", cfg->d_model, cfg->n_heads);
@@ -429,7 +430,8 @@ int model_config_from_file(ModelConfig *cfg, const StFile *file) {
     const StTensor *emb = st_find(file, "embedding.weight");
     const StTensor *fc1 = st_find(file, "transformer_encoder.layers.0.linear1.weight");
     if (!emb || emb->ndim != 2) return pf_fail("checkpoint has no 2-D tensor 'embedding.weight'");
-    if (!fc1 || fc1->ndim != 2) return pf_fail("checkpoint has no 2-D tensor 'transformer_encoder.layers.0.linear1.weight'");
+    if (!fc1 || fc1->ndim != 2)
+        return pf_fail("checkpoint has no 2-D tensor 'transformer_encoder.layers.0.linear1.weight'");
     // shapes first, then metadata where present (it must agree: model_load_params checks every shape)
     cfg->vocab = (int)emb->shape[0];
     cfg->d_model = (int)emb->shape[1] * 2;

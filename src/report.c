@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <libgen.h>
+#include <math.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -377,4 +378,19 @@ int report_write(const Report *report, const char *dir) {
     free(html.data);
     if (rc == 0 && num_figures > 0) export_svg(assets, figures);
     return rc;
+}
+
+cJSON *report_read_json(const char *path) {
+    size_t size;
+    char *text = pf_read_file(path, &size);
+    if (!text) return NULL;
+    cJSON *json = cJSON_Parse(text);
+    free(text);
+    if (!json) pf_fail("%s is not valid JSON", path);
+    return json;
+}
+
+double report_json_number(const cJSON *object, const char *key) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
+    return cJSON_IsNumber(item) ? item->valuedouble : NAN;
 }

@@ -34,7 +34,8 @@ static double check_exact(int n, int target_input, float scale, long count) {
     double mse = bfs_eval_mse(&r);
     printf("  N=%2d %s scale %g: %ld graphs, MSE %.3e, max |err| %.3e, unreachable %ld\n", n,
            target_input ? "dist(1,t)" : "dist(1,2)", (double)scale, r.count, mse, r.max_error, r.label_count[n + 1]);
-    if (r.correct != r.count) fail_msg("N=%d: %ld of %ld graphs rounded to a wrong distance", n, r.count - r.correct, r.count);
+    if (r.correct != r.count)
+        fail_msg("N=%d: %ld of %ld graphs rounded to a wrong distance", n, r.count - r.correct, r.count);
     // the sample must exercise the unreachable label and several distances
     assert_true(r.label_count[n + 1] > 0);
     assert_true(r.label_count[1] > 0 && r.label_count[2] > 0);
@@ -87,15 +88,22 @@ typedef struct {
 } RefLayout;
 
 static RefLayout ref_layout(int N, int target_input) {
-    RefLayout r = {N, (target_input ? 5 : 4) * N + 2, target_input ? 3 + N : 3, target_input, N + 1, 2 * N + 1, 3 * N + 1,
-                   4 * N + 1, 0};
+    RefLayout r = {N,
+                   (target_input ? 5 : 4) * N + 2,
+                   target_input ? 3 + N : 3,
+                   target_input,
+                   N + 1,
+                   2 * N + 1,
+                   3 * N + 1,
+                   4 * N + 1,
+                   0};
     r.notans = r.C - 1;
     return r;
 }
 
 // Adds one head's output to y (T, C) at column `offset`: softmax over tokens of (Wq x_t . Wk x_s), Wv x_s.
-static void ref_head(double *y, const double *x, const float *wq, const float *wk, const float *wv, int T, int C, int QK,
-                     int HV, int offset) {
+static void ref_head(double *y, const double *x, const float *wq, const float *wk, const float *wv, int T, int C,
+                     int QK, int HV, int offset) {
     double q[64][64], k[64][64], v[64][64];
     for (int t = 0; t < T; t++) {
         for (int r = 0; r < QK; r++) {
@@ -142,9 +150,10 @@ static double ref_forward(const RefLayout *L, const BfsParams *p, const Graph *g
     for (int layer = 0; layer < N; layer++) {
         memcpy(y, x, (size_t)T * C * sizeof(double));
         for (int j = 0; j < N; j++)
-            ref_head(y, x, p->reach_q + j * 2 * C, p->reach_k + j * 2 * C, p->reach_v + j * N * C, T, C, 2, N, L->reach);
-        ref_head(y, x, p->record_q + layer * L->RQ * C, p->record_k + layer * L->RQ * C, p->record_v + layer * N * C, T, C,
-                 L->RQ, N, L->out);
+            ref_head(y, x, p->reach_q + j * 2 * C, p->reach_k + j * 2 * C, p->reach_v + j * N * C, T, C, 2, N,
+                     L->reach);
+        ref_head(y, x, p->record_q + layer * L->RQ * C, p->record_k + layer * L->RQ * C, p->record_v + layer * N * C, T,
+                 C, L->RQ, N, L->out);
         for (int t = 0; t < T; t++)
             for (int c = 0; c < C; c++) {
                 double value = y[t * C + c];
@@ -204,7 +213,8 @@ static void check_parity(int n, int target_input) {
     bfs_construct(&model);
     float *ref_memory = callocCheck(model.num_parameters, sizeof(float));
     BfsParams ref;
-    float **ref_slots[BFS_NUM_KINDS] = {&ref.reach_q, &ref.reach_k, &ref.reach_v, &ref.record_q, &ref.record_k, &ref.record_v};
+    float **ref_slots[BFS_NUM_KINDS] = {&ref.reach_q,  &ref.reach_k,  &ref.reach_v,
+                                        &ref.record_q, &ref.record_k, &ref.record_v};
     for (int kind = 0; kind < BFS_NUM_KINDS; kind++) {
         size_t size;
         *ref_slots[kind] = ref_memory + (bfs_matrix(&model, &model.params, kind, 0, &size) - model.params_memory);
@@ -240,7 +250,8 @@ static void check_parity(int n, int target_input) {
         // float32 against double: round-off grows by up to the squash's slope 2.5 per layer on random
         // weights (measured 3e-7 at N = 3, 1.7e-4 at N = 8); a wrong product costs orders more.
         double tolerance = weights ? 5e-7 * pow(2.5, n) : 1e-6;
-        if (!(worst < tolerance)) fail_msg("forward differs from the reference by %.3e (tolerance %.1e)", worst, tolerance);
+        if (!(worst < tolerance))
+            fail_msg("forward differs from the reference by %.3e (tolerance %.1e)", worst, tolerance);
     }
     free(ref_memory);
     bfs_model_free(&model);
@@ -316,7 +327,8 @@ static void test_attention_backward(void **state) {
                        random_array(AB * AT * AH * AHV, 1.0f, &rng), mallocCheck(AB * AT * AC * sizeof(float)),
                        mallocCheck(AB * AH * AT * AT * sizeof(float)), random_array(AB * AT * AC, 1.0f, &rng)};
     size_t nq = AB * AT * AH * AQK, nv = AB * AT * AH * AHV;
-    float *dq = callocCheck(nq, sizeof(float)), *dk = callocCheck(nq, sizeof(float)), *dv = callocCheck(nv, sizeof(float));
+    float *dq = callocCheck(nq, sizeof(float)), *dk = callocCheck(nq, sizeof(float)),
+          *dv = callocCheck(nv, sizeof(float));
     attention_loss(&a);
     bfs_attention_backward(dq, dk, dv, a.R, a.q, a.k, a.v, a.att, AB, AT, AC, AOFF, AH, AQK, AHV);
     check_gradient("bfs attention dq", attention_loss, &a, a.q, dq, nq, 1e-3f);
@@ -345,7 +357,8 @@ static double readout_loss(void *ctx) {
 
 static void test_squash_readout_backward(void **state) {
     Rng rng = rng_stream(22, 0, 0);
-    RowCase s = {random_array(SR * SC, 1.0f, &rng), mallocCheck(SR * SC * sizeof(float)), random_array(SR * SC, 1.0f, &rng)};
+    RowCase s = {random_array(SR * SC, 1.0f, &rng), mallocCheck(SR * SC * sizeof(float)),
+                 random_array(SR * SC, 1.0f, &rng)};
     float *dinp = callocCheck(SR * SC, sizeof(float));
     bfs_squash_backward(dinp, s.R, s.inp, SR, SC, SOFF, SW);
     check_gradient("bfs squash dinp", squash_loss, &s, s.inp, dinp, SR * SC, 1e-3f);
@@ -553,8 +566,8 @@ static void remove_files(const char *dir, const char *const *names) {
 static void test_cli_outputs(void **state) {
     char dir[512];
     test_scratch_dir(dir, sizeof(dir), "bfs");
-    Result r = RUN("bfs", "robust", "--n", "3", "--seeds", "2", "--steps", "4", "--batch", "8", "-n", "64", "--lr", "1e-3",
-                   "--threads", "1", "--out", dir);
+    Result r = RUN("bfs", "robust", "--n", "3", "--seeds", "2", "--steps", "4", "--batch", "8", "-n", "64", "--lr",
+                   "1e-3", "--threads", "1", "--out", dir);
     if (r.status != 0) fail_msg("bfs robust failed: %s", r.err);
     free(r.err);
     cJSON *robust = read_json(dir, "robust.json");
@@ -575,7 +588,8 @@ static void test_cli_outputs(void **state) {
     expect_vega_lite(dir, "robust_recovered.vl.json", BFS_NUM_KINDS);
     expect_report(dir, (const char *const[]){"robust_loss", "robust_recovered", NULL});
 
-    r = RUN("bfs", "noise", "--n", "3", "--sigmas", "0.01,1", "--seeds", "2", "-n", "64", "--threads", "1", "--out", dir);
+    r = RUN("bfs", "noise", "--n", "3", "--sigmas", "0.01,1", "--seeds", "2", "-n", "64", "--threads", "1", "--out",
+            dir);
     if (r.status != 0) fail_msg("bfs noise failed: %s", r.err);
     free(r.err);
     cJSON *noise = read_json(dir, "noise.json");

@@ -531,7 +531,8 @@ static void test_predict_round_trip(void **state) {
     assert_int_equal(parse_lines(predict.out, outputs, N), N);
     for (int i = 0; i < N; i++) {
         const cJSON *prediction = cJSON_GetObjectItemCaseSensitive(outputs[i], "prediction");
-        if (!cJSON_IsNumber(prediction) || !isfinite(prediction->valuedouble)) fail_msg("line %d: no prediction", i + 1);
+        if (!cJSON_IsNumber(prediction) || !isfinite(prediction->valuedouble))
+            fail_msg("line %d: no prediction", i + 1);
         assert_int_equal(int_field(outputs[i], "target"), int_field(inputs[i], "target"));
         assert_int_equal(int_field(outputs[i], "distance"), int_field(inputs[i], "distance"));
     }

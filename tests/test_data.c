@@ -609,7 +609,8 @@ static void test_jsonl_rejects_malformed(void **state) {
     DataConfig cfg = data_config_default();
     char too_many[1024];
     int used = snprintf(too_many, sizeof(too_many), "{\"edges\": [");
-    for (int e = 0; e < 16; e++) used += snprintf(too_many + used, sizeof(too_many) - (size_t)used, "%s[1,2]", e ? "," : "");
+    for (int e = 0; e < 16; e++)
+        used += snprintf(too_many + used, sizeof(too_many) - (size_t)used, "%s[1,2]", e ? "," : "");
     snprintf(too_many + used, sizeof(too_many) - (size_t)used, "], \"target\": 2}");
     struct {
         const char *line;
@@ -641,7 +642,8 @@ static void test_jsonl_rejects_malformed(void **state) {
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         Example ex;
-        if (example_parse_jsonl(&ex, cases[i].line, &cfg) != -1) fail_msg("case %zu was accepted: %s", i, cases[i].line);
+        if (example_parse_jsonl(&ex, cases[i].line, &cfg) != -1)
+            fail_msg("case %zu was accepted: %s", i, cases[i].line);
         const char *msg = pf_last_error();
         if (!strstr(msg, cases[i].message)) fail_msg("case %zu: message '%s' lacks '%s'", i, msg, cases[i].message);
         assert_null(strchr(msg, '\n'));

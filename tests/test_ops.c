@@ -292,7 +292,8 @@ static void test_attention_packed_matches_padded(void **state) {
         memcpy(packed_qkv + (size_t)r * 3 * C, qkv + (size_t)rows[r] * 3 * C, 3 * C * sizeof(float));
         memcpy(packed_dout + (size_t)r * C, dout + (size_t)rows[r] * C, C * sizeof(float));
     }
-    float *out = mallocCheck((size_t)B * T * C * sizeof(float)), *att = mallocCheck((size_t)B * NH * T * T * sizeof(float));
+    float *out = mallocCheck((size_t)B * T * C * sizeof(float)),
+          *att = mallocCheck((size_t)B * NH * T * T * sizeof(float));
     float *packed_out = mallocCheck((size_t)N * C * sizeof(float));
     float *packed_att = mallocCheck((size_t)B * NH * T * T * sizeof(float));
     float *dqkv = callocCheck(padded_qkv, sizeof(float)), *packed_dqkv = callocCheck((size_t)N * 3 * C, sizeof(float));
@@ -313,8 +314,10 @@ static void test_attention_packed_matches_padded(void **state) {
 
     // last_only: one query per example (its last row), the same values as the full computation's
     // last rows; with the output gradient only on those rows, the same dqkv.
-    float *last_out = mallocCheck((size_t)B * C * sizeof(float)), *last_dout = mallocCheck((size_t)B * C * sizeof(float));
-    float *last_dqkv = callocCheck((size_t)N * 3 * C, sizeof(float)), *full_dqkv = callocCheck((size_t)N * 3 * C, sizeof(float));
+    float *last_out = mallocCheck((size_t)B * C * sizeof(float)),
+          *last_dout = mallocCheck((size_t)B * C * sizeof(float));
+    float *last_dqkv = callocCheck((size_t)N * 3 * C, sizeof(float)),
+          *full_dqkv = callocCheck((size_t)N * 3 * C, sizeof(float));
     float *sparse_dout = callocCheck((size_t)N * C, sizeof(float));
     for (int b = 0; b < B; b++) {
         int last = offsets[b + 1] - 1;
@@ -329,7 +332,8 @@ static void test_attention_packed_matches_padded(void **state) {
         for (int i = 0; i < C; i++)
             max_last_out = fmax(max_last_out, fabs(last_out[(size_t)b * C + i] -
                                                    packed_out[(size_t)(offsets[b + 1] - 1) * C + i]));
-    for (size_t i = 0; i < (size_t)N * 3 * C; i++) max_last_grad = fmax(max_last_grad, fabs(last_dqkv[i] - full_dqkv[i]));
+    for (size_t i = 0; i < (size_t)N * 3 * C; i++)
+        max_last_grad = fmax(max_last_grad, fabs(last_dqkv[i] - full_dqkv[i]));
     printf("attention last_only vs full: max|out diff| %.2e, max|dqkv diff| %.2e\n", max_last_out, max_last_grad);
     assert_true(max_last_out == 0.0);
     assert_true(max_last_grad < 1e-6);

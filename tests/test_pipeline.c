@@ -369,7 +369,8 @@ static void check_run_folder(const char *dir) {
     for (int i = 0; i < NUM_PHASES; i++) {
         cJSON *phase = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(state, "phases"),
                                                         PHASE_NAMES[i]);
-        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(phase, "done"))) fail_msg("phase %s not done", PHASE_NAMES[i]);
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(phase, "done")))
+            fail_msg("phase %s not done", PHASE_NAMES[i]);
     }
     cJSON_Delete(state);
 
