@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,7 +17,6 @@
 #include "ops.h"
 #include "rng.h"
 
-extern char **environ;
 
 // ---------------------------------------------------------------------------------------------
 // The construction against BFS
@@ -430,69 +428,16 @@ static void test_model_backward(void **state) {
 // ---------------------------------------------------------------------------------------------
 // The command line
 
-typedef struct {
-    int status;
-    char *err;
-} Result;
+#define RUN(...) TEST_RUN(NULL, __VA_ARGS__)
 
-static const char *binary_path(void) {
-    const char *bin = getenv("PF_BIN");
-    return bin && bin[0] ? bin : "./pathformer";
-}
-
-static int temp_file(void) {
-    const char *base = getenv("TMPDIR");
-    char path[512];
-    snprintf(path, sizeof(path), "%s/pathformer-bfs-io-XXXXXX", base && base[0] ? base : "/tmp");
-    int fd = mkostemp(path, O_CLOEXEC);
-    if (fd < 0) fail_msg("cannot create %s: %s", path, strerror(errno));
-    unlink(path);
-    return fd;
-}
-
-// Runs `pathformer args...` (NULL-terminated) with stdout discarded into a file; returns status and stderr.
-static Result run(const char *const *args) {
-    int out_fd = temp_file(), err_fd = temp_file();
-    int argc = 0;
-    while (args[argc]) argc++;
-    char **argv = mallocCheck(sizeof(char *) * (size_t)(argc + 2));
-    argv[0] = (char *)binary_path();
-    for (int i = 0; i < argc; i++) argv[i + 1] = (char *)args[i];
-    argv[argc + 1] = NULL;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out_fd, STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, err_fd, STDERR_FILENO);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &actions, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    free(argv);
-    if (rc != 0) fail_msg("cannot run %s: %s (set PF_BIN)", binary_path(), strerror(rc));
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
-    struct stat st;
-    if (fstat(err_fd, &st) != 0) fail_msg("fstat: %s", strerror(errno));
-    Result result = {0, mallocCheck((size_t)st.st_size + 1)};
-    if (pread(err_fd, result.err, (size_t)st.st_size, 0) != st.st_size) fail_msg("cannot read stderr");
-    result.err[st.st_size] = '\0';
-    close(out_fd);
-    close(err_fd);
-    if (WIFSIGNALED(status)) fail_msg("pathformer died of signal %d; stderr:\n%s", WTERMSIG(status), result.err);
-    result.status = WEXITSTATUS(status);
-    return result;
-}
-
-#define RUN(...) run((const char *const[]){__VA_ARGS__, NULL})
-
-static void expect_error(const char *keyword, Result result) {
+static void expect_error(const char *keyword, TestResult result) {
     const char *err = result.err;
     size_t len = strlen(err);
     if (result.status == 0) fail_msg("exit status 0 on bad input; stderr: %s", err);
     if (strncmp(err, "pathformer: ", 12) != 0 || err[len - 1] != '\n' || strchr(err, '\n') != err + len - 1)
         fail_msg("stderr is not one line starting 'pathformer: ':\n%s", err);
     if (!strstr(err, keyword)) fail_msg("error does not mention '%s': %s", keyword, err);
-    free(result.err);
+    test_result_free(&result);
 }
 
 static void test_cli_bad_settings(void **state) {
@@ -566,10 +511,10 @@ static void remove_files(const char *dir, const char *const *names) {
 static void test_cli_outputs(void **state) {
     char dir[512];
     test_scratch_dir(dir, sizeof(dir), "bfs");
-    Result r = RUN("bfs", "robust", "--n", "3", "--seeds", "2", "--steps", "4", "--batch", "8", "-n", "64", "--lr",
+    TestResult r = RUN("bfs", "robust", "--n", "3", "--seeds", "2", "--steps", "4", "--batch", "8", "-n", "64", "--lr",
                    "1e-3", "--threads", "1", "--out", dir);
     if (r.status != 0) fail_msg("bfs robust failed: %s", r.err);
-    free(r.err);
+    test_result_free(&r);
     cJSON *robust = read_json(dir, "robust.json");
     const cJSON *table = cJSON_GetObjectItem(robust, "table");
     assert_int_equal(cJSON_GetArraySize(table), BFS_NUM_KINDS);
@@ -591,7 +536,7 @@ static void test_cli_outputs(void **state) {
     r = RUN("bfs", "noise", "--n", "3", "--sigmas", "0.01,1", "--seeds", "2", "-n", "64", "--threads", "1", "--out",
             dir);
     if (r.status != 0) fail_msg("bfs noise failed: %s", r.err);
-    free(r.err);
+    test_result_free(&r);
     cJSON *noise = read_json(dir, "noise.json");
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(noise, "rows")), 2);
     cJSON_Delete(noise);
@@ -600,7 +545,7 @@ static void test_cli_outputs(void **state) {
 
     r = RUN("bfs", "sweep-n", "--n-min", "3", "--n-max", "4", "-n", "64", "--threads", "1", "--out", dir);
     if (r.status != 0) fail_msg("bfs sweep-n failed: %s", r.err);
-    free(r.err);
+    test_result_free(&r);
     cJSON *sweep = read_json(dir, "sweep_n.json");
     const cJSON *rows = cJSON_GetObjectItem(sweep, "rows");
     assert_int_equal(cJSON_GetArraySize(rows), 4);  // 2 sizes x 2 variants
@@ -617,7 +562,7 @@ static void test_cli_outputs(void **state) {
     unsetenv("PATHFORMER_HOME");
     if (r.status != 0) fail_msg("bfs sweep-n without node_modules failed: %s", r.err);
     if (!strstr(r.err, "report: not written (")) fail_msg("no note about the missing report: %s", r.err);
-    free(r.err);
+    test_result_free(&r);
     expect_vega_lite(dir, "sweep_n.vl.json", 2);
 
     const char *const names[] = {"robust.json", "robust_loss.csv", "robust_loss.vl.json", "robust_recovered.vl.json",

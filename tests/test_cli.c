@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -19,115 +18,23 @@
 
 #include "safetensors.h"
 
-extern char **environ;
-
 // ---------------------------------------------------------------------------------------------
-// Running the binary
-
-typedef struct {
-    pid_t pid;
-    int out_fd, err_fd;   // unlinked temporary files holding the child's stdout and stderr
-} Child;
-
-typedef struct {
-    int status;   // exit status (a death by signal fails the test instead)
-    char *out, *err;
-} Result;
+// Running the binary (test_run and friends from testutil.h)
 
 // Scratch root for every test's files; the fixture model is trained once into it.
 static char scratch_root[512];
 static char fixture_dir[600];
 static char fixture_model[700];
 
-static const char *binary_path(void) {
-    const char *bin = getenv("PF_BIN");
-    return bin && bin[0] ? bin : "./pathformer";
-}
+#define RUN TEST_RUN
 
-// An unlinked temporary file: nothing to clean up, and files (unlike pipes) never block the child.
-static int temp_file(void) {
-    const char *base = getenv("TMPDIR");
-    char path[512];
-    snprintf(path, sizeof(path), "%s/pathformer-cli-io-XXXXXX", base && base[0] ? base : "/tmp");
-    int fd = mkostemp(path, O_CLOEXEC);
-    if (fd < 0) fail_msg("cannot create %s: %s", path, strerror(errno));
-    unlink(path);
-    return fd;
-}
-
-static char *read_fd(int fd) {
-    struct stat st;
-    if (fstat(fd, &st) != 0) fail_msg("fstat: %s", strerror(errno));
-    size_t size = (size_t)st.st_size;
-    char *text = mallocCheck(size + 1);
-    if (pread(fd, text, size, 0) != (ssize_t)size) fail_msg("cannot read child output: %s", strerror(errno));
-    text[size] = '\0';
-    return text;
-}
-
-// Starts `pathformer args...` (args NULL-terminated), with stdin_text (or nothing) on its stdin.
-static Child spawn_child(const char *const *args, const char *stdin_text) {
-    int in_fd = temp_file();
-    if (stdin_text) {
-        size_t len = strlen(stdin_text);
-        if (pwrite(in_fd, stdin_text, len, 0) != (ssize_t)len) fail_msg("cannot write stdin: %s", strerror(errno));
-    }
-    Child child = {0, temp_file(), temp_file()};
-    int argc = 0;
-    while (args[argc]) argc++;
-    char **argv = mallocCheck(sizeof(char *) * (size_t)(argc + 2));
-    argv[0] = (char *)binary_path();
-    for (int i = 0; i < argc; i++) argv[i + 1] = (char *)args[i];
-    argv[argc + 1] = NULL;
-
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, in_fd, STDIN_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, child.out_fd, STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, child.err_fd, STDERR_FILENO);
-    int rc = posix_spawn(&child.pid, argv[0], &actions, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    free(argv);
-    close(in_fd);
-    if (rc != 0) fail_msg("cannot run %s: %s (set PF_BIN)", binary_path(), strerror(rc));
-    return child;
-}
-
-// Waits for the child and collects what it wrote.
-static Result finish_child(Child child) {
-    int wait_status;
-    while (waitpid(child.pid, &wait_status, 0) < 0)
-        if (errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
-    Result result = {0, read_fd(child.out_fd), read_fd(child.err_fd)};
-    close(child.out_fd);
-    close(child.err_fd);
-    if (WIFSIGNALED(wait_status))
-        fail_msg("pathformer died of signal %d; stderr:\n%s", WTERMSIG(wait_status), result.err);
-    result.status = WEXITSTATUS(wait_status);
-    return result;
-}
-
-static Result run(const char *const *args, const char *stdin_text) {
-    return finish_child(spawn_child(args, stdin_text));
-}
-
-// RUN(stdin_text, "gen", "--set", ...) runs the binary with exactly these arguments.
-#define RUN(stdin_text, ...) run((const char *const[]){__VA_ARGS__, NULL}, stdin_text)
-
-static void result_free(Result *result) {
-    free(result->out);
-    free(result->err);
-}
-
-static void expect_success(const Result *result) {
+static void expect_success(const TestResult *result) {
     if (result->status != 0) fail_msg("exit status %d; stderr:\n%s", result->status, result->err);
 }
 
 // A failure: non-zero exit, and stderr exactly one line "pathformer: ..." that mentions `keyword`.
-static void expect_one_line_error(const Result *result, const char *keyword) {
-    const char *err = result->err;
-    if (strstr(err, "AddressSanitizer") || strstr(err, "runtime error") || strstr(err, "LeakSanitizer"))
-        fail_msg("sanitizer report:\n%s", err);
+static void expect_one_line_error(const TestResult *result, const char *keyword) {
+    const char *err = result->err;  // test_finish has already failed the test on a sanitizer report
     if (result->status == 0) fail_msg("exit status 0 on bad input; stderr: %s", err);
     size_t len = strlen(err);
     if (strncmp(err, "pathformer: ", 12) != 0 || len == 0 || err[len - 1] != '\n' || strchr(err, '\n') != err + len - 1)
@@ -136,11 +43,11 @@ static void expect_one_line_error(const Result *result, const char *keyword) {
 }
 
 // RUN_ERROR(stdin_text, keyword, args...) runs and expects a one-line error mentioning keyword.
-#define RUN_ERROR(stdin_text, keyword, ...)                                                              \
-    do {                                                                                                 \
-        Result result_ = RUN(stdin_text, __VA_ARGS__);                                                   \
-        expect_one_line_error(&result_, keyword);                                                        \
-        result_free(&result_);                                                                           \
+#define RUN_ERROR(stdin_text, keyword, ...)                                                                            \
+    do {                                                                                                               \
+        TestResult result_ = RUN(stdin_text, __VA_ARGS__);                                                             \
+        expect_one_line_error(&result_, keyword);                                                                      \
+        test_result_free(&result_);                                                                                    \
     } while (0)
 
 // ---------------------------------------------------------------------------------------------
@@ -359,9 +266,9 @@ static int group_setup(void **state) {
     test_scratch_dir(scratch_root, sizeof(scratch_root), "cli");
     path_in(fixture_dir, sizeof(fixture_dir), scratch_root, "fixture");
     path_in(fixture_model, sizeof(fixture_model), fixture_dir, "model.safetensors");
-    Result result = RUN(NULL, "train", "--preset", "tiny", "--out", fixture_dir);
+    TestResult result = RUN(NULL, "train", "--preset", "tiny", "--out", fixture_dir);
     expect_success(&result);
-    result_free(&result);
+    test_result_free(&result);
     return 0;
 }
 
@@ -464,10 +371,10 @@ static void test_predict_bad_lines(void **state) {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char input[256];
         snprintf(input, sizeof(input), "{\"edges\": [[1,2]], \"target\": 2}\n\n%s\n", cases[i].line);
-        Result result = RUN(input, "predict", "--checkpoint", fixture_model);
+        TestResult result = RUN(input, "predict", "--checkpoint", fixture_model);
         expect_one_line_error(&result, "input line 3: ");
         expect_one_line_error(&result, cases[i].keyword);
-        result_free(&result);
+        test_result_free(&result);
     }
     char missing[700];
     path_in(missing, sizeof(missing), scratch_root, "no-such-input.jsonl");
@@ -480,7 +387,7 @@ static void test_predict_bad_lines(void **state) {
 static void test_gen(void **state) {
     (void)state;
     enum { N = 200 };
-    Result one = RUN(NULL, "gen", "--set", "tune", "-n", "200", "--seed", "3", "--threads", "1");
+    TestResult one = RUN(NULL, "gen", "--set", "tune", "-n", "200", "--seed", "3", "--threads", "1");
     expect_success(&one);
     assert_string_equal(one.err, "");
     cJSON *items[N];
@@ -498,32 +405,32 @@ static void test_gen(void **state) {
     free_items(items, N);
 
     // the examples depend on the seed only, not on how many threads draw them
-    Result two = RUN(NULL, "gen", "--set", "tune", "-n", "200", "--seed", "3", "--threads", "2");
+    TestResult two = RUN(NULL, "gen", "--set", "tune", "-n", "200", "--seed", "3", "--threads", "2");
     expect_success(&two);
     assert_string_equal(two.out, one.out);
-    Result other = RUN(NULL, "gen", "--set", "tune", "-n", "200", "--seed", "4");
+    TestResult other = RUN(NULL, "gen", "--set", "tune", "-n", "200", "--seed", "4");
     expect_success(&other);
     assert_int_equal(count_lines(other.out), N);
     assert_true(strcmp(other.out, one.out) != 0);
 
-    Result histogram = RUN(NULL, "gen", "--set", "tune", "-n", "200", "--seed", "3", "--histogram");
+    TestResult histogram = RUN(NULL, "gen", "--set", "tune", "-n", "200", "--seed", "3", "--histogram");
     expect_success(&histogram);
     assert_string_equal(histogram.out, one.out);
     if (!strstr(histogram.err, "label histogram of 200 'tune' examples") || !strstr(histogram.err, "unreachable"))
         fail_msg("no histogram on stderr:\n%s", histogram.err);
-    result_free(&one);
-    result_free(&two);
-    result_free(&other);
-    result_free(&histogram);
+    test_result_free(&one);
+    test_result_free(&two);
+    test_result_free(&other);
+    test_result_free(&histogram);
 }
 
 // Predictions for more examples than one inference batch (256), in input order.
 static void test_predict_round_trip(void **state) {
     (void)state;
     enum { N = 300 };
-    Result gen = RUN(NULL, "gen", "--set", "pretrain", "-n", "300", "--seed", "9");
+    TestResult gen = RUN(NULL, "gen", "--set", "pretrain", "-n", "300", "--seed", "9");
     expect_success(&gen);
-    Result predict = RUN(gen.out, "predict", "--checkpoint", fixture_model);
+    TestResult predict = RUN(gen.out, "predict", "--checkpoint", fixture_model);
     expect_success(&predict);
     assert_string_equal(predict.err, "");
     cJSON *inputs[N], *outputs[N];
@@ -545,14 +452,14 @@ static void test_predict_round_trip(void **state) {
     path_in(in_path, sizeof(in_path), dir, "in.jsonl");
     path_in(out_path, sizeof(out_path), dir, "out.jsonl");
     write_text(in_path, gen.out, strlen(gen.out));
-    Result files = RUN(NULL, "predict", "--checkpoint", fixture_model, "-i", in_path, "-o", out_path);
+    TestResult files = RUN(NULL, "predict", "--checkpoint", fixture_model, "-i", in_path, "-o", out_path);
     expect_success(&files);
     char *written = read_text(out_path);
     assert_string_equal(written, predict.out);
     free(written);
-    result_free(&files);
-    result_free(&gen);
-    result_free(&predict);
+    test_result_free(&files);
+    test_result_free(&gen);
+    test_result_free(&predict);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -586,16 +493,16 @@ static void test_resume_bit_identical(void **state) {
     char dir_a[600], dir_b[600], path_a[700], path_b[700];
     path_in(dir_a, sizeof(dir_a), scratch_root, "resume-a");
     path_in(dir_b, sizeof(dir_b), scratch_root, "resume-b");
-    Result a = RUN(NULL, "train", "--preset", "tiny", "--out", dir_a);
+    TestResult a = RUN(NULL, "train", "--preset", "tiny", "--out", dir_a);
     expect_success(&a);
-    Result b1 = RUN(NULL, "train", "--preset", "tiny", "--out", dir_b, "--stop-after", "4");
+    TestResult b1 = RUN(NULL, "train", "--preset", "tiny", "--out", dir_b, "--stop-after", "4");
     expect_success(&b1);
     if (!strstr(b1.err, "stopped after 4 steps")) fail_msg("no stop message:\n%s", b1.err);
     path_in(path_b, sizeof(path_b), dir_b, "train.csv");
     char *csv_b = read_text(path_b);
     assert_int_equal(expect_consecutive_steps(csv_b), 4);
     free(csv_b);
-    Result b2 = RUN(NULL, "train", "--out", dir_b, "--resume");
+    TestResult b2 = RUN(NULL, "train", "--out", dir_b, "--resume");
     expect_success(&b2);
 
     path_in(path_a, sizeof(path_a), dir_a, "train.csv");
@@ -618,9 +525,9 @@ static void test_resume_bit_identical(void **state) {
     free(csv_b);
     free(losses_a);
     free(losses_b);
-    result_free(&a);
-    result_free(&b1);
-    result_free(&b2);
+    test_result_free(&a);
+    test_result_free(&b1);
+    test_result_free(&b2);
 }
 
 static int csv_data_rows(const char *path) {
@@ -639,25 +546,25 @@ static void test_interrupt_and_resume(void **state) {
     path_in(dir, sizeof(dir), scratch_root, "interrupt");
     path_in(csv_path, sizeof(csv_path), dir, "train.csv");
     // a schedule long enough to be still running when the signal comes
-    Child child = spawn_child((const char *const[]){"train", "--preset", "tiny", "--out", dir, "lr=1e-4@100000",
+    TestChild child = test_spawn((const char *const[]){"train", "--preset", "tiny", "--out", dir, "lr=1e-4@100000",
                                                     "checkpoint_every=0", NULL},
                               NULL);
     double deadline = pf_now_seconds() + 30.0;
     while (csv_data_rows(csv_path) < 3) {
         siginfo_t info = {0};
         if (waitid(P_PID, (id_t)child.pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid != 0) {
-            Result early = finish_child(child);
+            TestResult early = test_finish(child);
             fail_msg("training ended before the signal (status %d):\n%s", early.status, early.err);
         }
         if (pf_now_seconds() > deadline) {
             kill(child.pid, SIGKILL);
-            finish_child(child);
+            test_finish(child);
             fail_msg("no 3 rows in %s after 30 s", csv_path);
         }
         nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
     }
     kill(child.pid, SIGINT);
-    Result interrupted = finish_child(child);
+    TestResult interrupted = test_finish(child);
     if (interrupted.status != 130) fail_msg("exit status %d, expected 130:\n%s", interrupted.status, interrupted.err);
     if (!strstr(interrupted.err, "interrupted")) fail_msg("stderr does not say interrupted:\n%s", interrupted.err);
 
@@ -676,13 +583,13 @@ static void test_interrupt_and_resume(void **state) {
     assert_int_equal(expect_consecutive_steps(csv), saved_step);
     free(csv);
 
-    Result resumed = RUN(NULL, "train", "--out", dir, "--resume", "--stop-after", "2");
+    TestResult resumed = RUN(NULL, "train", "--out", dir, "--resume", "--stop-after", "2");
     expect_success(&resumed);
     csv = read_text(csv_path);
     assert_int_equal(expect_consecutive_steps(csv), saved_step + 2);
     free(csv);
-    result_free(&interrupted);
-    result_free(&resumed);
+    test_result_free(&interrupted);
+    test_result_free(&resumed);
 }
 
 // Outputs that cannot be written because a file stands where a folder should be.

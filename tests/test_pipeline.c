@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -22,73 +21,24 @@
 #include "report.h"
 #include "rng.h"
 
-extern char **environ;
 
 static char scratch[512];
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-static const char *binary_path(void) {
-    const char *bin = getenv("PF_BIN");
-    return bin && bin[0] ? bin : "./pathformer";
+#define RUN(...) TEST_RUN(NULL, __VA_ARGS__)
+
+static void expect_success(TestResult r) {
+    if (r.status != 0) fail_msg("exit status %d; stderr:\n%s", r.status, r.err);
+    test_result_free(&r);
 }
 
-typedef struct {
-    int status;
-    char *err;   // stderr
-} Result;
-
-// Runs `pathformer args...` (NULL-terminated) with stdout and stderr in a temporary file.
-static Result run_binary(const char *const *args) {
-    char path[600];
-    snprintf(path, sizeof(path), "%s/stderr-XXXXXX", scratch);
-    int fd = mkostemp(path, O_CLOEXEC);
-    if (fd < 0) fail_msg("cannot create %s: %s", path, strerror(errno));
-    unlink(path);
-    int argc = 0;
-    while (args[argc]) argc++;
-    char **argv = mallocCheck(sizeof(char *) * (size_t)(argc + 2));
-    argv[0] = (char *)binary_path();
-    for (int i = 0; i < argc; i++) argv[i + 1] = (char *)args[i];
-    argv[argc + 1] = NULL;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&actions, fd, STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, fd, STDERR_FILENO);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &actions, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    free(argv);
-    if (rc != 0) fail_msg("cannot run %s: %s (set PF_BIN)", binary_path(), strerror(rc));
-    int status;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
-    struct stat st;
-    fstat(fd, &st);
-    Result result = {0, mallocCheck((size_t)st.st_size + 1)};
-    if (pread(fd, result.err, (size_t)st.st_size, 0) != st.st_size) fail_msg("cannot read child output");
-    result.err[st.st_size] = '\0';
-    close(fd);
-    if (WIFSIGNALED(status)) fail_msg("pathformer died of signal %d:\n%s", WTERMSIG(status), result.err);
-    result.status = WEXITSTATUS(status);
-    if (strstr(result.err, "AddressSanitizer") || strstr(result.err, "runtime error"))
-        fail_msg("sanitizer report:\n%s", result.err);
-    return result;
-}
-
-#define RUN(...) run_binary((const char *const[]){__VA_ARGS__, NULL})
-
-static void expect_success(Result r) {
-    if (r.status != 0) fail_msg("exit status %d; output:\n%s", r.status, r.err);
-    free(r.err);
-}
-
-// A failure whose last output line is "pathformer: ..." mentioning keyword. With whole_output,
+// A failure whose last line on stderr is "pathformer: ..." mentioning keyword. With whole_output,
 // that line must be all the output (errors found before any work starts).
-static void expect_error(Result r, const char *keyword, int whole_output) {
-    if (r.status == 0) fail_msg("exit status 0 on bad input; output:\n%s", r.err);
+static void expect_error(TestResult r, const char *keyword, int whole_output) {
+    if (r.status == 0) fail_msg("exit status 0 on bad input; stderr:\n%s", r.err);
+    if (whole_output && r.out[0]) fail_msg("output on stdout besides the error:\n%s", r.out);
     size_t len = strlen(r.err);
     if (len == 0 || r.err[len - 1] != '\n') fail_msg("output does not end with a line:\n%s", r.err);
     r.err[len - 1] = '\0';
@@ -97,7 +47,7 @@ static void expect_error(Result r, const char *keyword, int whole_output) {
     if (whole_output && last != r.err) fail_msg("more than one line of output:\n%s", r.err);
     if (strncmp(last, "pathformer: ", 12) != 0) fail_msg("last line is not 'pathformer: ...':\n%s", r.err);
     if (!strstr(last, keyword)) fail_msg("error does not mention '%s': %s", keyword, last);
-    free(r.err);
+    test_result_free(&r);
 }
 
 static char *slurp(const char *dir, const char *name) {
@@ -494,11 +444,11 @@ static void test_pipeline_stop_phase_resume(void **state) {
     snprintf(report_path, sizeof(report_path), "%s/report.html", dir);
     assert_int_equal(unlink(report_path), 0);
     setenv("PATH", "/nonexistent", 1);
-    Result r = RUN("run", "--out", dir, "--phase", "report");
+    TestResult r = RUN("run", "--out", dir, "--phase", "report");
     if (path) setenv("PATH", path, 1);
     free(path);
     if (r.status != 0 || !strstr(r.err, "node not found")) fail_msg("status %d, output:\n%s", r.status, r.err);
-    free(r.err);
+    test_result_free(&r);
     assert_true(exists(dir, "report.html"));
 }
 
@@ -559,7 +509,7 @@ static void test_full_output_folder(void **state) {
     limit.rlim_cur = 200 * 1024;  // checkpoints and logs fit, the ~1 MB report does not
     void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
     setrlimit(RLIMIT_FSIZE, &limit);
-    Result r = RUN("run", "--preset", "tiny", "--out", dir);
+    TestResult r = RUN("run", "--preset", "tiny", "--out", dir);
     setrlimit(RLIMIT_FSIZE, &old_limit);
     signal(SIGXFSZ, old_handler);
     expect_error(r, "report.html", 0);
