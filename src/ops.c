@@ -28,6 +28,8 @@ int ops_set_threads(int n) {
     return n;
 }
 
+enum { LAYERNORM_BLOCK = 256 };  // columns per block of the layernorm backward's local buffers
+
 // The calling thread's share [lo, hi) of `total` rows inside a parallel region.
 static void thread_share(int total, int *lo, int *hi) {
 #ifdef _OPENMP
@@ -385,66 +387,96 @@ void attention_backward_packed(float *dqkv, const float *dout, const float *qkv,
     }
 }
 
+// Sums in 16 float lanes, then the lanes pairwise: the loop vectorizes and the order is fixed, so
+// results never depend on the thread count. (A plain sum cannot vectorize without reordering.)
+static inline float lanes_sum(const float *x, int n) {
+    float lanes[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) lanes[l] += x[i + l];
+    for (int l = 0; i < n; i++, l++) lanes[l] += x[i];
+    for (int width = 8; width >= 1; width /= 2)
+        for (int l = 0; l < width; l++) lanes[l] += lanes[l + width];
+    return lanes[0];
+}
+
+// The same for sum((x - m)^2).
+static inline float lanes_sum_squared_deviation(const float *x, float m, int n) {
+    float lanes[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) lanes[l] += (x[i + l] - m) * (x[i + l] - m);
+    for (int l = 0; i < n; i++, l++) lanes[l] += (x[i] - m) * (x[i] - m);
+    for (int width = 8; width >= 1; width /= 2)
+        for (int l = 0; l < width; l++) lanes[l] += lanes[l + width];
+    return lanes[0];
+}
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C) {
-    const double eps = 1e-5;
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
-        double sum = 0.0;
-        for (int i = 0; i < C; i++) sum += x[i];
-        double m = sum / C;
-        double var = 0.0;
-        for (int i = 0; i < C; i++) {
-            double diff = x[i] - m;
-            var += diff * diff;
-        }
-        var /= C;
-        float s = (float)(1.0 / sqrt(var + eps));
-        float mf = (float)m;
+        float m = lanes_sum(x, C) / (float)C;
+        float var = lanes_sum_squared_deviation(x, m, C) / (float)C;
+        float s = 1.0f / sqrtf(var + 1e-5f);
         float *o = out + (size_t)n * C;
-        for (int i = 0; i < C; i++) o[i] = (x[i] - mf) * s * weight[i] + bias[i];
-        mean[n] = mf;
+        for (int i = 0; i < C; i++) o[i] = (x[i] - m) * s * weight[i] + bias[i];
+        mean[n] = m;
         rstd[n] = s;
     }
 }
 
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int N, int C) {
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *d = dout + (size_t)n * C;
-        const float *x = inp + (size_t)n * C;
-        float *di = dinp + (size_t)n * C;
-        float m = mean[n], s = rstd[n];
-        // dnorm = dout * weight; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
-        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
-        for (int i = 0; i < C; i++) {
-            float norm = (x[i] - m) * s;
-            float dnorm = d[i] * weight[i];
-            dnorm_mean += dnorm;
-            dnorm_norm_mean += dnorm * norm;
-        }
-        dnorm_mean /= C;
-        dnorm_norm_mean /= C;
-        for (int i = 0; i < C; i++) {
-            float norm = (x[i] - m) * s;
-            float dnorm = d[i] * weight[i];
-            di[i] += s * (dnorm - dnorm_mean - norm * dnorm_norm_mean);
-        }
-    }
-    // Parameter gradients reduce over rows: parallel over columns keeps them race-free.
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < C; i++) {
-        float dw = 0.0f, db = 0.0f;
+#pragma omp parallel
+    {
+        float dnorm[LAYERNORM_BLOCK], dnorm_norm[LAYERNORM_BLOCK];
+        // dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)), dnorm = dout * weight
+#pragma omp for schedule(static)
         for (int n = 0; n < N; n++) {
-            float norm = (inp[(size_t)n * C + i] - mean[n]) * rstd[n];
-            float d = dout[(size_t)n * C + i];
-            dw += d * norm;
-            db += d;
+            const float *d = dout + (size_t)n * C;
+            const float *x = inp + (size_t)n * C;
+            float *di = dinp + (size_t)n * C;
+            float m = mean[n], s = rstd[n];
+            float dnorm_sum = 0.0f, dnorm_norm_sum = 0.0f;
+            for (int c0 = 0; c0 < C; c0 += LAYERNORM_BLOCK) {
+                int width = C - c0 < LAYERNORM_BLOCK ? C - c0 : LAYERNORM_BLOCK;
+                for (int i = 0; i < width; i++) {
+                    dnorm[i] = d[c0 + i] * weight[c0 + i];
+                    dnorm_norm[i] = dnorm[i] * ((x[c0 + i] - m) * s);
+                }
+                dnorm_sum += lanes_sum(dnorm, width);
+                dnorm_norm_sum += lanes_sum(dnorm_norm, width);
+            }
+            float dnorm_mean = dnorm_sum / (float)C, dnorm_norm_mean = dnorm_norm_sum / (float)C;
+            for (int i = 0; i < C; i++) {
+                float norm = (x[i] - m) * s;
+                di[i] += s * (d[i] * weight[i] - dnorm_mean - norm * dnorm_norm_mean);
+            }
         }
-        dweight[i] += dw;
-        dbias[i] += db;
+        // Parameter gradients reduce over rows: each thread owns a range of columns and streams the
+        // rows in order, with the columns as the contiguous inner loop.
+        int lo, hi;
+        thread_share(C, &lo, &hi);
+        for (int c0 = lo; c0 < hi; c0 += LAYERNORM_BLOCK) {
+            int width = hi - c0 < LAYERNORM_BLOCK ? hi - c0 : LAYERNORM_BLOCK;
+            float *dw = dnorm, *db = dnorm_norm;  // reused as accumulators
+            memset(dw, 0, sizeof(float) * width);
+            memset(db, 0, sizeof(float) * width);
+            for (int n = 0; n < N; n++) {
+                const float *x = inp + (size_t)n * C + c0, *d = dout + (size_t)n * C + c0;
+                float m = mean[n], s = rstd[n];
+                for (int i = 0; i < width; i++) {
+                    dw[i] += d[i] * ((x[i] - m) * s);
+                    db[i] += d[i];
+                }
+            }
+            for (int i = 0; i < width; i++) {
+                dweight[c0 + i] += dw[i];
+                dbias[c0 + i] += db[i];
+            }
+        }
     }
 }
 

@@ -408,6 +408,71 @@ static void test_layernorm_backward(void **state) {
     free(l.R);
 }
 
+// The vectorized layernorm (sums in 16 lanes, column blocks) against plain double-precision loops,
+// for a width with whole lanes and one with a remainder past a column block.
+static void check_layernorm_against_plain(int N, int C) {
+    Rng rng = rng_stream(12, (uint64_t)C, 0);
+    size_t size = (size_t)N * C;
+    float *inp = random_array(size, -2, 2, &rng), *dout = random_array(size, -1, 1, &rng);
+    float *weight = random_array(C, 0.5f, 1.5f, &rng), *bias = random_array(C, -0.5f, 0.5f, &rng);
+    float *out = mallocCheck(size * sizeof(float)), *mean = mallocCheck(N * sizeof(float));
+    float *rstd = mallocCheck(N * sizeof(float));
+    float *dinp = callocCheck(size, sizeof(float)), *dweight = callocCheck(C, sizeof(float));
+    float *dbias = callocCheck(C, sizeof(float));
+    layernorm_forward(out, mean, rstd, inp, weight, bias, N, C);
+    layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+
+    double *ref_dweight = callocCheck(C, sizeof(double)), *ref_dbias = callocCheck(C, sizeof(double));
+    double max_out = 0.0, max_dinp = 0.0, max_param = 0.0;
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+        double m = 0.0, var = 0.0;
+        for (int i = 0; i < C; i++) m += x[i];
+        m /= C;
+        for (int i = 0; i < C; i++) var += (x[i] - m) * (x[i] - m);
+        double s = 1.0 / sqrt(var / C + 1e-5), dnorm_mean = 0.0, dnorm_norm_mean = 0.0;
+        for (int i = 0; i < C; i++) {
+            double norm = (x[i] - m) * s;
+            max_out = fmax(max_out, fabs(out[(size_t)n * C + i] - (norm * weight[i] + bias[i])));
+            dnorm_mean += d[i] * weight[i] / C;
+            dnorm_norm_mean += d[i] * weight[i] * norm / C;
+            ref_dweight[i] += d[i] * norm;
+            ref_dbias[i] += d[i];
+        }
+        for (int i = 0; i < C; i++) {
+            double norm = (x[i] - m) * s;
+            double want = s * (d[i] * weight[i] - dnorm_mean - norm * dnorm_norm_mean);
+            max_dinp = fmax(max_dinp, fabs(dinp[(size_t)n * C + i] - want));
+        }
+    }
+    for (int i = 0; i < C; i++) {
+        max_param = fmax(max_param, fabs(dweight[i] - ref_dweight[i]) / (1.0 + fabs(ref_dweight[i])));
+        max_param = fmax(max_param, fabs(dbias[i] - ref_dbias[i]) / (1.0 + fabs(ref_dbias[i])));
+    }
+    printf("layernorm (N %d, C %d) vs plain double loops: out %.2e, dinp %.2e, dweight/dbias (rel) %.2e\n", N, C,
+           max_out, max_dinp, max_param);
+    assert_true(max_out < 1e-5);
+    assert_true(max_dinp < 1e-5);
+    assert_true(max_param < 1e-5);
+    free(inp);
+    free(dout);
+    free(weight);
+    free(bias);
+    free(out);
+    free(mean);
+    free(rstd);
+    free(dinp);
+    free(dweight);
+    free(dbias);
+    free(ref_dweight);
+    free(ref_dbias);
+}
+
+static void test_layernorm_matches_plain(void **state) {
+    check_layernorm_against_plain(37, 64);
+    check_layernorm_against_plain(19, 300);
+}
+
 typedef struct {
     float *out, *inp;
     float *R;
@@ -857,6 +922,7 @@ int main(void) {
         cmocka_unit_test(test_attention_backward),
         cmocka_unit_test(test_attention_packed_matches_padded),
         cmocka_unit_test(test_layernorm_backward),
+        cmocka_unit_test(test_layernorm_matches_plain),
         cmocka_unit_test(test_relu_backward),
         cmocka_unit_test(test_readout_backward),
         cmocka_unit_test(test_mse_backward),
