@@ -126,8 +126,8 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     size_t B = batch_capacity, T = cfg->seq_len, C = cfg->d_model, F = cfg->d_ff, NH = cfg->n_heads;
     size_t BT = B * T;
     size_t act_sizes[NUM_ACTIVATION_TENSORS] = {
-        BT * C,      L * BT * 3 * C, L * B * NH * T * T, L * BT * C, L * BT * C, L * BT * C, L * BT * C, L * BT,
-        L * BT,      L * BT * F,     L * BT * F,         L * BT * C, L * BT * C, L * BT,     L * BT,
+        BT * C, L * BT * 3 * C, L * B * NH * T * T, L * BT * C, L * BT * C, L * BT * C, L * BT * C,
+        L * BT, L * BT,         L * BT * F,         L * BT * C, L * BT * C, L * BT,     L * BT,
     };
     memcpy(model->act_sizes, act_sizes, sizeof(act_sizes));
     model->num_activations = sum_sizes(act_sizes, NUM_ACTIVATION_TENSORS);
@@ -293,7 +293,7 @@ double model_forward(Model *model, const int32_t *tokens, const float *labels, i
         float *qkv = a.qkv + l * capC * 3, *att = a.att + (size_t)l * model->batch_capacity * NH * T * T;
         float *atty = a.atty + l * capC, *attproj = a.attproj + l * capC, *res1 = a.res1 + l * capC;
         float *ln1 = a.ln1 + l * capC, *ln1_mean = a.ln1_mean + l * cap, *ln1_rstd = a.ln1_rstd + l * cap;
-        float *fc1 = a.fc1 + l * cap * F, *fc1_relu = a.fc1_relu + l * cap * F;
+        float *fc1_relu = a.fc1_relu + l * cap * F;
         float *res2 = a.res2 + l * capC, *ln2 = a.ln2 + l * capC;
         float *ln2_mean = a.ln2_mean + l * cap, *ln2_rstd = a.ln2_rstd + l * cap;
         // Only the readout rows of the last layer reach the output: there, attention has one query
@@ -309,8 +309,8 @@ double model_forward(Model *model, const int32_t *tokens, const float *labels, i
         else
             residual_forward(res1, x, attproj, MC);
         layernorm_forward(ln1, ln1_mean, ln1_rstd, res1, n1w, n1b, M, C);
-        matmul_forward(fc1, ln1, w1, b1, M, C, F);
-        relu_forward(fc1_relu, fc1, (size_t)M * F);
+        matmul_forward(fc1_relu, ln1, w1, b1, M, C, F);
+        relu_forward(fc1_relu, fc1_relu, (size_t)M * F);
         matmul_forward(res2, fc1_relu, w2, b2, M, F, C);
         residual_forward(res2, res2, ln1, MC);
         layernorm_forward(ln2, ln2_mean, ln2_rstd, res2, n2w, n2b, M, C);
@@ -344,7 +344,7 @@ void model_backward(Model *model, const float *labels, int B, float scale) {
         size_t wfc = (size_t)l * F * C, vf = (size_t)l * F;
         const float *qkv = a.qkv + l * capC * 3, *att = a.att + (size_t)l * model->batch_capacity * NH * T * T;
         const float *atty = a.atty + l * capC, *res1 = a.res1 + l * capC, *ln1 = a.ln1 + l * capC;
-        const float *fc1 = a.fc1 + l * cap * F, *fc1_relu = a.fc1_relu + l * cap * F;
+        const float *fc1_relu = a.fc1_relu + l * cap * F;
         const float *res2 = a.res2 + l * capC;
         const float *ln1_mean = a.ln1_mean + l * cap, *ln1_rstd = a.ln1_rstd + l * cap;
         const float *ln2_mean = a.ln2_mean + l * cap, *ln2_rstd = a.ln2_rstd + l * cap;
@@ -359,7 +359,7 @@ void model_backward(Model *model, const float *labels, int B, float scale) {
         memcpy(s.dln1, s.dres, MC * sizeof(float));
         memset(s.dfc, 0, (size_t)M * F * sizeof(float));
         matmul_backward(s.dfc, g.linear2_w + wfc, g.linear2_b + vc, s.dres, fc1_relu, p.linear2_w + wfc, M, F, C);
-        relu_backward(s.dfc, fc1, (size_t)M * F);
+        relu_backward(s.dfc, fc1_relu, (size_t)M * F);
         matmul_backward(s.dln1, g.linear1_w + wfc, g.linear1_b + vf, s.dfc, ln1, p.linear1_w + wfc, M, C, F);
 
         // ln1 = LN(res1), res1 = x + out_proj(attention(in_proj(x)))

@@ -41,7 +41,7 @@ typedef struct {
     float *fc_out_b;     // (1)
 } ParameterTensors;
 
-#define NUM_ACTIVATION_TENSORS 15
+#define NUM_ACTIVATION_TENSORS 14
 // Saved forward values for a micro-batch of B examples, over N <= B * T packed rows (layer tensors
 // stacked over L, each sized for the largest N).
 typedef struct {
@@ -54,8 +54,8 @@ typedef struct {
     float *ln1;       // (L, B, T, C)
     float *ln1_mean;  // (L, B, T)
     float *ln1_rstd;  // (L, B, T)
-    float *fc1;       // (L, B, T, F) before ReLU
-    float *fc1_relu;  // (L, B, T, F)
+    float *fc1_relu;  // (L, B, T, F) relu(linear1): in place, since relu(x) > 0 exactly where x > 0,
+                      // which is all the backward needs of the input
     float *res2;      // (L, B, T, C) ln1 + feed-forward
     float *ln2;       // (L, B, T, C) the layer's output
     float *ln2_mean;  // (L, B, T)

@@ -61,8 +61,9 @@ void residual_forward(float *out, const float *a, const float *b, size_t n);
 void gather_residual_forward(float *out, const float *x, const int *rows, const float *y, int B, int C);
 void scatter_rows_add(float *dx, const int *rows, const float *dout, int B, int C);
 
-// out = max(inp, 0); backward in place: dinout (the gradient of out) becomes the gradient of inp,
-// zero where inp <= 0 (as PyTorch's threshold_backward)
+// out = max(inp, 0) (out may be inp); backward in place: dinout (the gradient of out) becomes the
+// gradient of inp, zero where inp <= 0 (as PyTorch's threshold_backward). `inp` may be the output
+// instead: it is positive exactly where the input is.
 void relu_forward(float *out, const float *inp, size_t n);
 void relu_backward(float *dinout, const float *inp, size_t n);
 

@@ -623,7 +623,7 @@ static void relu_pattern(const Model *model, int B, uint8_t *pattern) {
         for (int row = 0; row < rows; row++)
             for (int f = 0; f < F; f++) {
                 size_t i = ((size_t)l * model->batch_capacity * T + row) * F + f;
-                pattern[i] = model->acts.fc1[i] > 0.0f;
+                pattern[i] = model->acts.fc1_relu[i] > 0.0f;
             }
     }
 }
