@@ -349,37 +349,46 @@ void attention_backward_packed(float *dqkv, const float *dout, const float *qkv,
                 float *dscore = dscores + t * width;
                 for (int s = 0; s < len; s++) dscore[s] = a[s] * (datt[s] - weighted) * scale;
                 float *dq = drows + (size_t)t * C3 + h * hs;
-                for (int i0 = 0; i0 < hs; i0 += 16) {
-                    int n = hs - i0 < 16 ? hs - i0 : 16;
+                int i0 = 0;
+                for (; i0 + 16 <= hs; i0 += 16) {  // whole blocks: a constant width stays in registers
                     float acc[16];
-                    memcpy(acc, dq + i0, sizeof(float) * n);
+                    memcpy(acc, dq + i0, sizeof(acc));
                     for (int s = 0; s < len; s++) {
                         const float *k = rows + (size_t)s * C3 + C + h * hs + i0;
-                        for (int l = 0; l < n; l++) acc[l] += dscore[s] * k[l];
+                        for (int l = 0; l < 16; l++) acc[l] += dscore[s] * k[l];
                     }
-                    memcpy(dq + i0, acc, sizeof(float) * n);
+                    memcpy(dq + i0, acc, sizeof(acc));
                 }
+                for (; i0 < hs; i0++)  // head sizes that are not a multiple of 16
+                    for (int s = 0; s < len; s++) dq[i0] += dscore[s] * rows[(size_t)s * C3 + C + h * hs + i0];
             }
             // keys and values: dk_s = sum_t dscore_ts q_t, dv_s = sum_t a_ts d_t (t in order)
             for (int s = 0; s < len; s++) {
                 float *dk = drows + (size_t)s * C3 + C + h * hs;
                 float *dv = drows + (size_t)s * C3 + 2 * C + h * hs;
-                for (int i0 = 0; i0 < hs; i0 += 16) {
-                    int n = hs - i0 < 16 ? hs - i0 : 16;
+                int i0 = 0;
+                for (; i0 + 16 <= hs; i0 += 16) {
                     float acc_k[16], acc_v[16];
-                    memcpy(acc_k, dk + i0, sizeof(float) * n);
-                    memcpy(acc_v, dv + i0, sizeof(float) * n);
+                    memcpy(acc_k, dk + i0, sizeof(acc_k));
+                    memcpy(acc_v, dv + i0, sizeof(acc_v));
                     for (int t = t0; t < len; t++) {
                         float ds = dscores[t * width + s], a = att[(((size_t)b * NH + h) * T + t) * T + s];
                         const float *q = rows + (size_t)t * C3 + h * hs + i0;
                         const float *d = dout + (last_only ? (size_t)b : (size_t)first + t) * C + h * hs + i0;
-                        for (int l = 0; l < n; l++) {
+                        for (int l = 0; l < 16; l++) {
                             acc_k[l] += ds * q[l];
                             acc_v[l] += a * d[l];
                         }
                     }
-                    memcpy(dk + i0, acc_k, sizeof(float) * n);
-                    memcpy(dv + i0, acc_v, sizeof(float) * n);
+                    memcpy(dk + i0, acc_k, sizeof(acc_k));
+                    memcpy(dv + i0, acc_v, sizeof(acc_v));
+                }
+                for (; i0 < hs; i0++) {
+                    for (int t = t0; t < len; t++) {
+                        dk[i0] += dscores[t * width + s] * rows[(size_t)t * C3 + h * hs + i0];
+                        dv[i0] += att[(((size_t)b * NH + h) * T + t) * T + s] *
+                                  dout[(last_only ? (size_t)b : (size_t)first + t) * C + h * hs + i0];
+                    }
                 }
             }
         }
