@@ -2,7 +2,7 @@
 // on real pretrain batches, next to the PyTorch reference (bench/torch_bench.py) measured in the
 // same run on the same batch shape. Prints medians and the ratios.
 //
-// usage: build/bench_train [BATCH] [REPEATS] [THREADS]   (defaults 2048 5 2)
+// usage: build/bench_train [BATCH] [REPEATS] [THREADS] [MICRO]   (defaults 2048 5 2 64)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,13 +65,14 @@ int main(int argc, char **argv) {
     int repeats = argc > 2 ? atoi(argv[2]) : 5;
     int threads = ops_set_threads(argc > 3 ? atoi(argv[3]) : 2);
     if (batch_size < 1 || repeats < 1 || repeats > 100) {
-        fprintf(stderr, "usage: bench_train [BATCH] [REPEATS 1..100] [THREADS]\n");
+        fprintf(stderr, "usage: bench_train [BATCH] [REPEATS 1..100] [THREADS] [MICRO]\n");
         return 1;
     }
     // the training path of `pathformer train --preset blog-pretrain`, with a smaller batch per step
     RunConfig cfg;
     config_preset(&cfg, "blog-pretrain");
     cfg.batch_size = batch_size;
+    if (argc > 4) cfg.micro_batch = atoi(argv[4]);
     if (config_finalize(&cfg) != 0) {
         fprintf(stderr, "bench_train: %s\n", pf_last_error());
         return 1;
