@@ -259,12 +259,14 @@ static void pack_batch(Model *model, const int32_t *tokens, int B) {
         model->offsets[b] = rows;
         for (int t = 0; t < T; t++) {
             const int32_t *pair = tokens + ((size_t)b * T + t) * 2;
-            if (pair[0] == 0) continue;
+            // the last position is the readout row even if a caller left it PAD, so every example
+            // has one (the encoders always put the target pair there)
+            if (pair[0] == 0 && t != T - 1) continue;
             model->packed_tokens[2 * rows] = pair[0];
             model->packed_tokens[2 * rows + 1] = pair[1];
             rows++;
         }
-        model->readout_rows[b] = rows - 1;  // the target pair, always real and last
+        model->readout_rows[b] = rows - 1;  // the target pair, last
     }
     model->offsets[B] = rows;
     model->num_rows = rows;
