@@ -108,9 +108,9 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
         float *o = out + (size_t)n * OC;
         for (int j = 0; j < OC; j++) {
             const float *w = weight + (size_t)j * C;
-            float sum = 0.0f;
-            for (int i = 0; i < C; i++) sum += x[i] * w[i];
-            o[j] = sum + (bias ? bias[j] : 0.0f);
+            double sum = 0.0;  // in double, as accurate as a blocked BLAS product (see matmul_backward)
+            for (int i = 0; i < C; i++) sum += (double)x[i] * w[i];
+            o[j] = (float)sum + (bias ? bias[j] : 0.0f);
         }
     }
 #endif
@@ -134,15 +134,23 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
         }
     }
 #else
+    // Without a BLAS: sums in double, in blocks of columns, so that the long reductions (over OC for
+    // dinp, over every row for dweight) stay as accurate as a blocked BLAS product.
+    enum { BLOCK = 256 };
     if (dinp) {
 #pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++) {
             const float *d = dout + (size_t)n * OC;
             float *di = dinp + (size_t)n * C;
-            for (int j = 0; j < OC; j++) {
-                const float *w = weight + (size_t)j * C;
-                float dj = d[j];
-                for (int i = 0; i < C; i++) di[i] += dj * w[i];
+            for (int i0 = 0; i0 < C; i0 += BLOCK) {
+                int width = C - i0 < BLOCK ? C - i0 : BLOCK;
+                double acc[BLOCK];
+                for (int i = 0; i < width; i++) acc[i] = di[i0 + i];
+                for (int j = 0; j < OC; j++) {
+                    const float *w = weight + (size_t)j * C + i0;
+                    for (int i = 0; i < width; i++) acc[i] += (double)d[j] * w[i];
+                }
+                for (int i = 0; i < width; i++) di[i0 + i] = (float)acc[i];
             }
         }
     }
@@ -152,10 +160,16 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
         thread_share(OC, &lo, &hi);
         for (int j = lo; j < hi; j++) {
             float *dw = dweight + (size_t)j * C;
-            for (int n = 0; n < N; n++) {
-                const float *x = inp + (size_t)n * C;
-                float dj = dout[(size_t)n * OC + j];
-                for (int i = 0; i < C; i++) dw[i] += dj * x[i];
+            for (int i0 = 0; i0 < C; i0 += BLOCK) {
+                int width = C - i0 < BLOCK ? C - i0 : BLOCK;
+                double acc[BLOCK];
+                for (int i = 0; i < width; i++) acc[i] = dw[i0 + i];
+                for (int n = 0; n < N; n++) {
+                    const float *x = inp + (size_t)n * C + i0;
+                    double dj = dout[(size_t)n * OC + j];
+                    for (int i = 0; i < width; i++) acc[i] += dj * x[i];
+                }
+                for (int i = 0; i < width; i++) dw[i0 + i] = (float)acc[i];
             }
         }
         if (dbias && hi > lo) column_sums(dbias, dout, N, OC, lo, hi);
