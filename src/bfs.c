@@ -512,20 +512,12 @@ BfsExperiment bfs_experiment_default(void) {
     return exp;
 }
 
-static int join_path(char *out, size_t size, const char *dir, const char *name) {
-    if ((size_t)snprintf(out, size, "%s/%s", dir, name) >= size) return pf_fail("path too long: %s/%s", dir, name);
-    return 0;
-}
-
 // Writes a cJSON tree (and frees it) to dir/name, atomically; pretty or on one line.
 static int write_json(const char *dir, const char *name, cJSON *root, int pretty) {
     char path[4096];
-    char *text = pretty ? cJSON_Print(root) : cJSON_PrintUnformatted(root);
+    int rc = pf_path_join(path, sizeof(path), dir, name);
+    if (rc == 0) rc = pf_write_json_atomic(path, root, pretty);
     cJSON_Delete(root);
-    if (!text) return pf_fail("cannot format %s", name);
-    int rc = join_path(path, sizeof(path), dir, name);
-    if (rc == 0) rc = pf_write_file_atomic(path, text, strlen(text));
-    free(text);
     return rc;
 }
 
@@ -551,7 +543,7 @@ static int write_vega_lite(const char *dir, const char *name, const char *spec_t
 
 static FILE *open_csv(const char *dir, const char *name, const char *header) {
     char path[4096];
-    if (join_path(path, sizeof(path), dir, name) != 0) return NULL;
+    if (pf_path_join(path, sizeof(path), dir, name) != 0) return NULL;
     FILE *f = fopen(path, "w");
     if (!f) {
         pf_fail("cannot write %s: %s", path, strerror(errno));

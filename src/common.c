@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 static _Thread_local char last_error[512];
 
 int pf_fail(const char *fmt, ...) {
@@ -121,8 +123,17 @@ int pf_write_file_atomic(const char *path, const void *data, size_t size) {
     return 0;
 }
 
-void pf_path_join(char *out, size_t size, const char *dir, const char *name) {
-    snprintf(out, size, "%s/%s", dir, name);
+int pf_path_join(char *out, size_t size, const char *dir, const char *name) {
+    if ((size_t)snprintf(out, size, "%s/%s", dir, name) >= size) return pf_fail("path too long: %s/%s", dir, name);
+    return 0;
+}
+
+int pf_write_json_atomic(const char *path, const struct cJSON *json, int pretty) {
+    char *text = pretty ? cJSON_Print(json) : cJSON_PrintUnformatted(json);
+    if (!text) return pf_fail("cannot format %s", path);
+    int rc = pf_write_file_atomic(path, text, strlen(text));
+    free(text);
+    return rc;
 }
 
 int pf_file_exists(const char *path) {

@@ -35,10 +35,14 @@ char *pf_read_file(const char *path, size_t *size_out);
 // Returns 0, or -1 with the error set (the old file, if any, is left untouched).
 int pf_write_file_atomic(const char *path, const void *data, size_t size);
 
-// out = dir/name (cut to size).
-void pf_path_join(char *out, size_t size, const char *dir, const char *name);
+// out = dir/name; 0, or -1 with the error set when it does not fit in size (out is then cut).
+int pf_path_join(char *out, size_t size, const char *dir, const char *name);
 // Whether something exists at path.
 int pf_file_exists(const char *path);
+
+struct cJSON;
+// Writes a cJSON tree as text (indented when pretty, else on one line) with pf_write_file_atomic.
+int pf_write_json_atomic(const char *path, const struct cJSON *json, int pretty);
 
 // Creates a folder (and its parents); 0 on success or if it exists.
 int pf_mkdir_p(const char *path);

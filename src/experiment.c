@@ -227,12 +227,10 @@ static int state_save(const PhaseState *state, const char *run_dir) {
         cJSON_AddBoolToObject(phase, "done", state->done[i]);
         cJSON_AddNumberToObject(phase, "seconds", state->seconds[i]);
     }
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
     char path[PF_PATH_MAX + 32];
     pf_path_join(path, sizeof(path), run_dir, "state.json");
-    int rc = pf_write_file_atomic(path, text, strlen(text));
-    free(text);
+    int rc = pf_write_json_atomic(path, root, 1);
+    cJSON_Delete(root);
     return rc;
 }
 

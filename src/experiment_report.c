@@ -129,16 +129,17 @@ static cJSON *values_data(cJSON *values) {
     return data;
 }
 
-// Zoom and pan with the mouse wheel and drag on both axes.
-static void add_zoom(cJSON *spec) {
-    cJSON *params = cJSON_AddArrayToObject(spec, "params");
+// Zoom and pan with the mouse wheel and drag on both axes: a parameter for a spec's "params".
+static cJSON *zoom_param(void) {
     cJSON *p = cJSON_CreateObject();
     cJSON_AddStringToObject(p, "name", "zoom");
     cJSON *select = cJSON_AddObjectToObject(p, "select");
     cJSON_AddStringToObject(select, "type", "interval");
     cJSON_AddStringToObject(p, "bind", "scales");
-    cJSON_AddItemToArray(params, p);
+    return p;
 }
+
+static void add_zoom(cJSON *spec) { cJSON_AddItemToArray(cJSON_AddArrayToObject(spec, "params"), zoom_param()); }
 
 // Loss (log scale) against step with a rule at each learning-rate change.
 static cJSON *loss_figure(const Training *t, const char *title) {
@@ -275,12 +276,7 @@ static cJSON *label_loss_figure(const Training *t, const char *title, int mark_p
         cJSON_AddItemToArray(initial, item);
     }
     cJSON_AddItemToArray(params, pick);
-    cJSON *zoom = cJSON_CreateObject();
-    cJSON_AddStringToObject(zoom, "name", "zoom");
-    cJSON *zoom_select = cJSON_AddObjectToObject(zoom, "select");
-    cJSON_AddStringToObject(zoom_select, "type", "interval");
-    cJSON_AddStringToObject(zoom, "bind", "scales");
-    cJSON_AddItemToArray(params, zoom);
+    cJSON_AddItemToArray(params, zoom_param());
     cJSON *enc = cJSON_AddObjectToObject(line, "encoding");
     cJSON_AddItemToObject(enc, "x", channel("step", "quantitative", "step"));
     cJSON_AddItemToObject(enc, "y", log_scale(channel("mse", "quantitative", "MSE of the label (log)")));
@@ -554,11 +550,9 @@ int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
             cJSON_AddItemToArray(distribution, row);
         }
     }
-    char *metrics_text = cJSON_Print(metrics);
     char path[PF_PATH_MAX + 32];
-    snprintf(path, sizeof(path), "%s/metrics.json", run_dir);
-    rc = pf_write_file_atomic(path, metrics_text, strlen(metrics_text));
-    free(metrics_text);
+    pf_path_join(path, sizeof(path), run_dir, "metrics.json");
+    rc = pf_write_json_atomic(path, metrics, 1);
 
     // report.html
     Report *report = report_create("pathformer: pre-training, fine-tuning and off-distribution tests");

@@ -161,12 +161,10 @@ static int write_summary(const RunConfig *cfg, const char *run_dir, long steps, 
         cJSON_DeleteItemFromObject(parsed, "histogram");
         cJSON_AddItemToObject(root, "eval", parsed);
     }
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
     char path[PF_PATH_MAX + 32];
     pf_path_join(path, sizeof(path), run_dir, "summary.json");
-    int rc = pf_write_file_atomic(path, text, strlen(text));
-    free(text);
+    int rc = pf_write_json_atomic(path, root, 1);
+    cJSON_Delete(root);
     return rc;
 }
 

@@ -457,13 +457,9 @@ static void test_cli_bad_settings(void **state) {
 }
 
 static cJSON *read_json(const char *dir, const char *name) {
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    size_t size;
-    char *text = pf_read_file(path, &size);
-    if (!text) fail_msg("%s", pf_last_error());
+    char *text = test_read_file(dir, name);
     cJSON *root = cJSON_Parse(text);
-    if (!root) fail_msg("%s is not JSON", path);
+    if (!root) fail_msg("%s/%s is not JSON", dir, name);
     free(text);
     return root;
 }
@@ -485,9 +481,7 @@ static void expect_vega_lite(const char *dir, const char *name, int min_values) 
 static void expect_report(const char *dir, const char *const *figures) {
     char report[1024], figure[1024];
     snprintf(report, sizeof(report), "%s/report.html", dir);
-    size_t size;
-    char *html = pf_read_file(report, &size);
-    if (!html) fail_msg("%s", pf_last_error());
+    char *html = test_read_file(NULL, report);
     if (!strstr(html, "<h2>Results</h2>\n<table>")) fail_msg("%s has no results table", report);
     for (; *figures; figures++) {
         char id[128];
@@ -520,11 +514,7 @@ static void test_cli_outputs(void **state) {
     assert_int_equal(cJSON_GetArraySize(table), BFS_NUM_KINDS);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(robust, "runs")), 2 * BFS_NUM_KINDS);
     cJSON_Delete(robust);
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/robust_loss.csv", dir);
-    size_t size;
-    char *csv = pf_read_file(path, &size);
-    assert_non_null(csv);
+    char *csv = test_read_file(dir, "robust_loss.csv");
     int lines = 0;
     for (char *c = csv; *c; c++) lines += *c == '\n';
     assert_int_equal(lines, 1 + 2 * BFS_NUM_KINDS * 4);  // header + one row per step per run

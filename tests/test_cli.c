@@ -75,13 +75,6 @@ static void write_text(const char *path, const void *data, size_t size) {
     if (pf_write_file_atomic(path, data, size) != 0) fail_msg("%s", pf_last_error());
 }
 
-static char *read_text(const char *path) {
-    size_t size;
-    char *text = pf_read_file(path, &size);
-    if (!text) fail_msg("%s", pf_last_error());
-    return text;
-}
-
 static int count_lines(const char *text) {
     int lines = 0;
     for (const char *p = text; (p = strchr(p, '\n')); p++) lines++;
@@ -454,7 +447,7 @@ static void test_predict_round_trip(void **state) {
     write_text(in_path, gen.out, strlen(gen.out));
     TestResult files = RUN(NULL, "predict", "--checkpoint", fixture_model, "-i", in_path, "-o", out_path);
     expect_success(&files);
-    char *written = read_text(out_path);
+    char *written = test_read_file(NULL, out_path);
     assert_string_equal(written, predict.out);
     free(written);
     test_result_free(&files);
@@ -475,7 +468,7 @@ static void test_train_run_folder(void **state) {
         if (access(path, R_OK) != 0) fail_msg("train wrote no %s", path);
     }
     path_in(path, sizeof(path), fixture_dir, "train.csv");
-    char *csv = read_text(path);
+    char *csv = test_read_file(NULL, path);
     assert_int_equal(expect_consecutive_steps(csv), 10);
     free(csv);
 
@@ -499,15 +492,15 @@ static void test_resume_bit_identical(void **state) {
     expect_success(&b1);
     if (!strstr(b1.err, "stopped after 4 steps")) fail_msg("no stop message:\n%s", b1.err);
     path_in(path_b, sizeof(path_b), dir_b, "train.csv");
-    char *csv_b = read_text(path_b);
+    char *csv_b = test_read_file(NULL, path_b);
     assert_int_equal(expect_consecutive_steps(csv_b), 4);
     free(csv_b);
     TestResult b2 = RUN(NULL, "train", "--out", dir_b, "--resume");
     expect_success(&b2);
 
     path_in(path_a, sizeof(path_a), dir_a, "train.csv");
-    char *csv_a = read_text(path_a);
-    csv_b = read_text(path_b);
+    char *csv_a = test_read_file(NULL, path_a);
+    csv_b = test_read_file(NULL, path_b);
     assert_int_equal(expect_consecutive_steps(csv_b), 10);
     char *losses_a = csv_without_timing(csv_a), *losses_b = csv_without_timing(csv_b);
     assert_string_equal(losses_b, losses_a);
@@ -579,13 +572,13 @@ static void test_interrupt_and_resume(void **state) {
     int saved_step = atoi(step_text);
     st_free(&model);
     st_free(&optimizer);
-    char *csv = read_text(csv_path);
+    char *csv = test_read_file(NULL, csv_path);
     assert_int_equal(expect_consecutive_steps(csv), saved_step);
     free(csv);
 
     TestResult resumed = RUN(NULL, "train", "--out", dir, "--resume", "--stop-after", "2");
     expect_success(&resumed);
-    csv = read_text(csv_path);
+    csv = test_read_file(NULL, csv_path);
     assert_int_equal(expect_consecutive_steps(csv), saved_step + 2);
     free(csv);
     test_result_free(&interrupted);

@@ -50,17 +50,8 @@ static void expect_error(TestResult r, const char *keyword, int whole_output) {
     test_result_free(&r);
 }
 
-static char *slurp(const char *dir, const char *name) {
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    size_t size;
-    char *text = pf_read_file(path, &size);
-    if (!text) fail_msg("%s", pf_last_error());
-    return text;
-}
-
 static cJSON *read_json(const char *dir, const char *name) {
-    char *text = slurp(dir, name);
+    char *text = test_read_file(dir, name);
     cJSON *json = cJSON_Parse(text);
     free(text);
     if (!json) fail_msg("%s/%s is not JSON", dir, name);
@@ -211,7 +202,7 @@ static void test_report_api(void **state) {
     assert_int_equal(report_write(report, dir), 0);
     report_free(report);
 
-    char *html = slurp(dir, "report.html");
+    char *html = test_read_file(dir, "report.html");
     assert_non_null(strstr(html, "<h1>A &lt;title&gt;</h1>"));
     assert_non_null(strstr(html, "<h2>Section &amp; more</h2>"));
     assert_non_null(strstr(html, "<td>&lt;2&gt;</td>"));
@@ -278,7 +269,7 @@ static void test_experiment_config(void **state) {
 // The pipeline end to end (tiny preset)
 
 static int csv_rows(const char *dir, const char *name) {
-    char *text = slurp(dir, name);
+    char *text = test_read_file(dir, name);
     int rows = -1;
     for (char *p = text; *p; p++) rows += *p == '\n';
     free(text);
@@ -367,7 +358,7 @@ static void check_run_folder(const char *dir) {
     assert_true(number(metrics, "wall_seconds") > 0);
     assert_true(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(metrics, "label_distributions")) > 0);
     // the report shows the metrics' numbers
-    char *html = slurp(dir, "report.html");
+    char *html = test_read_file(dir, "report.html");
     char mse_text[32];
     snprintf(mse_text, sizeof(mse_text), "<td>%.4g</td>", number(cJSON_GetArrayItem(evaluations, 2), "mse"));
     if (!strstr(html, mse_text)) fail_msg("report.html does not show the tuned MSE %s", mse_text);
@@ -383,9 +374,9 @@ static void test_pipeline_end_to_end(void **state) {
     expect_success(RUN("run", "--preset", "tiny", "--out", dir));
     check_run_folder(dir);
     // a finished run resumes to nothing and keeps its results
-    char *before = slurp(dir, "eval/tuned-tune.json");
+    char *before = test_read_file(dir, "eval/tuned-tune.json");
     expect_success(RUN("run", "--out", dir, "--resume"));
-    char *after = slurp(dir, "eval/tuned-tune.json");
+    char *after = test_read_file(dir, "eval/tuned-tune.json");
     assert_string_equal(before, after);
     free(before);
     free(after);
@@ -406,11 +397,11 @@ static void test_pipeline_stop_phase_resume(void **state) {
     expect_success(RUN("run", "--out", dir, "--phase", "pretrain"));
     assert_true(exists(dir, "pretrain/summary.json"));
     expect_error(RUN("run", "--out", dir, "--phase", "pretrain"), "finished", 1);
-    char *model_before = slurp(dir, "pretrain/train.csv");
+    char *model_before = test_read_file(dir, "pretrain/train.csv");
     expect_success(RUN("run", "--out", dir, "--resume", "--stop-after", "2"));  // stops inside fine-tuning
     assert_false(exists(dir, "tune/summary.json"));
     expect_success(RUN("run", "--out", dir, "--resume"));
-    char *model_after = slurp(dir, "pretrain/train.csv");
+    char *model_after = test_read_file(dir, "pretrain/train.csv");
     assert_string_equal(model_before, model_after);  // pre-training was not redone
     free(model_before);
     free(model_after);
@@ -418,7 +409,7 @@ static void test_pipeline_stop_phase_resume(void **state) {
     for (int i = 0; i < NUM_EVALS; i++) {
         char name[256];
         snprintf(name, sizeof(name), "eval/%s.json", EVALS[i].name);
-        char *a = slurp(full, name), *b = slurp(dir, name);
+        char *a = test_read_file(full, name), *b = test_read_file(dir, name);
         if (strcmp(a, b) != 0) fail_msg("%s differs between the interrupted and the uninterrupted run", name);
         free(a);
         free(b);
@@ -433,7 +424,7 @@ static void test_pipeline_stop_phase_resume(void **state) {
     assert_int_equal(pf_write_file_atomic(extra, spec, strlen(spec)), 0);
     expect_success(RUN("run", "--out", dir, "--phase", "report"));
     assert_true(exists(dir, "figures/extra-demo.vl.json"));
-    char *html = slurp(dir, "report.html");
+    char *html = test_read_file(dir, "report.html");
     assert_non_null(strstr(html, "More figures"));
     assert_non_null(strstr(html, "data-name=\"extra-demo\""));
     free(html);
@@ -470,13 +461,14 @@ static void test_bad_input(void **state) {
     assert_false(exists(fresh, "experiment.json"));
 
     expect_success(RUN("run", "--preset", "tiny", "--out", dir));
-    char *experiment = slurp(dir, "experiment.json"), *metrics = slurp(dir, "metrics.json");
-    char *model = slurp(dir, "tune/model.safetensors");
+    char *experiment = test_read_file(dir, "experiment.json"), *metrics = test_read_file(dir, "metrics.json");
+    char *model = test_read_file(dir, "tune/model.safetensors");
     expect_error(RUN("run", "--preset", "tiny", "--out", dir), "already holds a run", 1);
     expect_error(RUN("run", "--out", dir, "--resume", "lr=1e-2@10"), "different config", 1);
     expect_error(RUN("run", "--out", dir, "--resume", "tune.batch_size=3"), "different config", 1);
-    char *experiment_after = slurp(dir, "experiment.json"), *metrics_after = slurp(dir, "metrics.json");
-    char *model_after = slurp(dir, "tune/model.safetensors");
+    char *experiment_after = test_read_file(dir, "experiment.json"),
+         *metrics_after = test_read_file(dir, "metrics.json");
+    char *model_after = test_read_file(dir, "tune/model.safetensors");
     assert_string_equal(experiment, experiment_after);
     assert_string_equal(metrics, metrics_after);
     assert_int_equal(memcmp(model, model_after, 64), 0);

@@ -35,6 +35,19 @@ static inline void test_scratch_dir(char *out, size_t size, const char *tag) {
     if (!mkdtemp(out)) fail_msg("cannot create scratch folder %s", out);
 }
 
+// The whole of dir/name (dir may be NULL: name is then the path); a missing file fails the test.
+static inline char *test_read_file(const char *dir, const char *name) {
+    char path[2048];
+    if (dir)
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+    else
+        snprintf(path, sizeof(path), "%s", name);
+    size_t size;
+    char *text = pf_read_file(path, &size);
+    if (!text) fail_msg("%s", pf_last_error());
+    return text;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running the pathformer binary ($PF_BIN, default ./pathformer) with exact arguments: posix_spawn,
 // no shell; stdin, stdout and stderr are unlinked temporary files, which (unlike pipes) never block
