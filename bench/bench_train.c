@@ -89,22 +89,48 @@ int main(int argc, char **argv) {
     BatchStats stats;
     EvalResult *eval = mallocCheck(sizeof(EvalResult));
 
-    double train[101], infer[101];
+    // Each round measures every matmul backend this build has, one after the other, so that the
+    // comparison shares the machine's state; the default (fastest) backend is the headline.
+    const char *default_backend = ops_backend();
+    const char *candidates[] = {"kernels", "openblas"};
+    const char *backends[2];
+    int num_backends = 0;
+    for (int b = 0; b < 2; b++)
+        if (ops_set_matmul_backend(candidates[b]) == 0) backends[num_backends++] = candidates[b];
+    if (num_backends == 0) backends[num_backends++] = default_backend;
+    double rounds_train[2][101], rounds_infer[2][101], *train = NULL, *infer = NULL;
     for (int r = 0; r <= repeats; r++) {  // round 0 warms up
-        double start = pf_now_seconds();
-        gradient_workers_step(workers, &set, r, &stats);
-        adam_update(&adam, model.params_memory, model.grads_memory, 1e-4f, &adam_cfg);
-        train[r] = batch_size / (pf_now_seconds() - start);
-        start = pf_now_seconds();
-        eval_model(eval, &model, "pretrain", &cfg.data, 1, batch_size);
-        infer[r] = batch_size / (pf_now_seconds() - start);
+        for (int b = 0; b < num_backends; b++) {
+            ops_set_matmul_backend(backends[b]);
+            double start = pf_now_seconds();
+            gradient_workers_step(workers, &set, r, &stats);
+            adam_update(&adam, model.params_memory, model.grads_memory, 1e-4f, &adam_cfg);
+            rounds_train[b][r] = batch_size / (pf_now_seconds() - start);
+            start = pf_now_seconds();
+            eval_model(eval, &model, "pretrain", &cfg.data, 1, batch_size);
+            rounds_infer[b][r] = batch_size / (pf_now_seconds() - start);
+        }
+    }
+    ops_set_matmul_backend(default_backend);
+    double backend_train[2], backend_infer[2];
+    for (int b = 0; b < num_backends; b++) {
+        backend_train[b] = median(rounds_train[b] + 1, repeats);
+        backend_infer[b] = median(rounds_infer[b] + 1, repeats);
+        if (strcmp(backends[b], default_backend) == 0) {
+            train = rounds_train[b];
+            infer = rounds_infer[b];
+        }
     }
     double c_train = median(train + 1, repeats), c_infer = median(infer + 1, repeats);
+    if (num_backends > 1)
+        printf("matmuls     %s: train %.0f, inference %.0f examples/s; %s: train %.0f, inference %.0f examples/s "
+               "(same rounds, interleaved)\n",
+               backends[0], backend_train[0], backend_infer[0], backends[1], backend_train[1], backend_infer[1]);
     double peak = gemm_peak_gflops(threads, repeats);
     // forward ~18 MFLOP and training ~54 MFLOP per example at 16 dense positions (SPEC §7)
     printf("pathformer  (%s, %d threads, batch %d in micro-batches of %d, median of %d): train %.0f examples/s "
            "(%.1f dense-equivalent GFLOP/s), inference %.0f examples/s\n",
-           ops_backend(), threads, batch_size, cfg.micro_batch, repeats, c_train, c_train * 54e-3, c_infer);
+           default_backend, threads, batch_size, cfg.micro_batch, repeats, c_train, c_train * 54e-3, c_infer);
     if (peak > 0.0)
         printf("machine     single-precision GEMM peak (2048^3 sgemm, %d threads): %.1f GFLOP/s; training runs at "
                "%.0f%% of it in dense-equivalent terms\n",

@@ -12,7 +12,41 @@ void openblas_set_num_threads(int num_threads);  // OpenBLAS extension; not in e
 #endif
 #include <unistd.h>
 
+#include "gemm.h"
 #include "graph.h"
+
+enum { BACKEND_LOOPS, BACKEND_BLAS, BACKEND_KERNELS };
+static const char *const backend_names[] = {"loops", "openblas", "kernels"};
+
+// The fastest this build has: the AVX-512 kernels measured fastest on the model's shapes (see
+// bench_train's per-backend lines), then OpenBLAS, then plain loops.
+static int best_backend(void) {
+    if (gemm_available()) return BACKEND_KERNELS;
+#ifdef PF_HAVE_BLAS
+    return BACKEND_BLAS;
+#else
+    return BACKEND_LOOPS;
+#endif
+}
+static int matmul_backend = -1;  // chosen on first use
+
+static int current_backend(void) {
+    if (matmul_backend < 0) matmul_backend = best_backend();
+    return matmul_backend;
+}
+
+int ops_set_matmul_backend(const char *name) {
+    int have[3] = {1, 0, gemm_available()};
+#ifdef PF_HAVE_BLAS
+    have[BACKEND_BLAS] = 1;
+#endif
+    for (int b = 0; b < 3; b++)
+        if (strcmp(name, backend_names[b]) == 0 && have[b]) {
+            matmul_backend = b;
+            return 0;
+        }
+    return -1;
+}
 
 int ops_set_threads(int n) {
     if (n <= 0) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -57,11 +91,7 @@ static void column_sums(float *dbias, const float *dout, int N, int OC, int lo, 
 }
 
 const char *ops_backend(void) {
-#ifdef PF_HAVE_BLAS
-    return "openblas";
-#else
-    return "loops";
-#endif
+    return backend_names[current_backend()];
 }
 
 void embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C) {
@@ -88,20 +118,27 @@ void embedding_backward(float *dtable, const float *dout, const int32_t *tokens,
 }
 
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC) {
-#ifdef PF_HAVE_BLAS
+    int backend = current_backend();
+    if (backend != BACKEND_LOOPS) {
 #pragma omp parallel
-    {
-        int lo, hi;
-        thread_share(N, &lo, &hi);
-        if (hi > lo) {
-            // The bias goes in first and the product is added to it (beta 1): with beta 0 OpenBLAS
-            // clears the output in a separate pass, which cost about 9% of inference.
-            for (int n = lo; bias && n < hi; n++) memcpy(out + (size_t)n * OC, bias, sizeof(float) * OC);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hi - lo, OC, C, 1.0f, inp + (size_t)lo * C, C, weight,
-                        C, bias ? 1.0f : 0.0f, out + (size_t)lo * OC, OC);
+        {
+            int lo, hi;
+            thread_share(N, &lo, &hi);
+            if (hi > lo) {
+                // The bias goes in first and the product is added to it (beta 1): with beta 0 OpenBLAS
+                // clears the output in a separate pass, which cost about 9% of inference.
+                for (int n = lo; bias && n < hi; n++) memcpy(out + (size_t)n * OC, bias, sizeof(float) * OC);
+                if (backend == BACKEND_KERNELS)
+                    gemm_nt(out + (size_t)lo * OC, OC, inp + (size_t)lo * C, C, weight, C, hi - lo, OC, C, bias != NULL);
+#ifdef PF_HAVE_BLAS
+                else
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hi - lo, OC, C, 1.0f, inp + (size_t)lo * C, C,
+                                weight, C, bias ? 1.0f : 0.0f, out + (size_t)lo * OC, OC);
+#endif
+            }
         }
+        return;
     }
-#else
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
@@ -113,28 +150,40 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
             o[j] = (float)sum + (bias ? bias[j] : 0.0f);
         }
     }
-#endif
 }
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int N, int C, int OC) {
-#ifdef PF_HAVE_BLAS
+    int backend = current_backend();
+    if (backend != BACKEND_LOOPS) {
 #pragma omp parallel
-    {
-        int lo, hi;
-        thread_share(N, &lo, &hi);  // dinp: rows of the batch
-        if (dinp && hi > lo)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, C, OC, 1.0f, dout + (size_t)lo * OC, OC,
-                        weight, C, 1.0f, dinp + (size_t)lo * C, C);
-        thread_share(OC, &lo, &hi);  // dweight and dbias: its own rows, each reducing over the whole batch
-        if (hi > lo) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hi - lo, C, N, 1.0f, dout + lo, OC, inp, C, 1.0f,
-                        dweight + (size_t)lo * C, C);
-            if (dbias) column_sums(dbias, dout, N, OC, lo, hi);
+        {
+            int lo, hi;
+            thread_share(N, &lo, &hi);  // dinp: rows of the batch
+            if (dinp && hi > lo) {
+                if (backend == BACKEND_KERNELS)
+                    gemm_nn(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight, C, hi - lo, C, OC, 1);
+#ifdef PF_HAVE_BLAS
+                else
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, C, OC, 1.0f,
+                                dout + (size_t)lo * OC, OC, weight, C, 1.0f, dinp + (size_t)lo * C, C);
+#endif
+            }
+            thread_share(OC, &lo, &hi);  // dweight and dbias: its own rows, each reducing over the whole batch
+            if (hi > lo) {
+                if (backend == BACKEND_KERNELS)
+                    gemm_tn(dweight + (size_t)lo * C, C, dout + lo, OC, inp, C, N, hi - lo, C);
+#ifdef PF_HAVE_BLAS
+                else
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hi - lo, C, N, 1.0f, dout + lo, OC, inp, C,
+                                1.0f, dweight + (size_t)lo * C, C);
+#endif
+                if (dbias) column_sums(dbias, dout, N, OC, lo, hi);
+            }
         }
+        return;
     }
-#else
-    // Without a BLAS: sums in double, in blocks of columns, so that the long reductions (over OC for
+    // Plain loops: sums in double, in blocks of columns, so that the long reductions (over OC for
     // dinp, over every row for dweight) stay as accurate as a blocked BLAS product.
     enum { BLOCK = 256 };
     if (dinp) {
@@ -174,8 +223,8 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
         }
         if (dbias && hi > lo) column_sums(dbias, dout, N, OC, lo, hi);
     }
-#endif
 }
+
 
 void attention_forward(float *out, float *att, const float *qkv, const uint8_t *pad, int B, int T, int C, int NH) {
     int hs = C / NH;
@@ -269,6 +318,157 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
     }
 }
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+// AVX-512 versions of the packed attention for sequences of at most 16 rows and head sizes that
+// are whole 16-lane vectors (the published shape: 16 positions, heads of 32). All keys of a query
+// fit one vector, so scores, softmax and its backward are vector operations; queries go four at a
+// time so that the sums over head dimensions run as independent chains. Tested against the
+// padded reference with the other paths (test_ops).
+enum { FAST_KEYS = 16, FAST_HEAD = 64, FAST_QUERIES = 4 };
+
+static int attention_fast_fits(int T, int hs) { return T <= FAST_KEYS && hs % 16 == 0 && hs <= FAST_HEAD; }
+
+// e^x on 16 lanes for x <= 0 (scores minus their maximum): x = n ln2 + r with |r| <= ln2 / 2, e^r by
+// its Taylor series to r^7 (truncation below 6e-9 relative), times 2^n. Lanes outside `live` are 0.
+static inline __m512 exp_lanes(__m512 x, __mmask16 live) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);  // ln2 in two parts
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723212e-6f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+// rows (len, 3C): this example's packed q | k | v. Column `col` of the head's q, k or v block,
+// transposed for s < len into dst[i * 16 + s] (lanes from len on are zero).
+static inline void transpose_head(float *dst, const float *rows, size_t C3, int col, int hs, int len) {
+    for (int i = 0; i < hs; i++) _mm512_store_ps(dst + i * FAST_KEYS, _mm512_setzero_ps());
+    for (int s = 0; s < len; s++) {
+        const float *src = rows + (size_t)s * C3 + col;
+        for (int i = 0; i < hs; i++) dst[i * FAST_KEYS + s] = src[i];
+    }
+}
+
+// One (example, head): queries t0 .. len-1. out_rows: where query t's output row is (stride C).
+static void attention_head_forward_fast(float *out, float *att, const float *rows, int len, int t0, int T, int C,
+                                        int h, int hs, float scale) {
+    size_t C3 = (size_t)3 * C;
+    float keys_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
+    float probs[FAST_QUERIES][FAST_KEYS] __attribute__((aligned(64)));
+    transpose_head(keys_t, rows, C3, C + h * hs, hs, len);
+    __mmask16 live = (__mmask16)((1u << len) - 1u);
+    for (int t = t0; t < len; t += FAST_QUERIES) {
+        // a group of four queries; past the last one the group repeats it and drops the result
+        const float *q[FAST_QUERIES];
+        for (int j = 0; j < FAST_QUERIES; j++) q[j] = rows + (size_t)(t + j < len ? t + j : len - 1) * C3 + h * hs;
+        __m512 score[FAST_QUERIES];
+        for (int j = 0; j < FAST_QUERIES; j++) score[j] = _mm512_setzero_ps();
+        for (int i = 0; i < hs; i++) {
+            __m512 k = _mm512_load_ps(keys_t + i * FAST_KEYS);
+            for (int j = 0; j < FAST_QUERIES; j++) score[j] = _mm512_fmadd_ps(_mm512_set1_ps(q[j][i]), k, score[j]);
+        }
+        int group = len - t < FAST_QUERIES ? len - t : FAST_QUERIES;
+        for (int j = 0; j < FAST_QUERIES; j++) {
+            __m512 scaled = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), live, score[j], _mm512_set1_ps(scale));
+            float maxval = _mm512_reduce_max_ps(scaled);
+            __m512 e = exp_lanes(_mm512_sub_ps(scaled, _mm512_set1_ps(maxval)), live);
+            __m512 a = _mm512_mul_ps(e, _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(e)));
+            _mm512_store_ps(probs[j], a);
+            if (j < group) _mm512_mask_storeu_ps(att + (size_t)(t + j) * T, live, a);
+        }
+        for (int i0 = 0; i0 < hs; i0 += 16) {
+            __m512 o[FAST_QUERIES];
+            for (int j = 0; j < FAST_QUERIES; j++) o[j] = _mm512_setzero_ps();
+            for (int s = 0; s < len; s++) {
+                __m512 v = _mm512_loadu_ps(rows + (size_t)s * C3 + 2 * C + h * hs + i0);
+                for (int j = 0; j < FAST_QUERIES; j++) o[j] = _mm512_fmadd_ps(_mm512_set1_ps(probs[j][s]), v, o[j]);
+            }
+            for (int j = 0; j < group; j++) _mm512_storeu_ps(out + (size_t)(t + j - t0) * C + h * hs + i0, o[j]);
+        }
+    }
+}
+
+// The backward of one (example, head). dout rows follow the queries t0 .. len-1 (stride C).
+static void attention_head_backward_fast(float *drows, const float *dout, const float *rows, const float *att,
+                                         int len, int t0, int T, int C, int h, int hs, float scale) {
+    size_t C3 = (size_t)3 * C;
+    float values_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
+    float dscores[FAST_KEYS][FAST_KEYS] __attribute__((aligned(64)));
+    transpose_head(values_t, rows, C3, 2 * C + h * hs, hs, len);
+    __mmask16 live = (__mmask16)((1u << len) - 1u);
+    __m512 vscale = _mm512_set1_ps(scale);
+    // queries: da_ts = d_t . v_s, the softmax backward, dq_t += sum_s dscore_ts k_s
+    for (int t = t0; t < len; t += FAST_QUERIES) {
+        const float *d[FAST_QUERIES];
+        for (int j = 0; j < FAST_QUERIES; j++) d[j] = dout + (size_t)((t + j < len ? t + j : len - 1) - t0) * C + h * hs;
+        __m512 datt[FAST_QUERIES];
+        for (int j = 0; j < FAST_QUERIES; j++) datt[j] = _mm512_setzero_ps();
+        for (int i = 0; i < hs; i++) {
+            __m512 v = _mm512_load_ps(values_t + i * FAST_KEYS);
+            for (int j = 0; j < FAST_QUERIES; j++) datt[j] = _mm512_fmadd_ps(_mm512_set1_ps(d[j][i]), v, datt[j]);
+        }
+        int group = len - t < FAST_QUERIES ? len - t : FAST_QUERIES;
+        for (int j = 0; j < group; j++) {
+            __m512 a = _mm512_maskz_loadu_ps(live, att + (size_t)(t + j) * T);
+            float weighted = _mm512_reduce_add_ps(_mm512_mul_ps(a, datt[j]));
+            __m512 ds = _mm512_mul_ps(_mm512_mul_ps(a, _mm512_sub_ps(datt[j], _mm512_set1_ps(weighted))), vscale);
+            _mm512_store_ps(dscores[t + j], ds);
+        }
+        for (int i0 = 0; i0 < hs; i0 += 16) {
+            for (int j = 0; j < group; j++) {
+                float *dq = drows + (size_t)(t + j) * C3 + h * hs + i0;
+                __m512 acc0 = _mm512_loadu_ps(dq), acc1 = _mm512_setzero_ps();
+                int s = 0;
+                for (; s + 1 < len; s += 2) {
+                    acc0 = _mm512_fmadd_ps(_mm512_set1_ps(dscores[t + j][s]),
+                                           _mm512_loadu_ps(rows + (size_t)s * C3 + C + h * hs + i0), acc0);
+                    acc1 = _mm512_fmadd_ps(_mm512_set1_ps(dscores[t + j][s + 1]),
+                                           _mm512_loadu_ps(rows + (size_t)(s + 1) * C3 + C + h * hs + i0), acc1);
+                }
+                if (s < len)
+                    acc0 = _mm512_fmadd_ps(_mm512_set1_ps(dscores[t + j][s]),
+                                           _mm512_loadu_ps(rows + (size_t)s * C3 + C + h * hs + i0), acc0);
+                _mm512_storeu_ps(dq, _mm512_add_ps(acc0, acc1));
+            }
+        }
+    }
+    // keys and values: dk_s += sum_t dscore_ts q_t, dv_s += sum_t a_ts d_t, four keys at a time
+    for (int s = 0; s < len; s += FAST_QUERIES) {
+        int group = len - s < FAST_QUERIES ? len - s : FAST_QUERIES;
+        for (int i0 = 0; i0 < hs; i0 += 16) {
+            __m512 dk[FAST_QUERIES], dv[FAST_QUERIES];
+            for (int j = 0; j < FAST_QUERIES; j++) dk[j] = dv[j] = _mm512_setzero_ps();
+            for (int t = t0; t < len; t++) {
+                __m512 q = _mm512_loadu_ps(rows + (size_t)t * C3 + h * hs + i0);
+                __m512 d = _mm512_loadu_ps(dout + (size_t)(t - t0) * C + h * hs + i0);
+                const float *a = att + (size_t)t * T + s;
+                for (int j = 0; j < FAST_QUERIES; j++) {
+                    int key = j < group ? j : 0;
+                    dk[j] = _mm512_fmadd_ps(_mm512_set1_ps(dscores[t][s + key]), q, dk[j]);
+                    dv[j] = _mm512_fmadd_ps(_mm512_set1_ps(a[key]), d, dv[j]);
+                }
+            }
+            for (int j = 0; j < group; j++) {
+                float *dkrow = drows + (size_t)(s + j) * C3 + C + h * hs + i0;
+                float *dvrow = drows + (size_t)(s + j) * C3 + 2 * C + h * hs + i0;
+                _mm512_storeu_ps(dkrow, _mm512_add_ps(_mm512_loadu_ps(dkrow), dk[j]));
+                _mm512_storeu_ps(dvrow, _mm512_add_ps(_mm512_loadu_ps(dvrow), dv[j]));
+            }
+        }
+    }
+}
+#endif
+
 // The packed kernels work on one (example, head) at a time with the keys (forward) or values
 // (backward) transposed into a small buffer, so that every inner loop runs over independent lanes
 // (keys, or head dimensions) and vectorizes without reordering any sum.
@@ -277,6 +477,19 @@ void attention_forward_packed(float *out, float *att, const float *qkv, const in
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = (size_t)3 * C;
+#if defined(__AVX512F__)
+    if (attention_fast_fits(T, hs)) {
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++) {
+                int first = offsets[b], len = offsets[b + 1] - offsets[b], t0 = last_only ? len - 1 : 0;
+                float *o = out + (last_only ? (size_t)b : (size_t)first) * C;
+                attention_head_forward_fast(o, att + ((size_t)b * NH + h) * T * T, qkv + (size_t)first * C3, len, t0,
+                                            T, C, h, hs, scale);
+            }
+        return;
+    }
+#endif
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
@@ -334,6 +547,19 @@ void attention_backward_packed(float *dqkv, const float *dout, const float *qkv,
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = (size_t)3 * C;
+#if defined(__AVX512F__)
+    if (attention_fast_fits(T, hs)) {
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++) {
+                int first = offsets[b], len = offsets[b + 1] - offsets[b], t0 = last_only ? len - 1 : 0;
+                const float *d = dout + (last_only ? (size_t)b : (size_t)first) * C;
+                attention_head_backward_fast(dqkv + (size_t)first * C3, d, qkv + (size_t)first * C3,
+                                             att + ((size_t)b * NH + h) * T * T, len, t0, T, C, h, hs, scale);
+            }
+        return;
+    }
+#endif
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {

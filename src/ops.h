@@ -12,8 +12,11 @@
 
 // Sets the thread count of OpenMP and of the BLAS library (n <= 0: all cores); returns it.
 int ops_set_threads(int n);
-// Which matmul backend this build uses ("openblas" or "loops").
+// The matmul backend in use: "kernels" (AVX-512, gemm.h), "openblas" or "loops" (plain, summing
+// in double). The default is the fastest this build has; ops_set_matmul_backend picks another by
+// name and returns -1 when the build lacks it.
 const char *ops_backend(void);
+int ops_set_matmul_backend(const char *name);
 
 // out (N, C) = concat(table[tokens[n,0]], table[tokens[n,1]]); table (V, C/2), tokens (N, 2)
 void embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C);

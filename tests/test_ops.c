@@ -355,10 +355,13 @@ static void check_attention_packed(int C, int NH) {
     free(packed_dqkv);
 }
 
-// Head sizes below one 16-lane block, and of two blocks plus a remainder (the kernels' two paths).
+// Head sizes below one 16-lane block, and of two blocks plus a remainder (the plain kernels' two
+// paths), and of whole blocks (the published 32, which the AVX-512 kernels take where built).
 static void test_attention_packed_matches_padded(void **state) {
     check_attention_packed(8, 2);
     check_attention_packed(72, 2);
+    check_attention_packed(64, 2);
+    check_attention_packed(64, 4);
 }
 
 typedef struct {

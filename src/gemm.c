@@ -1,0 +1,180 @@
+#include "gemm.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+// A register tile is ROWS rows x PANEL columns of C: 24 accumulators of 16 lanes, two vectors of the
+// streamed operand and one broadcast, within the 32 vector registers. KCHUNK bounds the packed
+// weight panel of gemm_nt (KCHUNK x PANEL floats on the stack).
+// MCHUNK rows of a gemm_tn reduction go into registers from zero before they are added to C: float
+// sums of a few hundred terms of random sign then stay as accurate as a blocked BLAS product.
+enum { ROWS = 12, PANEL = 32, KCHUNK = 512, MCHUNK = 128 };
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static ALWAYS_INLINE __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n > 0 ? n : 0)) - 1u); }
+
+// C[i, 0..w) (+)= sum_k A[i, k] B[k, 0..w) for i < mr (w <= PANEL through the masks).
+static ALWAYS_INLINE void tile_ab(const int mr, float *C, int ldc, const float *A, int lda, const float *B, int ldb,
+                                  int K, __mmask16 m0, __mmask16 m1, int accumulate) {
+    __m512 c0[ROWS], c1[ROWS];
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        const float *b = B + (size_t)k * ldb;
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < mr; i++) {
+            __m512 a = _mm512_set1_ps(A[(size_t)i * lda + k]);
+            c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) {
+        float *c = C + (size_t)i * ldc;
+        if (accumulate) {
+            c0[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), c0[i]);
+            c1[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), c1[i]);
+        }
+        _mm512_mask_storeu_ps(c, m0, c0[i]);
+        _mm512_mask_storeu_ps(c + 16, m1, c1[i]);
+    }
+}
+
+// C[i, 0..w) += sum_m A[m, i] B[m, 0..w) for i < nr: the reduction runs over the M rows with the
+// tile of C held in registers throughout.
+static ALWAYS_INLINE void tile_atb(const int nr, float *C, int ldc, const float *A, int lda, const float *B, int ldb,
+                                   int M, __mmask16 m0, __mmask16 m1) {
+    __m512 c0[ROWS], c1[ROWS];
+#pragma GCC unroll 12
+    for (int i = 0; i < nr; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int m = 0; m < M; m++) {
+        const float *b = B + (size_t)m * ldb, *a = A + (size_t)m * lda;
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < nr; i++) {
+            __m512 ai = _mm512_set1_ps(a[i]);
+            c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < nr; i++) {
+        float *c = C + (size_t)i * ldc;
+        _mm512_mask_storeu_ps(c, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), c0[i]));
+        _mm512_mask_storeu_ps(c + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), c1[i]));
+    }
+}
+
+// Every tile height as its own fully unrolled kernel, so the accumulators stay in registers.
+#define TILE_CASES(F, ...)                                                                                            \
+    switch (rows) {                                                                                                    \
+    case 12: F(12, __VA_ARGS__); break;                                                                                \
+    case 11: F(11, __VA_ARGS__); break;                                                                                \
+    case 10: F(10, __VA_ARGS__); break;                                                                                \
+    case 9: F(9, __VA_ARGS__); break;                                                                                  \
+    case 8: F(8, __VA_ARGS__); break;                                                                                  \
+    case 7: F(7, __VA_ARGS__); break;                                                                                  \
+    case 6: F(6, __VA_ARGS__); break;                                                                                  \
+    case 5: F(5, __VA_ARGS__); break;                                                                                  \
+    case 4: F(4, __VA_ARGS__); break;                                                                                  \
+    case 3: F(3, __VA_ARGS__); break;                                                                                  \
+    case 2: F(2, __VA_ARGS__); break;                                                                                  \
+    default: F(1, __VA_ARGS__); break;                                                                                 \
+    }
+
+// All row blocks of C (M, w) against one panel B (K, w <= PANEL) with row stride ldb.
+static void rows_times_panel(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int w, int K,
+                             int accumulate) {
+    __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
+    for (int i0 = 0; i0 < M; i0 += ROWS) {
+        int rows = M - i0 < ROWS ? M - i0 : ROWS;
+        float *c = C + (size_t)i0 * ldc;
+        const float *a = A + (size_t)i0 * lda;
+        TILE_CASES(tile_ab, c, ldc, a, lda, B, ldb, K, m0, m1, accumulate)
+    }
+}
+
+static void clear_rows(float *C, int ldc, int M, int N) {
+    for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
+}
+
+int gemm_available(void) { return 1; }
+
+void gemm_nt(float *C, int ldc, const float *A, int lda, const float *W, int ldw, int M, int N, int K, int accumulate) {
+    if (K == 0 && !accumulate) clear_rows(C, ldc, M, N);
+    float panel[KCHUNK * PANEL] __attribute__((aligned(64)));
+    for (int n0 = 0; n0 < N; n0 += PANEL) {
+        int w = N - n0 < PANEL ? N - n0 : PANEL;
+        for (int k0 = 0; k0 < K; k0 += KCHUNK) {
+            int kc = K - k0 < KCHUNK ? K - k0 : KCHUNK;
+            // the panel is W^T for these columns: row k holds W[n0 + j, k0 + k] for j < w
+            for (int j = 0; j < w; j++) {
+                const float *wrow = W + (size_t)(n0 + j) * ldw + k0;
+                for (int k = 0; k < kc; k++) panel[k * PANEL + j] = wrow[k];
+            }
+            rows_times_panel(C + n0, ldc, A + k0, lda, panel, PANEL, M, w, kc, accumulate || k0 > 0);
+        }
+    }
+}
+
+void gemm_nn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, int accumulate) {
+    if (K == 0 && !accumulate) clear_rows(C, ldc, M, N);
+    for (int n0 = 0; K > 0 && n0 < N; n0 += PANEL) {
+        int w = N - n0 < PANEL ? N - n0 : PANEL;
+        rows_times_panel(C + n0, ldc, A, lda, B + n0, ldb, M, w, K, accumulate);
+    }
+}
+
+void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K) {
+    for (int i0 = 0; i0 < N; i0 += ROWS) {
+        int rows = N - i0 < ROWS ? N - i0 : ROWS;
+        for (int k0 = 0; k0 < K; k0 += PANEL) {
+            int w = K - k0 < PANEL ? K - k0 : PANEL;
+            __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
+            float *c = C + (size_t)i0 * ldc + k0;
+            for (int r0 = 0; r0 < M; r0 += MCHUNK) {
+                int chunk = M - r0 < MCHUNK ? M - r0 : MCHUNK;
+                const float *a = A + (size_t)r0 * lda + i0, *b = B + (size_t)r0 * ldb + k0;
+                TILE_CASES(tile_atb, c, ldc, a, lda, b, ldb, chunk, m0, m1)
+            }
+        }
+    }
+}
+
+#else  // without AVX-512: plain loops, correct but not fast (the ops prefer a BLAS then)
+
+int gemm_available(void) { return 0; }
+
+void gemm_nt(float *C, int ldc, const float *A, int lda, const float *W, int ldw, int M, int N, int K, int accumulate) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float sum = 0.0f;
+            for (int k = 0; k < K; k++) sum += A[(size_t)i * lda + k] * W[(size_t)j * ldw + k];
+            C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + sum : sum;
+        }
+}
+
+void gemm_nn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, int accumulate) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float sum = 0.0f;
+            for (int k = 0; k < K; k++) sum += A[(size_t)i * lda + k] * B[(size_t)k * ldb + j];
+            C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + sum : sum;
+        }
+}
+
+void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K) {
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < K; k++) {
+            float sum = 0.0f;
+            for (int m = 0; m < M; m++) sum += A[(size_t)m * lda + i] * B[(size_t)m * ldb + k];
+            C[(size_t)i * ldc + k] += sum;
+        }
+}
+
+#endif

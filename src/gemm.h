@@ -1,0 +1,19 @@
+// Single-precision matrix products for the model's skinny shapes (rows = tokens, 64..256 columns),
+// with AVX-512 register-tile kernels: weights stream from L1 while the long token dimension runs
+// through registers, so no general-purpose packing pass is needed. Single-threaded; the callers
+// split rows or output blocks between threads. All matrices are row-major with leading dimensions.
+// gemm_available() says whether this build has the kernels (an AVX-512 target); when it has not,
+// the ops use the BLAS or plain loops instead. Tested against double-precision loops (test_ops).
+#ifndef PATHFORMER_GEMM_H
+#define PATHFORMER_GEMM_H
+
+int gemm_available(void);
+
+// C (M, N) = A (M, K) @ W^T, or += when accumulate; W (N, K) as a linear layer stores its weight
+void gemm_nt(float *C, int ldc, const float *A, int lda, const float *W, int ldw, int M, int N, int K, int accumulate);
+// C (M, N) = A (M, K) @ B (K, N), or += when accumulate
+void gemm_nn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, int accumulate);
+// C (N, K) += A^T @ B with A (M, N) and B (M, K): the sum runs over the M rows (a weight gradient)
+void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K);
+
+#endif

@@ -1,0 +1,215 @@
+// The fast kernels against plain references: the AVX-512 products (gemm.h) against double-precision
+// loops on every tile edge (rows, columns and depths around the 12 x 32 tiles, leading dimensions
+// wider than the matrices, accumulate on and off), and the matmul ops through each backend this
+// build has against the plain-loop backend.
+#include "testutil.h"
+
+#include "gemm.h"
+#include "ops.h"
+#include "rng.h"
+
+// float sums of up to a few hundred products against double: a few ulps of the largest partial sum
+static const double GEMM_TOL = 2e-6;
+
+// The ops judged as the parity test judges them: difference relative to the tensor's largest value.
+// (The weight gradient sums 685 float products of random sign, so its float error reaches 1e-6.)
+static const double OP_TOL = 5e-6;
+
+static float *random_matrix(size_t n, Rng *rng) {
+    float *x = mallocCheck(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)(2.0 * rng_uniform(rng) - 1.0);
+    return x;
+}
+
+// Worst |got - want| relative to the scale of the sum (sum of |terms| plus |initial value|).
+static double worst(const float *got, const double *want, const double *scale, int M, int N, int ld) {
+    double bad = 0.0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double d = fabs(got[(size_t)i * ld + j] - want[(size_t)i * N + j]) / (scale[(size_t)i * N + j] + 1e-30);
+            if (d > bad) bad = d;
+        }
+    return bad;
+}
+
+// C (M, N) (+)= A (M, K) op(B): transposed B is W (N, K) (gemm_nt), plain B is (K, N) (gemm_nn).
+static double check_product(int M, int N, int K, int transposed, int accumulate, Rng *rng) {
+    int lda = K + 3, ldb = (transposed ? K : N) + 5, ldc = N + 7;
+    float *A = random_matrix((size_t)M * lda, rng);
+    float *B = random_matrix((size_t)(transposed ? N : K) * ldb, rng);
+    float *C = random_matrix((size_t)M * ldc, rng), *C0 = mallocCheck(sizeof(float) * (size_t)M * ldc);
+    memcpy(C0, C, sizeof(float) * (size_t)M * ldc);
+    double *want = mallocCheck(sizeof(double) * (size_t)M * N), *scale = mallocCheck(sizeof(double) * (size_t)M * N);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double sum = accumulate ? C0[(size_t)i * ldc + j] : 0.0, abs_sum = fabs(sum);
+            for (int k = 0; k < K; k++) {
+                double b = transposed ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                sum += (double)A[(size_t)i * lda + k] * b;
+                abs_sum += fabs((double)A[(size_t)i * lda + k] * b);
+            }
+            want[(size_t)i * N + j] = sum;
+            scale[(size_t)i * N + j] = abs_sum;
+        }
+    if (transposed)
+        gemm_nt(C, ldc, A, lda, B, ldb, M, N, K, accumulate);
+    else
+        gemm_nn(C, ldc, A, lda, B, ldb, M, N, K, accumulate);
+    double bad = worst(C, want, scale, M, N, ldc);
+    // the padding columns of C stay untouched
+    for (int i = 0; i < M; i++)
+        for (int j = N; j < ldc; j++) assert_true(C[(size_t)i * ldc + j] == C0[(size_t)i * ldc + j]);
+    free(A);
+    free(B);
+    free(C);
+    free(C0);
+    free(want);
+    free(scale);
+    return bad;
+}
+
+// C (N, K) += A^T B with A (M, N), B (M, K)
+static double check_gradient_product(int M, int N, int K, Rng *rng) {
+    int lda = N + 2, ldb = K + 4, ldc = K + 6;
+    float *A = random_matrix((size_t)M * lda, rng), *B = random_matrix((size_t)M * ldb, rng);
+    float *C = random_matrix((size_t)N * ldc, rng), *C0 = mallocCheck(sizeof(float) * (size_t)N * ldc);
+    memcpy(C0, C, sizeof(float) * (size_t)N * ldc);
+    double *want = mallocCheck(sizeof(double) * (size_t)N * K), *scale = mallocCheck(sizeof(double) * (size_t)N * K);
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < K; k++) {
+            double sum = C0[(size_t)i * ldc + k], abs_sum = fabs(sum);
+            for (int m = 0; m < M; m++) {
+                double term = (double)A[(size_t)m * lda + i] * B[(size_t)m * ldb + k];
+                sum += term;
+                abs_sum += fabs(term);
+            }
+            want[(size_t)i * K + k] = sum;
+            scale[(size_t)i * K + k] = abs_sum;
+        }
+    gemm_tn(C, ldc, A, lda, B, ldb, M, N, K);
+    double bad = worst(C, want, scale, N, K, ldc);
+    for (int i = 0; i < N; i++)
+        for (int k = K; k < ldc; k++) assert_true(C[(size_t)i * ldc + k] == C0[(size_t)i * ldc + k]);
+    free(A);
+    free(B);
+    free(C);
+    free(C0);
+    free(want);
+    free(scale);
+    return bad;
+}
+
+static void test_gemm_against_double(void **state) {
+    (void)state;
+    Rng rng = rng_stream(11, 0, 0);
+    // sizes around the tile edges (12 rows, 16-lane vectors, 32-column panels) and the model's own
+    const int sizes[] = {1, 2, 5, 11, 12, 13, 15, 16, 17, 31, 32, 33, 47, 64, 65, 192, 256};
+    const int count = (int)(sizeof(sizes) / sizeof(sizes[0]));
+    double bad_nt = 0.0, bad_nn = 0.0, bad_tn = 0.0;
+    int cases = 0;
+    for (int a = 0; a < count; a++)
+        for (int b = 0; b < count; b++) {
+            int M = sizes[a], N = sizes[b], K = sizes[(a + 2 * b) % count];
+            int accumulate = (a + b) % 2;
+            double e;
+            if ((e = check_product(M, N, K, 1, accumulate, &rng)) > bad_nt) bad_nt = e;
+            if ((e = check_product(M, N, K, 0, accumulate, &rng)) > bad_nn) bad_nn = e;
+            if ((e = check_gradient_product(M, N, K, &rng)) > bad_tn) bad_tn = e;
+            cases++;
+        }
+    // depth past gemm_nt's packed chunk, and a real micro-batch's row count
+    double e;
+    if ((e = check_product(29, 40, 1100, 1, 1, &rng)) > bad_nt) bad_nt = e;
+    if ((e = check_product(685, 192, 64, 1, 1, &rng)) > bad_nt) bad_nt = e;
+    if ((e = check_product(685, 64, 256, 0, 1, &rng)) > bad_nn) bad_nn = e;
+    if ((e = check_gradient_product(685, 256, 64, &rng)) > bad_tn) bad_tn = e;
+    printf("gemm kernels (%s) against double loops, %d shapes: worst relative error nt %.2e, nn %.2e, tn %.2e\n",
+           gemm_available() ? "AVX-512" : "plain fallback", cases + 2, bad_nt, bad_nn, bad_tn);
+    assert_true(bad_nt < GEMM_TOL);
+    assert_true(bad_nn < GEMM_TOL);
+    assert_true(bad_tn < GEMM_TOL);
+}
+
+static void test_gemm_zero_depth(void **state) {
+    (void)state;
+    float C[6] = {1, 2, 3, 4, 5, 6}, A[1] = {0}, B[1] = {0};
+    gemm_nt(C, 3, A, 1, B, 1, 2, 3, 0, 1);
+    assert_true(C[5] == 6.0f);
+    gemm_nn(C, 3, A, 1, B, 3, 2, 3, 0, 0);
+    for (int i = 0; i < 6; i++) assert_true(C[i] == 0.0f);
+}
+
+// matmul_forward / matmul_backward through each backend against the plain loops (which sum in double)
+static void test_matmul_backends_agree(void **state) {
+    (void)state;
+    const char *backends[] = {"kernels", "openblas"};
+    const int shapes[][3] = {{685, 64, 192}, {37, 64, 256}, {64, 256, 64}, {13, 31, 47}};
+    Rng rng = rng_stream(12, 0, 0);
+    for (int s = 0; s < 4; s++) {
+        int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+        float *inp = random_matrix((size_t)N * C, &rng), *w = random_matrix((size_t)OC * C, &rng);
+        float *bias = random_matrix(OC, &rng), *dout = random_matrix((size_t)N * OC, &rng);
+        float *out_ref = mallocCheck(sizeof(float) * N * OC), *out = mallocCheck(sizeof(float) * N * OC);
+        float *dinp_ref = calloc((size_t)N * C, sizeof(float)), *dinp = calloc((size_t)N * C, sizeof(float));
+        float *dw_ref = calloc((size_t)OC * C, sizeof(float)), *dw = calloc((size_t)OC * C, sizeof(float));
+        float *db_ref = calloc(OC, sizeof(float)), *db = calloc(OC, sizeof(float));
+        assert_int_equal(ops_set_matmul_backend("loops"), 0);
+        matmul_forward(out_ref, inp, w, bias, N, C, OC);
+        matmul_backward(dinp_ref, dw_ref, db_ref, dout, inp, w, N, C, OC);
+        for (int b = 0; b < 2; b++) {
+            if (ops_set_matmul_backend(backends[b]) != 0) continue;  // not in this build
+            memset(dinp, 0, sizeof(float) * N * C);
+            memset(dw, 0, sizeof(float) * OC * C);
+            memset(db, 0, sizeof(float) * OC);
+            matmul_forward(out, inp, w, bias, N, C, OC);
+            matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC);
+            // errors relative to each tensor's largest value, as the parity test judges them
+            double e_out = 0, e_dinp = 0, e_dw = 0, e_db = 0, m_out = 0, m_dinp = 0, m_dw = 0, m_db = 0;
+            for (size_t i = 0; i < (size_t)N * OC; i++) {
+                e_out = fmax(e_out, fabs(out[i] - out_ref[i]));
+                m_out = fmax(m_out, fabs(out_ref[i]));
+            }
+            for (size_t i = 0; i < (size_t)N * C; i++) {
+                e_dinp = fmax(e_dinp, fabs(dinp[i] - dinp_ref[i]));
+                m_dinp = fmax(m_dinp, fabs(dinp_ref[i]));
+            }
+            for (size_t i = 0; i < (size_t)OC * C; i++) {
+                e_dw = fmax(e_dw, fabs(dw[i] - dw_ref[i]));
+                m_dw = fmax(m_dw, fabs(dw_ref[i]));
+            }
+            for (int i = 0; i < OC; i++) {
+                e_db = fmax(e_db, fabs(db[i] - db_ref[i]));
+                m_db = fmax(m_db, fabs(db_ref[i]));
+            }
+            printf("matmul %s (N %d, C %d, OC %d) against loops: out %.1e, dinp %.1e, dweight %.1e, dbias %.1e\n",
+                   backends[b], N, C, OC, e_out / m_out, e_dinp / m_dinp, e_dw / m_dw, e_db / m_db);
+            assert_true(e_out / m_out < OP_TOL);
+            assert_true(e_dinp / m_dinp < OP_TOL);
+            assert_true(e_dw / m_dw < OP_TOL);
+            assert_true(e_db / m_db < OP_TOL);
+        }
+        free(inp);
+        free(w);
+        free(bias);
+        free(dout);
+        free(out_ref);
+        free(out);
+        free(dinp_ref);
+        free(dinp);
+        free(dw_ref);
+        free(dw);
+        free(db_ref);
+        free(db);
+    }
+    assert_int_equal(ops_set_matmul_backend("no-such-backend"), -1);
+}
+
+int main(void) {
+    ops_set_threads(2);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_against_double),
+        cmocka_unit_test(test_gemm_zero_depth),
+        cmocka_unit_test(test_matmul_backends_agree),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
