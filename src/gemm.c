@@ -8,18 +8,29 @@
 
 // A register tile is ROWS rows x PANEL columns of C: 24 accumulators of 16 lanes, two vectors of the
 // streamed operand and one broadcast, within the 32 vector registers. KCHUNK bounds the packed
-// weight panel of gemm_nt (KCHUNK x PANEL floats on the stack).
+// depth of one pass (the packed rows of A and the packed weights hold KCHUNK values per row).
 // MCHUNK rows of a gemm_tn reduction go into registers from zero before they are added to C: float
 // sums of a few hundred terms of random sign then stay as accurate as a blocked BLAS product.
-enum { ROWS = 12, PANEL = 32, KCHUNK = 512, MCHUNK = 128 };
+// WT_FLOATS bounds gemm_nt's packed weights (64 KiB on the stack).
+enum { ROWS = 12, PANEL = 32, KCHUNK = 512, MCHUNK = 128, WT_FLOATS = 16384 };
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
 static ALWAYS_INLINE __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n > 0 ? n : 0)) - 1u); }
 
-// C[i, 0..w) (+)= sum_k A[i, k] B[k, 0..w) for i < mr (w <= PANEL through the masks).
-static ALWAYS_INLINE void tile_ab(const int mr, float *C, int ldc, const float *A, int lda, const float *B, int ldb,
-                                  int K, __mmask16 m0, __mmask16 m1, int accumulate) {
+// What happens to a tile's sums before they are stored: C + sums when accumulating, then + bias,
+// then + residual rows, then ReLU (each optional). Sums are added in this order, which is the
+// order of the unfused ops (bias into the product, then the residual op, then the ReLU op).
+typedef struct {
+    int accumulate, relu, ldr;
+    const float *bias;      // (columns) or NULL
+    const float *residual;  // rows with stride ldr, or NULL
+} Epilogue;
+
+// C[i, 0..w) = epilogue(sum_k A[i, k] B[k, 0..w)) for i < mr (w <= PANEL through the masks), with
+// the row block of A packed k-major (A[k * ROWS + i]): every broadcast comes off one pointer.
+static ALWAYS_INLINE void tile_ab(const int mr, float *C, int ldc, const float *A, int row_step, int k_step,
+                                  const float *B, int ldb, int K, __mmask16 m0, __mmask16 m1, const Epilogue *e) {
     __m512 c0[ROWS], c1[ROWS];
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) c0[i] = c1[i] = _mm512_setzero_ps();
@@ -28,17 +39,35 @@ static ALWAYS_INLINE void tile_ab(const int mr, float *C, int ldc, const float *
         __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
 #pragma GCC unroll 12
         for (int i = 0; i < mr; i++) {
-            __m512 a = _mm512_set1_ps(A[(size_t)i * lda + k]);
+            __m512 a = _mm512_set1_ps(A[(size_t)i * row_step + (size_t)k * k_step]);
             c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
             c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
         }
     }
+    __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
+    if (e->bias) {
+        bias0 = _mm512_maskz_loadu_ps(m0, e->bias);
+        bias1 = _mm512_maskz_loadu_ps(m1, e->bias + 16);
+    }
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
         float *c = C + (size_t)i * ldc;
-        if (accumulate) {
+        if (e->accumulate) {
             c0[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), c0[i]);
             c1[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), c1[i]);
+        }
+        if (e->bias) {
+            c0[i] = _mm512_add_ps(bias0, c0[i]);
+            c1[i] = _mm512_add_ps(bias1, c1[i]);
+        }
+        if (e->residual) {
+            const float *r = e->residual + (size_t)i * e->ldr;
+            c0[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, r), c0[i]);
+            c1[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, r + 16), c1[i]);
+        }
+        if (e->relu) {
+            c0[i] = _mm512_max_ps(c0[i], _mm512_setzero_ps());
+            c1[i] = _mm512_max_ps(c1[i], _mm512_setzero_ps());
         }
         _mm512_mask_storeu_ps(c, m0, c0[i]);
         _mm512_mask_storeu_ps(c + 16, m1, c1[i]);
@@ -87,15 +116,28 @@ static ALWAYS_INLINE void tile_atb(const int nr, float *C, int ldc, const float 
     default: F(1, __VA_ARGS__); break;                                                                                 \
     }
 
-// All row blocks of C (M, w) against one panel B (K, w <= PANEL) with row stride ldb.
-static void rows_times_panel(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int w, int K,
-                             int accumulate) {
-    __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
+// C (M, N) = epilogue(A (M, K) B) where column panel p of B (K x PANEL, row stride ldb) starts at
+// B + p * panel_step: the row blocks of A go in the outer loop, each packed once (k-major) and kept
+// in L1 while every panel of B passes by. K <= KCHUNK.
+static void product(float *C, int ldc, const float *A, int lda, const float *B, int ldb, size_t panel_step, int M,
+                    int N, int K, Epilogue e) {
+    float apack[KCHUNK * ROWS] __attribute__((aligned(64)));
+    const float *bias = e.bias, *residual = e.residual;
     for (int i0 = 0; i0 < M; i0 += ROWS) {
         int rows = M - i0 < ROWS ? M - i0 : ROWS;
-        float *c = C + (size_t)i0 * ldc;
-        const float *a = A + (size_t)i0 * lda;
-        TILE_CASES(tile_ab, c, ldc, a, lda, B, ldb, K, m0, m1, accumulate)
+        for (int i = 0; i < rows; i++) {
+            const float *arow = A + (size_t)(i0 + i) * lda;
+            for (int k = 0; k < K; k++) apack[k * ROWS + i] = arow[k];
+        }
+        for (int n0 = 0, p = 0; n0 < N; n0 += PANEL, p++) {
+            int w = N - n0 < PANEL ? N - n0 : PANEL;
+            __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
+            float *c = C + (size_t)i0 * ldc + n0;
+            const float *b = B + p * panel_step;
+            if (bias) e.bias = bias + n0;
+            if (residual) e.residual = residual + (size_t)i0 * e.ldr + n0;
+            TILE_CASES(tile_ab, c, ldc, apack, 1, ROWS, b, ldb, K, m0, m1, &e)
+        }
     }
 }
 
@@ -105,28 +147,57 @@ static void clear_rows(float *C, int ldc, int M, int N) {
 
 int gemm_available(void) { return 1; }
 
-void gemm_nt(float *C, int ldc, const float *A, int lda, const float *W, int ldw, int M, int N, int K, int accumulate) {
-    if (K == 0 && !accumulate) clear_rows(C, ldc, M, N);
-    float panel[KCHUNK * PANEL] __attribute__((aligned(64)));
-    for (int n0 = 0; n0 < N; n0 += PANEL) {
-        int w = N - n0 < PANEL ? N - n0 : PANEL;
-        for (int k0 = 0; k0 < K; k0 += KCHUNK) {
-            int kc = K - k0 < KCHUNK ? K - k0 : KCHUNK;
-            // the panel is W^T for these columns: row k holds W[n0 + j, k0 + k] for j < w
-            for (int j = 0; j < w; j++) {
-                const float *wrow = W + (size_t)(n0 + j) * ldw + k0;
-                for (int k = 0; k < kc; k++) panel[k * PANEL + j] = wrow[k];
+void gemm_nt(float *C, int ldc, const float *A, int lda, const float *W, int ldw, int M, int N, int K,
+             const float *bias, const float *residual, int ldr, int relu) {
+    if (K == 0) {  // no products: the epilogue of zeros
+        float zero = 0.0f;
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float v = (bias ? bias[j] + zero : zero);
+                if (residual) v = residual[(size_t)i * ldr + j] + v;
+                C[(size_t)i * ldc + j] = relu && v < 0.0f ? 0.0f : v;
             }
-            rows_times_panel(C + n0, ldc, A + k0, lda, panel, PANEL, M, w, kc, accumulate || k0 > 0);
+        return;
+    }
+    // W^T packed in panels of PANEL columns, as many columns at a time as WT_FLOATS holds (all of
+    // the model's weights at once: 64 x 256 = 16,384 floats)
+    float wt[WT_FLOATS] __attribute__((aligned(64)));
+    for (int k0 = 0; k0 < K; k0 += KCHUNK) {
+        int kc = K - k0 < KCHUNK ? K - k0 : KCHUNK;
+        int block = WT_FLOATS / (kc * PANEL) * PANEL;  // columns per packing
+        for (int n0 = 0; n0 < N; n0 += block) {
+            int width = N - n0 < block ? N - n0 : block;
+            for (int j = 0; j < width; j++) {  // panel j / PANEL, row k, lane j % PANEL
+                const float *wrow = W + (size_t)(n0 + j) * ldw + k0;
+                float *dst = wt + (size_t)(j / PANEL) * kc * PANEL + j % PANEL;
+                for (int k = 0; k < kc; k++) dst[k * PANEL] = wrow[k];
+            }
+            // the bias goes in with the first chunk of the depth; residual and ReLU with the last
+            int final = k0 + kc == K;
+            Epilogue e = {.accumulate = k0 > 0,
+                          .relu = relu && final,
+                          .ldr = ldr,
+                          .bias = k0 == 0 && bias ? bias + n0 : NULL,
+                          .residual = final && residual ? residual + n0 : NULL};
+            product(C + n0, ldc, A + k0, lda, wt, PANEL, (size_t)kc * PANEL, M, width, kc, e);
         }
     }
 }
 
+// Here column panels go in the outer loop and A is read in place: B is a weight matrix of up to
+// 64 KiB, and one panel of it (K x PANEL) stays in L1 while the rows of A stream by.
 void gemm_nn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, int accumulate) {
     if (K == 0 && !accumulate) clear_rows(C, ldc, M, N);
+    Epilogue e = {.accumulate = accumulate};
     for (int n0 = 0; K > 0 && n0 < N; n0 += PANEL) {
         int w = N - n0 < PANEL ? N - n0 : PANEL;
-        rows_times_panel(C + n0, ldc, A, lda, B + n0, ldb, M, w, K, accumulate);
+        __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
+        for (int i0 = 0; i0 < M; i0 += ROWS) {
+            int rows = M - i0 < ROWS ? M - i0 : ROWS;
+            float *c = C + (size_t)i0 * ldc + n0;
+            const float *a = A + (size_t)i0 * lda;
+            TILE_CASES(tile_ab, c, ldc, a, lda, 1, B + n0, ldb, K, m0, m1, &e)
+        }
     }
 }
 
@@ -150,12 +221,15 @@ void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb
 
 int gemm_available(void) { return 0; }
 
-void gemm_nt(float *C, int ldc, const float *A, int lda, const float *W, int ldw, int M, int N, int K, int accumulate) {
+void gemm_nt(float *C, int ldc, const float *A, int lda, const float *W, int ldw, int M, int N, int K,
+             const float *bias, const float *residual, int ldr, int relu) {
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             float sum = 0.0f;
             for (int k = 0; k < K; k++) sum += A[(size_t)i * lda + k] * W[(size_t)j * ldw + k];
-            C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + sum : sum;
+            if (bias) sum = bias[j] + sum;
+            if (residual) sum = residual[(size_t)i * ldr + j] + sum;
+            C[(size_t)i * ldc + j] = relu && sum < 0.0f ? 0.0f : sum;
         }
 }
 

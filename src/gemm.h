@@ -9,8 +9,11 @@
 
 int gemm_available(void);
 
-// C (M, N) = A (M, K) @ W^T, or += when accumulate; W (N, K) as a linear layer stores its weight
-void gemm_nt(float *C, int ldc, const float *A, int lda, const float *W, int ldw, int M, int N, int K, int accumulate);
+// C (M, N) = relu(residual + (A (M, K) @ W^T + bias)) with W (N, K) as a linear layer stores its
+// weight; bias (N), residual (M, N) with row stride ldr and the ReLU are each optional (NULL, 0).
+// A fused linear layer: one pass over C instead of one per elementwise op, with the same sums.
+void gemm_nt(float *C, int ldc, const float *A, int lda, const float *W, int ldw, int M, int N, int K,
+             const float *bias, const float *residual, int ldr, int relu);
 // C (M, N) = A (M, K) @ B (K, N), or += when accumulate
 void gemm_nn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, int accumulate);
 // C (N, K) += A^T @ B with A (M, N) and B (M, K): the sum runs over the M rows (a weight gradient)

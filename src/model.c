@@ -301,20 +301,19 @@ double model_forward(Model *model, const int32_t *tokens, const float *labels, i
         // Only the readout rows of the last layer reach the output: there, attention has one query
         // per example and everything after it runs on M = B rows.
         int last = l == L - 1, M = last ? B : N;
-        size_t MC = (size_t)M * C;
 
         matmul_forward(qkv, x, w_in, b_in, N, C, 3 * C);
         attention_forward_packed(atty, att, qkv, model->offsets, B, T, C, NH, last);
-        matmul_forward(attproj, atty, w_out, b_out, M, C, C);
-        if (last)
+        // the residual adds and the ReLU ride in the products' output passes (matmul_forward_fused)
+        if (last) {
+            matmul_forward(attproj, atty, w_out, b_out, M, C, C);
             gather_residual_forward(res1, x, model->readout_rows, attproj, B, C);
-        else
-            residual_forward(res1, x, attproj, MC);
+        } else {
+            matmul_forward_fused(res1, atty, w_out, b_out, x, 0, M, C, C);
+        }
         layernorm_forward(ln1, ln1_mean, ln1_rstd, res1, n1w, n1b, M, C);
-        matmul_forward(fc1_relu, ln1, w1, b1, M, C, F);
-        relu_forward(fc1_relu, fc1_relu, (size_t)M * F);
-        matmul_forward(res2, fc1_relu, w2, b2, M, F, C);
-        residual_forward(res2, res2, ln1, MC);
+        matmul_forward_fused(fc1_relu, ln1, w1, b1, NULL, 1, M, C, F);
+        matmul_forward_fused(res2, fc1_relu, w2, b2, ln1, 0, M, F, C);
         layernorm_forward(ln2, ln2_mean, ln2_rstd, res2, n2w, n2b, M, C);
         x = ln2;
     }

@@ -117,37 +117,50 @@ void embedding_backward(float *dtable, const float *dout, const int32_t *tokens,
     }
 }
 
-void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC) {
-    int backend = current_backend();
-    if (backend != BACKEND_LOOPS) {
-#pragma omp parallel
-        {
-            int lo, hi;
-            thread_share(N, &lo, &hi);
-            if (hi > lo) {
-                // The bias goes in first and the product is added to it (beta 1): with beta 0 OpenBLAS
-                // clears the output in a separate pass, which cost about 9% of inference.
-                for (int n = lo; bias && n < hi; n++) memcpy(out + (size_t)n * OC, bias, sizeof(float) * OC);
-                if (backend == BACKEND_KERNELS)
-                    gemm_nt(out + (size_t)lo * OC, OC, inp + (size_t)lo * C, C, weight, C, hi - lo, OC, C, bias != NULL);
-#ifdef PF_HAVE_BLAS
-                else
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hi - lo, OC, C, 1.0f, inp + (size_t)lo * C, C,
-                                weight, C, bias ? 1.0f : 0.0f, out + (size_t)lo * OC, OC);
-#endif
-            }
-        }
-        return;
+// The elementwise tail of a fused linear layer on rows lo..hi of out (the BLAS and loop backends).
+static void residual_relu_rows(float *out, const float *residual, int relu, int lo, int hi, int OC) {
+    for (size_t i = (size_t)lo * OC; i < (size_t)hi * OC; i++) {
+        float v = out[i];
+        if (residual) v = residual[i] + v;
+        out[i] = relu && v < 0.0f ? 0.0f : v;
     }
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *o = out + (size_t)n * OC;
-        for (int j = 0; j < OC; j++) {
-            const float *w = weight + (size_t)j * C;
-            double sum = 0.0;  // in double, as accurate as a blocked BLAS product (see matmul_backward)
-            for (int i = 0; i < C; i++) sum += (double)x[i] * w[i];
-            o[j] = (float)sum + (bias ? bias[j] : 0.0f);
+}
+
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC) {
+    matmul_forward_fused(out, inp, weight, bias, NULL, 0, N, C, OC);
+}
+
+void matmul_forward_fused(float *out, const float *inp, const float *weight, const float *bias, const float *residual,
+                          int relu, int N, int C, int OC) {
+    int backend = current_backend();
+#pragma omp parallel
+    {
+        int lo, hi;
+        thread_share(N, &lo, &hi);
+        if (hi > lo && backend == BACKEND_KERNELS) {
+            gemm_nt(out + (size_t)lo * OC, OC, inp + (size_t)lo * C, C, weight, C, hi - lo, OC, C, bias,
+                    residual ? residual + (size_t)lo * OC : NULL, OC, relu);
+        } else if (hi > lo && backend == BACKEND_BLAS) {
+#ifdef PF_HAVE_BLAS
+            // The bias goes in first and the product is added to it (beta 1): with beta 0 OpenBLAS
+            // clears the output in a separate pass, which cost about 9% of inference.
+            for (int n = lo; bias && n < hi; n++) memcpy(out + (size_t)n * OC, bias, sizeof(float) * OC);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, hi - lo, OC, C, 1.0f, inp + (size_t)lo * C, C, weight,
+                        C, bias ? 1.0f : 0.0f, out + (size_t)lo * OC, OC);
+#endif
+            if (residual || relu) residual_relu_rows(out, residual, relu, lo, hi, OC);
+        } else if (hi > lo) {
+            for (int n = lo; n < hi; n++) {
+                const float *x = inp + (size_t)n * C;
+                float *o = out + (size_t)n * OC;
+                for (int j = 0; j < OC; j++) {
+                    const float *w = weight + (size_t)j * C;
+                    double sum = 0.0;  // in double, as accurate as a blocked BLAS product (see matmul_backward)
+                    for (int i = 0; i < C; i++) sum += (double)x[i] * w[i];
+                    o[j] = (bias ? bias[j] : 0.0f) + (float)sum;
+                }
+            }
+            if (residual || relu) residual_relu_rows(out, residual, relu, lo, hi, OC);
         }
     }
 }

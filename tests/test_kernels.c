@@ -32,11 +32,14 @@ static double worst(const float *got, const double *want, const double *scale, i
     return bad;
 }
 
-// C (M, N) (+)= A (M, K) op(B): transposed B is W (N, K) (gemm_nt), plain B is (K, N) (gemm_nn).
-static double check_product(int M, int N, int K, int transposed, int accumulate, Rng *rng) {
-    int lda = K + 3, ldb = (transposed ? K : N) + 5, ldc = N + 7;
+// gemm_nn: C (M, N) (+)= A (M, K) B with B (K, N). gemm_nt: C = A W^T with W (N, K), and with
+// `option` the whole epilogue: relu(residual + (A W^T + bias)).
+static double check_product(int M, int N, int K, int transposed, int option, Rng *rng) {
+    int lda = K + 3, ldb = (transposed ? K : N) + 5, ldc = N + 7, ldr = N + 2;
+    int accumulate = !transposed && option, fused = transposed && option;
     float *A = random_matrix((size_t)M * lda, rng);
     float *B = random_matrix((size_t)(transposed ? N : K) * ldb, rng);
+    float *bias = random_matrix(N, rng), *residual = random_matrix((size_t)M * ldr, rng);
     float *C = random_matrix((size_t)M * ldc, rng), *C0 = mallocCheck(sizeof(float) * (size_t)M * ldc);
     memcpy(C0, C, sizeof(float) * (size_t)M * ldc);
     double *want = mallocCheck(sizeof(double) * (size_t)M * N), *scale = mallocCheck(sizeof(double) * (size_t)M * N);
@@ -48,11 +51,16 @@ static double check_product(int M, int N, int K, int transposed, int accumulate,
                 sum += (double)A[(size_t)i * lda + k] * b;
                 abs_sum += fabs((double)A[(size_t)i * lda + k] * b);
             }
+            if (fused) {
+                sum += (double)bias[j] + residual[(size_t)i * ldr + j];
+                abs_sum += fabs(bias[j]) + fabs(residual[(size_t)i * ldr + j]);
+                if (sum < 0.0) sum = 0.0;
+            }
             want[(size_t)i * N + j] = sum;
             scale[(size_t)i * N + j] = abs_sum;
         }
     if (transposed)
-        gemm_nt(C, ldc, A, lda, B, ldb, M, N, K, accumulate);
+        gemm_nt(C, ldc, A, lda, B, ldb, M, N, K, fused ? bias : NULL, fused ? residual : NULL, ldr, fused);
     else
         gemm_nn(C, ldc, A, lda, B, ldb, M, N, K, accumulate);
     double bad = worst(C, want, scale, M, N, ldc);
@@ -61,6 +69,8 @@ static double check_product(int M, int N, int K, int transposed, int accumulate,
         for (int j = N; j < ldc; j++) assert_true(C[(size_t)i * ldc + j] == C0[(size_t)i * ldc + j]);
     free(A);
     free(B);
+    free(bias);
+    free(residual);
     free(C);
     free(C0);
     free(want);
@@ -110,10 +120,10 @@ static void test_gemm_against_double(void **state) {
     for (int a = 0; a < count; a++)
         for (int b = 0; b < count; b++) {
             int M = sizes[a], N = sizes[b], K = sizes[(a + 2 * b) % count];
-            int accumulate = (a + b) % 2;
+            int option = (a + b) % 2;  // nt: the fused bias, residual and ReLU; nn: accumulate
             double e;
-            if ((e = check_product(M, N, K, 1, accumulate, &rng)) > bad_nt) bad_nt = e;
-            if ((e = check_product(M, N, K, 0, accumulate, &rng)) > bad_nn) bad_nn = e;
+            if ((e = check_product(M, N, K, 1, option, &rng)) > bad_nt) bad_nt = e;
+            if ((e = check_product(M, N, K, 0, option, &rng)) > bad_nn) bad_nn = e;
             if ((e = check_gradient_product(M, N, K, &rng)) > bad_tn) bad_tn = e;
             cases++;
         }
@@ -122,6 +132,7 @@ static void test_gemm_against_double(void **state) {
     if ((e = check_product(29, 40, 1100, 1, 1, &rng)) > bad_nt) bad_nt = e;
     if ((e = check_product(685, 192, 64, 1, 1, &rng)) > bad_nt) bad_nt = e;
     if ((e = check_product(685, 64, 256, 0, 1, &rng)) > bad_nn) bad_nn = e;
+    if ((e = check_product(29, 40, 1100, 0, 1, &rng)) > bad_nn) bad_nn = e;
     if ((e = check_gradient_product(685, 256, 64, &rng)) > bad_tn) bad_tn = e;
     printf("gemm kernels (%s) against double loops, %d shapes: worst relative error nt %.2e, nn %.2e, tn %.2e\n",
            gemm_available() ? "AVX-512" : "plain fallback", cases + 2, bad_nt, bad_nn, bad_tn);
@@ -132,11 +143,13 @@ static void test_gemm_against_double(void **state) {
 
 static void test_gemm_zero_depth(void **state) {
     (void)state;
-    float C[6] = {1, 2, 3, 4, 5, 6}, A[1] = {0}, B[1] = {0};
-    gemm_nt(C, 3, A, 1, B, 1, 2, 3, 0, 1);
+    float C[6] = {1, 2, 3, 4, 5, 6}, A[1] = {0}, B[1] = {0}, bias[3] = {-1, 0, 2};
+    gemm_nn(C, 3, A, 1, B, 3, 2, 3, 0, 1);
     assert_true(C[5] == 6.0f);
     gemm_nn(C, 3, A, 1, B, 3, 2, 3, 0, 0);
     for (int i = 0; i < 6; i++) assert_true(C[i] == 0.0f);
+    gemm_nt(C, 3, A, 1, B, 1, 2, 3, 0, bias, NULL, 0, 1);  // no products: relu(bias) on every row
+    assert_true(C[0] == 0.0f && C[1] == 0.0f && C[2] == 2.0f && C[3] == 0.0f && C[5] == 2.0f);
 }
 
 // matmul_forward / matmul_backward through each backend against the plain loops (which sum in double)
@@ -204,12 +217,41 @@ static void test_matmul_backends_agree(void **state) {
     assert_int_equal(ops_set_matmul_backend("no-such-backend"), -1);
 }
 
+// The fused linear layer gives the very bits of the separate ops it replaces, on every backend.
+static void test_fused_forward_matches_separate_ops(void **state) {
+    (void)state;
+    const char *backends[] = {"kernels", "openblas", "loops"};
+    enum { N = 45, C = 64, OC = 96 };
+    Rng rng = rng_stream(13, 0, 0);
+    float *inp = random_matrix((size_t)N * C, &rng), *w = random_matrix((size_t)OC * C, &rng);
+    float *bias = random_matrix(OC, &rng), *residual = random_matrix((size_t)N * OC, &rng);
+    float *separate = mallocCheck(sizeof(float) * N * OC), *fused = mallocCheck(sizeof(float) * N * OC);
+    for (int b = 0; b < 3; b++) {
+        if (ops_set_matmul_backend(backends[b]) != 0) continue;
+        for (int variant = 0; variant < 3; variant++) {  // residual, ReLU, both
+            int with_residual = variant != 1, relu = variant != 0;
+            matmul_forward(separate, inp, w, bias, N, C, OC);
+            if (with_residual) residual_forward(separate, residual, separate, (size_t)N * OC);
+            if (relu) relu_forward(separate, separate, (size_t)N * OC);
+            matmul_forward_fused(fused, inp, w, bias, with_residual ? residual : NULL, relu, N, C, OC);
+            assert_memory_equal(separate, fused, sizeof(float) * N * OC);
+        }
+    }
+    free(inp);
+    free(w);
+    free(bias);
+    free(residual);
+    free(separate);
+    free(fused);
+}
+
 int main(void) {
     ops_set_threads(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_against_double),
         cmocka_unit_test(test_gemm_zero_depth),
         cmocka_unit_test(test_matmul_backends_agree),
+        cmocka_unit_test(test_fused_forward_matches_separate_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
