@@ -99,7 +99,7 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
             int B = (int)(count - first < capacity ? count - first : capacity);
             batch.B = B;
             batch_fill(&batch, &set, cfg, seed, step, (uint64_t)first);
-            model_forward(m, batch.tokens, NULL, B);
+            model_infer(m, batch.tokens, NULL, B);
             eval_result_add(&partial[id], m->pred, batch.labels, B);
         }
         batch_free(&batch);

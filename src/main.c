@@ -310,7 +310,7 @@ static int cmd_predict(int argc, char **argv) {
             batch_encode(&batch, B++, &example, &cfg.data);
         }
         if (B == CAPACITY || (len < 0 && B > 0)) {
-            model_forward(&model, batch.tokens, NULL, B);
+            model_infer(&model, batch.tokens, NULL, B);
             for (int b = 0; b < B; b++)
                 fprintf(out, "{\"target\": %d, \"prediction\": %.6f, \"distance\": %d}\n", batch.targets[b],
                         model.pred[b], (int)batch.labels[b]);

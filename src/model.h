@@ -115,6 +115,9 @@ void model_init(Model *model, uint64_t seed, int identical_layers);
 // tokens (B, T, 2), encoded as batch_encode does (position T-1 holds the target pair); fills
 // model->pred (B). Returns the sum of squared errors when labels is not NULL (0 otherwise).
 double model_forward(Model *model, const int32_t *tokens, const float *labels, int B);
+// The same forward for inference: the same predictions bit for bit, but every layer reuses one set
+// of activation buffers (a cache-sized working set), so model_backward cannot follow it.
+double model_infer(Model *model, const int32_t *tokens, const float *labels, int B);
 // Accumulates parameter gradients of scale * sum of squared errors of the last forward
 // (scale = 1 / full batch size gives the gradient of the MSE over the full batch).
 void model_backward(Model *model, const float *labels, int B, float scale);

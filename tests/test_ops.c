@@ -914,6 +914,10 @@ static void test_determinism(void **state) {
     }
     assert_memory_equal(first_pred, model.pred, sizeof(first_pred));
     assert_memory_equal(first_grads, model.grads_memory, model.num_parameters * sizeof(float));
+    // inference, with its shared activation buffers, predicts the very same values
+    double sse = model_infer(&model, batch.tokens, batch.labels, B);
+    assert_memory_equal(first_pred, model.pred, sizeof(first_pred));
+    assert_true(sse == model_forward(&model, batch.tokens, batch.labels, B));
 
     ops_set_threads(2);
     free(first_grads);
