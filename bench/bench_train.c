@@ -13,6 +13,7 @@ void openblas_set_num_threads(int num_threads);
 #endif
 
 #include "adam.h"
+#include "batch.h"
 #include "common.h"
 #include "config.h"
 #include "eval.h"
@@ -58,6 +59,22 @@ static double gemm_peak_gflops(int threads, int repeats) {
     (void)repeats;
     return 0.0;
 #endif
+}
+
+// FLOPs this model really runs per example, averaged over a pretrain batch: packed rows only (n
+// real pairs per example), the last layer's attention and feed-forward on the readout row only.
+// Products count 2 per multiply-add; attention scores and weighted sums 4 n^2 C per full layer.
+// Training counts three times the forward (the backward takes two products per forward product).
+static double actual_forward_flops(const Batch *batch, const ModelConfig *m) {
+    double C = m->d_model, F = m->d_ff, L = m->n_layers, total = 0.0;
+    for (int b = 0; b < batch->B; b++) {
+        double n = 0;
+        for (int t = 0; t < batch->T; t++) n += batch->tokens[((size_t)b * batch->T + t) * 2] != 0;
+        double full_layer = n * (2 * C * 3 * C + 2 * C * C + 4 * C * F) + 4 * C * n * n;
+        double last_layer = n * 2 * C * 3 * C + 4 * C * n + 2 * C * C + 4 * C * F;
+        total += (L - 1) * full_layer + last_layer + 2 * C;
+    }
+    return total / batch->B;
 }
 
 int main(int argc, char **argv) {
@@ -126,15 +143,50 @@ int main(int argc, char **argv) {
         printf("matmuls     %s: train %.0f, inference %.0f examples/s; %s: train %.0f, inference %.0f examples/s "
                "(same rounds, interleaved)\n",
                backends[0], backend_train[0], backend_infer[0], backends[1], backend_train[1], backend_infer[1]);
+    // What a step spends outside the model: drawing its batch and the Adam update, timed alone
+    Batch batch;
+    batch_alloc(&batch, batch_size, cfg.model.seq_len);
+    double data_times[101], adam_times[101];
+    for (int r = 0; r < repeats; r++) {
+        double start = pf_now_seconds();
+        batch_fill(&batch, &set, &cfg.data, cfg.seed, 1000 + r, 0);
+        data_times[r] = pf_now_seconds() - start;
+        start = pf_now_seconds();
+        adam_update(&adam, model.params_memory, model.grads_memory, 1e-4f, &adam_cfg);
+        adam_times[r] = pf_now_seconds() - start;
+    }
+    double step_time = batch_size / c_train;
+    double data_share = median(data_times, repeats) / step_time, adam_share = median(adam_times, repeats) / step_time;
+    // The work per example drawn: a training step and an evaluation each run their batch's distinct
+    // examples (the evaluation's batch is drawn again here as eval_model draws it).
+    const Batch *ran = gradient_workers_last_batch(workers);
+    double step_flops = 3.0 * actual_forward_flops(ran, &cfg.model) * ran->B / batch_size;
+    batch_fill(&batch, &set, &cfg.data, 1, eval_stream_step("pretrain"), 0);
+    double forward_flops = actual_forward_flops(&batch, &cfg.model);  // every example, as drawn
+    BatchDistinct distinct;
+    batch_distinct_create(&distinct, batch_size, cfg.model.seq_len);
+    batch_distinct_collect(&distinct, &batch);
+    double infer_flops = actual_forward_flops(&distinct.batch, &cfg.model) * distinct.batch.B / batch_size;
+    batch_distinct_free(&distinct);
+    batch_free(&batch);
+
     double peak = gemm_peak_gflops(threads, repeats);
     // forward ~18 MFLOP and training ~54 MFLOP per example at 16 dense positions (SPEC §7)
     printf("pathformer  (%s, %d threads, batch %d in micro-batches of %d, median of %d): train %.0f examples/s "
            "(%.1f dense-equivalent GFLOP/s), inference %.0f examples/s\n",
            default_backend, threads, batch_size, cfg.micro_batch, repeats, c_train, c_train * 54e-3, c_infer);
+    printf("work        per example drawn, as run (packed rows, distinct examples): forward %.2f MFLOP (%.2f before "
+           "dropping repeats; dense: 18), training %.2f MFLOP (dense: 54; the step ran %d distinct of %d): training "
+           "%.1f GFLOP/s, inference %.1f GFLOP/s\n",
+           infer_flops / 1e6, forward_flops / 1e6, step_flops / 1e6, ran->B, batch_size, c_train * step_flops / 1e9,
+           c_infer * infer_flops / 1e9);
+    printf("step        drawing the batch takes %.1f%% of a training step's time, the Adam update %.1f%%\n",
+           100.0 * data_share, 100.0 * adam_share);
     if (peak > 0.0)
-        printf("machine     single-precision GEMM peak (2048^3 sgemm, %d threads): %.1f GFLOP/s; training runs at "
-               "%.0f%% of it in dense-equivalent terms\n",
-               threads, peak, 100.0 * c_train * 54e-3 / peak);
+        printf("machine     single-precision GEMM peak (2048^3 sgemm, %d threads): %.1f GFLOP/s; the work as run "
+               "reaches %.0f%% of it in training and %.0f%% in inference\n",
+               threads, peak, 100.0 * c_train * step_flops / 1e9 / peak,
+               100.0 * c_infer * infer_flops / 1e9 / peak);
 
     const char *python = getenv("PF_PYTHON") ? getenv("PF_PYTHON") : "/usr/bin/python3";
     char command[512];

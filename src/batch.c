@@ -159,3 +159,53 @@ int example_parse_jsonl(Example *ex, const char *line, const DataConfig *cfg) {
     cJSON_Delete(root);
     return rc;
 }
+
+void batch_distinct_create(BatchDistinct *d, int capacity, int T) {
+    batch_alloc(&d->batch, capacity, T);
+    d->batch.B = 0;
+    d->counts = mallocCheck(sizeof(float) * capacity);
+    d->keys = mallocCheck(sizeof(uint16_t) * (size_t)capacity * T);
+    size_t size = 1024;
+    while (size < 2 * (size_t)capacity) size *= 2;
+    d->table = mallocCheck(sizeof(int32_t) * size);
+    d->table_mask = size - 1;
+}
+
+void batch_distinct_free(BatchDistinct *d) {
+    batch_free(&d->batch);
+    free(d->counts);
+    free(d->keys);
+    free(d->table);
+}
+
+void batch_distinct_collect(BatchDistinct *d, const Batch *in) {
+    int T = in->T, count = 0;
+    memset(d->table, 0, sizeof(int32_t) * (d->table_mask + 1));
+    for (int b = 0; b < in->B; b++) {
+        const int32_t *tokens = in->tokens + (size_t)b * T * 2;
+        uint16_t *key = d->keys + (size_t)count * T;  // written in place; kept when the example is new
+        for (int t = 0; t < T; t++) {  // codes below 2^16: vertex ids and TARGET are below 256
+            uint16_t code = (uint16_t)(tokens[2 * t] << 8 | tokens[2 * t + 1]);
+            int i = t;
+            if (t < T - 1)  // insertion sort of the edge positions (padding codes are 0 and sort first)
+                for (; i > 0 && key[i - 1] > code; i--) key[i] = key[i - 1];
+            key[i] = code;
+        }
+        uint64_t hash = 1469598103934665603ull;  // FNV-1a over the codes
+        for (int t = 0; t < T; t++) hash = (hash ^ key[t]) * 1099511628211ull;
+        size_t slot = (size_t)hash & d->table_mask;
+        for (; d->table[slot] != 0; slot = (slot + 1) & d->table_mask)
+            if (memcmp(d->keys + (size_t)(d->table[slot] - 1) * T, key, sizeof(uint16_t) * T) == 0) break;
+        if (d->table[slot] != 0) {
+            d->counts[d->table[slot] - 1] += 1.0f;
+            continue;
+        }
+        d->table[slot] = count + 1;
+        d->counts[count] = 1.0f;
+        memcpy(d->batch.tokens + (size_t)count * T * 2, tokens, sizeof(int32_t) * T * 2);
+        d->batch.labels[count] = in->labels[b];
+        d->batch.targets[count] = in->targets[b];
+        count++;
+    }
+    d->batch.B = count;
+}

@@ -409,7 +409,7 @@ void bfs_zero_grad(BfsModel *m) { memset(m->grads_memory, 0, m->num_parameters *
 void bfs_backward(BfsModel *m, const float *labels, int B) {
     int N = m->N, T = m->T, C = m->C, RQ = m->RQ, BT = B * T;
     size_t TC = (size_t)T * C, TT = (size_t)T * T, n_act = (size_t)BT * C;
-    mse_backward(m->dpred, m->pred, labels, B, 1.0f / B);
+    mse_backward(m->dpred, m->pred, labels, NULL, B, 1.0f / B);
     memset(m->dx, 0, n_act * sizeof(float));
     bfs_readout_backward(m->dx, m->dpred, B, T, C, m->out_off, N);
     const BfsParams *p = &m->params;

@@ -37,6 +37,7 @@ static const ConfigKey KEYS[] = {
     KEY("set", KEY_STRING, set, "training data set"),
     KEY("batch_size", KEY_LONG, batch_size, "examples per optimizer step"),
     KEY("micro_batch", KEY_INT, micro_batch, "examples per forward/backward pass of one worker thread"),
+    KEY("dedupe", KEY_INT, dedupe, "1: repeats within a batch run once, weighted (same loss and gradient)"),
     KEY("lr", KEY_STRING, lr_schedule, "learning-rate schedule rate@steps,..."),
     KEY("beta1", KEY_FLOAT, beta1, "Adam beta1"),
     KEY("beta2", KEY_FLOAT, beta2, "Adam beta2"),
@@ -67,6 +68,7 @@ static void base_config(RunConfig *cfg) {
     cfg->eps = adam.eps;
     cfg->seed = 1;
     cfg->identical_layers = 1;
+    cfg->dedupe = 1;
     cfg->checkpoint_every = 100;
     cfg->eval_examples = 16384;
 }
@@ -178,6 +180,7 @@ int config_finalize(RunConfig *cfg) {
     if (!(cfg->eps > 0.0f)) return pf_fail("eps must be positive");
     if (!(cfg->weight_decay >= 0.0f)) return pf_fail("weight_decay must be non-negative");
     if (cfg->identical_layers != 0 && cfg->identical_layers != 1) return pf_fail("identical_layers must be 0 or 1");
+    if (cfg->dedupe != 0 && cfg->dedupe != 1) return pf_fail("dedupe must be 0 or 1 (got %d)", cfg->dedupe);
     if (cfg->threads < 0 || cfg->threads > 1024) return pf_fail("threads must be in 0..1024");
     if (cfg->checkpoint_every < 0) return pf_fail("checkpoint_every must be non-negative");
     if (cfg->eval_examples < 0) return pf_fail("eval_examples must be non-negative");

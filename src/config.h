@@ -18,6 +18,7 @@ typedef struct {
     char set[64];            // training data set (pretrain, tune, ...)
     long batch_size;         // examples per optimizer step
     int micro_batch;         // examples per forward/backward pass (gradient accumulation)
+    int dedupe;              // 1: each distinct example of a batch runs once, weighted by its copies
     char lr_schedule[256];   // rate@steps,...
     float beta1, beta2, eps, weight_decay;
     uint64_t seed;           // data and initialization

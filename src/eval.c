@@ -24,23 +24,24 @@ void eval_result_init(EvalResult *result, const char *set, const DataConfig *cfg
     result->hist_hi = (float)cfg->max_v + 1.5f;
 }
 
-void eval_result_add(EvalResult *result, const float *pred, const float *labels, int B) {
+void eval_result_add(EvalResult *result, const float *pred, const float *labels, const float *weights, int B) {
     float bin_width = (result->hist_hi - result->hist_lo) / EVAL_BINS;
     for (int b = 0; b < B; b++) {
         int label = (int)labels[b];
+        long copies = weights ? (long)weights[b] : 1;
         double diff = (double)pred[b] - labels[b];
         int correct = lroundf(pred[b]) == label;
-        result->count++;
-        result->sse += diff * diff;
-        result->correct += correct;
+        result->count += copies;
+        result->sse += (double)copies * diff * diff;
+        result->correct += correct * copies;
         if (label < 0 || label > result->max_label) continue;
-        result->label_count[label]++;
-        result->label_sse[label] += diff * diff;
-        result->label_correct[label] += correct;
+        result->label_count[label] += copies;
+        result->label_sse[label] += (double)copies * diff * diff;
+        result->label_correct[label] += correct * copies;
         float position = (pred[b] - result->hist_lo) / bin_width;
         int bin = isfinite(position) ? (int)floorf(position) : EVAL_BINS - 1;
         bin = bin < 0 ? 0 : bin >= EVAL_BINS ? EVAL_BINS - 1 : bin;
-        result->hist[label][bin]++;
+        result->hist[label][bin] += copies;
     }
 }
 
@@ -68,6 +69,10 @@ static void eval_result_merge(EvalResult *dst, const EvalResult *src) {
     }
 }
 
+// Examples drawn at a time: each block is reduced to its distinct examples (batch_distinct_collect),
+// which the threads then share; a repeat counts with its representative's prediction.
+enum { EVAL_BLOCK = 1 << 15 };
+
 int eval_model(EvalResult *result, Model *model, const char *set_name, const DataConfig *cfg, uint64_t seed,
                long count) {
     DataSet set;
@@ -79,33 +84,46 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
     eval_result_init(result, set_name, cfg);
     // Data-parallel like training: each thread runs whole chunks on its own replica of the model,
     // and the partial results are merged in thread order.
-    int capacity = model->batch_capacity;
-    long chunks = (count + capacity - 1) / capacity;
+    int capacity = model->batch_capacity, T = model->config.seq_len;
+    int block = count < EVAL_BLOCK ? (int)(count > 0 ? count : 1) : EVAL_BLOCK;
+    long max_chunks = (block + capacity - 1) / capacity;
     int threads = omp_get_max_threads();
-    int workers = chunks < threads ? (int)(chunks > 0 ? chunks : 1) : threads;
+    int workers = max_chunks < threads ? (int)max_chunks : threads;
     Model *replicas = mallocCheck(sizeof(Model) * workers);
     EvalResult *partial = mallocCheck(sizeof(EvalResult) * workers);
-    uint64_t step = eval_stream_step(set_name);
-#pragma omp parallel num_threads(workers)
-    {
-        int id = omp_get_thread_num();
-        Model *m = id == 0 ? model : &replicas[id];
-        if (id > 0) model_create_replica(m, model, capacity);
+    for (int id = 0; id < workers; id++) {
+        if (id > 0) model_create_replica(&replicas[id], model, capacity);
         eval_result_init(&partial[id], set_name, cfg);
-        Batch batch;
-        batch_alloc(&batch, capacity, model->config.seq_len);
-        for (long k = id; k < chunks; k += workers) {
-            long first = k * capacity;
-            int B = (int)(count - first < capacity ? count - first : capacity);
-            batch.B = B;
-            batch_fill(&batch, &set, cfg, seed, step, (uint64_t)first);
-            model_infer(m, batch.tokens, NULL, B);
-            eval_result_add(&partial[id], m->pred, batch.labels, B);
-        }
-        batch_free(&batch);
-        if (id > 0) model_free(m);
     }
-    for (int id = 0; id < workers; id++) eval_result_merge(result, &partial[id]);
+    Batch drawn;
+    batch_alloc(&drawn, block, T);
+    BatchDistinct distinct;
+    batch_distinct_create(&distinct, block, T);
+    uint64_t step = eval_stream_step(set_name);
+    for (long start = 0; start < count; start += block) {
+        drawn.B = (int)(count - start < block ? count - start : block);
+        batch_fill(&drawn, &set, cfg, seed, step, (uint64_t)start);
+        batch_distinct_collect(&distinct, &drawn);
+        const Batch *run = &distinct.batch;
+        long chunks = (run->B + capacity - 1) / capacity;
+#pragma omp parallel num_threads(workers)
+        {
+            int id = omp_get_thread_num();
+            Model *m = id == 0 ? model : &replicas[id];
+            for (long k = id; k < chunks; k += workers) {
+                long first = k * capacity;
+                int B = (int)(run->B - first < capacity ? run->B - first : capacity);
+                model_infer(m, run->tokens + (size_t)first * T * 2, NULL, B);
+                eval_result_add(&partial[id], m->pred, run->labels + first, distinct.counts + first, B);
+            }
+        }
+    }
+    for (int id = 0; id < workers; id++) {
+        eval_result_merge(result, &partial[id]);
+        if (id > 0) model_free(&replicas[id]);
+    }
+    batch_free(&drawn);
+    batch_distinct_free(&distinct);
     free(partial);
     free(replicas);
     return 0;

@@ -24,8 +24,9 @@ typedef struct {
 } EvalResult;
 
 void eval_result_init(EvalResult *result, const char *set, const DataConfig *cfg);
-// Adds B predictions with their labels.
-void eval_result_add(EvalResult *result, const float *pred, const float *labels, int B);
+// Adds B predictions with their labels; weights (B, or NULL for all 1) count each as that many
+// examples (a distinct example standing for its copies).
+void eval_result_add(EvalResult *result, const float *pred, const float *labels, const float *weights, int B);
 double eval_mse(const EvalResult *result);
 double eval_accuracy(const EvalResult *result);
 

@@ -336,7 +336,7 @@ void model_zero_grad(Model *model) {
     if (model->grads_memory) memset(model->grads_memory, 0, model->num_parameters * sizeof(float));
 }
 
-void model_backward(Model *model, const float *labels, int B, float scale) {
+void model_backward(Model *model, const float *labels, const float *weights, int B, float scale) {
     const ModelConfig *c = &model->config;
     int T = c->seq_len, C = c->d_model, F = c->d_ff, NH = c->n_heads, L = c->n_layers;
     int N = model->num_rows;
@@ -345,7 +345,7 @@ void model_backward(Model *model, const float *labels, int B, float scale) {
     ActivationTensors a = model->acts;
     BackwardScratch s = model->scratch;
 
-    mse_backward(s.dpred, model->pred, labels, B, scale);
+    mse_backward(s.dpred, model->pred, labels, weights, B, scale);
     memset(s.dlayer_out, 0, (size_t)B * C * sizeof(float));
     readout_backward(s.dlayer_out, g.fc_out_w, g.fc_out_b, s.dpred, a.ln2 + (size_t)(L - 1) * capC, NULL, p.fc_out_w,
                      B, C);

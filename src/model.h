@@ -119,8 +119,9 @@ double model_forward(Model *model, const int32_t *tokens, const float *labels, i
 // of activation buffers (a cache-sized working set), so model_backward cannot follow it.
 double model_infer(Model *model, const int32_t *tokens, const float *labels, int B);
 // Accumulates parameter gradients of scale * sum of squared errors of the last forward
-// (scale = 1 / full batch size gives the gradient of the MSE over the full batch).
-void model_backward(Model *model, const float *labels, int B, float scale);
+// (scale = 1 / full batch size gives the gradient of the MSE over the full batch); with weights
+// (B, or NULL for all 1) example b's error counts weights[b] times.
+void model_backward(Model *model, const float *labels, const float *weights, int B, float scale);
 void model_zero_grad(Model *model);
 
 // The name of parameter tensor `index` for layer `layer` (PyTorch state_dict names) and its shape.

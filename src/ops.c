@@ -799,6 +799,9 @@ double mse_forward(const float *pred, const float *labels, int B) {
     return sum;
 }
 
-void mse_backward(float *dpred, const float *pred, const float *labels, int B, float scale) {
-    for (int b = 0; b < B; b++) dpred[b] = 2.0f * (pred[b] - labels[b]) * scale;
+void mse_backward(float *dpred, const float *pred, const float *labels, const float *weights, int B, float scale) {
+    for (int b = 0; b < B; b++) {
+        dpred[b] = 2.0f * (pred[b] - labels[b]) * scale;
+        if (weights) dpred[b] *= weights[b];
+    }
 }

@@ -87,6 +87,7 @@ void readout_backward(float *dinp, float *dweight, float *dbias, const float *dp
 // Sum of squared errors over B predictions, and dpred[b] = 2 (pred[b] - label[b]) * scale
 // (scale = 1 / total batch size gives the gradient of the mean).
 double mse_forward(const float *pred, const float *labels, int B);
-void mse_backward(float *dpred, const float *pred, const float *labels, int B, float scale);
+// weights (B) or NULL: example b counts weights[b] times (a distinct example standing for its copies).
+void mse_backward(float *dpred, const float *pred, const float *labels, const float *weights, int B, float scale);
 
 #endif

@@ -172,7 +172,6 @@ static int write_summary(const RunConfig *cfg, const char *run_dir, long steps, 
 typedef struct {
     Model *model;  // worker 0 uses the master model itself
     Model replica;
-    Batch batch;
     BatchStats stats;
 } Worker;
 
@@ -180,6 +179,8 @@ struct GradientWorkers {
     const RunConfig *cfg;
     int count;
     Worker *workers;
+    Batch drawn;             // the step's full batch as drawn
+    BatchDistinct distinct;  // its distinct examples (cfg->dedupe)
 };
 
 GradientWorkers *gradient_workers_create(Model *model, const RunConfig *cfg, int threads) {
@@ -192,25 +193,38 @@ GradientWorkers *gradient_workers_create(Model *model, const RunConfig *cfg, int
         Worker *w = &gw->workers[i];
         if (i > 0) model_create_replica(&w->replica, model, cfg->micro_batch);
         w->model = i == 0 ? model : &w->replica;
-        batch_alloc(&w->batch, cfg->micro_batch, cfg->model.seq_len);
     }
+    batch_alloc(&gw->drawn, (int)cfg->batch_size, cfg->model.seq_len);
+    batch_distinct_create(&gw->distinct, (int)cfg->batch_size, cfg->model.seq_len);
     return gw;
 }
 
 int gradient_workers_count(const GradientWorkers *gw) { return gw->count; }
 
+const Batch *gradient_workers_last_batch(const GradientWorkers *gw) {
+    return gw->cfg->dedupe ? &gw->distinct.batch : &gw->drawn;
+}
+
 void gradient_workers_free(GradientWorkers *gw) {
-    for (int i = 0; i < gw->count; i++) {
-        batch_free(&gw->workers[i].batch);
-        if (i > 0) model_free(&gw->workers[i].replica);
-    }
+    for (int i = 1; i < gw->count; i++) model_free(&gw->workers[i].replica);
+    batch_free(&gw->drawn);
+    batch_distinct_free(&gw->distinct);
     free(gw->workers);
     free(gw);
 }
 
 int gradient_workers_step(GradientWorkers *gw, const DataSet *set, long step, BatchStats *stats) {
     const RunConfig *cfg = gw->cfg;
-    long num_micro = (cfg->batch_size + cfg->micro_batch - 1) / cfg->micro_batch;
+    batch_fill(&gw->drawn, set, &cfg->data, cfg->seed, (uint64_t)step, 0);
+    const Batch *run = &gw->drawn;
+    const float *counts = NULL;
+    if (cfg->dedupe) {  // each distinct example once, weighted by its copies (batch_distinct_collect)
+        batch_distinct_collect(&gw->distinct, &gw->drawn);
+        run = &gw->distinct.batch;
+        counts = gw->distinct.counts;
+    }
+    int T = run->T;
+    long num_micro = (run->B + cfg->micro_batch - 1) / cfg->micro_batch;
     float scale = 1.0f / (float)cfg->batch_size;
 #pragma omp parallel num_threads(gw->count)
     {
@@ -224,17 +238,17 @@ int gradient_workers_step(GradientWorkers *gw, const DataSet *set, long step, Ba
         model_zero_grad(w->model);
         for (long k = id; k < num_micro && !interrupted; k += gw->count) {
             long first = k * cfg->micro_batch;
-            int B = (int)(cfg->batch_size - first < cfg->micro_batch ? cfg->batch_size - first : cfg->micro_batch);
-            w->batch.B = B;
-            batch_fill(&w->batch, set, &cfg->data, cfg->seed, (uint64_t)step, (uint64_t)first);
-            w->stats.sse += model_forward(w->model, w->batch.tokens, w->batch.labels, B);
+            int B = (int)(run->B - first < cfg->micro_batch ? run->B - first : cfg->micro_batch);
+            const float *labels = run->labels + first, *weights = counts ? counts + first : NULL;
+            model_forward(w->model, run->tokens + (size_t)first * T * 2, labels, B);
             for (int b = 0; b < B; b++) {
-                int label = (int)w->batch.labels[b];
-                double diff = (double)w->model->pred[b] - w->batch.labels[b];
-                w->stats.label_sse[label] += diff * diff;
-                w->stats.label_count[label]++;
+                int label = (int)labels[b];
+                double diff = (double)w->model->pred[b] - labels[b], copies = weights ? weights[b] : 1.0;
+                w->stats.sse += copies * diff * diff;
+                w->stats.label_sse[label] += copies * diff * diff;
+                w->stats.label_count[label] += (long)copies;
             }
-            model_backward(w->model, w->batch.labels, B, scale);
+            model_backward(w->model, labels, weights, B, scale);
         }
     }
     if (interrupted) return 1;

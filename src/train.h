@@ -3,6 +3,7 @@
 #ifndef PATHFORMER_TRAIN_H
 #define PATHFORMER_TRAIN_H
 
+#include "batch.h"
 #include "config.h"
 
 // Loss statistics of one batch.
@@ -22,6 +23,8 @@ int gradient_workers_count(const GradientWorkers *workers);
 // Leaves the gradient of the MSE of step `step`'s full batch in model->grads and its statistics in
 // *stats. Returns 0, or 1 when Ctrl-C came part-way (the step is void).
 int gradient_workers_step(GradientWorkers *workers, const DataSet *set, long step, BatchStats *stats);
+// The examples the last step ran: its distinct examples, or its whole batch when cfg->dedupe is 0.
+const Batch *gradient_workers_last_batch(const GradientWorkers *workers);
 void gradient_workers_free(GradientWorkers *workers);
 
 // Exit status of an interrupted (Ctrl-C) run whose checkpoint was saved.

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "config.h"
+#include "train.h"
 #include "model.h"
 #include "ops.h"
 #include "rng.h"
@@ -590,7 +592,7 @@ static void test_mse_backward(void **state) {
 
     // mse_backward writes dpred (it does not accumulate): stale values must not leak through.
     float dpred[B] = {100, 100, 100, 100, 100};
-    mse_backward(dpred, m.pred, m.labels, B, m.scale);
+    mse_backward(dpred, m.pred, m.labels, NULL, B, m.scale);
     check_gradient("mse dpred", mse_loss, &m, m.pred, dpred, B, 1e-3f);
 
     free(m.pred);
@@ -685,7 +687,7 @@ static void test_model_gradient(void **state) {
 
     model_zero_grad(&model);
     double loss = model_forward(&model, batch.tokens, batch.labels, B) / B;
-    model_backward(&model, batch.labels, B, 1.0f / B);
+    model_backward(&model, batch.labels, NULL, B, 1.0f / B);
 
     size_t relu_inputs = (size_t)cfg.n_layers * B * cfg.seq_len * cfg.d_ff;
     uint8_t *pattern_plus = mallocCheck(relu_inputs), *pattern_minus = mallocCheck(relu_inputs);
@@ -906,7 +908,7 @@ static void test_determinism(void **state) {
     for (int pass = 0; pass < 2; pass++) {
         model_zero_grad(&model);
         model_forward(&model, batch.tokens, batch.labels, B);
-        model_backward(&model, batch.labels, B, 1.0f / B);
+        model_backward(&model, batch.labels, NULL, B, 1.0f / B);
         if (pass == 0) {
             memcpy(first_grads, model.grads_memory, model.num_parameters * sizeof(float));
             memcpy(first_pred, model.pred, sizeof(first_pred));
@@ -925,6 +927,50 @@ static void test_determinism(void **state) {
     model_free(&model);
 }
 
+// A step over the distinct examples of a batch, each weighted by its copies, gives the loss and the
+// gradient of the full batch (up to the order of float sums), on a tune batch (many repeats).
+static void test_dedupe_matches_full_batch(void **state) {
+    (void)state;
+    RunConfig cfg;
+    config_preset(&cfg, "tiny");
+    snprintf(cfg.set, sizeof(cfg.set), "tune");
+    cfg.batch_size = 1024;
+    cfg.micro_batch = 64;
+    assert_int_equal(config_finalize(&cfg), 0);
+    DataSet set;
+    assert_int_equal(dataset_lookup(&set, cfg.set, &cfg.data), 0);
+    Model model;
+    model_create(&model, &cfg.model, cfg.micro_batch, 1);
+    model_init(&model, 5, 1);
+    float *full_grads = mallocCheck(model.num_parameters * sizeof(float));
+    BatchStats full, distinct;
+    int num_distinct[2];
+    for (int dedupe = 0; dedupe < 2; dedupe++) {
+        cfg.dedupe = dedupe;
+        GradientWorkers *workers = gradient_workers_create(&model, &cfg, 2);
+        assert_int_equal(gradient_workers_step(workers, &set, 3, dedupe ? &distinct : &full), 0);
+        num_distinct[dedupe] = gradient_workers_last_batch(workers)->B;
+        if (!dedupe) memcpy(full_grads, model.grads_memory, model.num_parameters * sizeof(float));
+        gradient_workers_free(workers);
+    }
+    double worst = 0.0, largest = 0.0;
+    for (size_t i = 0; i < model.num_parameters; i++) {
+        worst = fmax(worst, fabs(model.grads_memory[i] - full_grads[i]));
+        largest = fmax(largest, fabs(full_grads[i]));
+    }
+    printf("dedupe: %d distinct of %d tune examples; loss %.9g against %.9g, worst gradient difference %.2e of "
+           "the largest\n",
+           num_distinct[1], num_distinct[0], distinct.sse, full.sse, worst / largest);
+    assert_int_equal(num_distinct[0], 1024);
+    assert_true(num_distinct[1] < 900);  // tune batches repeat often (about 40% at this size)
+    assert_true(fabs(distinct.sse - full.sse) <= 1e-5 * full.sse);
+    assert_true(worst <= 1e-5 * largest);
+    for (int label = 0; label <= PF_MAX_VERTICES; label++)
+        assert_int_equal(distinct.label_count[label], full.label_count[label]);
+    free(full_grads);
+    model_free(&model);
+}
+
 int main(void) {
     ops_set_threads(2);
     printf("gradient checks (backend %s): max err = max |analytic - numeric| / max(|numeric|, 0.1 max|grad|), "
@@ -940,6 +986,7 @@ int main(void) {
         cmocka_unit_test(test_relu_backward),
         cmocka_unit_test(test_readout_backward),
         cmocka_unit_test(test_mse_backward),
+        cmocka_unit_test(test_dedupe_matches_full_batch),
         cmocka_unit_test(test_model_gradient),
         cmocka_unit_test(test_checkpoint_round_trip),
         cmocka_unit_test(test_parameter_count),

@@ -124,7 +124,7 @@ static void test_forward_loss_and_gradients(void **state) {
     model_zero_grad(&f->model);
     double sse = model_forward(&f->model, f->batch.tokens, f->batch.labels, B);
     float loss = (float)(sse / B);
-    model_backward(&f->model, f->batch.labels, B, 1.0f / B);
+    model_backward(&f->model, f->batch.labels, NULL, B, 1.0f / B);
     printf("parity (published shape, batch %d):\n", B);
     assert_true(compare("outputs", f->model.pred, reference_tensor(f, "pred", B), B) < REL_TOL);
     assert_true(compare("loss", &loss, reference_tensor(f, "loss", 1), 1) < REL_TOL);
@@ -188,7 +188,7 @@ static void run_adam(Fixture *f, float weight_decay, const char *prefix) {
     for (int step = 0; step < ADAM_STEPS; step++) {
         model_zero_grad(&model);
         model_forward(&model, f->batch.tokens, f->batch.labels, B);
-        model_backward(&model, f->batch.labels, B, 1.0f / B);
+        model_backward(&model, f->batch.labels, NULL, B, 1.0f / B);
         adam_update(&adam, model.params_memory, model.grads_memory, ADAM_LR, &cfg);
     }
     compare_after_adam(f, model.params_memory, prefix, ADAM_LR);
