@@ -94,8 +94,11 @@ test: deps
 check: probe pathformer $(TESTS) asan
 	@bash tests/run_tests.sh $(BUILD)
 
+# Training and inference at the published batch of 2^15 (median of 3 steps), then data generation;
+# each next to its baseline (PyTorch, Python) measured in the same run.
 bench: all
-	@for b in $(BENCHES); do $$b; done
+	$(BUILD)/bench_train 32768 3 2
+	$(BUILD)/bench_data
 
 clean:
 	rm -rf $(BUILD) pathformer

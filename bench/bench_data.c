@@ -53,6 +53,7 @@ int main(void) {
     batch_alloc(&batch, BATCH, data_config_seq_len(&cfg));
     printf("data generation: sample + encode, median of %d runs of %d examples\n", RUNS, BATCH * STEPS);
     printf("%-24s %16s %16s %8s\n", "data set", "1 thread ex/s", "all ex/s", "speedup");
+    double pretrain_one = 0.0, pretrain_all = 0.0;
     for (int i = 0; DATASET_NAMES[i]; i++) {
         DataSet set;
         if (dataset_lookup(&set, DATASET_NAMES[i], &cfg) != 0) {
@@ -62,8 +63,26 @@ int main(void) {
         double one = measure(&batch, &set, &cfg, 1);
         double all = measure(&batch, &set, &cfg, all_threads);
         printf("%-24s %16.0f %16.0f %7.2fx\n", set.name, one, all, all / one);
+        if (i == 0) {
+            pretrain_one = one;
+            pretrain_all = all;
+        }
     }
     printf("(all = %d threads)\n", all_threads);
+
+    // the same sampler in plain Python (bench/python_data.py), measured in this run
+    const char *python = getenv("PF_PYTHON") ? getenv("PF_PYTHON") : "/usr/bin/python3";
+    char command[512], line[256];
+    snprintf(command, sizeof(command), "%s bench/python_data.py 20000 3", python);
+    FILE *pipe = popen(command, "r");
+    double python_rate = 0.0;
+    while (pipe && fgets(line, sizeof(line), pipe)) sscanf(line, "python_pretrain_examples_per_s %lf", &python_rate);
+    if (!pipe || pclose(pipe) != 0 || python_rate <= 0.0)
+        printf("Python baseline unavailable (%s)\n", command);
+    else
+        printf("python      pretrain sampler, one process: %.0f examples/s; ratio pathformer/python: %.1fx on one "
+               "thread, %.1fx on %d\n",
+               python_rate, pretrain_one / python_rate, pretrain_all / python_rate, all_threads);
     batch_free(&batch);
     return EXIT_SUCCESS;
 }
