@@ -110,12 +110,14 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
         {
             int id = omp_get_thread_num();
             Model *m = id == 0 ? model : &replicas[id];
+            model_pack_weights(m);
             for (long k = id; k < chunks; k += workers) {
                 long first = k * capacity;
                 int B = (int)(run->B - first < capacity ? run->B - first : capacity);
                 model_infer(m, run->tokens + (size_t)first * T * 2, NULL, B);
                 eval_result_add(&partial[id], m->pred, run->labels + first, distinct.counts + first, B);
             }
+            model_unpack_weights(m);
         }
     }
     for (int id = 0; id < workers; id++) {

@@ -144,40 +144,89 @@ static void clear_rows(float *C, int ldc, int M, int N) {
 
 int gemm_available(void) { return 1; }
 
+// The epilogue of zero products (K = 0).
+static void epilogue_only(float *C, int ldc, int M, int N, const float *bias, const float *residual, int ldr,
+                          int relu) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float v = bias ? bias[j] + 0.0f : 0.0f;
+            if (residual) v = residual[(size_t)i * ldr + j] + v;
+            C[(size_t)i * ldc + j] = relu && v < 0.0f ? 0.0f : v;
+        }
+}
+
+// Columns n0 .. n0 + width of W^T for depths k0 .. k0 + kc, in panels: panel j / PANEL holds row k
+// at k * PANEL, lane j % PANEL; lanes past N in the last panel are zero.
+static void pack_block(float *dst, const float *W, int ldw, int n0, int width, int k0, int kc) {
+    int padded = (width + PANEL - 1) / PANEL * PANEL;
+    for (int j = 0; j < padded; j++) {
+        float *out = dst + (size_t)(j / PANEL) * kc * PANEL + j % PANEL;
+        if (j >= width) {
+            for (int k = 0; k < kc; k++) out[k * PANEL] = 0.0f;
+            continue;
+        }
+        const float *wrow = W + (size_t)(n0 + j) * ldw + k0;
+        for (int k = 0; k < kc; k++) out[k * PANEL] = wrow[k];
+    }
+}
+
+// The epilogue settings of depth chunk k0 .. k0 + kc of K: the bias goes in with the first chunk,
+// the residual and ReLU with the last.
+static Epilogue chunk_epilogue(int k0, int kc, int K, int n0, const float *bias, const float *residual, int ldr,
+                               int relu) {
+    int final = k0 + kc == K;
+    Epilogue e = {.accumulate = k0 > 0,
+                  .relu = relu && final,
+                  .ldr = ldr,
+                  .bias = k0 == 0 && bias ? bias + n0 : NULL,
+                  .residual = final && residual ? residual + n0 : NULL};
+    return e;
+}
+
 void gemm_nt(float *C, int ldc, const float *A, int lda, const float *W, int ldw, int M, int N, int K,
              const float *bias, const float *residual, int ldr, int relu) {
-    if (K == 0) {  // no products: the epilogue of zeros
-        float zero = 0.0f;
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) {
-                float v = (bias ? bias[j] + zero : zero);
-                if (residual) v = residual[(size_t)i * ldr + j] + v;
-                C[(size_t)i * ldc + j] = relu && v < 0.0f ? 0.0f : v;
-            }
+    if (K == 0) {
+        epilogue_only(C, ldc, M, N, bias, residual, ldr, relu);
         return;
     }
-    // W^T packed in panels of PANEL columns, as many columns at a time as WT_FLOATS holds (all of
-    // the model's weights at once: 64 x 256 = 16,384 floats)
+    // W^T packed in panels, as many columns at a time as WT_FLOATS holds (all of the model's
+    // weights at once: 64 x 256 = 16,384 floats)
     float wt[WT_FLOATS] __attribute__((aligned(64)));
     for (int k0 = 0; k0 < K; k0 += KCHUNK) {
         int kc = K - k0 < KCHUNK ? K - k0 : KCHUNK;
         int block = WT_FLOATS / (kc * PANEL) * PANEL;  // columns per packing
         for (int n0 = 0; n0 < N; n0 += block) {
             int width = N - n0 < block ? N - n0 : block;
-            for (int j = 0; j < width; j++) {  // panel j / PANEL, row k, lane j % PANEL
-                const float *wrow = W + (size_t)(n0 + j) * ldw + k0;
-                float *dst = wt + (size_t)(j / PANEL) * kc * PANEL + j % PANEL;
-                for (int k = 0; k < kc; k++) dst[k * PANEL] = wrow[k];
-            }
-            // the bias goes in with the first chunk of the depth; residual and ReLU with the last
-            int final = k0 + kc == K;
-            Epilogue e = {.accumulate = k0 > 0,
-                          .relu = relu && final,
-                          .ldr = ldr,
-                          .bias = k0 == 0 && bias ? bias + n0 : NULL,
-                          .residual = final && residual ? residual + n0 : NULL};
+            pack_block(wt, W, ldw, n0, width, k0, kc);
+            Epilogue e = chunk_epilogue(k0, kc, K, n0, bias, residual, ldr, relu);
             product(C + n0, ldc, A + k0, lda, wt, PANEL, (size_t)kc * PANEL, M, width, kc, e);
         }
+    }
+}
+
+// The packed layout: depth chunks of KCHUNK, each holding every column's panels.
+static int padded_columns(int N) { return (N + PANEL - 1) / PANEL * PANEL; }
+
+size_t gemm_packed_floats(int N, int K) { return (size_t)padded_columns(N) * (K > 0 ? K : 1); }
+
+void gemm_pack(float *packed, const float *W, int ldw, int N, int K) {
+    for (int k0 = 0; k0 < K; k0 += KCHUNK) {
+        int kc = K - k0 < KCHUNK ? K - k0 : KCHUNK;
+        pack_block(packed + (size_t)k0 * padded_columns(N), W, ldw, 0, N, k0, kc);
+    }
+}
+
+void gemm_nt_packed(float *C, int ldc, const float *A, int lda, const float *packed, int M, int N, int K,
+                    const float *bias, const float *residual, int ldr, int relu) {
+    if (K == 0) {
+        epilogue_only(C, ldc, M, N, bias, residual, ldr, relu);
+        return;
+    }
+    for (int k0 = 0; k0 < K; k0 += KCHUNK) {
+        int kc = K - k0 < KCHUNK ? K - k0 : KCHUNK;
+        Epilogue e = chunk_epilogue(k0, kc, K, 0, bias, residual, ldr, relu);
+        product(C, ldc, A + k0, lda, packed + (size_t)k0 * padded_columns(N), PANEL, (size_t)kc * PANEL, M, N, kc,
+                e);
     }
 }
 
@@ -234,6 +283,17 @@ void gemm_nt(float *C, int ldc, const float *A, int lda, const float *W, int ldw
             if (residual) sum = residual[(size_t)i * ldr + j] + sum;
             C[(size_t)i * ldc + j] = relu && sum < 0.0f ? 0.0f : sum;
         }
+}
+
+size_t gemm_packed_floats(int N, int K) { return (size_t)N * K; }
+
+void gemm_pack(float *packed, const float *W, int ldw, int N, int K) {
+    for (int j = 0; j < N; j++) memcpy(packed + (size_t)j * K, W + (size_t)j * ldw, sizeof(float) * K);
+}
+
+void gemm_nt_packed(float *C, int ldc, const float *A, int lda, const float *packed, int M, int N, int K,
+                    const float *bias, const float *residual, int ldr, int relu) {
+    gemm_nt(C, ldc, A, lda, packed, K, M, N, K, bias, residual, ldr, relu);
 }
 
 void gemm_nn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, int accumulate) {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "gemm.h"
 #include "graph.h"
 #include "ops.h"
 #include "rng.h"
@@ -138,6 +139,12 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     model->packed_tokens = mallocCheck(BT * 2 * sizeof(int32_t));
     model->readout_rows = mallocCheck(B * sizeof(int));
     model->pred = mallocCheck(B * sizeof(float));
+    size_t L_ = cfg->n_layers;
+    model->packed_sizes[0] = gemm_packed_floats(3 * cfg->d_model, cfg->d_model);
+    model->packed_sizes[1] = gemm_packed_floats(cfg->d_model, cfg->d_model);
+    model->packed_sizes[2] = gemm_packed_floats(cfg->d_ff, cfg->d_model);
+    model->packed_sizes[3] = gemm_packed_floats(cfg->d_model, cfg->d_ff);
+    model->packed_memory = mallocCheck(L_ * sum_sizes(model->packed_sizes, 4) * sizeof(float));
 
     if (training) {
         model->grads_memory = callocCheck(model->num_parameters, sizeof(float));
@@ -161,12 +168,35 @@ void model_free(Model *model) {
     free(model->grads_memory);
     free(model->acts_memory);
     free(model->scratch_memory);
+    free(model->packed_memory);
     free(model->offsets);
     free(model->packed_tokens);
     free(model->readout_rows);
     free(model->pred);
     memset(model, 0, sizeof(*model));
 }
+
+// Layer l's packed weights of linear layer `which` (0 in_proj, 1 out_proj, 2 linear1, 3 linear2).
+static float *packed_weight(const Model *model, int l, int which) {
+    float *p = model->packed_memory + (size_t)l * sum_sizes(model->packed_sizes, 4);
+    for (int i = 0; i < which; i++) p += model->packed_sizes[i];
+    return p;
+}
+
+void model_pack_weights(Model *model) {
+    const ModelConfig *c = &model->config;
+    int C = c->d_model, F = c->d_ff;
+    ParameterTensors p = model->params;
+    for (int l = 0; l < c->n_layers; l++) {
+        gemm_pack(packed_weight(model, l, 0), p.in_proj_w + (size_t)l * 3 * C * C, C, 3 * C, C);
+        gemm_pack(packed_weight(model, l, 1), p.out_proj_w + (size_t)l * C * C, C, C, C);
+        gemm_pack(packed_weight(model, l, 2), p.linear1_w + (size_t)l * F * C, C, F, C);
+        gemm_pack(packed_weight(model, l, 3), p.linear2_w + (size_t)l * C * F, F, C, F);
+    }
+    model->weights_packed = 1;
+}
+
+void model_unpack_weights(Model *model) { model->weights_packed = 0; }
 
 void model_describe(const Model *model, FILE *out) {
     const ModelConfig *c = &model->config;
@@ -305,18 +335,22 @@ static double forward(Model *model, const int32_t *tokens, const float *labels, 
         // per example and everything after it runs on M = B rows.
         int last = l == L - 1, M = last ? B : N;
 
-        matmul_forward(qkv, x, w_in, b_in, N, C, 3 * C);
+        // the packed weights when the caller packed them for this step (model_pack_weights)
+        int pk = model->weights_packed;
+        const float *pk_in = pk ? packed_weight(model, l, 0) : NULL, *pk_out = pk ? packed_weight(model, l, 1) : NULL;
+        const float *pk1 = pk ? packed_weight(model, l, 2) : NULL, *pk2 = pk ? packed_weight(model, l, 3) : NULL;
+        matmul_forward_fused(qkv, x, w_in, pk_in, b_in, NULL, 0, N, C, 3 * C);
         attention_forward_packed(atty, att, qkv, model->offsets, B, T, C, NH, last);
         // the residual adds and the ReLU ride in the products' output passes (matmul_forward_fused)
         if (last) {
-            matmul_forward(attproj, atty, w_out, b_out, M, C, C);
+            matmul_forward_fused(attproj, atty, w_out, pk_out, b_out, NULL, 0, M, C, C);
             gather_residual_forward(res1, x, model->readout_rows, attproj, B, C);
         } else {
-            matmul_forward_fused(res1, atty, w_out, b_out, x, 0, M, C, C);
+            matmul_forward_fused(res1, atty, w_out, pk_out, b_out, x, 0, M, C, C);
         }
         layernorm_forward(ln1, ln1_mean, ln1_rstd, res1, n1w, n1b, M, C);
-        matmul_forward_fused(fc1_relu, ln1, w1, b1, NULL, 1, M, C, F);
-        matmul_forward_fused(res2, fc1_relu, w2, b2, ln1, 0, M, F, C);
+        matmul_forward_fused(fc1_relu, ln1, w1, pk1, b1, NULL, 1, M, C, F);
+        matmul_forward_fused(res2, fc1_relu, w2, pk2, b2, ln1, 0, M, F, C);
         layernorm_forward(ln2, ln2_mean, ln2_rstd, res2, n2w, n2b, M, C);
         x = ln2;
     }

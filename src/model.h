@@ -90,6 +90,11 @@ typedef struct {
     float *acts_memory;
     BackwardScratch scratch;
     float *scratch_memory;
+    // The linear layers' weights packed for the forward products (gemm_pack), per layer, valid
+    // between model_pack_weights and model_unpack_weights (weights_packed 1).
+    float *packed_memory;
+    size_t packed_sizes[4];   // floats per layer: in_proj, out_proj, linear1, linear2
+    int weights_packed;
     // Padding never reaches the readout, so the current micro-batch is packed: only real token
     // pairs become rows of the activations (about a third fewer rows on pretrain data).
     int num_rows;             // packed rows of the current micro-batch
@@ -105,6 +110,12 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
 // A replica reads `master`'s parameters and has its own gradients and activations, so that several
 // threads can each run their own micro-batches at once (see train.c).
 void model_create_replica(Model *replica, const Model *master, int batch_capacity);
+// Packs the current weights of every linear layer for the forward products, which then skip
+// packing them on every call; for callers that run many micro-batches with fixed weights (a
+// training step, an evaluation). The same results bit for bit. model_unpack_weights ends it
+// (before the weights change).
+void model_pack_weights(Model *model);
+void model_unpack_weights(Model *model);
 void model_free(Model *model);
 void model_describe(const Model *model, FILE *out);
 

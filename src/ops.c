@@ -127,17 +127,20 @@ static void residual_relu_rows(float *out, const float *residual, int relu, int 
 }
 
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC) {
-    matmul_forward_fused(out, inp, weight, bias, NULL, 0, N, C, OC);
+    matmul_forward_fused(out, inp, weight, NULL, bias, NULL, 0, N, C, OC);
 }
 
-void matmul_forward_fused(float *out, const float *inp, const float *weight, const float *bias, const float *residual,
-                          int relu, int N, int C, int OC) {
+void matmul_forward_fused(float *out, const float *inp, const float *weight, const float *weight_packed,
+                          const float *bias, const float *residual, int relu, int N, int C, int OC) {
     int backend = current_backend();
 #pragma omp parallel
     {
         int lo, hi;
         thread_share(N, &lo, &hi);
-        if (hi > lo && backend == BACKEND_KERNELS) {
+        if (hi > lo && backend == BACKEND_KERNELS && weight_packed) {
+            gemm_nt_packed(out + (size_t)lo * OC, OC, inp + (size_t)lo * C, C, weight_packed, hi - lo, OC, C, bias,
+                           residual ? residual + (size_t)lo * OC : NULL, OC, relu);
+        } else if (hi > lo && backend == BACKEND_KERNELS) {
             gemm_nt(out + (size_t)lo * OC, OC, inp + (size_t)lo * C, C, weight, C, hi - lo, OC, C, bias,
                     residual ? residual + (size_t)lo * OC : NULL, OC, relu);
         } else if (hi > lo && backend == BACKEND_BLAS) {

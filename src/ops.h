@@ -26,10 +26,11 @@ void embedding_backward(float *dtable, const float *dout, const int32_t *tokens,
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N, int C, int OC);
 // out (N, OC) = relu(residual + (inp @ weight^T + bias)), residual (N, OC) or NULL, relu 0 or 1: a
 // linear layer with the residual and ReLU ops that follow it fused into its output pass (the same
-// sums in the same order as the separate ops). Its backward is relu_backward, the identity for the
-// residual, and matmul_backward.
-void matmul_forward_fused(float *out, const float *inp, const float *weight, const float *bias, const float *residual,
-                          int relu, int N, int C, int OC);
+// sums in the same order as the separate ops). weight_packed: the weight as gemm_pack left it (the
+// kernels backend then skips packing), or NULL. Its backward is relu_backward, the identity for
+// the residual, and matmul_backward.
+void matmul_forward_fused(float *out, const float *inp, const float *weight, const float *weight_packed,
+                          const float *bias, const float *residual, int relu, int N, int C, int OC);
 // dinp (N, C) += dout @ weight; dweight (OC, C) += dout^T @ inp; dbias (OC) += column sums of dout.
 // dinp may be NULL (no input gradient wanted).
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,

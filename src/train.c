@@ -236,6 +236,7 @@ int gradient_workers_step(GradientWorkers *gw, const DataSet *set, long step, Ba
         Worker *w = &gw->workers[id];
         memset(&w->stats, 0, sizeof(w->stats));
         model_zero_grad(w->model);
+        model_pack_weights(w->model);  // the weights hold still until the step's end
         for (long k = id; k < num_micro && !interrupted; k += gw->count) {
             long first = k * cfg->micro_batch;
             int B = (int)(run->B - first < cfg->micro_batch ? run->B - first : cfg->micro_batch);
@@ -250,6 +251,7 @@ int gradient_workers_step(GradientWorkers *gw, const DataSet *set, long step, Ba
             }
             model_backward(w->model, labels, weights, B, scale);
         }
+        model_unpack_weights(w->model);
     }
     if (interrupted) return 1;
     Model *master = gw->workers[0].model;

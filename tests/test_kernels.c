@@ -59,9 +59,18 @@ static double check_product(int M, int N, int K, int transposed, int option, Rng
             want[(size_t)i * N + j] = sum;
             scale[(size_t)i * N + j] = abs_sum;
         }
-    if (transposed)
+    if (transposed) {
         gemm_nt(C, ldc, A, lda, B, ldb, M, N, K, fused ? bias : NULL, fused ? residual : NULL, ldr, fused);
-    else
+        // the weight packed beforehand gives the same bits
+        float *packed = mallocCheck(sizeof(float) * gemm_packed_floats(N, K));
+        float *again = mallocCheck(sizeof(float) * (size_t)M * ldc);
+        memcpy(again, C0, sizeof(float) * (size_t)M * ldc);
+        gemm_pack(packed, B, ldb, N, K);
+        gemm_nt_packed(again, ldc, A, lda, packed, M, N, K, fused ? bias : NULL, fused ? residual : NULL, ldr, fused);
+        assert_memory_equal(again, C, sizeof(float) * (size_t)M * ldc);
+        free(packed);
+        free(again);
+    } else
         gemm_nn(C, ldc, A, lda, B, ldb, M, N, K, accumulate);
     double bad = worst(C, want, scale, M, N, ldc);
     // the padding columns of C stay untouched
@@ -226,6 +235,8 @@ static void test_fused_forward_matches_separate_ops(void **state) {
     float *inp = random_matrix((size_t)N * C, &rng), *w = random_matrix((size_t)OC * C, &rng);
     float *bias = random_matrix(OC, &rng), *residual = random_matrix((size_t)N * OC, &rng);
     float *separate = mallocCheck(sizeof(float) * N * OC), *fused = mallocCheck(sizeof(float) * N * OC);
+    float *packed = mallocCheck(sizeof(float) * gemm_packed_floats(OC, C));
+    gemm_pack(packed, w, C, OC, C);
     for (int b = 0; b < 3; b++) {
         if (ops_set_matmul_backend(backends[b]) != 0) continue;
         for (int variant = 0; variant < 3; variant++) {  // residual, ReLU, both
@@ -233,7 +244,10 @@ static void test_fused_forward_matches_separate_ops(void **state) {
             matmul_forward(separate, inp, w, bias, N, C, OC);
             if (with_residual) residual_forward(separate, residual, separate, (size_t)N * OC);
             if (relu) relu_forward(separate, separate, (size_t)N * OC);
-            matmul_forward_fused(fused, inp, w, bias, with_residual ? residual : NULL, relu, N, C, OC);
+            matmul_forward_fused(fused, inp, w, NULL, bias, with_residual ? residual : NULL, relu, N, C, OC);
+            assert_memory_equal(separate, fused, sizeof(float) * N * OC);
+            // and with the weight packed beforehand
+            matmul_forward_fused(fused, inp, w, packed, bias, with_residual ? residual : NULL, relu, N, C, OC);
             assert_memory_equal(separate, fused, sizeof(float) * N * OC);
         }
     }
@@ -243,6 +257,7 @@ static void test_fused_forward_matches_separate_ops(void **state) {
     free(residual);
     free(separate);
     free(fused);
+    free(packed);
 }
 
 int main(void) {
