@@ -703,8 +703,61 @@ static inline float lanes_sum_squared_deviation(const float *x, float m, int n) 
     return lanes[0];
 }
 
+#if defined(__AVX512F__)
+// lanes_sum's last steps on one vector of 16 lane sums: halves added pairwise down to lane 0.
+static inline float fold_lanes(__m512 v) {
+    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps(c, c, 1)));
+}
+
+// layernorm_forward's rows for C a multiple of 16 (at most 256), in registers: the same operations
+// in the same order as the loops below, so the same bits.
+static void layernorm_rows_avx512(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                                  const float *bias, int N, int C) {
+    int vectors = C / 16;
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        __m512 v[16], sum = _mm512_loadu_ps(x);
+        v[0] = sum;
+        for (int j = 1; j < vectors; j++) {
+            v[j] = _mm512_loadu_ps(x + 16 * j);
+            sum = _mm512_add_ps(sum, v[j]);
+        }
+        float m = fold_lanes(sum) / (float)C;
+        __m512 vm = _mm512_set1_ps(m), squares = _mm512_setzero_ps();
+        for (int j = 0; j < vectors; j++) {
+            __m512 d = _mm512_sub_ps(v[j], vm);
+            squares = _mm512_add_ps(squares, _mm512_mul_ps(d, d));
+        }
+        float s = 1.0f / sqrtf(fold_lanes(squares) / (float)C + 1e-5f);
+        __m512 vs = _mm512_set1_ps(s);
+        float *o = out + (size_t)n * C;
+        for (int j = 0; j < vectors; j++) {
+            __m512 y = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(v[j], vm), vs), _mm512_loadu_ps(weight + 16 * j));
+            _mm512_storeu_ps(o + 16 * j, _mm512_add_ps(y, _mm512_loadu_ps(bias + 16 * j)));
+        }
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+#endif
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C) {
+#if defined(__AVX512F__)
+    if (C % 16 == 0 && C <= 256) {
+#pragma omp parallel
+        {
+            int lo, hi;
+            thread_share(N, &lo, &hi);
+            layernorm_rows_avx512(out + (size_t)lo * C, mean + lo, rstd + lo, inp + (size_t)lo * C, weight, bias,
+                                  hi - lo, C);
+        }
+        return;
+    }
+#endif
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
