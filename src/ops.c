@@ -771,8 +771,57 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     }
 }
 
+#if defined(__AVX512F__)
+// layernorm_backward in one pass over the rows, for C a multiple of 16 (at most LAYERNORM_BLOCK),
+// when one thread does all rows: the same operations in the same order as the loops below.
+static void layernorm_backward_rows_avx512(float *dinp, float *dweight, float *dbias, const float *dout,
+                                           const float *inp, const float *weight, const float *mean,
+                                           const float *rstd, int N, int C) {
+    float dw[LAYERNORM_BLOCK] __attribute__((aligned(64))), db[LAYERNORM_BLOCK] __attribute__((aligned(64)));
+    memset(dw, 0, sizeof(float) * C);
+    memset(db, 0, sizeof(float) * C);
+    for (int n = 0; n < N; n++) {
+        const float *d = dout + (size_t)n * C, *x = inp + (size_t)n * C;
+        float *di = dinp + (size_t)n * C;
+        __m512 vm = _mm512_set1_ps(mean[n]), vs = _mm512_set1_ps(rstd[n]);
+        __m512 dnorm_sum = _mm512_setzero_ps(), dnorm_norm_sum = _mm512_setzero_ps();
+        for (int i = 0; i < C; i += 16) {
+            __m512 dv = _mm512_loadu_ps(d + i), norm = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm), vs);
+            __m512 dnorm = _mm512_mul_ps(dv, _mm512_loadu_ps(weight + i));
+            dnorm_sum = _mm512_add_ps(dnorm_sum, dnorm);
+            dnorm_norm_sum = _mm512_add_ps(dnorm_norm_sum, _mm512_mul_ps(dnorm, norm));
+            _mm512_store_ps(dw + i, _mm512_add_ps(_mm512_load_ps(dw + i), _mm512_mul_ps(dv, norm)));
+            _mm512_store_ps(db + i, _mm512_add_ps(_mm512_load_ps(db + i), dv));
+        }
+        __m512 dnorm_mean = _mm512_set1_ps(fold_lanes(dnorm_sum) / (float)C);
+        __m512 dnorm_norm_mean = _mm512_set1_ps(fold_lanes(dnorm_norm_sum) / (float)C);
+        for (int i = 0; i < C; i += 16) {
+            __m512 norm = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm), vs);
+            __m512 t = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(d + i), _mm512_loadu_ps(weight + i)), dnorm_mean);
+            t = _mm512_mul_ps(vs, _mm512_sub_ps(t, _mm512_mul_ps(norm, dnorm_norm_mean)));
+            _mm512_storeu_ps(di + i, _mm512_add_ps(_mm512_loadu_ps(di + i), t));
+        }
+    }
+    for (int i = 0; i < C; i++) {
+        dweight[i] += dw[i];
+        dbias[i] += db[i];
+    }
+}
+#endif
+
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int N, int C) {
+#if defined(__AVX512F__)
+#ifdef _OPENMP
+    int one_thread = omp_in_parallel() || omp_get_max_threads() == 1;  // a worker's own rows
+#else
+    int one_thread = 1;
+#endif
+    if (one_thread && C % 16 == 0 && C <= LAYERNORM_BLOCK) {
+        layernorm_backward_rows_avx512(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+        return;
+    }
+#endif
 #pragma omp parallel
     {
         float dnorm[LAYERNORM_BLOCK], dnorm_norm[LAYERNORM_BLOCK];

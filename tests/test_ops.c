@@ -466,6 +466,20 @@ static void check_layernorm_against_plain(int N, int C) {
     assert_true(max_out < 1e-5);
     assert_true(max_dinp < 1e-5);
     assert_true(max_param < 1e-5);
+
+    // On one thread (as inside a training worker) the backward takes its one-pass path where there
+    // is one: the same bits as the threaded loops above.
+    float *dinp1 = callocCheck(size, sizeof(float)), *dweight1 = callocCheck(C, sizeof(float));
+    float *dbias1 = callocCheck(C, sizeof(float));
+    ops_set_threads(1);
+    layernorm_backward(dinp1, dweight1, dbias1, dout, inp, weight, mean, rstd, N, C);
+    ops_set_threads(2);
+    assert_memory_equal(dinp1, dinp, size * sizeof(float));
+    assert_memory_equal(dweight1, dweight, C * sizeof(float));
+    assert_memory_equal(dbias1, dbias, C * sizeof(float));
+    free(dinp1);
+    free(dweight1);
+    free(dbias1);
     free(inp);
     free(dout);
     free(weight);
