@@ -145,6 +145,9 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     model->packed_sizes[2] = gemm_packed_floats(cfg->d_ff, cfg->d_model);
     model->packed_sizes[3] = gemm_packed_floats(cfg->d_model, cfg->d_ff);
     model->packed_memory = mallocCheck(L_ * sum_sizes(model->packed_sizes, 4) * sizeof(float));
+    size_t pairs = (size_t)cfg->vocab * cfg->vocab;
+    model->pair_inputs = mallocCheck(pairs * cfg->d_model * sizeof(float));
+    model->pair_qkv = mallocCheck(pairs * 3 * cfg->d_model * sizeof(float));
 
     if (training) {
         model->grads_memory = callocCheck(model->num_parameters, sizeof(float));
@@ -169,6 +172,8 @@ void model_free(Model *model) {
     free(model->acts_memory);
     free(model->scratch_memory);
     free(model->packed_memory);
+    free(model->pair_inputs);
+    free(model->pair_qkv);
     free(model->offsets);
     free(model->packed_tokens);
     free(model->readout_rows);
@@ -193,6 +198,16 @@ void model_pack_weights(Model *model) {
         gemm_pack(packed_weight(model, l, 2), p.linear1_w + (size_t)l * F * C, C, F, C);
         gemm_pack(packed_weight(model, l, 3), p.linear2_w + (size_t)l * C * F, F, C, F);
     }
+    // layer 0's q | k | v of every token pair, by the same product the forward would run per row
+    int V = c->vocab, pairs = V * V;
+    int32_t tokens[2];
+    for (int pair = 0; pair < pairs; pair++) {
+        tokens[0] = pair / V;
+        tokens[1] = pair % V;
+        embedding_forward(model->pair_inputs + (size_t)pair * C, tokens, p.embedding, 1, C);
+    }
+    matmul_forward_fused(model->pair_qkv, model->pair_inputs, p.in_proj_w, packed_weight(model, 0, 0), p.in_proj_b,
+                         NULL, 0, pairs, C, 3 * C);
     model->weights_packed = 1;
 }
 
@@ -339,7 +354,16 @@ static double forward(Model *model, const int32_t *tokens, const float *labels, 
         int pk = model->weights_packed;
         const float *pk_in = pk ? packed_weight(model, l, 0) : NULL, *pk_out = pk ? packed_weight(model, l, 1) : NULL;
         const float *pk1 = pk ? packed_weight(model, l, 2) : NULL, *pk2 = pk ? packed_weight(model, l, 3) : NULL;
-        matmul_forward_fused(qkv, x, w_in, pk_in, b_in, NULL, 0, N, C, 3 * C);
+        if (l == 0 && pk) {  // looked up by token pair (model_pack_weights made the table)
+            int V = c->vocab;
+            for (int r = 0; r < N; r++) {
+                const int32_t *pair = model->packed_tokens + 2 * r;
+                memcpy(qkv + (size_t)r * 3 * C, model->pair_qkv + ((size_t)pair[0] * V + pair[1]) * 3 * C,
+                       sizeof(float) * 3 * C);
+            }
+        } else {
+            matmul_forward_fused(qkv, x, w_in, pk_in, b_in, NULL, 0, N, C, 3 * C);
+        }
         attention_forward_packed(atty, att, qkv, model->offsets, B, T, C, NH, last);
         // the residual adds and the ReLU ride in the products' output passes (matmul_forward_fused)
         if (last) {

@@ -95,6 +95,10 @@ typedef struct {
     float *packed_memory;
     size_t packed_sizes[4];   // floats per layer: in_proj, out_proj, linear1, linear2
     int weights_packed;
+    // Layer 0's q | k | v depend on a row's token pair alone: with the weights packed, they come
+    // from this table (vocab^2 pairs, 3C each), computed from every pair's embedding at packing.
+    float *pair_inputs;       // (vocab^2, C) the embedded pairs
+    float *pair_qkv;          // (vocab^2, 3C)
     // Padding never reaches the readout, so the current micro-batch is packed: only real token
     // pairs become rows of the activations (about a third fewer rows on pretrain data).
     int num_rows;             // packed rows of the current micro-batch

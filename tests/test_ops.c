@@ -934,6 +934,16 @@ static void test_determinism(void **state) {
     double sse = model_infer(&model, batch.tokens, batch.labels, B);
     assert_memory_equal(first_pred, model.pred, sizeof(first_pred));
     assert_true(sse == model_forward(&model, batch.tokens, batch.labels, B));
+    // and so do the packed weights with layer 0's table of token pairs, gradients included
+    model_pack_weights(&model);
+    model_zero_grad(&model);
+    model_forward(&model, batch.tokens, batch.labels, B);
+    assert_memory_equal(first_pred, model.pred, sizeof(first_pred));
+    model_backward(&model, batch.labels, NULL, B, 1.0f / B);
+    assert_memory_equal(first_grads, model.grads_memory, model.num_parameters * sizeof(float));
+    model_infer(&model, batch.tokens, batch.labels, B);
+    assert_memory_equal(first_pred, model.pred, sizeof(first_pred));
+    model_unpack_weights(&model);
 
     ops_set_threads(2);
     free(first_grads);
