@@ -22,9 +22,10 @@ static ALWAYS_INLINE __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xFFFF
 // then + residual rows, then ReLU (each optional). Sums are added in this order, which is the
 // order of the unfused ops (bias into the product, then the residual op, then the ReLU op).
 typedef struct {
-    int accumulate, relu, ldr;
+    int accumulate, relu, ldr, ldm;
     const float *bias;      // (columns) or NULL
     const float *residual;  // rows with stride ldr, or NULL
+    const float *mask;      // rows with stride ldm, or NULL: outputs where it is <= 0 become 0
 } Epilogue;
 
 // C[i, 0..w) = epilogue(sum_k A[i, k] B[k, 0..w)) for i < mr (w <= PANEL through the masks).
@@ -67,6 +68,13 @@ static ALWAYS_INLINE void tile_ab(const int mr, float *C, int ldc, const float *
         if (e->relu) {
             c0[i] = _mm512_max_ps(c0[i], _mm512_setzero_ps());
             c1[i] = _mm512_max_ps(c1[i], _mm512_setzero_ps());
+        }
+        if (e->mask) {
+            const float *r = e->mask + (size_t)i * e->ldm;
+            __mmask16 k0 = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m0, r), _mm512_setzero_ps(), _CMP_GT_OQ);
+            __mmask16 k1 = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m1, r + 16), _mm512_setzero_ps(), _CMP_GT_OQ);
+            c0[i] = _mm512_maskz_mov_ps(k0, c0[i]);
+            c1[i] = _mm512_maskz_mov_ps(k1, c1[i]);
         }
         _mm512_mask_storeu_ps(c, m0, c0[i]);
         _mm512_mask_storeu_ps(c + 16, m1, c1[i]);
@@ -122,7 +130,7 @@ static ALWAYS_INLINE void tile_atb(const int nr, float *C, int ldc, const float 
 // against 78-93.)
 static void product(float *C, int ldc, const float *A, int lda, const float *B, int ldb, size_t panel_step, int M,
                     int N, int K, Epilogue e) {
-    const float *bias = e.bias, *residual = e.residual;
+    const float *bias = e.bias, *residual = e.residual, *mask = e.mask;
     for (int n0 = 0, p = 0; n0 < N; n0 += PANEL, p++) {
         int w = N - n0 < PANEL ? N - n0 : PANEL;
         __mmask16 m0 = lanes(w), m1 = lanes(w - 16);
@@ -133,6 +141,7 @@ static void product(float *C, int ldc, const float *A, int lda, const float *B, 
             float *c = C + (size_t)i0 * ldc + n0;
             const float *a = A + (size_t)i0 * lda;
             if (residual) e.residual = residual + (size_t)i0 * e.ldr + n0;
+            if (mask) e.mask = mask + (size_t)i0 * e.ldm + n0;
             TILE_CASES(tile_ab, c, ldc, a, lda, b, ldb, K, m0, m1, &e)
         }
     }
@@ -236,6 +245,16 @@ void gemm_nn(float *C, int ldc, const float *A, int lda, const float *B, int ldb
     if (K > 0) product(C, ldc, A, lda, B, ldb, PANEL, M, N, K, e);
 }
 
+void gemm_nn_masked(float *C, int ldc, const float *A, int lda, const float *B, int ldb, const float *mask, int ldm,
+                    int M, int N, int K) {
+    if (K == 0) {
+        clear_rows(C, ldc, M, N);
+        return;
+    }
+    Epilogue e = {.mask = mask, .ldm = ldm};
+    product(C, ldc, A, lda, B, ldb, PANEL, M, N, K, e);
+}
+
 // Row chunks go in the outer loop: each chunk of A and B (MCHUNK rows) is brought in once, from
 // memory when it is a saved activation, and every tile of C passes over it while it sits in cache.
 static void reduce_rows(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K) {
@@ -303,6 +322,14 @@ void gemm_nn(float *C, int ldc, const float *A, int lda, const float *B, int ldb
             for (int k = 0; k < K; k++) sum += A[(size_t)i * lda + k] * B[(size_t)k * ldb + j];
             C[(size_t)i * ldc + j] = accumulate ? C[(size_t)i * ldc + j] + sum : sum;
         }
+}
+
+void gemm_nn_masked(float *C, int ldc, const float *A, int lda, const float *B, int ldb, const float *mask, int ldm,
+                    int M, int N, int K) {
+    gemm_nn(C, ldc, A, lda, B, ldb, M, N, K, 0);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++)
+            if (!(mask[(size_t)i * ldm + j] > 0.0f)) C[(size_t)i * ldc + j] = 0.0f;
 }
 
 void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K) {

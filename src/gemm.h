@@ -26,6 +26,10 @@ void gemm_nt_packed(float *C, int ldc, const float *A, int lda, const float *pac
 
 // C (M, N) = A (M, K) @ B (K, N), or += when accumulate
 void gemm_nn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, int accumulate);
+// C (M, N) = A (M, K) @ B (K, N), zero where mask (M, N, row stride ldm) is <= 0: the input
+// gradient of a linear layer through the ReLU before it (mask: the ReLU's output).
+void gemm_nn_masked(float *C, int ldc, const float *A, int lda, const float *B, int ldb, const float *mask, int ldm,
+                    int M, int N, int K);
 // C (N, K) += A^T @ B with A (M, N) and B (M, K): the sum runs over the M rows (a weight gradient)
 void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K);
 

@@ -427,9 +427,8 @@ void model_backward(Model *model, const float *labels, const float *weights, int
         layernorm_backward(s.dres, g.norm2_w + vc, g.norm2_b + vc, s.dlayer_out, res2, p.norm2_w + vc, ln2_mean,
                            ln2_rstd, M, C);
         memcpy(s.dln1, s.dres, MC * sizeof(float));
-        memset(s.dfc, 0, (size_t)M * F * sizeof(float));
-        matmul_backward(s.dfc, g.linear2_w + wfc, g.linear2_b + vc, s.dres, fc1_relu, p.linear2_w + wfc, M, F, C);
-        relu_backward(s.dfc, fc1_relu, (size_t)M * F);
+        matmul_backward_relu(s.dfc, g.linear2_w + wfc, g.linear2_b + vc, s.dres, fc1_relu, p.linear2_w + wfc, M, F,
+                             C);
         matmul_backward(s.dln1, g.linear1_w + wfc, g.linear1_b + vf, s.dfc, ln1, p.linear1_w + wfc, M, C, F);
 
         // ln1 = LN(res1), res1 = x + out_proj(attention(in_proj(x)))

@@ -168,6 +168,25 @@ void matmul_forward_fused(float *out, const float *inp, const float *weight, con
     }
 }
 
+void matmul_backward_relu(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                          const float *weight, int N, int C, int OC) {
+    if (current_backend() == BACKEND_KERNELS) {
+#pragma omp parallel
+        {
+            int lo, hi;
+            thread_share(N, &lo, &hi);
+            if (hi > lo)
+                gemm_nn_masked(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight, C, inp + (size_t)lo * C,
+                               C, hi - lo, C, OC);
+        }
+        matmul_backward(NULL, dweight, dbias, dout, inp, weight, N, C, OC);
+        return;
+    }
+    memset(dinp, 0, sizeof(float) * (size_t)N * C);
+    matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+    relu_backward(dinp, inp, (size_t)N * C);
+}
+
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int N, int C, int OC) {
     int backend = current_backend();

@@ -57,6 +57,13 @@ void attention_forward_packed(float *out, float *att, const float *qkv, const in
 void attention_backward_packed(float *dqkv, const float *dout, const float *qkv, const float *att,
                                const int *offsets, int B, int T, int C, int NH, int last_only);
 
+// The backward of relu(x) followed by a linear layer whose input inp (N, C) is that ReLU's output:
+// dinp (N, C) is WRITTEN (not accumulated) with the gradient of x, dout @ weight where inp > 0 and 0
+// elsewhere; dweight and dbias accumulate as in matmul_backward. (One pass instead of clearing
+// dinp, matmul_backward and relu_backward; the same values.)
+void matmul_backward_relu(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                          const float *weight, int N, int C, int OC);
+
 // out (N, C) = (inp - mean) * rstd * weight + bias; mean, rstd (N) saved; eps 1e-5
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C);

@@ -260,6 +260,44 @@ static void test_fused_forward_matches_separate_ops(void **state) {
     free(packed);
 }
 
+// The fused backward through a ReLU gives the values of clearing, matmul_backward and relu_backward.
+static void test_backward_relu_matches_separate_ops(void **state) {
+    (void)state;
+    const char *backends[] = {"kernels", "openblas", "loops"};
+    enum { N = 53, C = 96, OC = 64 };
+    Rng rng = rng_stream(14, 0, 0);
+    float *inp = random_matrix((size_t)N * C, &rng), *w = random_matrix((size_t)OC * C, &rng);
+    float *dout = random_matrix((size_t)N * OC, &rng);
+    for (size_t i = 0; i < (size_t)N * C; i++) inp[i] = inp[i] > 0.0f ? inp[i] : 0.0f;  // a ReLU's output
+    float *dinp_a = mallocCheck(sizeof(float) * N * C), *dinp_b = mallocCheck(sizeof(float) * N * C);
+    float *dw_a = mallocCheck(sizeof(float) * OC * C), *dw_b = mallocCheck(sizeof(float) * OC * C);
+    float *db_a = mallocCheck(sizeof(float) * OC), *db_b = mallocCheck(sizeof(float) * OC);
+    for (int b = 0; b < 3; b++) {
+        if (ops_set_matmul_backend(backends[b]) != 0) continue;
+        memset(dinp_a, 0, sizeof(float) * N * C);
+        memset(dw_a, 0, sizeof(float) * OC * C);
+        memset(db_a, 0, sizeof(float) * OC);
+        matmul_backward(dinp_a, dw_a, db_a, dout, inp, w, N, C, OC);
+        relu_backward(dinp_a, inp, (size_t)N * C);
+        for (size_t i = 0; i < (size_t)N * C; i++) dinp_b[i] = 12345.0f;  // written over, not added to
+        memset(dw_b, 0, sizeof(float) * OC * C);
+        memset(db_b, 0, sizeof(float) * OC);
+        matmul_backward_relu(dinp_b, dw_b, db_b, dout, inp, w, N, C, OC);
+        for (size_t i = 0; i < (size_t)N * C; i++) assert_true(dinp_a[i] == dinp_b[i]);
+        assert_memory_equal(dw_a, dw_b, sizeof(float) * OC * C);
+        assert_memory_equal(db_a, db_b, sizeof(float) * OC);
+    }
+    free(inp);
+    free(w);
+    free(dout);
+    free(dinp_a);
+    free(dinp_b);
+    free(dw_a);
+    free(dw_b);
+    free(db_a);
+    free(db_b);
+}
+
 int main(void) {
     ops_set_threads(2);
     const struct CMUnitTest tests[] = {
@@ -267,6 +305,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_zero_depth),
         cmocka_unit_test(test_matmul_backends_agree),
         cmocka_unit_test(test_fused_forward_matches_separate_ops),
+        cmocka_unit_test(test_backward_relu_matches_separate_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
