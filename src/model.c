@@ -127,7 +127,7 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     size_t B = batch_capacity, T = cfg->seq_len, C = cfg->d_model, F = cfg->d_ff, NH = cfg->n_heads;
     size_t BT = B * T;
     size_t act_sizes[NUM_ACTIVATION_TENSORS] = {
-        BT * C, L * BT * 3 * C, L * B * NH * T * T, L * BT * C, L * BT * C, L * BT * C, L * BT * C,
+        BT * C, L * BT * 3 * C, L * B * NH * T * T, L * BT * C, B * C,      L * BT * C, L * BT * C,
         L * BT, L * BT,         L * BT * F,         L * BT * C, L * BT * C, L * BT,     L * BT,
     };
     memcpy(model->act_sizes, act_sizes, sizeof(act_sizes));
@@ -341,7 +341,7 @@ static double forward(Model *model, const int32_t *tokens, const float *labels, 
         const float *n1w = p.norm1_w + (size_t)l * C, *n1b = p.norm1_b + (size_t)l * C;
         const float *n2w = p.norm2_w + (size_t)l * C, *n2b = p.norm2_b + (size_t)l * C;
         float *qkv = a.qkv + la * capC * 3, *att = a.att + (size_t)la * model->batch_capacity * NH * T * T;
-        float *atty = a.atty + la * capC, *attproj = a.attproj + la * capC, *res1 = a.res1 + la * capC;
+        float *atty = a.atty + la * capC, *attproj = a.attproj, *res1 = a.res1 + la * capC;
         float *ln1 = a.ln1 + la * capC, *ln1_mean = a.ln1_mean + la * cap, *ln1_rstd = a.ln1_rstd + la * cap;
         float *fc1_relu = a.fc1_relu + la * cap * F;
         float *res2 = a.res2 + la * capC, *ln2 = a.ln2 + la * capC;

@@ -49,7 +49,8 @@ typedef struct {
     float *qkv;       // (L, B, T, 3C)
     float *att;       // (L, B, NH, T, T) softmax probabilities
     float *atty;      // (L, B, T, C) attention output before the projection
-    float *attproj;   // (L, B, T, C)
+    float *attproj;   // (B, C) the last layer's output projection, on readout rows only (the other
+                      // layers add theirs into res1 in the product's output pass)
     float *res1;      // (L, B, T, C) x + attention
     float *ln1;       // (L, B, T, C)
     float *ln1_mean;  // (L, B, T)
