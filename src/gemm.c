@@ -16,11 +16,14 @@ enum { ROWS = 12, PANEL = 32, KCHUNK = 512, MCHUNK = 128, WT_FLOATS = 16384 };
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-static ALWAYS_INLINE __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n > 0 ? n : 0)) - 1u); }
+static ALWAYS_INLINE __mmask16 lanes(int n) {
+    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n > 0 ? n : 0)) - 1u);
+}
 
 // What happens to a tile's sums before they are stored: C + sums when accumulating, then + bias,
-// then + residual rows, then ReLU (each optional). Sums are added in this order, which is the
-// order of the unfused ops (bias into the product, then the residual op, then the ReLU op).
+// then + residual rows, then ReLU, then zero where a mask is <= 0 (each optional). Sums are added
+// in this order, which is the order of the unfused ops (bias into the product, then the residual
+// op, then the ReLU op; the mask is relu_backward's).
 typedef struct {
     int accumulate, relu, ldr, ldm;
     const float *bias;      // (columns) or NULL

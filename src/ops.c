@@ -472,7 +472,8 @@ static void attention_head_backward_fast(float *drows, const float *dout, const 
     // queries: da_ts = d_t . v_s, the softmax backward, dq_t += sum_s dscore_ts k_s
     for (int t = t0; t < len; t += FAST_QUERIES) {
         const float *d[FAST_QUERIES];
-        for (int j = 0; j < FAST_QUERIES; j++) d[j] = dout + (size_t)((t + j < len ? t + j : len - 1) - t0) * C + h * hs;
+        for (int j = 0; j < FAST_QUERIES; j++)
+            d[j] = dout + (size_t)((t + j < len ? t + j : len - 1) - t0) * C + h * hs;
         __m512 datt[FAST_QUERIES];
         for (int j = 0; j < FAST_QUERIES; j++) datt[j] = _mm512_setzero_ps();
         for (int i = 0; i < hs; i++) {
