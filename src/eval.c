@@ -93,6 +93,7 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
     EvalResult *partial = mallocCheck(sizeof(EvalResult) * workers);
     for (int id = 0; id < workers; id++) {
         if (id > 0) model_create_replica(&replicas[id], model, capacity);
+        model_pack_weights(id == 0 ? model : &replicas[id]);  // the weights hold still throughout
         eval_result_init(&partial[id], set_name, cfg);
     }
     Batch drawn;
@@ -110,19 +111,20 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
         {
             int id = omp_get_thread_num();
             Model *m = id == 0 ? model : &replicas[id];
-            model_pack_weights(m);
             for (long k = id; k < chunks; k += workers) {
                 long first = k * capacity;
                 int B = (int)(run->B - first < capacity ? run->B - first : capacity);
                 model_infer(m, run->tokens + (size_t)first * T * 2, NULL, B);
                 eval_result_add(&partial[id], m->pred, run->labels + first, distinct.counts + first, B);
             }
-            model_unpack_weights(m);
         }
     }
     for (int id = 0; id < workers; id++) {
         eval_result_merge(result, &partial[id]);
-        if (id > 0) model_free(&replicas[id]);
+        if (id > 0)
+            model_free(&replicas[id]);
+        else
+            model_unpack_weights(model);
     }
     batch_free(&drawn);
     batch_distinct_free(&distinct);

@@ -139,12 +139,11 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     model->packed_tokens = mallocCheck(BT * 2 * sizeof(int32_t));
     model->readout_rows = mallocCheck(B * sizeof(int));
     model->pred = mallocCheck(B * sizeof(float));
-    size_t L_ = cfg->n_layers;
     model->packed_sizes[0] = gemm_packed_floats(3 * cfg->d_model, cfg->d_model);
     model->packed_sizes[1] = gemm_packed_floats(cfg->d_model, cfg->d_model);
     model->packed_sizes[2] = gemm_packed_floats(cfg->d_ff, cfg->d_model);
     model->packed_sizes[3] = gemm_packed_floats(cfg->d_model, cfg->d_ff);
-    model->packed_memory = mallocCheck(L_ * sum_sizes(model->packed_sizes, 4) * sizeof(float));
+    model->packed_memory = mallocCheck(L * sum_sizes(model->packed_sizes, 4) * sizeof(float));
     size_t pairs = (size_t)cfg->vocab * cfg->vocab;
     model->pair_inputs = mallocCheck(pairs * cfg->d_model * sizeof(float));
     model->pair_qkv = mallocCheck(pairs * 3 * cfg->d_model * sizeof(float));
