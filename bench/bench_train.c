@@ -62,14 +62,20 @@ static double gemm_peak_gflops(int threads, int repeats) {
 }
 
 // FLOPs this model really runs per example, averaged over a pretrain batch: packed rows only (n
-// real pairs per example), the last layer's attention and feed-forward on the readout row only.
+// distinct real pairs per example, since repeated pairs share a row, plus the target pair), the last
+// layer's attention and feed-forward on the readout row only.
 // Products count 2 per multiply-add; attention scores and weighted sums 4 n^2 C per full layer.
 // Training counts three times the forward (the backward takes two products per forward product).
 static double actual_forward_flops(const Batch *batch, const ModelConfig *m) {
     double C = m->d_model, F = m->d_ff, L = m->n_layers, total = 0.0;
     for (int b = 0; b < batch->B; b++) {
-        double n = 0;
-        for (int t = 0; t < batch->T; t++) n += batch->tokens[((size_t)b * batch->T + t) * 2] != 0;
+        const int32_t *pairs = batch->tokens + (size_t)b * batch->T * 2;
+        double n = 1;  // the target pair, last
+        for (int t = 0; t < batch->T - 1; t++) {
+            int seen = pairs[2 * t] == 0;
+            for (int u = 0; u < t && !seen; u++) seen = pairs[2 * u] == pairs[2 * t] && pairs[2 * u + 1] == pairs[2 * t + 1];
+            n += !seen;
+        }
         double full_layer = n * (2 * C * 3 * C + 2 * C * C + 4 * C * F) + 4 * C * n * n;
         double last_layer = n * 2 * C * 3 * C + 4 * C * n + 2 * C * C + 4 * C * F;
         total += (L - 1) * full_layer + last_layer + 2 * C;
@@ -175,7 +181,7 @@ int main(int argc, char **argv) {
     printf("pathformer  (%s, %d threads, batch %d in micro-batches of %d, median of %d): train %.0f examples/s "
            "(%.1f dense-equivalent GFLOP/s), inference %.0f examples/s\n",
            default_backend, threads, batch_size, cfg.micro_batch, repeats, c_train, c_train * 54e-3, c_infer);
-    printf("work        per example drawn, as run (packed rows, distinct examples): forward %.2f MFLOP (%.2f before "
+    printf("work        per example drawn, as run (packed rows, repeated pairs merged, distinct examples): forward %.2f MFLOP (%.2f before "
            "dropping repeats; dense: 18), training %.2f MFLOP (dense: 54; the step ran %d distinct of %d): training "
            "%.1f GFLOP/s, inference %.1f GFLOP/s\n",
            infer_flops / 1e6, forward_flops / 1e6, step_flops / 1e6, ran->B, batch_size, c_train * step_flops / 1e9,
@@ -190,10 +196,9 @@ int main(int argc, char **argv) {
 
     const char *python = getenv("PF_PYTHON") ? getenv("PF_PYTHON") : "/usr/bin/python3";
     char command[512];
-    // PyTorch runs one 512-example batch per step: its speed barely depends on the batch size there.
-    // Its steps are short and its speed varies a lot on a shared machine: at least 10 of them.
-    int torch_repeats = repeats < 10 ? 10 : repeats;
-    snprintf(command, sizeof(command), "%s bench/torch_bench.py 512 %d %d", python, torch_repeats, threads);
+    // PyTorch runs the same batch size, one whole batch per step as the original code did, on real
+    // pretrain examples drawn in Python.
+    snprintf(command, sizeof(command), "%s bench/torch_bench.py %d %d %d", python, batch_size, repeats, threads);
     FILE *pipe = popen(command, "r");
     double torch_train = 0.0, torch_infer = 0.0;
     char line[256];
@@ -204,8 +209,9 @@ int main(int argc, char **argv) {
     if (!pipe || pclose(pipe) != 0 || torch_train <= 0.0) {
         printf("PyTorch baseline unavailable (%s)\n", command);
     } else {
-        printf("pytorch     (%d threads, batch 512, median of %d): train %.0f examples/s, inference %.0f examples/s\n",
-               threads, torch_repeats, torch_train, torch_infer);
+        printf("pytorch     (%d threads, batch %d in one step, median of %d): train %.0f examples/s, inference %.0f "
+               "examples/s\n",
+               threads, batch_size, repeats, torch_train, torch_infer);
         printf("ratio pathformer/pytorch: train %.2fx, inference %.2fx\n", c_train / torch_train,
                c_infer / torch_infer);
     }

@@ -138,6 +138,8 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     model->offsets = mallocCheck((B + 1) * sizeof(int));
     model->packed_tokens = mallocCheck(BT * 2 * sizeof(int32_t));
     model->readout_rows = mallocCheck(B * sizeof(int));
+    model->key_counts = mallocCheck(BT * sizeof(float));
+    model->merge_repeats = 1;
     model->pred = mallocCheck(B * sizeof(float));
     model->packed_sizes[0] = gemm_packed_floats(3 * cfg->d_model, cfg->d_model);
     model->packed_sizes[1] = gemm_packed_floats(cfg->d_model, cfg->d_model);
@@ -176,6 +178,7 @@ void model_free(Model *model) {
     free(model->offsets);
     free(model->packed_tokens);
     free(model->readout_rows);
+    free(model->key_counts);
     free(model->pred);
     memset(model, 0, sizeof(*model));
 }
@@ -296,18 +299,29 @@ void model_init(Model *model, uint64_t seed, int identical_layers) {
     }
 }
 
-// Packs the real token pairs of the micro-batch (first token not PAD) example after example.
+// Packs the real token pairs of the micro-batch (first token not PAD) example after example; with
+// merge_repeats, a pair already packed for the example counts as one more copy of that row.
 static void pack_batch(Model *model, const int32_t *tokens, int B) {
     int T = model->config.seq_len, rows = 0;
+    int32_t *packed = model->packed_tokens;
     for (int b = 0; b < B; b++) {
-        model->offsets[b] = rows;
+        int first = rows;
+        model->offsets[b] = first;
         for (int t = 0; t < T; t++) {
             const int32_t *pair = tokens + ((size_t)b * T + t) * 2;
             // the last position is the readout row even if a caller left it PAD, so every example
             // has one (the encoders always put the target pair there)
-            if (pair[0] == 0 && t != T - 1) continue;
-            model->packed_tokens[2 * rows] = pair[0];
-            model->packed_tokens[2 * rows + 1] = pair[1];
+            int readout = t == T - 1;
+            if (pair[0] == 0 && !readout) continue;
+            int r = model->merge_repeats && !readout ? first : rows;
+            while (r < rows && (packed[2 * r] != pair[0] || packed[2 * r + 1] != pair[1])) r++;
+            if (r < rows) {
+                model->key_counts[r] += 1.0f;
+                continue;
+            }
+            packed[2 * rows] = pair[0];
+            packed[2 * rows + 1] = pair[1];
+            model->key_counts[rows] = 1.0f;
             rows++;
         }
         model->readout_rows[b] = rows - 1;  // the target pair, last
@@ -363,7 +377,7 @@ static double forward(Model *model, const int32_t *tokens, const float *labels, 
         } else {
             matmul_forward_fused(qkv, x, w_in, pk_in, b_in, NULL, 0, N, C, 3 * C);
         }
-        attention_forward_packed(atty, att, qkv, model->offsets, B, T, C, NH, last);
+        attention_forward_packed(atty, att, qkv, model->key_counts, model->offsets, B, T, C, NH, last);
         // the residual adds and the ReLU ride in the products' output passes (matmul_forward_fused)
         if (last) {
             matmul_forward_fused(attproj, atty, w_out, pk_out, b_out, NULL, 0, M, C, C);

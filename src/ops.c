@@ -422,13 +422,14 @@ static inline void transpose_head(float *dst, const float *rows, size_t C3, int 
 }
 
 // One (example, head): queries t0 .. len-1. out_rows: where query t's output row is (stride C).
-static void attention_head_forward_fast(float *out, float *att, const float *rows, int len, int t0, int T, int C,
-                                        int h, int hs, float scale) {
+static void attention_head_forward_fast(float *out, float *att, const float *rows, const float *counts, int len,
+                                        int t0, int T, int C, int h, int hs, float scale) {
     size_t C3 = (size_t)3 * C;
     float keys_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
     float probs[FAST_QUERIES][FAST_KEYS] __attribute__((aligned(64)));
     transpose_head(keys_t, rows, C3, C + h * hs, hs, len);
     __mmask16 live = (__mmask16)((1u << len) - 1u);
+    __m512 copies = counts ? _mm512_maskz_loadu_ps(live, counts) : _mm512_set1_ps(1.0f);
     for (int t = t0; t < len; t += FAST_QUERIES) {
         // a group of four queries; past the last one the group repeats it and drops the result
         const float *q[FAST_QUERIES];
@@ -443,7 +444,7 @@ static void attention_head_forward_fast(float *out, float *att, const float *row
         for (int j = 0; j < FAST_QUERIES; j++) {
             __m512 scaled = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), live, score[j], _mm512_set1_ps(scale));
             float maxval = _mm512_reduce_max_ps(scaled);
-            __m512 e = exp_lanes(_mm512_sub_ps(scaled, _mm512_set1_ps(maxval)), live);
+            __m512 e = _mm512_mul_ps(exp_lanes(_mm512_sub_ps(scaled, _mm512_set1_ps(maxval)), live), copies);
             __m512 a = _mm512_mul_ps(e, _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(e)));
             _mm512_store_ps(probs[j], a);
             if (j < group) _mm512_mask_storeu_ps(att + (size_t)(t + j) * T, live, a);
@@ -535,8 +536,8 @@ static void attention_head_backward_fast(float *drows, const float *dout, const 
 // The packed kernels work on one (example, head) at a time with the keys (forward) or values
 // (backward) transposed into a small buffer, so that every inner loop runs over independent lanes
 // (keys, or head dimensions) and vectorizes without reordering any sum.
-void attention_forward_packed(float *out, float *att, const float *qkv, const int *offsets, int B, int T, int C,
-                              int NH, int last_only) {
+void attention_forward_packed(float *out, float *att, const float *qkv, const float *key_counts, const int *offsets,
+                              int B, int T, int C, int NH, int last_only) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = (size_t)3 * C;
@@ -547,8 +548,8 @@ void attention_forward_packed(float *out, float *att, const float *qkv, const in
             for (int h = 0; h < NH; h++) {
                 int first = offsets[b], len = offsets[b + 1] - offsets[b], t0 = last_only ? len - 1 : 0;
                 float *o = out + (last_only ? (size_t)b : (size_t)first) * C;
-                attention_head_forward_fast(o, att + ((size_t)b * NH + h) * T * T, qkv + (size_t)first * C3, len, t0,
-                                            T, C, h, hs, scale);
+                attention_head_forward_fast(o, att + ((size_t)b * NH + h) * T * T, qkv + (size_t)first * C3,
+                                            key_counts ? key_counts + first : NULL, len, t0, T, C, h, hs, scale);
             }
         return;
     }
@@ -583,6 +584,7 @@ void attention_forward_packed(float *out, float *att, const float *qkv, const in
                 float sum = 0.0f;
                 for (int s = 0; s < len; s++) {
                     a[s] = expf(a[s] - maxval);
+                    if (key_counts) a[s] *= key_counts[first + s];
                     sum += a[s];
                 }
                 float inv = 1.0f / sum;

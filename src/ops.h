@@ -51,9 +51,12 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 // (N, 3C) and out (N, C), all real (padding removed, so no mask). att (B, NH, T, T) keeps each
 // example's len x len block with row stride T. With last_only, only each example's last row (its
 // target pair, the one the readout uses) is a query, and out (B, C) has one row per example.
+// key_counts (N, or NULL for all ones): row r stands for key_counts[r] identical positions, so as
+// a key its softmax weight is multiplied by that count (merged repeats, see Model). The backward
+// needs nothing more: given the saved probabilities, the gradient formulas are unchanged.
 // Tested against the padded version above.
-void attention_forward_packed(float *out, float *att, const float *qkv, const int *offsets, int B, int T, int C,
-                              int NH, int last_only);
+void attention_forward_packed(float *out, float *att, const float *qkv, const float *key_counts, const int *offsets,
+                              int B, int T, int C, int NH, int last_only);
 void attention_backward_packed(float *dqkv, const float *dout, const float *qkv, const float *att,
                                const int *offsets, int B, int T, int C, int NH, int last_only);
 

@@ -300,7 +300,7 @@ static void check_attention_packed(int C, int NH) {
     float *packed_att = mallocCheck((size_t)B * NH * T * T * sizeof(float));
     float *dqkv = callocCheck(padded_qkv, sizeof(float)), *packed_dqkv = callocCheck((size_t)N * 3 * C, sizeof(float));
     attention_forward(out, att, qkv, pad, B, T, C, NH);
-    attention_forward_packed(packed_out, packed_att, packed_qkv, offsets, B, T, C, NH, 0);
+    attention_forward_packed(packed_out, packed_att, packed_qkv, NULL, offsets, B, T, C, NH, 0);
     attention_backward(dqkv, dout, qkv, att, pad, B, T, C, NH);
     attention_backward_packed(packed_dqkv, packed_dout, packed_qkv, packed_att, offsets, B, T, C, NH, 0);
     double max_out = 0.0, max_grad = 0.0;
@@ -327,7 +327,7 @@ static void check_attention_packed(int C, int NH) {
         memcpy(last_dout + (size_t)b * C, packed_dout + (size_t)last * C, C * sizeof(float));
         memcpy(sparse_dout + (size_t)last * C, last_dout + (size_t)b * C, C * sizeof(float));
     }
-    attention_forward_packed(last_out, packed_att, packed_qkv, offsets, B, T, C, NH, 1);
+    attention_forward_packed(last_out, packed_att, packed_qkv, NULL, offsets, B, T, C, NH, 1);
     attention_backward_packed(last_dqkv, last_dout, packed_qkv, packed_att, offsets, B, T, C, NH, 1);
     attention_backward_packed(full_dqkv, sparse_dout, packed_qkv, packed_att, offsets, B, T, C, NH, 0);
     double max_last_out = 0.0, max_last_grad = 0.0;
@@ -702,6 +702,8 @@ static void test_model_gradient(void **state) {
     model_zero_grad(&model);
     double loss = model_forward(&model, batch.tokens, batch.labels, B) / B;
     model_backward(&model, batch.labels, NULL, B, 1.0f / B);
+    int merged = B * cfg.seq_len - padded - model.num_rows;
+    assert_true(merged > 0);  // repeated pairs ran as one row weighted by its copies
 
     size_t relu_inputs = (size_t)cfg.n_layers * B * cfg.seq_len * cfg.d_ff;
     uint8_t *pattern_plus = mallocCheck(relu_inputs), *pattern_minus = mallocCheck(relu_inputs);
@@ -709,8 +711,8 @@ static void test_model_gradient(void **state) {
     int C = cfg.d_model;
     size_t checked = 0, sought = 0, on_kink = 0;
     printf("whole model (vocab 17, T 16, C 8, L 2, NH 2, F 16; %d pretrain examples, %d padded positions, "
-           "loss %.4f):\n",
-           B, padded, loss);
+           "%d repeated pairs merged, loss %.4f):\n",
+           B, padded, merged, loss);
     for (int index = 0; index < NUM_PARAM_TENSORS; index++) {
         int layers = model_param_is_layered(index) ? cfg.n_layers : 1;
         size_t n = param_slice_size(&model, index);
@@ -951,6 +953,47 @@ static void test_determinism(void **state) {
     model_free(&model);
 }
 
+// Repeated token pairs merged into one row weighted by its copies (the default) against every
+// position on its own row: the same predictions and gradients up to the order of float sums, on
+// the published model shape and a pretrain batch.
+static void test_merged_repeats_match(void **state) {
+    (void)state;
+    enum { B = 64 };
+    ModelConfig cfg = model_config_default();
+    Model model;
+    model_create(&model, &cfg, B, 1);
+    model_init(&model, 9, 0);
+    Batch batch;
+    fill_pretrain_batch(&batch, B, cfg.seq_len, 31);
+    float *grads[2], pred[2][B];
+    int rows[2];
+    for (int merge = 0; merge < 2; merge++) {
+        model.merge_repeats = merge;
+        model_zero_grad(&model);
+        model_forward(&model, batch.tokens, batch.labels, B);
+        model_backward(&model, batch.labels, NULL, B, 1.0f / B);
+        memcpy(pred[merge], model.pred, sizeof(pred[merge]));
+        grads[merge] = mallocCheck(model.num_parameters * sizeof(float));
+        memcpy(grads[merge], model.grads_memory, model.num_parameters * sizeof(float));
+        rows[merge] = model.num_rows;
+    }
+    double worst_pred = 0.0, worst = 0.0, largest = 0.0;
+    for (int b = 0; b < B; b++) worst_pred = fmax(worst_pred, fabs(pred[1][b] - pred[0][b]));
+    for (size_t i = 0; i < model.num_parameters; i++) {
+        worst = fmax(worst, fabs(grads[1][i] - grads[0][i]));
+        largest = fmax(largest, fabs(grads[0][i]));
+    }
+    printf("merged repeats: %d rows instead of %d; predictions within %.2e, gradients within %.2e of the largest\n",
+           rows[1], rows[0], worst_pred, worst / largest);
+    assert_true(rows[1] < rows[0]);
+    assert_true(worst_pred <= 1e-5);
+    assert_true(worst <= 1e-5 * largest);
+    free(grads[0]);
+    free(grads[1]);
+    batch_free(&batch);
+    model_free(&model);
+}
+
 // A step over the distinct examples of a batch, each weighted by its copies, gives the loss and the
 // gradient of the full batch (up to the order of float sums), on a tune batch (many repeats).
 static void test_dedupe_matches_full_batch(void **state) {
@@ -1011,6 +1054,7 @@ int main(void) {
         cmocka_unit_test(test_readout_backward),
         cmocka_unit_test(test_mse_backward),
         cmocka_unit_test(test_dedupe_matches_full_batch),
+        cmocka_unit_test(test_merged_repeats_match),
         cmocka_unit_test(test_model_gradient),
         cmocka_unit_test(test_checkpoint_round_trip),
         cmocka_unit_test(test_parameter_count),
