@@ -139,6 +139,9 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     model->packed_tokens = mallocCheck(BT * 2 * sizeof(int32_t));
     model->readout_rows = mallocCheck(B * sizeof(int));
     model->key_counts = mallocCheck(BT * sizeof(float));
+    model->pair_slot = mallocCheck((size_t)cfg->vocab * cfg->vocab * sizeof(int));
+    for (int i = 0; i < cfg->vocab * cfg->vocab; i++) model->pair_slot[i] = -1;
+    model->group_tokens = mallocCheck(BT * 2 * sizeof(int32_t));
     model->merge_repeats = 1;
     model->pred = mallocCheck(B * sizeof(float));
     model->packed_sizes[0] = gemm_packed_floats(3 * cfg->d_model, cfg->d_model);
@@ -153,7 +156,9 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     if (training) {
         model->grads_memory = callocCheck(model->num_parameters, sizeof(float));
         point_tensors(param_pointers(&model->grads), model->grads_memory, model->param_sizes, NUM_PARAM_TENSORS);
-        size_t scratch_sizes[NUM_SCRATCH_TENSORS] = {BT * C, BT * C, BT * C, BT * C, BT * 3 * C, BT * F, B};
+        // dfc also holds layer 0's per-pair sums of dqkv (model_backward)
+        size_t dfc = BT * (F > 3 * C ? F : 3 * C);
+        size_t scratch_sizes[NUM_SCRATCH_TENSORS] = {BT * C, BT * C, BT * C, BT * C, BT * 3 * C, dfc, B};
         model->scratch_memory = mallocCheck(sum_sizes(scratch_sizes, NUM_SCRATCH_TENSORS) * sizeof(float));
         point_tensors((float **)&model->scratch, model->scratch_memory, scratch_sizes, NUM_SCRATCH_TENSORS);
     }
@@ -179,6 +184,8 @@ void model_free(Model *model) {
     free(model->packed_tokens);
     free(model->readout_rows);
     free(model->key_counts);
+    free(model->pair_slot);
+    free(model->group_tokens);
     free(model->pred);
     memset(model, 0, sizeof(*model));
 }
@@ -407,6 +414,31 @@ void model_zero_grad(Model *model) {
     if (model->grads_memory) memset(model->grads_memory, 0, model->num_parameters * sizeof(float));
 }
 
+// Sums the rows of drows (N, width) that hold the same token pair into sums (P, width), one row per
+// distinct pair in order of first appearance, and copies that pair's input row (inputs, stride C)
+// into pair_rows (P, C). Returns P; group_tokens lists the pairs.
+static int group_rows_by_pair(Model *model, const float *drows, int N, int width, const float *inputs, int C,
+                              float *sums, float *pair_rows) {
+    int V = model->config.vocab, P = 0;
+    const int32_t *tokens = model->packed_tokens;
+    for (int r = 0; r < N; r++) {
+        int *slot = &model->pair_slot[tokens[2 * r] * V + tokens[2 * r + 1]];
+        const float *d = drows + (size_t)r * width;
+        if (*slot < 0) {
+            *slot = P++;
+            memcpy(sums + (size_t)*slot * width, d, sizeof(float) * width);
+            memcpy(pair_rows + (size_t)*slot * C, inputs + (size_t)r * C, sizeof(float) * C);
+            model->group_tokens[2 * *slot] = tokens[2 * r];
+            model->group_tokens[2 * *slot + 1] = tokens[2 * r + 1];
+        } else {
+            float *sum = sums + (size_t)*slot * width;
+            for (int i = 0; i < width; i++) sum[i] += d[i];
+        }
+    }
+    for (int i = 0; i < P; i++) model->pair_slot[model->group_tokens[2 * i] * V + model->group_tokens[2 * i + 1]] = -1;
+    return P;
+}
+
 void model_backward(Model *model, const float *labels, const float *weights, int B, float scale) {
     const ModelConfig *c = &model->config;
     int T = c->seq_len, C = c->d_model, F = c->d_ff, NH = c->n_heads, L = c->n_layers;
@@ -459,7 +491,16 @@ void model_backward(Model *model, const float *labels, const float *weights, int
             memset(dx, 0, NC * sizeof(float));
             scatter_rows_add(dx, model->readout_rows, s.dres, B, C);
         }
-        matmul_backward(dx, g.in_proj_w + wqkv, g.in_proj_b + bqkv, s.dqkv, x, p.in_proj_w + wqkv, N, C, 3 * C);
+        if (l == 0 && !last) {
+            // per distinct pair (see group_rows_by_pair); dx keeps the residual path's gradient,
+            // which the embedding takes after the loop. dfc, datty and dln1 are free here.
+            int P = group_rows_by_pair(model, s.dqkv, N, 3 * C, x, C, s.dfc, s.datty);
+            memset(s.dln1, 0, (size_t)P * C * sizeof(float));
+            matmul_backward(s.dln1, g.in_proj_w, g.in_proj_b, s.dfc, s.datty, p.in_proj_w, P, C, 3 * C);
+            embedding_backward(g.embedding, s.dln1, model->group_tokens, P, C);
+        } else {
+            matmul_backward(dx, g.in_proj_w + wqkv, g.in_proj_b + bqkv, s.dqkv, x, p.in_proj_w + wqkv, N, C, 3 * C);
+        }
 
         // dx becomes the gradient of the layer below's output; its old buffer is free for reuse
         float *free_buffer = s.dlayer_out;

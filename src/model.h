@@ -71,7 +71,7 @@ typedef struct {
     float *dln1;        // (B, T, C)
     float *datty;       // (B, T, C)
     float *dqkv;        // (B, T, 3C)
-    float *dfc;         // (B, T, F)
+    float *dfc;         // (B, T, max(F, 3C)): the feed-forward's hidden gradient, then layer 0's per-pair sums
     float *dpred;       // (B)
 } BackwardScratch;
 
@@ -112,6 +112,12 @@ typedef struct {
     // and gradients, on fewer rows (7% fewer on pretrain data). The target pair is never merged.
     int merge_repeats;
     float *key_counts;        // (B * T) copies of each packed row's pair in its example
+    // Layer 0's input rows are embedded token pairs, so its in_proj weight gradient and input
+    // gradient run once per distinct pair of the micro-batch, on the sum of that pair's rows'
+    // gradients: pair_slot (vocab^2, -1 when unused) numbers the pairs, group_tokens (B * T, 2)
+    // lists them.
+    int *pair_slot;
+    int32_t *group_tokens;
     float *pred;              // (B) predictions of the current micro-batch
 } Model;
 

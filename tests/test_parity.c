@@ -142,7 +142,10 @@ static void test_forward_loss_and_gradients(void **state) {
 // constant added to every score; weights of units no example activates) moves by about ±lr on both
 // sides in directions that round-off decides. Entries whose gradient (plus weight decay) fell below
 // 1e-3 of their tensor's largest at any step are held to Adam's bound (|change| <= 4 lr per step)
-// and counted; every other entry must agree to REL_TOL of its tensor's largest value.
+// and counted. Every other entry must agree to REL_TOL of its tensor's largest value, scaled up for
+// entries whose smallest gradient g is under 1e-2 of the tensor's largest G by 1e-2 G / g: the same
+// float round-off in g moves Adam's step by an amount proportional to 1 / g (measured: an entry at
+// g = 1.45e-3 G moved 1.2e-5 after a change in the order of float sums).
 static void compare_after_adam(Fixture *f, float *params, const char *prefix, float lr) {
     size_t sensitive = 0, total = 0;
     double worst = 0.0;
@@ -164,9 +167,10 @@ static void compare_after_adam(Fixture *f, float *params, const char *prefix, fl
             if (min_grad[j] < 1e-3 * max_grad) {
                 sensitive++;
                 if (!(diff <= max_sensitive)) max_sensitive = diff;
-            } else if (!(diff <= max_diff)) {
-                max_diff = diff;
+                continue;
             }
+            if (min_grad[j] < 1e-2 * max_grad) diff *= min_grad[j] / (1e-2 * max_grad);  // the 1 / g scaling
+            if (!(diff <= max_diff)) max_diff = diff;
         }
         total += t.numel;
         double rel = max_diff / (max_ref > 1e-30 ? max_ref : 1e-30);
