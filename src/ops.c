@@ -409,13 +409,13 @@ static inline void transpose16(__m512 r[16]) {
     }
 }
 
-// rows (len, 3C): this example's packed q | k | v. Column `col` of the head's q, k or v block,
-// transposed for s < len into dst[i * 16 + s] (lanes from len on are zero).
-static inline void transpose_head(float *dst, const float *rows, size_t C3, int col, int hs, int len) {
+// rows (len, stride): this example's packed q | k | v (stride 3C) or output gradients (stride C).
+// Columns col .. col + hs, transposed for s < len into dst[i * 16 + s] (lanes from len on are zero).
+static inline void transpose_head(float *dst, const float *rows, size_t stride, int col, int hs, int len) {
     for (int i0 = 0; i0 < hs; i0 += 16) {
         __m512 block[16];
         for (int s = 0; s < 16; s++)
-            block[s] = s < len ? _mm512_loadu_ps(rows + (size_t)s * C3 + col + i0) : _mm512_setzero_ps();
+            block[s] = s < len ? _mm512_loadu_ps(rows + (size_t)s * stride + col + i0) : _mm512_setzero_ps();
         transpose16(block);
         for (int i = 0; i < 16; i++) _mm512_store_ps(dst + (i0 + i) * FAST_KEYS, block[i]);
     }
@@ -531,6 +531,122 @@ static void attention_head_backward_fast(float *drows, const float *dout, const 
         }
     }
 }
+
+// The query-major kernels below take every query of an (example, head) at once, one query per
+// lane: a score vector holds one key's scores against all queries, so the softmax over keys is
+// elementwise across len vectors (no horizontal sums), and each product is len or hs independent
+// chains. They keep the probabilities key-major: att[s * T + t] is query t's weight on key s (the
+// query-at-a-time kernels above, which serve last_only, keep att[t * T + s]).
+
+// dst[s] = sum_i rows_s[col + i] * lanes[i] for keys s < len: one key's products with a transposed
+// operand (lanes[i * 16 + t]), keys four at a time as independent chains.
+static inline void keys_times_lanes(__m512 *dst, const float *rows, size_t C3, int col, const float *lanes, int hs,
+                                    int len) {
+    for (int s = 0; s < len; s += 4) {
+        const float *k[4];
+        for (int j = 0; j < 4; j++) k[j] = rows + (size_t)(s + j < len ? s + j : len - 1) * C3 + col;
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int i = 0; i < hs; i++) {
+            __m512 x = _mm512_load_ps(lanes + i * FAST_KEYS);
+            for (int j = 0; j < 4; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(k[j][i]), x, acc[j]);
+        }
+        for (int j = 0; j < 4 && s + j < len; j++) dst[s + j] = acc[j];
+    }
+}
+
+// Rows t < len of out (stride ldo, columns col .. col + hs) get (or, with accumulate, gain)
+// sum_s weights[s] (lane t) * rows_s[col + i]: the sums run with the head dimensions as 16
+// independent chains, then a transpose turns them back into rows.
+static inline void lanes_times_rows(float *out, size_t ldo, int col, const __m512 *weights, const float *rows,
+                                    size_t C3, int rcol, int hs, int len, int accumulate) {
+    for (int i0 = 0; i0 < hs; i0 += 16) {
+        __m512 acc[16];
+        for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+        for (int s = 0; s < len; s++) {
+            const float *r = rows + (size_t)s * C3 + rcol + i0;
+            for (int i = 0; i < 16; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(r[i]), weights[s], acc[i]);
+        }
+        transpose16(acc);
+        for (int t = 0; t < len; t++) {
+            float *o = out + (size_t)t * ldo + col + i0;
+            _mm512_storeu_ps(o, accumulate ? _mm512_add_ps(_mm512_loadu_ps(o), acc[t]) : acc[t]);
+        }
+    }
+}
+
+// One (example, head), every query. counts: copies of each key (NULL: one each).
+static void attention_head_forward_lanes(float *out, float *att, const float *rows, const float *counts, int len,
+                                         int T, int C, int h, int hs, float scale) {
+    size_t C3 = (size_t)3 * C;
+    float queries_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
+    transpose_head(queries_t, rows, C3, h * hs, hs, len);
+    __m512 score[FAST_KEYS];
+    keys_times_lanes(score, rows, C3, C + h * hs, queries_t, hs, len);
+    // lanes past len (no query) hold zero scores: finite, and never stored
+    __m512 vscale = _mm512_set1_ps(scale), maxval = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
+    for (int s = 0; s < len; s++) {
+        score[s] = _mm512_mul_ps(score[s], vscale);
+        maxval = _mm512_max_ps(maxval, score[s]);
+    }
+    for (int s = 0; s < len; s++) {
+        score[s] = exp_lanes(_mm512_sub_ps(score[s], maxval), (__mmask16)0xFFFF);
+        if (counts) score[s] = _mm512_mul_ps(score[s], _mm512_set1_ps(counts[s]));
+        sum = _mm512_add_ps(sum, score[s]);
+    }
+    __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
+    __mmask16 live = (__mmask16)((1u << len) - 1u);
+    for (int s = 0; s < len; s++) {
+        score[s] = _mm512_mul_ps(score[s], inv);
+        _mm512_mask_storeu_ps(att + (size_t)s * T, live, score[s]);
+    }
+    lanes_times_rows(out, C, h * hs, score, rows, C3, 2 * C + h * hs, hs, len, 0);
+}
+
+// Its backward: drows (q | k | v rows of the example) gain the gradients.
+static void attention_head_backward_lanes(float *drows, const float *dout, const float *rows, const float *att,
+                                          int len, int T, int C, int h, int hs, float scale) {
+    size_t C3 = (size_t)3 * C;
+    float dout_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
+    float dscores[FAST_KEYS][FAST_KEYS] __attribute__((aligned(64)));
+    transpose_head(dout_t, dout, C, h * hs, hs, len);
+    __m512 datt[FAST_KEYS], prob[FAST_KEYS];
+    keys_times_lanes(datt, rows, C3, 2 * C + h * hs, dout_t, hs, len);  // d_t . v_s
+    __mmask16 live = (__mmask16)((1u << len) - 1u);
+    __m512 weighted = _mm512_setzero_ps();
+    for (int s = 0; s < len; s++) {
+        prob[s] = _mm512_maskz_loadu_ps(live, att + (size_t)s * T);
+        weighted = _mm512_fmadd_ps(prob[s], datt[s], weighted);
+    }
+    __m512 vscale = _mm512_set1_ps(scale);
+    for (int s = 0; s < len; s++) {  // the softmax backward, scaled
+        datt[s] = _mm512_mul_ps(_mm512_mul_ps(prob[s], _mm512_sub_ps(datt[s], weighted)), vscale);
+        _mm512_store_ps(dscores[s], datt[s]);
+    }
+    lanes_times_rows(drows, C3, h * hs, datt, rows, C3, C + h * hs, hs, len, 1);  // dq_t += sum_s ds_ts k_s
+    // keys and values: dk_s += sum_t ds_ts q_t, dv_s += sum_t a_ts d_t, four keys at a time
+    for (int s = 0; s < len; s += 4) {
+        int group = len - s < 4 ? len - s : 4;
+        for (int i0 = 0; i0 < hs; i0 += 16) {
+            __m512 dk[4], dv[4];
+            for (int j = 0; j < 4; j++) dk[j] = dv[j] = _mm512_setzero_ps();
+            for (int t = 0; t < len; t++) {
+                __m512 q = _mm512_loadu_ps(rows + (size_t)t * C3 + h * hs + i0);
+                __m512 d = _mm512_loadu_ps(dout + (size_t)t * C + h * hs + i0);
+                for (int j = 0; j < 4; j++) {
+                    int key = s + (j < group ? j : 0);
+                    dk[j] = _mm512_fmadd_ps(_mm512_set1_ps(dscores[key][t]), q, dk[j]);
+                    dv[j] = _mm512_fmadd_ps(_mm512_set1_ps(att[(size_t)key * T + t]), d, dv[j]);
+                }
+            }
+            for (int j = 0; j < group; j++) {
+                float *dkrow = drows + (size_t)(s + j) * C3 + C + h * hs + i0;
+                float *dvrow = drows + (size_t)(s + j) * C3 + 2 * C + h * hs + i0;
+                _mm512_storeu_ps(dkrow, _mm512_add_ps(_mm512_loadu_ps(dkrow), dk[j]));
+                _mm512_storeu_ps(dvrow, _mm512_add_ps(_mm512_loadu_ps(dvrow), dv[j]));
+            }
+        }
+    }
+}
 #endif
 
 // The packed kernels work on one (example, head) at a time with the keys (forward) or values
@@ -546,10 +662,15 @@ void attention_forward_packed(float *out, float *att, const float *qkv, const fl
 #pragma omp parallel for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
-                int first = offsets[b], len = offsets[b + 1] - offsets[b], t0 = last_only ? len - 1 : 0;
-                float *o = out + (last_only ? (size_t)b : (size_t)first) * C;
-                attention_head_forward_fast(o, att + ((size_t)b * NH + h) * T * T, qkv + (size_t)first * C3,
-                                            key_counts ? key_counts + first : NULL, len, t0, T, C, h, hs, scale);
+                int first = offsets[b], len = offsets[b + 1] - offsets[b];
+                float *a = att + ((size_t)b * NH + h) * T * T;
+                const float *counts = key_counts ? key_counts + first : NULL;
+                if (last_only)
+                    attention_head_forward_fast(out + (size_t)b * C, a, qkv + (size_t)first * C3, counts, len, len - 1,
+                                                T, C, h, hs, scale);
+                else
+                    attention_head_forward_lanes(out + (size_t)first * C, a, qkv + (size_t)first * C3, counts, len, T,
+                                                 C, h, hs, scale);
             }
         return;
     }
@@ -617,10 +738,14 @@ void attention_backward_packed(float *dqkv, const float *dout, const float *qkv,
 #pragma omp parallel for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
-                int first = offsets[b], len = offsets[b + 1] - offsets[b], t0 = last_only ? len - 1 : 0;
-                const float *d = dout + (last_only ? (size_t)b : (size_t)first) * C;
-                attention_head_backward_fast(dqkv + (size_t)first * C3, d, qkv + (size_t)first * C3,
-                                             att + ((size_t)b * NH + h) * T * T, len, t0, T, C, h, hs, scale);
+                int first = offsets[b], len = offsets[b + 1] - offsets[b];
+                const float *a = att + ((size_t)b * NH + h) * T * T;
+                if (last_only)
+                    attention_head_backward_fast(dqkv + (size_t)first * C3, dout + (size_t)b * C,
+                                                 qkv + (size_t)first * C3, a, len, len - 1, T, C, h, hs, scale);
+                else
+                    attention_head_backward_lanes(dqkv + (size_t)first * C3, dout + (size_t)first * C,
+                                                  qkv + (size_t)first * C3, a, len, T, C, h, hs, scale);
             }
         return;
     }

@@ -316,7 +316,9 @@ static void check_attention_packed(int C, int NH) {
     assert_true(max_grad < 1e-6);
 
     // last_only: one query per example (its last row), the same values as the full computation's
-    // last rows; with the output gradient only on those rows, the same dqkv.
+    // last rows; with the output gradient only on those rows, the same dqkv. (Where built, the
+    // AVX-512 kernels take last_only a query at a time and the full computation all queries at once,
+    // so the sums differ in order.)
     float *last_out = mallocCheck((size_t)B * C * sizeof(float)),
           *last_dout = mallocCheck((size_t)B * C * sizeof(float));
     float *last_dqkv = callocCheck((size_t)N * 3 * C, sizeof(float)),
@@ -338,7 +340,7 @@ static void check_attention_packed(int C, int NH) {
     for (size_t i = 0; i < (size_t)N * 3 * C; i++)
         max_last_grad = fmax(max_last_grad, fabs(last_dqkv[i] - full_dqkv[i]));
     printf("attention last_only vs full: max|out diff| %.2e, max|dqkv diff| %.2e\n", max_last_out, max_last_grad);
-    assert_true(max_last_out == 0.0);
+    assert_true(max_last_out < 1e-6);
     assert_true(max_last_grad < 1e-6);
     free(last_out);
     free(last_dout);
