@@ -140,7 +140,8 @@ static double actual_forward_flops(const Batch *batch, const ModelConfig *m) {
         double n = 1;  // the target pair, last
         for (int t = 0; t < batch->T - 1; t++) {
             int seen = pairs[2 * t] == 0;
-            for (int u = 0; u < t && !seen; u++) seen = pairs[2 * u] == pairs[2 * t] && pairs[2 * u + 1] == pairs[2 * t + 1];
+            for (int u = 0; u < t && !seen; u++)
+                seen = pairs[2 * u] == pairs[2 * t] && pairs[2 * u + 1] == pairs[2 * t + 1];
             n += !seen;
         }
         double full_layer = n * (2 * C * 3 * C + 2 * C * C + 4 * C * F) + 4 * C * n * n;
@@ -248,9 +249,9 @@ int main(int argc, char **argv) {
     printf("pathformer  (%s, %d threads, batch %d in micro-batches of %d, median of %d): train %.0f examples/s "
            "(%.1f dense-equivalent GFLOP/s), inference %.0f examples/s\n",
            default_backend, threads, batch_size, cfg.micro_batch, repeats, c_train, c_train * 54e-3, c_infer);
-    printf("work        per example drawn, as run (packed rows, repeated pairs merged, distinct examples): forward %.2f MFLOP (%.2f before "
-           "dropping repeats; dense: 18), training %.2f MFLOP (dense: 54; the step ran %d distinct of %d): training "
-           "%.1f GFLOP/s, inference %.1f GFLOP/s\n",
+    printf("work        per example drawn, as run (packed rows, repeated pairs merged, distinct examples): forward "
+           "%.2f MFLOP (%.2f before dropping repeats; dense: 18), training %.2f MFLOP (dense: 54; the step ran %d "
+           "distinct of %d): training %.1f GFLOP/s, inference %.1f GFLOP/s\n",
            infer_flops / 1e6, forward_flops / 1e6, step_flops / 1e6, ran->B, batch_size, c_train * step_flops / 1e9,
            c_infer * infer_flops / 1e9);
     printf("step        drawing the batch takes %.1f%% of a training step's time, the Adam update %.1f%%\n",
