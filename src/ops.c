@@ -78,6 +78,15 @@ static void thread_share(int total, int *lo, int *hi) {
 // dbias[lo..hi) += column sums of dout (N, OC) over those columns, rows streamed in order so the
 // inner loop is contiguous (and the sum order fixed: results do not depend on the thread count).
 static void column_sums(float *dbias, const float *dout, int N, int OC, int lo, int hi) {
+    enum { BLOCK = 64 };  // whole blocks keep their sums in registers across the rows
+    for (; lo + BLOCK <= hi; lo += BLOCK) {
+        float sums[BLOCK] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *d = dout + (size_t)n * OC + lo;
+            for (int j = 0; j < BLOCK; j++) sums[j] += d[j];
+        }
+        for (int j = 0; j < BLOCK; j++) dbias[lo + j] += sums[j];
+    }
     float sums[1024];
     for (int start = lo; start < hi; start += 1024) {
         int width = hi - start < 1024 ? hi - start : 1024;
