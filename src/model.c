@@ -170,6 +170,7 @@ void model_create_replica(Model *replica, const Model *master, int batch_capacit
     replica->params_memory = master->params_memory;
     replica->params = master->params;
     replica->shares_params = 1;
+    replica->merge_repeats = master->merge_repeats;
 }
 
 void model_free(Model *model) {
