@@ -430,6 +430,23 @@ static inline void transpose_head(float *dst, const float *rows, size_t stride, 
     }
 }
 
+// dst[s] = sum_i rows_s[col + i] * lanes[i * 16 + lane] for rows first <= s < len (stride between
+// rows): each row's products with a transposed operand, rows four at a time as independent chains
+// (past the last row a group repeats it and drops the result).
+static inline void rows_times_lanes(__m512 *dst, const float *rows, size_t stride, int col, const float *lanes,
+                                    int hs, int first, int len) {
+    for (int s = first; s < len; s += 4) {
+        const float *r[4];
+        for (int j = 0; j < 4; j++) r[j] = rows + (size_t)(s + j < len ? s + j : len - 1) * stride + col;
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int i = 0; i < hs; i++) {
+            __m512 x = _mm512_load_ps(lanes + i * FAST_KEYS);
+            for (int j = 0; j < 4; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(r[j][i]), x, acc[j]);
+        }
+        for (int j = 0; j < 4 && s + j < len; j++) dst[s + j] = acc[j];
+    }
+}
+
 // One (example, head): queries t0 .. len-1. out_rows: where query t's output row is (stride C).
 static void attention_head_forward_fast(float *out, float *att, const float *rows, const float *counts, int len,
                                         int t0, int T, int C, int h, int hs, float scale) {
@@ -439,19 +456,14 @@ static void attention_head_forward_fast(float *out, float *att, const float *row
     transpose_head(keys_t, rows, C3, C + h * hs, hs, len);
     __mmask16 live = (__mmask16)((1u << len) - 1u);
     __m512 copies = counts ? _mm512_maskz_loadu_ps(live, counts) : _mm512_set1_ps(1.0f);
+    __m512 score[FAST_KEYS];  // score[t]: query t against every key
+    rows_times_lanes(score, rows, C3, h * hs, keys_t, hs, t0, len);
     for (int t = t0; t < len; t += FAST_QUERIES) {
         // a group of four queries; past the last one the group repeats it and drops the result
-        const float *q[FAST_QUERIES];
-        for (int j = 0; j < FAST_QUERIES; j++) q[j] = rows + (size_t)(t + j < len ? t + j : len - 1) * C3 + h * hs;
-        __m512 score[FAST_QUERIES];
-        for (int j = 0; j < FAST_QUERIES; j++) score[j] = _mm512_setzero_ps();
-        for (int i = 0; i < hs; i++) {
-            __m512 k = _mm512_load_ps(keys_t + i * FAST_KEYS);
-            for (int j = 0; j < FAST_QUERIES; j++) score[j] = _mm512_fmadd_ps(_mm512_set1_ps(q[j][i]), k, score[j]);
-        }
         int group = len - t < FAST_QUERIES ? len - t : FAST_QUERIES;
         for (int j = 0; j < FAST_QUERIES; j++) {
-            __m512 scaled = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), live, score[j], _mm512_set1_ps(scale));
+            __m512 sc = score[t + (j < group ? j : group - 1)];
+            __m512 scaled = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), live, sc, _mm512_set1_ps(scale));
             float maxval = _mm512_reduce_max_ps(scaled);
             __m512 e = _mm512_mul_ps(exp_lanes(_mm512_sub_ps(scaled, _mm512_set1_ps(maxval)), live), copies);
             __m512 a = _mm512_mul_ps(e, _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(e)));
@@ -480,21 +492,15 @@ static void attention_head_backward_fast(float *drows, const float *dout, const 
     __mmask16 live = (__mmask16)((1u << len) - 1u);
     __m512 vscale = _mm512_set1_ps(scale);
     // queries: da_ts = d_t . v_s, the softmax backward, dq_t += sum_s dscore_ts k_s
+    __m512 datt[FAST_KEYS];  // datt[t - t0]: query t's output gradient against every value
+    rows_times_lanes(datt, dout, C, h * hs, values_t, hs, 0, len - t0);
     for (int t = t0; t < len; t += FAST_QUERIES) {
-        const float *d[FAST_QUERIES];
-        for (int j = 0; j < FAST_QUERIES; j++)
-            d[j] = dout + (size_t)((t + j < len ? t + j : len - 1) - t0) * C + h * hs;
-        __m512 datt[FAST_QUERIES];
-        for (int j = 0; j < FAST_QUERIES; j++) datt[j] = _mm512_setzero_ps();
-        for (int i = 0; i < hs; i++) {
-            __m512 v = _mm512_load_ps(values_t + i * FAST_KEYS);
-            for (int j = 0; j < FAST_QUERIES; j++) datt[j] = _mm512_fmadd_ps(_mm512_set1_ps(d[j][i]), v, datt[j]);
-        }
         int group = len - t < FAST_QUERIES ? len - t : FAST_QUERIES;
         for (int j = 0; j < group; j++) {
             __m512 a = _mm512_maskz_loadu_ps(live, att + (size_t)(t + j) * T);
-            float weighted = _mm512_reduce_add_ps(_mm512_mul_ps(a, datt[j]));
-            __m512 ds = _mm512_mul_ps(_mm512_mul_ps(a, _mm512_sub_ps(datt[j], _mm512_set1_ps(weighted))), vscale);
+            __m512 da = datt[t + j - t0];
+            float weighted = _mm512_reduce_add_ps(_mm512_mul_ps(a, da));
+            __m512 ds = _mm512_mul_ps(_mm512_mul_ps(a, _mm512_sub_ps(da, _mm512_set1_ps(weighted))), vscale);
             _mm512_store_ps(dscores[t + j], ds);
         }
         for (int i0 = 0; i0 < hs; i0 += 16) {
@@ -547,22 +553,6 @@ static void attention_head_backward_fast(float *drows, const float *dout, const 
 // chains. They keep the probabilities key-major: att[s * T + t] is query t's weight on key s (the
 // query-at-a-time kernels above, which serve last_only, keep att[t * T + s]).
 
-// dst[s] = sum_i rows_s[col + i] * lanes[i] for keys s < len: one key's products with a transposed
-// operand (lanes[i * 16 + t]), keys four at a time as independent chains.
-static inline void keys_times_lanes(__m512 *dst, const float *rows, size_t C3, int col, const float *lanes, int hs,
-                                    int len) {
-    for (int s = 0; s < len; s += 4) {
-        const float *k[4];
-        for (int j = 0; j < 4; j++) k[j] = rows + (size_t)(s + j < len ? s + j : len - 1) * C3 + col;
-        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (int i = 0; i < hs; i++) {
-            __m512 x = _mm512_load_ps(lanes + i * FAST_KEYS);
-            for (int j = 0; j < 4; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(k[j][i]), x, acc[j]);
-        }
-        for (int j = 0; j < 4 && s + j < len; j++) dst[s + j] = acc[j];
-    }
-}
-
 // Rows t < len of out (stride ldo, columns col .. col + hs) get (or, with accumulate, gain)
 // sum_s weights[s] (lane t) * rows_s[col + i]: the sums run with the head dimensions as 16
 // independent chains, then a transpose turns them back into rows.
@@ -590,7 +580,7 @@ static void attention_head_forward_lanes(float *out, float *att, const float *ro
     float queries_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
     transpose_head(queries_t, rows, C3, h * hs, hs, len);
     __m512 score[FAST_KEYS];
-    keys_times_lanes(score, rows, C3, C + h * hs, queries_t, hs, len);
+    rows_times_lanes(score, rows, C3, C + h * hs, queries_t, hs, 0, len);
     // lanes past len (no query) hold zero scores: finite, and never stored
     __m512 vscale = _mm512_set1_ps(scale), maxval = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
     for (int s = 0; s < len; s++) {
@@ -619,7 +609,7 @@ static void attention_head_backward_lanes(float *drows, const float *dout, const
     float dscores[FAST_KEYS][FAST_KEYS] __attribute__((aligned(64)));
     transpose_head(dout_t, dout, C, h * hs, hs, len);
     __m512 datt[FAST_KEYS], prob[FAST_KEYS];
-    keys_times_lanes(datt, rows, C3, 2 * C + h * hs, dout_t, hs, len);  // d_t . v_s
+    rows_times_lanes(datt, rows, C3, 2 * C + h * hs, dout_t, hs, 0, len);  // d_t . v_s
     __mmask16 live = (__mmask16)((1u << len) - 1u);
     __m512 weighted = _mm512_setzero_ps();
     for (int s = 0; s < len; s++) {
