@@ -366,11 +366,11 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 #include <immintrin.h>
 
 // AVX-512 versions of the packed attention for sequences of at most 16 rows and head sizes that
-// are whole 16-lane vectors (the published shape: 16 positions, heads of 32). All keys of a query
-// fit one vector, so scores, softmax and its backward are vector operations; queries go four at a
-// time so that the sums over head dimensions run as independent chains. Tested against the
-// padded reference with the other paths (test_ops).
-enum { FAST_KEYS = 16, FAST_HEAD = 64, FAST_QUERIES = 4 };
+// are whole 16-lane vectors (the published shape: 16 positions, heads of 32): all keys, or all
+// queries, fit one vector. The readout kernels take the last layer's single query with its keys in
+// lanes; the query-major kernels further down take every query of the other layers at once.
+// Tested against the padded reference with the other paths (test_ops).
+enum { FAST_KEYS = 16, FAST_HEAD = 64 };
 
 static int attention_fast_fits(int T, int hs) { return T <= FAST_KEYS && hs % 16 == 0 && hs <= FAST_HEAD; }
 
@@ -447,102 +447,77 @@ static inline void rows_times_lanes(__m512 *dst, const float *rows, size_t strid
     }
 }
 
-// One (example, head): queries t0 .. len-1. out_rows: where query t's output row is (stride C).
-static void attention_head_forward_fast(float *out, float *att, const float *rows, const float *counts, int len,
-                                        int t0, int T, int C, int h, int hs, float scale) {
+// One (example, head) of the last layer: its readout row (the last, len - 1) is the only query.
+// out: that query's output row.
+static void attention_head_forward_readout(float *out, float *att, const float *rows, const float *counts, int len,
+                                           int T, int C, int h, int hs, float scale) {
     size_t C3 = (size_t)3 * C;
+    int t = len - 1;
     float keys_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
-    float probs[FAST_QUERIES][FAST_KEYS] __attribute__((aligned(64)));
+    float probs[FAST_KEYS] __attribute__((aligned(64)));
     transpose_head(keys_t, rows, C3, C + h * hs, hs, len);
     __mmask16 live = (__mmask16)((1u << len) - 1u);
     __m512 copies = counts ? _mm512_maskz_loadu_ps(live, counts) : _mm512_set1_ps(1.0f);
-    __m512 score[FAST_KEYS];  // score[t]: query t against every key
-    rows_times_lanes(score, rows, C3, h * hs, keys_t, hs, t0, len);
-    for (int t = t0; t < len; t += FAST_QUERIES) {
-        // a group of four queries; past the last one the group repeats it and drops the result
-        int group = len - t < FAST_QUERIES ? len - t : FAST_QUERIES;
-        for (int j = 0; j < FAST_QUERIES; j++) {
-            __m512 sc = score[t + (j < group ? j : group - 1)];
-            __m512 scaled = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), live, sc, _mm512_set1_ps(scale));
-            float maxval = _mm512_reduce_max_ps(scaled);
-            __m512 e = _mm512_mul_ps(exp_lanes(_mm512_sub_ps(scaled, _mm512_set1_ps(maxval)), live), copies);
-            __m512 a = _mm512_mul_ps(e, _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(e)));
-            _mm512_store_ps(probs[j], a);
-            if (j < group) _mm512_mask_storeu_ps(att + (size_t)(t + j) * T, live, a);
-        }
-        for (int i0 = 0; i0 < hs; i0 += 16) {
-            __m512 o[FAST_QUERIES];
-            for (int j = 0; j < FAST_QUERIES; j++) o[j] = _mm512_setzero_ps();
-            for (int s = 0; s < len; s++) {
-                __m512 v = _mm512_loadu_ps(rows + (size_t)s * C3 + 2 * C + h * hs + i0);
-                for (int j = 0; j < FAST_QUERIES; j++) o[j] = _mm512_fmadd_ps(_mm512_set1_ps(probs[j][s]), v, o[j]);
-            }
-            for (int j = 0; j < group; j++) _mm512_storeu_ps(out + (size_t)(t + j - t0) * C + h * hs + i0, o[j]);
-        }
+    __m512 score[FAST_KEYS];  // score[t]: the query against every key
+    rows_times_lanes(score, rows, C3, h * hs, keys_t, hs, t, len);
+    __m512 scaled = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), live, score[t], _mm512_set1_ps(scale));
+    float maxval = _mm512_reduce_max_ps(scaled);
+    __m512 e = _mm512_mul_ps(exp_lanes(_mm512_sub_ps(scaled, _mm512_set1_ps(maxval)), live), copies);
+    __m512 a = _mm512_mul_ps(e, _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(e)));
+    _mm512_store_ps(probs, a);
+    _mm512_mask_storeu_ps(att + (size_t)t * T, live, a);
+    for (int i0 = 0; i0 < hs; i0 += 16) {
+        __m512 o = _mm512_setzero_ps();
+        for (int s = 0; s < len; s++)
+            o = _mm512_fmadd_ps(_mm512_set1_ps(probs[s]), _mm512_loadu_ps(rows + (size_t)s * C3 + 2 * C + h * hs + i0),
+                                o);
+        _mm512_storeu_ps(out + h * hs + i0, o);
     }
 }
 
-// The backward of one (example, head). dout rows follow the queries t0 .. len-1 (stride C).
-static void attention_head_backward_fast(float *drows, const float *dout, const float *rows, const float *att,
-                                         int len, int t0, int T, int C, int h, int hs, float scale) {
+// Its backward. dout: the readout query's output gradient row.
+static void attention_head_backward_readout(float *drows, const float *dout, const float *rows, const float *att,
+                                            int len, int T, int C, int h, int hs, float scale) {
     size_t C3 = (size_t)3 * C;
+    int t = len - 1;
     float values_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
-    float dscores[FAST_KEYS][FAST_KEYS] __attribute__((aligned(64)));
+    float dscores[FAST_KEYS] __attribute__((aligned(64)));
     transpose_head(values_t, rows, C3, 2 * C + h * hs, hs, len);
     __mmask16 live = (__mmask16)((1u << len) - 1u);
-    __m512 vscale = _mm512_set1_ps(scale);
-    // queries: da_ts = d_t . v_s, the softmax backward, dq_t += sum_s dscore_ts k_s
-    __m512 datt[FAST_KEYS];  // datt[t - t0]: query t's output gradient against every value
-    rows_times_lanes(datt, dout, C, h * hs, values_t, hs, 0, len - t0);
-    for (int t = t0; t < len; t += FAST_QUERIES) {
-        int group = len - t < FAST_QUERIES ? len - t : FAST_QUERIES;
-        for (int j = 0; j < group; j++) {
-            __m512 a = _mm512_maskz_loadu_ps(live, att + (size_t)(t + j) * T);
-            __m512 da = datt[t + j - t0];
-            float weighted = _mm512_reduce_add_ps(_mm512_mul_ps(a, da));
-            __m512 ds = _mm512_mul_ps(_mm512_mul_ps(a, _mm512_sub_ps(da, _mm512_set1_ps(weighted))), vscale);
-            _mm512_store_ps(dscores[t + j], ds);
+    // da_s = d . v_s, the softmax backward, dq += sum_s dscore_s k_s
+    __m512 datt;
+    rows_times_lanes(&datt, dout, C, h * hs, values_t, hs, 0, 1);
+    const float *a = att + (size_t)t * T;
+    __m512 prob = _mm512_maskz_loadu_ps(live, a);
+    float weighted = _mm512_reduce_add_ps(_mm512_mul_ps(prob, datt));
+    __m512 ds = _mm512_mul_ps(_mm512_mul_ps(prob, _mm512_sub_ps(datt, _mm512_set1_ps(weighted))),
+                              _mm512_set1_ps(scale));
+    _mm512_store_ps(dscores, ds);
+    for (int i0 = 0; i0 < hs; i0 += 16) {
+        float *dq = drows + (size_t)t * C3 + h * hs + i0;
+        __m512 acc0 = _mm512_loadu_ps(dq), acc1 = _mm512_setzero_ps();
+        int s = 0;
+        for (; s + 1 < len; s += 2) {
+            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(dscores[s]), _mm512_loadu_ps(rows + (size_t)s * C3 + C + h * hs + i0),
+                                   acc0);
+            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(dscores[s + 1]),
+                                   _mm512_loadu_ps(rows + (size_t)(s + 1) * C3 + C + h * hs + i0), acc1);
         }
-        for (int i0 = 0; i0 < hs; i0 += 16) {
-            for (int j = 0; j < group; j++) {
-                float *dq = drows + (size_t)(t + j) * C3 + h * hs + i0;
-                __m512 acc0 = _mm512_loadu_ps(dq), acc1 = _mm512_setzero_ps();
-                int s = 0;
-                for (; s + 1 < len; s += 2) {
-                    acc0 = _mm512_fmadd_ps(_mm512_set1_ps(dscores[t + j][s]),
-                                           _mm512_loadu_ps(rows + (size_t)s * C3 + C + h * hs + i0), acc0);
-                    acc1 = _mm512_fmadd_ps(_mm512_set1_ps(dscores[t + j][s + 1]),
-                                           _mm512_loadu_ps(rows + (size_t)(s + 1) * C3 + C + h * hs + i0), acc1);
-                }
-                if (s < len)
-                    acc0 = _mm512_fmadd_ps(_mm512_set1_ps(dscores[t + j][s]),
-                                           _mm512_loadu_ps(rows + (size_t)s * C3 + C + h * hs + i0), acc0);
-                _mm512_storeu_ps(dq, _mm512_add_ps(acc0, acc1));
-            }
-        }
+        if (s < len)
+            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(dscores[s]), _mm512_loadu_ps(rows + (size_t)s * C3 + C + h * hs + i0),
+                                   acc0);
+        _mm512_storeu_ps(dq, _mm512_add_ps(acc0, acc1));
     }
-    // keys and values: dk_s += sum_t dscore_ts q_t, dv_s += sum_t a_ts d_t, four keys at a time
-    for (int s = 0; s < len; s += FAST_QUERIES) {
-        int group = len - s < FAST_QUERIES ? len - s : FAST_QUERIES;
-        for (int i0 = 0; i0 < hs; i0 += 16) {
-            __m512 dk[FAST_QUERIES], dv[FAST_QUERIES];
-            for (int j = 0; j < FAST_QUERIES; j++) dk[j] = dv[j] = _mm512_setzero_ps();
-            for (int t = t0; t < len; t++) {
-                __m512 q = _mm512_loadu_ps(rows + (size_t)t * C3 + h * hs + i0);
-                __m512 d = _mm512_loadu_ps(dout + (size_t)(t - t0) * C + h * hs + i0);
-                const float *a = att + (size_t)t * T + s;
-                for (int j = 0; j < FAST_QUERIES; j++) {
-                    int key = j < group ? j : 0;
-                    dk[j] = _mm512_fmadd_ps(_mm512_set1_ps(dscores[t][s + key]), q, dk[j]);
-                    dv[j] = _mm512_fmadd_ps(_mm512_set1_ps(a[key]), d, dv[j]);
-                }
-            }
-            for (int j = 0; j < group; j++) {
-                float *dkrow = drows + (size_t)(s + j) * C3 + C + h * hs + i0;
-                float *dvrow = drows + (size_t)(s + j) * C3 + 2 * C + h * hs + i0;
-                _mm512_storeu_ps(dkrow, _mm512_add_ps(_mm512_loadu_ps(dkrow), dk[j]));
-                _mm512_storeu_ps(dvrow, _mm512_add_ps(_mm512_loadu_ps(dvrow), dv[j]));
-            }
+    // keys and values, one term each: dk_s += dscore_s q, dv_s += a_s d
+    for (int i0 = 0; i0 < hs; i0 += 16) {
+        __m512 q = _mm512_loadu_ps(rows + (size_t)t * C3 + h * hs + i0);
+        __m512 d = _mm512_loadu_ps(dout + h * hs + i0);
+        for (int s = 0; s < len; s++) {
+            float *dkrow = drows + (size_t)s * C3 + C + h * hs + i0;
+            float *dvrow = drows + (size_t)s * C3 + 2 * C + h * hs + i0;
+            __m512 dk = _mm512_mul_ps(_mm512_set1_ps(dscores[s]), q), dv = _mm512_mul_ps(_mm512_set1_ps(a[s]), d);
+            _mm512_storeu_ps(dkrow, _mm512_add_ps(_mm512_loadu_ps(dkrow), dk));
+            _mm512_storeu_ps(dvrow, _mm512_add_ps(_mm512_loadu_ps(dvrow), dv));
         }
     }
 }
@@ -551,7 +526,7 @@ static void attention_head_backward_fast(float *drows, const float *dout, const 
 // lane: a score vector holds one key's scores against all queries, so the softmax over keys is
 // elementwise across len vectors (no horizontal sums), and each product is len or hs independent
 // chains. They keep the probabilities key-major: att[s * T + t] is query t's weight on key s (the
-// query-at-a-time kernels above, which serve last_only, keep att[t * T + s]).
+// readout kernels above, which serve last_only, keep att[t * T + s]).
 
 // Rows t < len of out (stride ldo, columns col .. col + hs) get (or, with accumulate, gain)
 // sum_s weights[s] (lane t) * rows_s[col + i]: the sums run with the head dimensions as 16
@@ -665,8 +640,8 @@ void attention_forward_packed(float *out, float *att, const float *qkv, const fl
                 float *a = att + ((size_t)b * NH + h) * T * T;
                 const float *counts = key_counts ? key_counts + first : NULL;
                 if (last_only)
-                    attention_head_forward_fast(out + (size_t)b * C, a, qkv + (size_t)first * C3, counts, len, len - 1,
-                                                T, C, h, hs, scale);
+                    attention_head_forward_readout(out + (size_t)b * C, a, qkv + (size_t)first * C3, counts, len, T,
+                                                   C, h, hs, scale);
                 else
                     attention_head_forward_lanes(out + (size_t)first * C, a, qkv + (size_t)first * C3, counts, len, T,
                                                  C, h, hs, scale);
@@ -740,8 +715,8 @@ void attention_backward_packed(float *dqkv, const float *dout, const float *qkv,
                 int first = offsets[b], len = offsets[b + 1] - offsets[b];
                 const float *a = att + ((size_t)b * NH + h) * T * T;
                 if (last_only)
-                    attention_head_backward_fast(dqkv + (size_t)first * C3, dout + (size_t)b * C,
-                                                 qkv + (size_t)first * C3, a, len, len - 1, T, C, h, hs, scale);
+                    attention_head_backward_readout(dqkv + (size_t)first * C3, dout + (size_t)b * C,
+                                                    qkv + (size_t)first * C3, a, len, T, C, h, hs, scale);
                 else
                     attention_head_backward_lanes(dqkv + (size_t)first * C3, dout + (size_t)first * C,
                                                   qkv + (size_t)first * C3, a, len, T, C, h, hs, scale);
