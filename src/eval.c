@@ -91,9 +91,9 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
     int workers = max_chunks < threads ? (int)max_chunks : threads;
     Model *replicas = mallocCheck(sizeof(Model) * workers);
     EvalResult *partial = mallocCheck(sizeof(EvalResult) * workers);
+    model_pack_weights(model);  // for every worker: the weights hold still throughout
     for (int id = 0; id < workers; id++) {
         if (id > 0) model_create_replica(&replicas[id], model, capacity);
-        model_pack_weights(id == 0 ? model : &replicas[id]);  // the weights hold still throughout
         eval_result_init(&partial[id], set_name, cfg);
     }
     Batch drawn;
@@ -121,11 +121,9 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
     }
     for (int id = 0; id < workers; id++) {
         eval_result_merge(result, &partial[id]);
-        if (id > 0)
-            model_free(&replicas[id]);
-        else
-            model_unpack_weights(model);
+        if (id > 0) model_free(&replicas[id]);
     }
+    model_unpack_weights(model);
     batch_free(&drawn);
     batch_distinct_free(&distinct);
     free(partial);

@@ -111,6 +111,14 @@ static size_t sum_sizes(const size_t *sizes, int count) {
     return total;
 }
 
+// Floats of each BackwardScratch tensor for micro-batches of up to B examples.
+static void scratch_tensor_sizes(const ModelConfig *cfg, int B, size_t *sizes) {
+    size_t BT = (size_t)B * cfg->seq_len, C = cfg->d_model, F = cfg->d_ff;
+    size_t dfc = BT * (F > 3 * C ? F : 3 * C);  // also layer 0's per-pair sums of dqkv (model_backward)
+    size_t all[NUM_SCRATCH_TENSORS] = {BT * C, BT * C, BT * C, BT * C, BT * 3 * C, dfc, (size_t)B};
+    memcpy(sizes, all, sizeof(all));
+}
+
 void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int training) {
     memset(model, 0, sizeof(*model));
     model->config = *cfg;
@@ -156,9 +164,8 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     if (training) {
         model->grads_memory = callocCheck(model->num_parameters, sizeof(float));
         point_tensors(param_pointers(&model->grads), model->grads_memory, model->param_sizes, NUM_PARAM_TENSORS);
-        // dfc also holds layer 0's per-pair sums of dqkv (model_backward)
-        size_t dfc = BT * (F > 3 * C ? F : 3 * C);
-        size_t scratch_sizes[NUM_SCRATCH_TENSORS] = {BT * C, BT * C, BT * C, BT * C, BT * 3 * C, dfc, B};
+        size_t scratch_sizes[NUM_SCRATCH_TENSORS];
+        scratch_tensor_sizes(cfg, batch_capacity, scratch_sizes);
         model->scratch_memory = mallocCheck(sum_sizes(scratch_sizes, NUM_SCRATCH_TENSORS) * sizeof(float));
         point_tensors((float **)&model->scratch, model->scratch_memory, scratch_sizes, NUM_SCRATCH_TENSORS);
     }
@@ -171,6 +178,13 @@ void model_create_replica(Model *replica, const Model *master, int batch_capacit
     replica->params = master->params;
     replica->shares_params = 1;
     replica->merge_repeats = master->merge_repeats;
+    free(replica->packed_memory);
+    free(replica->pair_inputs);
+    free(replica->pair_qkv);
+    replica->master = master;
+    replica->packed_memory = master->packed_memory;
+    replica->pair_inputs = master->pair_inputs;
+    replica->pair_qkv = master->pair_qkv;
 }
 
 void model_free(Model *model) {
@@ -178,9 +192,11 @@ void model_free(Model *model) {
     free(model->grads_memory);
     free(model->acts_memory);
     free(model->scratch_memory);
-    free(model->packed_memory);
-    free(model->pair_inputs);
-    free(model->pair_qkv);
+    if (!model->shares_params) {
+        free(model->packed_memory);
+        free(model->pair_inputs);
+        free(model->pair_qkv);
+    }
     free(model->offsets);
     free(model->packed_tokens);
     free(model->readout_rows);
@@ -210,12 +226,13 @@ void model_pack_weights(Model *model) {
     }
     // layer 0's q | k | v of every token pair, by the same product the forward would run per row
     int V = c->vocab, pairs = V * V;
-    int32_t tokens[2];
+    int32_t *tokens = mallocCheck(sizeof(int32_t) * 2 * pairs);
     for (int pair = 0; pair < pairs; pair++) {
-        tokens[0] = pair / V;
-        tokens[1] = pair % V;
-        embedding_forward(model->pair_inputs + (size_t)pair * C, tokens, p.embedding, 1, C);
+        tokens[2 * pair] = pair / V;
+        tokens[2 * pair + 1] = pair % V;
     }
+    embedding_forward(model->pair_inputs, tokens, p.embedding, pairs, C);
+    free(tokens);
     matmul_forward_fused(model->pair_qkv, model->pair_inputs, p.in_proj_w, packed_weight(model, 0, 0), p.in_proj_b,
                          NULL, 0, pairs, C, 3 * C);
     model->weights_packed = 1;
@@ -227,8 +244,9 @@ void model_describe(const Model *model, FILE *out) {
     const ModelConfig *c = &model->config;
     size_t scratch = 0;
     if (model->grads_memory) {
-        size_t BT = (size_t)model->batch_capacity * c->seq_len;
-        scratch = BT * (4 * (size_t)c->d_model + 3 * (size_t)c->d_model + c->d_ff) + model->batch_capacity;
+        size_t sizes[NUM_SCRATCH_TENSORS];
+        scratch_tensor_sizes(c, model->batch_capacity, sizes);
+        scratch = sum_sizes(sizes, NUM_SCRATCH_TENSORS);
     }
     double mib = 1.0 / (1024.0 * 1024.0);
     fprintf(out,
@@ -372,7 +390,7 @@ static double forward(Model *model, const int32_t *tokens, const float *labels, 
         int last = l == L - 1, M = last ? B : N;
 
         // the packed weights when the caller packed them for this step (model_pack_weights)
-        int pk = model->weights_packed;
+        int pk = (model->master ? model->master : model)->weights_packed;
         const float *pk_in = pk ? packed_weight(model, l, 0) : NULL, *pk_out = pk ? packed_weight(model, l, 1) : NULL;
         const float *pk1 = pk ? packed_weight(model, l, 2) : NULL, *pk2 = pk ? packed_weight(model, l, 3) : NULL;
         if (l == 0 && pk) {  // looked up by token pair (model_pack_weights made the table)

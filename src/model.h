@@ -75,7 +75,7 @@ typedef struct {
     float *dpred;       // (B)
 } BackwardScratch;
 
-typedef struct {
+typedef struct Model {
     ModelConfig config;
     size_t param_sizes[NUM_PARAM_TENSORS];
     size_t num_parameters;
@@ -92,7 +92,9 @@ typedef struct {
     BackwardScratch scratch;
     float *scratch_memory;
     // The linear layers' weights packed for the forward products (gemm_pack), per layer, valid
-    // between model_pack_weights and model_unpack_weights (weights_packed 1).
+    // between model_pack_weights and model_unpack_weights (weights_packed 1). A replica reads its
+    // master's packed weights, layer 0 table and flag (`master`; NULL in a model of its own).
+    const struct Model *master;
     float *packed_memory;
     size_t packed_sizes[4];   // floats per layer: in_proj, out_proj, linear1, linear2
     int weights_packed;
@@ -124,13 +126,14 @@ typedef struct {
 // Allocates everything once (parameters, and gradients when `training`), for micro-batches of up
 // to batch_capacity examples. Prints nothing; model_describe says how much was allocated.
 void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int training);
-// A replica reads `master`'s parameters and has its own gradients and activations, so that several
-// threads can each run their own micro-batches at once (see train.c).
+// A replica reads `master`'s parameters, and its packed weights while the master has them packed,
+// and has its own gradients and activations, so that several threads can each run their own
+// micro-batches at once (see train.c).
 void model_create_replica(Model *replica, const Model *master, int batch_capacity);
 // Packs the current weights of every linear layer for the forward products, which then skip
 // packing them on every call; for callers that run many micro-batches with fixed weights (a
 // training step, an evaluation). The same results bit for bit. model_unpack_weights ends it
-// (before the weights change).
+// (before the weights change). Call them on the master: its replicas follow.
 void model_pack_weights(Model *model);
 void model_unpack_weights(Model *model);
 void model_free(Model *model);

@@ -226,6 +226,8 @@ int gradient_workers_step(GradientWorkers *gw, const DataSet *set, long step, Ba
     int T = run->T;
     long num_micro = (run->B + cfg->micro_batch - 1) / cfg->micro_batch;
     float scale = 1.0f / (float)cfg->batch_size;
+    Model *master = gw->workers[0].model;
+    model_pack_weights(master);  // for every worker: the weights hold still until the step's end
 #pragma omp parallel num_threads(gw->count)
     {
 #ifdef _OPENMP
@@ -236,7 +238,6 @@ int gradient_workers_step(GradientWorkers *gw, const DataSet *set, long step, Ba
         Worker *w = &gw->workers[id];
         memset(&w->stats, 0, sizeof(w->stats));
         model_zero_grad(w->model);
-        model_pack_weights(w->model);  // the weights hold still until the step's end
         for (long k = id; k < num_micro && !interrupted; k += gw->count) {
             long first = k * cfg->micro_batch;
             int B = (int)(run->B - first < cfg->micro_batch ? run->B - first : cfg->micro_batch);
@@ -251,10 +252,9 @@ int gradient_workers_step(GradientWorkers *gw, const DataSet *set, long step, Ba
             }
             model_backward(w->model, labels, weights, B, scale);
         }
-        model_unpack_weights(w->model);
     }
+    model_unpack_weights(master);
     if (interrupted) return 1;
-    Model *master = gw->workers[0].model;
     *stats = gw->workers[0].stats;
     for (int i = 1; i < gw->count; i++) {
         const Worker *w = &gw->workers[i];
