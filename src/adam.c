@@ -1,11 +1,13 @@
 #include "adam.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
+#include "safetensors.h"
 
 AdamConfig adam_config_default(void) {
     AdamConfig cfg = {.beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f};
@@ -46,6 +48,58 @@ void adam_update(AdamState *state, float *params, const float *grads, float lr, 
         float denom = sqrtf(v[i]) / bc2_sqrt + eps;
         params[i] += (-step_size * m[i]) / denom;  // addcdiv's order of operations
     }
+}
+
+int adam_save(const AdamState *state, const char *path, long step, int num_extra, const char *const *extra_keys,
+              const char *const *extra_values) {
+    StWriter writer;
+    st_writer_init(&writer);
+    int64_t shape[1] = {(int64_t)state->n};
+    st_writer_add(&writer, "exp_avg", ST_F32, 1, shape, state->m);
+    st_writer_add(&writer, "exp_avg_sq", ST_F32, 1, shape, state->v);
+    char step_text[32], adam_step[32];
+    snprintf(step_text, sizeof(step_text), "%ld", step);
+    snprintf(adam_step, sizeof(adam_step), "%ld", state->step);
+    st_writer_metadata(&writer, "step", step_text);
+    st_writer_metadata(&writer, "adam_step", adam_step);
+    for (int i = 0; i < num_extra; i++) st_writer_metadata(&writer, extra_keys[i], extra_values[i]);
+    int rc = st_writer_save(&writer, path);
+    st_writer_free(&writer);
+    return rc;
+}
+
+static int metadata_count(const StFile *file, const char *key, const char *path, long *out) {
+    const char *text = st_metadata(file, key);
+    char *end;
+    if (!text) return pf_fail("%s: metadata '%s' missing", path, key);
+    errno = 0;
+    *out = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || errno || *out < 0)
+        return pf_fail("%s: metadata %s='%s' is not a count", path, key, text);
+    return 0;
+}
+
+int adam_load(AdamState *state, const char *path, long *step) {
+    StFile file;
+    if (st_load(&file, path) != 0) return -1;
+    int64_t shape[1] = {(int64_t)state->n};
+    const float *m, *v;
+    long adam_step = 0;
+    int rc = st_get_f32(&file, "exp_avg", 1, shape, &m);
+    if (rc == 0) rc = st_get_f32(&file, "exp_avg_sq", 1, shape, &v);
+    if (rc != 0) rc = pf_fail("%s: %s", path, pf_last_error());
+    if (rc == 0) rc = metadata_count(&file, "step", path, step);
+    if (rc == 0) rc = metadata_count(&file, "adam_step", path, &adam_step);
+    for (size_t i = 0; rc == 0 && i < state->n; i++)
+        if (!isfinite(m[i]) || !(v[i] >= 0.0f) || !isfinite(v[i]))
+            rc = pf_fail("%s: optimizer state holds a non-finite or negative moment", path);
+    if (rc == 0) {
+        memcpy(state->m, m, state->n * sizeof(float));
+        memcpy(state->v, v, state->n * sizeof(float));
+        state->step = adam_step;
+    }
+    st_free(&file);
+    return rc;
 }
 
 int lr_schedule_parse(LrSchedule *schedule, const char *text) {

@@ -24,6 +24,15 @@ void adam_free(AdamState *state);
 // One update of params (n) from grads (n) with learning rate lr; increments state->step.
 void adam_update(AdamState *state, float *params, const float *grads, float lr, const AdamConfig *cfg);
 
+// Optimizer checkpoint (safetensors): exp_avg and exp_avg_sq (n each, PyTorch's state names), the
+// update count as metadata adam_step, the training step it belongs to as metadata step, and the
+// caller's extra metadata pairs. Atomic write. 0 or -1 with the error set.
+int adam_save(const AdamState *state, const char *path, long step, int num_extra, const char *const *extra_keys,
+              const char *const *extra_values);
+// Loads moments and update count into a state created for the same n; *step gets the training
+// step of the file. 0 or -1 with the error set (missing file, other size, bad metadata, non-finite).
+int adam_load(AdamState *state, const char *path, long *step);
+
 #define LR_MAX_SEGMENTS 32
 typedef struct {
     int num_segments;

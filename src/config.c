@@ -48,6 +48,8 @@ static const ConfigKey KEYS[] = {
     KEY("threads", KEY_INT, threads, "threads (0 = all cores)"),
     KEY("checkpoint_every", KEY_LONG, checkpoint_every, "steps between checkpoints (0 = at the end)"),
     KEY("init_from", KEY_STRING, init_from, "start from these weights (fine-tuning)"),
+    KEY("init_optimizer", KEY_STRING, init_optimizer,
+        "with init_from: continue this Adam state (optimizer.safetensors) instead of a new Adam"),
     KEY("eval_examples", KEY_INT, eval_examples, "examples per evaluation set after training"),
 };
 #define NUM_KEYS ((int)(sizeof(KEYS) / sizeof(KEYS[0])))
@@ -184,6 +186,8 @@ int config_finalize(RunConfig *cfg) {
     if (cfg->threads < 0 || cfg->threads > 1024) return pf_fail("threads must be in 0..1024");
     if (cfg->checkpoint_every < 0) return pf_fail("checkpoint_every must be non-negative");
     if (cfg->eval_examples < 0) return pf_fail("eval_examples must be non-negative");
+    if (cfg->init_optimizer[0] && !cfg->init_from[0])
+        return pf_fail("init_optimizer continues an optimizer from a checkpoint: it needs init_from too");
     return 0;
 }
 

@@ -26,6 +26,7 @@ typedef struct {
     int threads;             // 0 = all cores
     long checkpoint_every;   // steps between checkpoints (0 = only at the end)
     char init_from[PF_PATH_MAX];  // start from these weights instead of a fresh init (fine-tuning)
+    char init_optimizer[PF_PATH_MAX];  // with init_from: continue this Adam state (moments, update count)
     int eval_examples;       // examples per evaluation set at the end of a run (0 = none)
 } RunConfig;
 

@@ -11,6 +11,7 @@
 #include "experiment.h"
 #include "losscurve.h"
 #include "report.h"
+#include "train.h"
 
 // Phase changes: the loss of a label falls at least this much across one detection window.
 #define PHASE_CHANGE_FACTOR 3.0
@@ -477,43 +478,170 @@ static int add_extra_figures(Report *report, const char *run_dir) {
     return rc;
 }
 
-int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
-    Training pretrain, tune;
-    memset(&tune, 0, sizeof(tune));
-    cJSON *evals[NUM_EVALS] = {0};
-    int rc = load_training(&pretrain, "pretrain", &cfg->pretrain, run_dir);
-    if (rc == 0) rc = load_training(&tune, "tune", &cfg->tune, run_dir);
-    for (int i = 0; i < NUM_EVALS && rc == 0; i++) {
-        char path[PF_PATH_MAX + 128];
-        snprintf(path, sizeof(path), "%s/eval/%s.json", run_dir, EVALS[i].name);
-        if (!(evals[i] = report_read_json(path))) rc = -1;
+// The fine-tuning loss the authors logged (reference/authors_tune_loss.txt: total MSE of each of
+// their 50 fine-tuning steps of 2^15 `tune` examples, the pre-training Adam stepped on; SPEC §4).
+static const double AUTHORS_TUNE_LOSS[] = {
+    0.5752755403518677,  1.0058379173278809,  1.1355644464492798,  0.4999964237213135,  0.5071491599082947,
+    0.4544726014137268,  0.30281758308410645, 0.4206203818321228,  0.7253834009170532,  0.5732952356338501,
+    0.3130272626876831,  0.5048601627349854,  0.22613315284252167, 0.4204784035682678,  0.16267633438110352,
+    0.2796379625797272,  0.32184848189353943, 0.14892461895942688, 0.18450167775154114, 0.1992523968219757,
+    0.17124706506729126, 0.14664874970912933, 0.13724330067634583, 0.15177911520004272, 0.1299765259027481,
+    0.09801223129034042, 0.08407146483659744, 0.07911905646324158, 0.08549186587333679, 0.0721864402294159,
+    0.0690237507224083,  0.06988002359867096, 0.060210999101400375, 0.05437739938497543, 0.049465030431747437,
+    0.04359002411365509, 0.04103712737560272, 0.03770877420902252, 0.03940759599208832, 0.03945576399564743,
+    0.03370905667543411, 0.030640199780464172, 0.03185701370239258, 0.028567088767886162, 0.026735369116067886,
+    0.02505861595273018, 0.02451474778354168, 0.025109104812145233, 0.021790703758597374, 0.021884214133024216,
+};
+#define AUTHORS_TUNE_STEPS ((long)(sizeof(AUTHORS_TUNE_LOSS) / sizeof(AUTHORS_TUNE_LOSS[0])))
+
+// This run's fine-tuning loss over the authors' logged one (log scale), step by step.
+static cJSON *tune_vs_authors_figure(const Training *t) {
+    cJSON *spec = spec_base("Fine-tuning loss: this run and the authors' log", 760, 300);
+    cJSON *values = cJSON_CreateArray();
+    for (long i = 0; i < t->log.n; i++) {
+        if (!(t->log.mse[i] > 0)) continue;
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddNumberToObject(row, "step", (double)t->log.step[i]);
+        cJSON_AddNumberToObject(row, "mse", t->log.mse[i]);
+        cJSON_AddStringToObject(row, "run", "this run");
+        cJSON_AddItemToArray(values, row);
     }
+    for (long i = 0; i < AUTHORS_TUNE_STEPS; i++) {
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddNumberToObject(row, "step", (double)i);
+        cJSON_AddNumberToObject(row, "mse", AUTHORS_TUNE_LOSS[i]);
+        cJSON_AddStringToObject(row, "run", "authors' log");
+        cJSON_AddItemToArray(values, row);
+    }
+    cJSON_AddItemToObject(spec, "data", values_data(values));
+    cJSON *line_mark = mark("line");
+    cJSON_AddBoolToObject(line_mark, "point", 1);
+    cJSON_AddItemToObject(spec, "mark", line_mark);
+    cJSON *enc = cJSON_AddObjectToObject(spec, "encoding");
+    cJSON_AddItemToObject(enc, "x", channel("step", "quantitative", "fine-tuning step"));
+    cJSON_AddItemToObject(enc, "y", log_scale(channel("mse", "quantitative", "training MSE (log)")));
+    cJSON_AddItemToObject(enc, "color", channel("run", "nominal", "run"));
+    const char *fields[] = {"run", "step", "mse"}, *types[] = {"nominal", "quantitative", "quantitative"};
+    cJSON_AddItemToObject(enc, "tooltip", tooltip(fields, types, 3));
+    add_zoom(spec);
+    return spec;
+}
+
+// Everything the report is made of, read from the run folder.
+typedef struct {
+    Training pretrain, tune;
+    int pretrained_here;              // 0: the weights came from cfg->from (no pre-training log)
+    cJSON *evals[NUM_EVALS];
+    double phase_seconds[NUM_PHASES];
+    double wall;                      // training and evaluation phases
+    char seed[32];
+    char protocol[2048];              // how the run got its model and fine-tuned it, in words
+    const char *tune_optimizer;       // "continue" or "new": what fine-tuning actually did
+} ReportInputs;
+
+static void inputs_free(ReportInputs *in) {
+    losslog_free(&in->pretrain.log);
+    losslog_free(&in->tune.log);
+    for (int i = 0; i < NUM_EVALS; i++) cJSON_Delete(in->evals[i]);
+}
+
+// How fine-tuning got its optimizer, from the config the tune phase ran with.
+static int describe_protocol(ReportInputs *in, const ExperimentConfig *cfg, const char *run_dir) {
+    RunConfig tune;
+    char dir[PF_PATH_MAX + 32];
+    pf_path_join(dir, sizeof(dir), run_dir, "tune");
+    if (train_load_run_config(&tune, dir) != 0) return -1;
+    int continued = tune.init_optimizer[0] != '\0';
+    in->tune_optimizer = continued ? TUNE_OPTIMIZER_CONTINUE : TUNE_OPTIMIZER_NEW;
+    char pre[640];
+    if (in->pretrained_here)
+        snprintf(pre, sizeof(pre), "%ld steps of %ld '%s' examples", in->pretrain.log.n, in->pretrain.batch_size,
+                 cfg->pretrain.set);
+    else
+        snprintf(pre, sizeof(pre), "not run here, the weights of %.560s", cfg->from);
+    const char *how = continued ? "the pre-training Adam continued (its moments and update count), as the authors' "
+                                  "code ran it"
+                      : strcmp(cfg->tune_optimizer, TUNE_OPTIMIZER_NEW) == 0
+                          ? "a new Adam"
+                          : "a new Adam, the stand-in for continuing the pre-training Adam, whose state the "
+                            "pre-trained checkpoint does not carry";
+    snprintf(in->protocol, sizeof(in->protocol),
+             "Preset '%s' (%s). Pre-training: %s; fine-tuning: %ld steps of %ld 'tune' examples at lr %s, weight decay "
+             "%g, with %s.",
+             cfg->preset, experiment_preset_summary(cfg->preset), pre, in->tune.log.n, in->tune.batch_size,
+             tune.lr_schedule, (double)tune.weight_decay, how);
+    return 0;
+}
+
+static int load_inputs(ReportInputs *in, const ExperimentConfig *cfg, const char *run_dir) {
+    memset(in, 0, sizeof(*in));
+    char path[PF_PATH_MAX + 128];
+    snprintf(path, sizeof(path), "%s/pretrain/train.csv", run_dir);
+    in->pretrained_here = !cfg->from[0] || pf_file_exists(path);
+    int rc = in->pretrained_here ? load_training(&in->pretrain, "pretrain", &cfg->pretrain, run_dir) : 0;
+    if (rc == 0) rc = load_training(&in->tune, "tune", &cfg->tune, run_dir);
+    for (int i = 0; i < NUM_EVALS && rc == 0; i++) {
+        snprintf(path, sizeof(path), "%s/eval/%s.json", run_dir, EVALS[i].name);
+        if (!(in->evals[i] = report_read_json(path))) rc = -1;
+    }
+    if (rc == 0) rc = describe_protocol(in, cfg, run_dir);
     if (rc != 0) {
-        losslog_free(&pretrain.log);
-        losslog_free(&tune.log);
-        for (int i = 0; i < NUM_EVALS; i++) cJSON_Delete(evals[i]);
+        inputs_free(in);
         return -1;
     }
-    double phase_seconds[NUM_PHASES], wall = 0.0;
-    read_phase_seconds(run_dir, phase_seconds);
+    read_phase_seconds(run_dir, in->phase_seconds);
     for (int i = 0; i < PHASE_REPORT; i++)  // the report's own time is not known yet
-        if (isfinite(phase_seconds[i])) wall += phase_seconds[i];
+        if (isfinite(in->phase_seconds[i])) in->wall += in->phase_seconds[i];
+    snprintf(in->seed, sizeof(in->seed), "%llu", (unsigned long long)cfg->pretrain.seed);
+    return 0;
+}
 
-    // metrics.json
+// The label distributions of the data sets: the pre-trained model's samples of pretrain and tune,
+// the tests' own. Rows {set, label, count, fraction}; *sets gets the 7 set names in order.
+static cJSON *label_distributions(const ReportInputs *in, const char *sets[7]) {
+    const int distribution_evals[] = {0, 1, 4, 5, 6, 7, 8};
+    cJSON *distribution = cJSON_CreateArray();
+    for (int k = 0; k < 7; k++) {
+        const cJSON *eval = in->evals[distribution_evals[k]];
+        sets[k] = EVALS[distribution_evals[k]].set;
+        double total = report_json_number(eval, "examples");
+        const cJSON *label;
+        cJSON_ArrayForEach(label, cJSON_GetObjectItemCaseSensitive(eval, "labels")) {
+            cJSON *row = cJSON_CreateObject();
+            cJSON_AddStringToObject(row, "set", sets[k]);
+            cJSON_AddNumberToObject(row, "label", report_json_number(label, "label"));
+            cJSON_AddNumberToObject(row, "count", report_json_number(label, "count"));
+            cJSON_AddNumberToObject(row, "fraction", report_json_number(label, "count") / total);
+            cJSON_AddItemToArray(distribution, row);
+        }
+    }
+    return distribution;
+}
+
+// metrics.json: every number of the report, machine-readable.
+static int write_metrics(const ReportInputs *in, const ExperimentConfig *cfg, const char *run_dir) {
     cJSON *metrics = cJSON_CreateObject();
     cJSON_AddStringToObject(metrics, "version", PF_VERSION);
     cJSON_AddStringToObject(metrics, "preset", cfg->preset);
-    char seed[32];
-    snprintf(seed, sizeof(seed), "%llu", (unsigned long long)cfg->pretrain.seed);
-    cJSON_AddStringToObject(metrics, "seed", seed);
+    cJSON_AddStringToObject(metrics, "seed", in->seed);
+    cJSON_AddStringToObject(metrics, "protocol", in->protocol);
+    cJSON_AddStringToObject(metrics, "tune_optimizer", in->tune_optimizer);
+    if (cfg->from[0])
+        cJSON_AddStringToObject(metrics, "pretrained_from", cfg->from);
+    else
+        cJSON_AddNullToObject(metrics, "pretrained_from");
     char *config_text = experiment_to_json(cfg);
     cJSON_AddItemToObject(metrics, "config", cJSON_Parse(config_text));
-    cJSON_AddNumberToObject(metrics, "wall_seconds", wall);
+    free(config_text);
+    cJSON_AddNumberToObject(metrics, "wall_seconds", in->wall);
     cJSON *seconds = cJSON_AddObjectToObject(metrics, "phase_seconds");
     for (int i = 0; i < PHASE_REPORT; i++)
-        if (isfinite(phase_seconds[i])) cJSON_AddNumberToObject(seconds, PHASE_NAMES[i], phase_seconds[i]);
-    cJSON_AddItemToObject(metrics, "pretrain", training_metrics(&pretrain));
-    cJSON_AddItemToObject(metrics, "tune", training_metrics(&tune));
+        if (isfinite(in->phase_seconds[i])) cJSON_AddNumberToObject(seconds, PHASE_NAMES[i], in->phase_seconds[i]);
+    if (in->pretrained_here)
+        cJSON_AddItemToObject(metrics, "pretrain", training_metrics(&in->pretrain));
+    else
+        cJSON_AddNullToObject(metrics, "pretrain");
+    cJSON_AddItemToObject(metrics, "tune", training_metrics(&in->tune));
     cJSON *evaluations = cJSON_AddArrayToObject(metrics, "evaluations");
     for (int i = 0; i < NUM_EVALS; i++) {
         cJSON *item = cJSON_CreateObject();
@@ -521,59 +649,45 @@ int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
         cJSON_AddStringToObject(item, "title", EVALS[i].title);
         cJSON_AddStringToObject(item, "model", EVALS[i].phase == PHASE_EVAL_PRETRAINED ? "pre-trained" : "fine-tuned");
         cJSON_AddStringToObject(item, "set", EVALS[i].set);
-        cJSON_AddNumberToObject(item, "examples", report_json_number(evals[i], "examples"));
-        cJSON_AddNumberToObject(item, "mse", report_json_number(evals[i], "mse"));
-        cJSON_AddNumberToObject(item, "accuracy", report_json_number(evals[i], "accuracy"));
+        cJSON_AddNumberToObject(item, "examples", report_json_number(in->evals[i], "examples"));
+        cJSON_AddNumberToObject(item, "mse", report_json_number(in->evals[i], "mse"));
+        cJSON_AddNumberToObject(item, "accuracy", report_json_number(in->evals[i], "accuracy"));
         if (isfinite(EVALS[i].published_mse))
             cJSON_AddNumberToObject(item, "published_mse", EVALS[i].published_mse);
         else
             cJSON_AddNullToObject(item, "published_mse");
         cJSON_AddItemToObject(item, "labels",
-                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(evals[i], "labels"), 1));
+                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(in->evals[i], "labels"), 1));
         cJSON_AddItemToArray(evaluations, item);
     }
-    // label distributions: the pre-trained model's samples of pretrain and tune, the tests' own
-    const int distribution_evals[] = {0, 1, 4, 5, 6, 7, 8};
-    const char *distribution_sets[7];
-    cJSON *distribution = cJSON_AddArrayToObject(metrics, "label_distributions");
-    for (int k = 0; k < 7; k++) {
-        const cJSON *eval = evals[distribution_evals[k]];
-        distribution_sets[k] = EVALS[distribution_evals[k]].set;
-        double total = report_json_number(eval, "examples");
-        const cJSON *label;
-        cJSON_ArrayForEach(label, cJSON_GetObjectItemCaseSensitive(eval, "labels")) {
-            cJSON *row = cJSON_CreateObject();
-            cJSON_AddStringToObject(row, "set", distribution_sets[k]);
-            cJSON_AddNumberToObject(row, "label", report_json_number(label, "label"));
-            cJSON_AddNumberToObject(row, "count", report_json_number(label, "count"));
-            cJSON_AddNumberToObject(row, "fraction", report_json_number(label, "count") / total);
-            cJSON_AddItemToArray(distribution, row);
-        }
-    }
+    const char *sets[7];
+    cJSON_AddItemToObject(metrics, "label_distributions", label_distributions(in, sets));
     char path[PF_PATH_MAX + 32];
     pf_path_join(path, sizeof(path), run_dir, "metrics.json");
-    rc = pf_write_json_atomic(path, metrics, 1);
+    int rc = pf_write_json_atomic(path, metrics, 1);
+    cJSON_Delete(metrics);
+    return rc;
+}
 
-    // report.html
-    Report *report = report_create("pathformer: pre-training, fine-tuning and off-distribution tests");
-    char text[1024], a[64], b[64];
-    snprintf(
-        text, sizeof(text),
-        "Preset '%s', seed %s, pathformer %s. Pre-training: %ld steps of %ld '%s' examples; fine-tuning: %ld steps "
-        "of %ld 'tune' examples from the pre-trained weights with a new Adam; %ld fresh examples per evaluation. "
-        "Published numbers are the blog's (SPEC §4: 9,600 steps of 2^15 examples, then 100 fine-tuning steps).",
-        cfg->preset, seed, PF_VERSION, pretrain.log.n, pretrain.batch_size, cfg->pretrain.set, tune.log.n,
-        tune.batch_size, cfg->eval_examples);
-    report_add_text(report, text);
+// The figures of a report, kept until it is written (report_add_vegalite copies them).
+typedef struct {
+    cJSON *specs[24];
+    int n;
+} Figures;
 
-    report_add_section(report, "Results");
+static int add_figure(Report *report, Figures *figures, const char *name, const char *caption, cJSON *spec) {
+    figures->specs[figures->n++] = spec;
+    return report_add_vegalite(report, name, caption, spec);
+}
+
+static void add_results_table(Report *report, const ReportInputs *in) {
     const char *header[] = {"evaluation", "data set", "model", "examples", "MSE", "accuracy", "published MSE"};
     const char *cells[NUM_EVALS * 7];
     char numbers[NUM_EVALS][4][32];
     for (int i = 0; i < NUM_EVALS; i++) {
-        snprintf(numbers[i][0], 32, "%.0f", report_json_number(evals[i], "examples"));
-        format_number(numbers[i][1], 32, report_json_number(evals[i], "mse"));
-        snprintf(numbers[i][2], 32, "%.2f%%", 100.0 * report_json_number(evals[i], "accuracy"));
+        snprintf(numbers[i][0], 32, "%.0f", report_json_number(in->evals[i], "examples"));
+        format_number(numbers[i][1], 32, report_json_number(in->evals[i], "mse"));
+        snprintf(numbers[i][2], 32, "%.2f%%", 100.0 * report_json_number(in->evals[i], "accuracy"));
         format_number(numbers[i][3], 32, EVALS[i].published_mse);
         const char *row[] = {EVALS[i].title, EVALS[i].set,
                              EVALS[i].phase == PHASE_EVAL_PRETRAINED ? "pre-trained" : "fine-tuned",
@@ -581,40 +695,40 @@ int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
         memcpy(&cells[i * 7], row, sizeof(row));
     }
     report_add_table(report, 7, header, NUM_EVALS, cells);
+}
 
-    report_add_section(report, "Data");
-    cJSON *figures[16] = {0};
-    int num_figures = 0;
-    figures[num_figures++] = distribution_figure(cJSON_Duplicate(distribution, 1), distribution_sets, 7);
-    if (rc == 0)
-        rc = report_add_vegalite(report, "label-distributions",
-                                 "Label distributions (fraction of examples per true label; 15 = unreachable).",
-                                 figures[num_figures - 1]);
-
+static int add_pretraining(Report *report, Figures *figures, const ReportInputs *in, const ExperimentConfig *cfg) {
     report_add_section(report, "Pre-training");
-    figures[num_figures++] = loss_figure(&pretrain, "Pre-training loss");
-    if (rc == 0)
-        rc = report_add_vegalite(report, "pretrain-loss",
-                                 "Training MSE per step (log scale); dashed red lines mark learning-rate changes. "
-                                 "Drag to pan, wheel to zoom.",
-                                 figures[num_figures - 1]);
-    figures[num_figures++] = label_loss_figure(&pretrain, "Pre-training loss per label", 1);
+    if (!in->pretrained_here) {
+        char text[PF_PATH_MAX + 128];
+        snprintf(text, sizeof(text), "Not run here: the pre-trained weights are those of %.900s.", cfg->from);
+        report_add_text(report, text);
+        return 0;
+    }
+    const Training *t = &in->pretrain;
+    int rc = add_figure(report, figures, "pretrain-loss",
+                        "Training MSE per step (log scale); dashed red lines mark learning-rate changes. "
+                        "Drag to pan, wheel to zoom.",
+                        loss_figure(t, "Pre-training loss"));
+    char text[1024];
     snprintf(
         text, sizeof(text),
         "MSE of each true label (log scale, geometric mean over %d steps); dashed lines mark the detected phase "
         "changes (the steepest point of the first stretch where the mean log-loss of the %d steps after a step is "
         "at least %.0fx below that of the %d steps before it). Labels 1, 2, 3 and %d are picked at first, as in the "
         "blog; click a legend entry to pick another (shift-click for more, double-click for none).",
-        label_smoothing(&pretrain), pretrain.window, PHASE_CHANGE_FACTOR, pretrain.window, pretrain.log.max_label);
-    if (rc == 0) rc = report_add_vegalite(report, "pretrain-label-loss", text, figures[num_figures - 1]);
+        label_smoothing(t), t->window, PHASE_CHANGE_FACTOR, t->window, t->log.max_label);
+    if (rc == 0)
+        rc = add_figure(report, figures, "pretrain-label-loss", text,
+                        label_loss_figure(t, "Pre-training loss per label", 1));
     const char *phase_header[] = {"label", "phase change at step"};
     const char *phase_cells[2 * PF_MAX_VERTICES];
     char phase_text[PF_MAX_VERTICES][2][24];
     int phase_rows = 0;
-    for (int label = 1; label <= pretrain.log.max_label; label++) {
-        if (pretrain.phase_step[label] < 0) continue;
+    for (int label = 1; label <= t->log.max_label; label++) {
+        if (t->phase_step[label] < 0) continue;
         snprintf(phase_text[phase_rows][0], 24, "%d", label);
-        snprintf(phase_text[phase_rows][1], 24, "%ld", pretrain.phase_step[label]);
+        snprintf(phase_text[phase_rows][1], 24, "%ld", t->phase_step[label]);
         phase_cells[2 * phase_rows] = phase_text[phase_rows][0];
         phase_cells[2 * phase_rows + 1] = phase_text[phase_rows][1];
         phase_rows++;
@@ -623,61 +737,84 @@ int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
         report_add_table(report, 2, phase_header, phase_rows, phase_cells);
     else
         report_add_text(report, "No phase change detected.");
+    return rc;
+}
 
-    // histograms, in the order of the blog
+static int add_fine_tuning_curves(Report *report, Figures *figures, const ReportInputs *in,
+                                  const ExperimentConfig *cfg) {
+    char text[512];
+    snprintf(text, sizeof(text), "Fine-tuning MSE of each true label (log scale, geometric mean over %d steps).",
+             label_smoothing(&in->tune));
+    int rc = add_figure(report, figures, "tune-label-loss", text,
+                        label_loss_figure(&in->tune, "Fine-tuning loss per label", 0));
+    if (rc == 0)
+        rc = add_figure(report, figures, "tune-loss", "Fine-tuning MSE per step (log scale).",
+                        loss_figure(&in->tune, "Fine-tuning loss"));
+    if (rc == 0 && strcmp(cfg->preset, "blog") == 0) {
+        snprintf(text, sizeof(text),
+                 "This run's fine-tuning MSE per step beside the authors' logged curve (%ld steps of 2^15 examples, "
+                 "their pre-training Adam stepped on: the jump in the first steps is the warm optimizer meeting new "
+                 "data). This run's optimizer: %s.",
+                 AUTHORS_TUNE_STEPS, strcmp(in->tune_optimizer, TUNE_OPTIMIZER_CONTINUE) == 0
+                                         ? "the pre-training Adam continued"
+                                         : "a new Adam (no pre-training optimizer state to continue)");
+        rc = add_figure(report, figures, "tune-vs-authors", text, tune_vs_authors_figure(&in->tune));
+    }
+    return rc;
+}
+
+// The output histograms, in the order of the blog, with the fine-tuning curves before the tuned ones.
+static int add_histograms(Report *report, Figures *figures, const ReportInputs *in, const ExperimentConfig *cfg) {
     const struct {
         int eval;
         const char *section;  // starts a section before the figure, or NULL
     } hists[] = {{0, NULL}, {1, "Before fine-tuning"}, {2, "Fine-tuning"}, {3, NULL}, {4, "Generalization tests"},
                  {5, NULL}, {6, NULL}, {7, NULL}, {8, NULL}};
+    int rc = 0;
     for (int k = 0; k < NUM_EVALS && rc == 0; k++) {
         const EvalSpec *e = &EVALS[hists[k].eval];
+        const cJSON *eval = in->evals[hists[k].eval];
         if (hists[k].section) report_add_section(report, hists[k].section);
-        if (hists[k].eval == 2) {
-            figures[num_figures++] = label_loss_figure(&tune, "Fine-tuning loss per label", 0);
-            snprintf(text, sizeof(text),
-                     "Fine-tuning MSE of each true label (log scale, geometric mean over %d steps).",
-                     label_smoothing(&tune));
-            rc = report_add_vegalite(report, "tune-label-loss", text,
-                                     figures[num_figures - 1]);
-            figures[num_figures++] = loss_figure(&tune, "Fine-tuning loss");
-            if (rc == 0)
-                rc = report_add_vegalite(report, "tune-loss", "Fine-tuning MSE per step (log scale).",
-                                         figures[num_figures - 1]);
-            if (rc != 0) break;
-        }
-        snprintf(text, sizeof(text), "Output histogram: %s", e->title);
-        figures[num_figures++] = histogram_figure(evals[hists[k].eval], text);
-        char name[80], caption[512];
+        if (hists[k].eval == 2 && (rc = add_fine_tuning_curves(report, figures, in, cfg)) != 0) break;
+        char title[256], name[80], caption[512], a[64], b[64];
+        snprintf(title, sizeof(title), "Output histogram: %s", e->title);
         snprintf(name, sizeof(name), "hist-%s", e->name);
-        format_number(a, sizeof(a), report_json_number(evals[hists[k].eval], "mse"));
+        format_number(a, sizeof(a), report_json_number(eval, "mse"));
         format_number(b, sizeof(b), e->published_mse);
         snprintf(caption, sizeof(caption),
                  "%s: model output against the true label, each label's column normalized, log colour; red ticks mark "
                  "the true value. MSE %s (published %s), accuracy %.2f%%.",
-                 e->title, a, b, 100.0 * report_json_number(evals[hists[k].eval], "accuracy"));
-        rc = report_add_vegalite(report, name, caption, figures[num_figures - 1]);
+                 e->title, a, b, 100.0 * report_json_number(eval, "accuracy"));
+        rc = add_figure(report, figures, name, caption, histogram_figure(eval, title));
     }
-    if (rc == 0) rc = add_extra_figures(report, run_dir);
+    return rc;
+}
 
-    report_add_section(report, "Run");
+static void add_run_table(Report *report, const ReportInputs *in, const ExperimentConfig *cfg) {
     char info[8][64];
-    format_seconds(info[0], 64, wall);
-    snprintf(info[1], 64, "%.0f examples/s", pretrain.examples_per_s);
-    snprintf(info[2], 64, "%.0f examples/s", tune.examples_per_s);
-    format_seconds(info[3], 64, phase_seconds[PHASE_PRETRAIN]);
-    format_seconds(info[4], 64, phase_seconds[PHASE_TUNE]);
-    format_seconds(info[5], 64, phase_seconds[PHASE_EVAL_PRETRAINED] + phase_seconds[PHASE_EVAL_TUNED]);
-    format_number(info[6], 64, pretrain.log.mse[pretrain.log.n - 1]);
-    format_number(info[7], 64, tune.log.mse[tune.log.n - 1]);
+    format_seconds(info[0], 64, in->wall);
+    snprintf(info[2], 64, "%.0f examples/s", in->tune.examples_per_s);
+    format_seconds(info[3], 64, in->phase_seconds[PHASE_PRETRAIN]);
+    format_seconds(info[4], 64, in->phase_seconds[PHASE_TUNE]);
+    format_seconds(info[5], 64, in->phase_seconds[PHASE_EVAL_PRETRAINED] + in->phase_seconds[PHASE_EVAL_TUNED]);
+    format_number(info[7], 64, in->tune.log.mse[in->tune.log.n - 1]);
+    if (in->pretrained_here) {
+        snprintf(info[1], 64, "%.0f examples/s", in->pretrain.examples_per_s);
+        format_number(info[6], 64, in->pretrain.log.mse[in->pretrain.log.n - 1]);
+    } else {
+        snprintf(info[1], 64, "-");
+        snprintf(info[6], 64, "- (imported weights)");
+    }
     const char *run_header[] = {"run", ""};
-    const char *run_cells[] = {"preset", cfg->preset, "seed", seed, "version", PF_VERSION,
+    const char *run_cells[] = {"preset", cfg->preset, "seed", in->seed, "version", PF_VERSION,
+                               "fine-tuning optimizer", in->tune_optimizer,
                                "wall time (training and evaluation phases)", info[0],
                                "pre-training", info[3], "pre-training throughput", info[1],
                                "final pre-training batch MSE", info[6], "fine-tuning", info[4],
                                "fine-tuning throughput", info[2], "final fine-tuning batch MSE", info[7],
                                "evaluations", info[5]};
-    report_add_table(report, 2, run_header, 11, run_cells);
+    report_add_table(report, 2, run_header, 12, run_cells);
+    char *config_text = experiment_to_json(cfg);
     char *escaped = report_escape(config_text);
     size_t html_size = strlen(escaped) + 64;
     char *html = mallocCheck(html_size);
@@ -686,13 +823,43 @@ int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
     free(html);
     free(escaped);
     free(config_text);
+}
 
+// report.html and its figures.
+static int write_html(const ReportInputs *in, const ExperimentConfig *cfg, const char *run_dir) {
+    Report *report = report_create("pathformer: pre-training, fine-tuning and off-distribution tests");
+    Figures figures = {{0}, 0};
+    char text[2560];
+    snprintf(text, sizeof(text),
+             "%s Seed %s, pathformer %s, %ld fresh examples per evaluation. Published numbers are the blog's (SPEC "
+             "§4: 9,600 steps of 2^15 examples, then fine-tuning as the authors' code ran it).",
+             in->protocol, in->seed, PF_VERSION, cfg->eval_examples);
+    report_add_text(report, text);
+    report_add_section(report, "Results");
+    add_results_table(report, in);
+
+    report_add_section(report, "Data");
+    const char *sets[7];
+    cJSON *distribution = label_distributions(in, sets);
+    int rc = add_figure(report, &figures, "label-distributions",
+                        "Label distributions (fraction of examples per true label; 15 = unreachable).",
+                        distribution_figure(distribution, sets, 7));
+    if (rc == 0) rc = add_pretraining(report, &figures, in, cfg);
+    if (rc == 0) rc = add_histograms(report, &figures, in, cfg);
+    if (rc == 0) rc = add_extra_figures(report, run_dir);
+    report_add_section(report, "Run");
+    add_run_table(report, in, cfg);
     if (rc == 0) rc = report_write(report, run_dir);
     report_free(report);
-    for (int i = 0; i < num_figures; i++) cJSON_Delete(figures[i]);
-    cJSON_Delete(metrics);
-    losslog_free(&pretrain.log);
-    losslog_free(&tune.log);
-    for (int i = 0; i < NUM_EVALS; i++) cJSON_Delete(evals[i]);
+    for (int i = 0; i < figures.n; i++) cJSON_Delete(figures.specs[i]);
+    return rc;
+}
+
+int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir) {
+    ReportInputs in;
+    if (load_inputs(&in, cfg, run_dir) != 0) return -1;
+    int rc = write_metrics(&in, cfg, run_dir);
+    if (rc == 0) rc = write_html(&in, cfg, run_dir);
+    inputs_free(&in);
     return rc;
 }

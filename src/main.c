@@ -23,8 +23,9 @@ static const char *USAGE =
     "           write N examples of a named data set as JSON Lines\n"
     "  train    [--preset NAME] [--config FILE.json] [--out DIR] [--resume] [--stop-after N] [key=value ...]\n"
     "           train a model into a run folder (presets: quick, blog-pretrain, blog-tune, tiny)\n"
-    "  run      [--preset NAME] [--out DIR] [--resume] [--phase NAME] [--stop-after N] [key=value ...]\n"
-    "           the whole experiment and its report (presets: quick, blog, tiny; see run --help)\n"
+    "  run      [--preset NAME] [--from CHECKPOINT] [--out DIR] [--resume] [--phase NAME] [--stop-after N]\n"
+    "           [key=value ...]\n"
+    "           the whole experiment and its report (presets: quick, blog, blog-as-written, tiny; run --help)\n"
     "  eval     --checkpoint FILE --set NAME [-n N] [--seed S] [--json FILE] [--threads T] [--batch B]\n"
     "           [key=value ...]\n"
     "           MSE, accuracy and per-label MSE, plus the output histogram as JSON\n"
@@ -207,7 +208,7 @@ static int cmd_train(int argc, char **argv) {
 static void load_for_inference(Model *model, RunConfig *cfg, const char *path, int capacity) {
     if (!path) die("--checkpoint FILE is required");
     StFile file;
-    if (st_load(&file, path) != 0) die_error();
+    if (model_open_checkpoint(&file, path) != 0) die_error();
     ModelConfig mc = model_config_default();
     mc.seq_len = data_config_seq_len(&cfg->data);
     if (model_config_from_file(&mc, &file) != 0) die("%s: %s", path, pf_last_error());
@@ -330,11 +331,12 @@ static int cmd_predict(int argc, char **argv) {
 static int cmd_run(int argc, char **argv) {
     ExperimentConfig cfg;
     ExperimentOptions options = {0, -1, 0};
-    const char *preset = "quick", *out_dir = NULL;
+    const char *preset = NULL, *out_dir = NULL, *from = NULL;
     int help = 0;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--preset") == 0) preset = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--out") == 0) out_dir = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--from") == 0) from = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--resume") == 0) options.resume = 1;
         else if (strcmp(argv[i], "--phase") == 0) {
             if ((options.only_phase = phase_lookup(need_value(argc, argv, &i))) < 0) die_error();
@@ -343,22 +345,34 @@ static int cmd_run(int argc, char **argv) {
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) help = 1;
         else if (argv[i][0] == '-' || !strchr(argv[i], '=')) die("run: unknown option '%s'", argv[i]);
     }
+    // from given weights, the published protocol is the natural default: their fine-tuning and tests
+    if (!preset) preset = from ? "blog" : "quick";
     if (experiment_preset(&cfg, preset) != 0) die_error();
     if (help) {
-        printf("usage: pathformer run [--preset NAME] [--out DIR] [--resume] [--phase NAME] [--stop-after N]\n"
-               "       [key=value ...]\n"
+        printf("usage: pathformer run [--preset NAME] [--from CHECKPOINT] [--out DIR] [--resume] [--phase NAME]\n"
+               "       [--stop-after N] [key=value ...]\n"
                "pre-train, evaluate, fine-tune, evaluate on the five test sets, write DIR/report.html\n"
-               "presets: quick (default, minutes on a CPU), blog (SPEC 4 exactly), tiny (tests)\n"
+               "presets:\n");
+        for (int i = 0; EXPERIMENT_PRESETS[i]; i++)
+            printf("  %-16s %s\n", EXPERIMENT_PRESETS[i], experiment_preset_summary(EXPERIMENT_PRESETS[i]));
+        printf("--from CHECKPOINT: no pre-training; the experiment starts from these weights (a model.safetensors,\n"
+               "  its optimizer state read from optimizer.safetensors beside it when there is one); preset blog\n"
+               "  unless another is given\n"
                "phases (--phase runs one; --resume continues after the last finished one):\n"
                "  pretrain, eval-pretrained, tune, eval-tuned, report\n"
                "settings: key=value sets pre-training (data, model, seed, threads, micro_batch hold for\n"
                "fine-tuning too); tune.KEY=value sets fine-tuning's batch_size, lr, weight_decay, beta1,\n"
-               "beta2, eps, checkpoint_every; eval_examples=N the examples per evaluation (preset %s: %ld,\n"
-               "fine-tuning lr %s, batch %ld, weight_decay %g). Pre-training settings:\n",
-               preset, cfg.eval_examples, cfg.tune.lr_schedule, cfg.tune.batch_size, (double)cfg.tune.weight_decay);
+               "beta2, eps, checkpoint_every; tune_optimizer=continue|new|auto how fine-tuning gets its Adam\n"
+               "(continue: the pre-training one goes on, as the authors' code ran it; new: a fresh one; auto:\n"
+               "continue when there is a state to continue, else new); eval_examples=N the examples per\n"
+               "evaluation (preset %s: %ld, fine-tuning lr %s, batch %ld, weight_decay %g, tune_optimizer %s).\n"
+               "Pre-training settings:\n",
+               preset, cfg.eval_examples, cfg.tune.lr_schedule, cfg.tune.batch_size, (double)cfg.tune.weight_decay,
+               cfg.tune_optimizer);
         config_print_keys(stdout, &cfg.pretrain);
         return 0;
     }
+    if (from && experiment_from_checkpoint(&cfg, from) != 0) die_error();
     if ((options.resume || options.only_phase >= 0) && out_dir) {
         // the folder's own config when it holds one; overrides given must then match it
         char path[PF_PATH_MAX + 32];
@@ -372,7 +386,7 @@ static int cmd_run(int argc, char **argv) {
     if (options.resume && !out_dir) die("run: --resume needs --out DIR (the run folder to continue)");
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--preset") == 0 || strcmp(argv[i], "--out") == 0 || strcmp(argv[i], "--phase") == 0 ||
-            strcmp(argv[i], "--stop-after") == 0)
+            strcmp(argv[i], "--stop-after") == 0 || strcmp(argv[i], "--from") == 0)
             i++;
         else if (argv[i][0] != '-' && experiment_set(&cfg, argv[i]) != 0) die_error();
     }
@@ -382,8 +396,8 @@ static int cmd_run(int argc, char **argv) {
         time_t now = time(NULL);
         struct tm tm;
         localtime_r(&now, &tm);
-        snprintf(default_dir, sizeof(default_dir), "runs/run-%s-%04d%02d%02d-%02d%02d%02d", preset, tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        snprintf(default_dir, sizeof(default_dir), "runs/run-%s%s-%04d%02d%02d-%02d%02d%02d", preset,
+                 from ? "-from" : "", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
         out_dir = default_dir;
     }
     int rc = experiment_run(&cfg, out_dir, &options);

@@ -568,6 +568,20 @@ static int parse_metadata_int(const StFile *file, const char *key, int *out) {
     return 1;
 }
 
+int model_open_checkpoint(StFile *file, const char *path) {
+    if (st_load(file, path) != 0) return -1;
+    static const char COMPILED_PREFIX[] = "_orig_mod.";
+    size_t len = strlen(COMPILED_PREFIX);
+    int prefixed = 0;
+    for (int i = 0; i < file->num_tensors; i++) prefixed += strncmp(file->tensors[i].name, COMPILED_PREFIX, len) == 0;
+    if (prefixed > 0 && prefixed == file->num_tensors)
+        for (int i = 0; i < file->num_tensors; i++) {
+            char *name = file->tensors[i].name;
+            memmove(name, name + len, strlen(name + len) + 1);
+        }
+    return 0;
+}
+
 int model_config_from_file(ModelConfig *cfg, const StFile *file) {
     const StTensor *emb = st_find(file, "embedding.weight");
     const StTensor *fc1 = st_find(file, "transformer_encoder.layers.0.linear1.weight");

@@ -181,6 +181,10 @@ void model_named_tensor(const Model *model, float *base, int i, NamedTensor *out
 // (extra metadata pairs may be added by the caller). Atomic write.
 int model_save(const Model *model, const char *path, int num_extra, const char *const *extra_keys,
                const char *const *extra_values);
+// Loads a checkpoint file for model_config_from_file and model_load_params. A state_dict saved from
+// a torch.compile'd model names every tensor "_orig_mod.NAME"; such a prefix, when every tensor
+// carries it, is dropped here. 0 or -1 with the error set.
+int model_open_checkpoint(StFile *file, const char *path);
 // Reads the config from a checkpoint's metadata, or infers it from the tensor shapes when the
 // metadata lacks it (as in files converted from PyTorch). Heads and sequence length cannot be
 // inferred from shapes: without metadata they keep the values *cfg holds on entry.

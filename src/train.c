@@ -51,20 +51,10 @@ static int save_checkpoint(const Model *model, const AdamState *adam, const RunC
     pf_path_join(path, sizeof(path), run_dir, "model.safetensors");
     if (model_save(model, path, 3, keys, values) != 0) return -1;
 
-    StWriter writer;
-    st_writer_init(&writer);
-    int64_t shape[1] = {(int64_t)adam->n};
-    st_writer_add(&writer, "exp_avg", ST_F32, 1, shape, adam->m);
-    st_writer_add(&writer, "exp_avg_sq", ST_F32, 1, shape, adam->v);
-    char adam_step[32];
-    snprintf(adam_step, sizeof(adam_step), "%ld", adam->step);
-    st_writer_metadata(&writer, "step", step_text);
-    st_writer_metadata(&writer, "adam_step", adam_step);
-    st_writer_metadata(&writer, "seed", seed_text);
+    const char *extra_keys[] = {"seed"};
+    const char *extra_values[] = {seed_text};
     pf_path_join(path, sizeof(path), run_dir, "optimizer.safetensors");
-    int rc = st_writer_save(&writer, path);
-    st_writer_free(&writer);
-    return rc;
+    return adam_save(adam, path, step, 1, extra_keys, extra_values);
 }
 
 static int metadata_long(const StFile *file, const char *key, const char *path, long *out) {
@@ -80,9 +70,9 @@ static int metadata_long(const StFile *file, const char *key, const char *path, 
 static long load_checkpoint(Model *model, AdamState *adam, const char *run_dir) {
     char path[PF_PATH_MAX + 32];
     StFile file;
-    long model_step = 0, opt_step = 0, adam_step = 0;
+    long model_step = 0, opt_step = 0;
     pf_path_join(path, sizeof(path), run_dir, "model.safetensors");
-    if (st_load(&file, path) != 0) return -1;
+    if (model_open_checkpoint(&file, path) != 0) return -1;
     ModelConfig saved = model->config;
     int rc = model_config_from_file(&saved, &file);
     if (rc == 0 && memcmp(&saved, &model->config, sizeof(saved)) != 0)
@@ -93,20 +83,7 @@ static long load_checkpoint(Model *model, AdamState *adam, const char *run_dir) 
     if (rc != 0) return rc;
 
     pf_path_join(path, sizeof(path), run_dir, "optimizer.safetensors");
-    if (st_load(&file, path) != 0) return -1;
-    int64_t shape[1] = {(int64_t)adam->n};
-    const float *m, *v;
-    rc = st_get_f32(&file, "exp_avg", 1, shape, &m);
-    if (rc == 0) rc = st_get_f32(&file, "exp_avg_sq", 1, shape, &v);
-    if (rc == 0) rc = metadata_long(&file, "step", path, &opt_step);
-    if (rc == 0) rc = metadata_long(&file, "adam_step", path, &adam_step);
-    if (rc == 0) {
-        memcpy(adam->m, m, adam->n * sizeof(float));
-        memcpy(adam->v, v, adam->n * sizeof(float));
-        adam->step = adam_step;
-    }
-    st_free(&file);
-    if (rc != 0) return rc;
+    if (adam_load(adam, path, &opt_step) != 0) return -1;
     if (model_step != opt_step)
         return pf_fail("%s: model checkpoint is at step %ld but the optimizer state at step %ld", run_dir, model_step,
                        opt_step);
@@ -322,7 +299,7 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
         if (start_step < 0) rc = -1;
     } else if (cfg->init_from[0]) {
         StFile file;
-        rc = st_load(&file, cfg->init_from);
+        rc = model_open_checkpoint(&file, cfg->init_from);
         if (rc == 0) {
             ModelConfig from = cfg->model;
             rc = model_config_from_file(&from, &file);
@@ -331,6 +308,10 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
             if (rc == 0) rc = model_load_params(&model, &file);
             st_free(&file);
         }
+        long from_step;
+        if (rc == 0 && cfg->init_optimizer[0] && (rc = adam_load(&adam, cfg->init_optimizer, &from_step)) == 0)
+            fprintf(stderr, "continuing the optimizer of %s (step %ld, %ld Adam updates)\n", cfg->init_optimizer,
+                    from_step, adam.step);
     } else {
         model_init(&model, cfg->seed, cfg->identical_layers);
     }

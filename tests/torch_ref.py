@@ -3,14 +3,18 @@
 Builds the model of SPEC §3 exactly as the original code did (nn.Embedding, nn.TransformerEncoder
 of post-LN nn.TransformerEncoderLayer, nn.Linear readout), loads the weights the C side wrote with
 load_state_dict(strict=True), runs the batch, and writes outputs, loss, every gradient and the
-parameters after a few Adam steps (with and without weight decay) for the C side to compare.
+parameters after a few Adam steps (with and without weight decay) for the C side to compare, and
+after the same optimizer object goes on for a few steps on a second batch at another rate (the
+fine-tuning of the authors' code, which stepped the pre-training optimizer on `tune` data).
 
 usage: /usr/bin/python3 tests/torch_ref.py DIR
   reads  DIR/weights.safetensors (model + config metadata) and DIR/batch.safetensors
-         (tokens I32 (B,T,2), labels F32 (B); metadata lr, weight_decay, adam_steps)
+         (tokens I32 (B,T,2), labels F32 (B), tokens2 and labels2 the second batch; metadata lr,
+         weight_decay, adam_steps, lr_continue)
   writes DIR/reference.safetensors: pred, loss, grad.NAME, and for tag adam_wd0 / adam_wd the
          parameters after the Adam steps (TAG.NAME) and each entry's smallest |gradient + decay|
-         over those steps (TAG.min_grad.NAME)
+         over those steps (TAG.min_grad.NAME); tag adam_continue: adam_steps steps on the first
+         batch at lr, then adam_steps more of the same optimizer on the second at lr_continue
 """
 import json
 import struct
@@ -100,20 +104,27 @@ def main():
 
     lr = float(batch_meta["lr"])
     steps = int(batch_meta["adam_steps"])
-    for tag, weight_decay in (("adam_wd0", 0.0), ("adam_wd", float(batch_meta["weight_decay"]))):
+    second = (batch["tokens2"].long(), batch["labels2"], float(batch_meta["lr_continue"]))
+    runs = (("adam_wd0", 0.0, False), ("adam_wd", float(batch_meta["weight_decay"]), False),
+            ("adam_continue", 0.0, True))
+    for tag, weight_decay, go_on in runs:
         model = build(weights, meta)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
         # the smallest gradient magnitude each entry had over the steps (plus weight decay, as Adam
         # sees it) tells the C side which entries are driven by round-off
         smallest = {name: None for name, _ in model.named_parameters()}
-        for _ in range(steps):
-            optimizer.zero_grad()
-            loss = ((model(tokens) - labels) ** 2).mean()
-            loss.backward()
-            for name, param in model.named_parameters():
-                seen = (param.grad + weight_decay * param).abs()
-                smallest[name] = seen if smallest[name] is None else torch.minimum(smallest[name], seen)
-            optimizer.step()
+        phases = [(tokens, labels, lr)] + ([second] if go_on else [])
+        for phase_tokens, phase_labels, phase_lr in phases:
+            for group in optimizer.param_groups:
+                group["lr"] = phase_lr
+            for _ in range(steps):
+                optimizer.zero_grad()
+                loss = ((model(phase_tokens) - phase_labels) ** 2).mean()
+                loss.backward()
+                for name, param in model.named_parameters():
+                    seen = (param.grad + weight_decay * param).abs()
+                    smallest[name] = seen if smallest[name] is None else torch.minimum(smallest[name], seen)
+                optimizer.step()
         for name, value in smallest.items():
             out[f"{tag}.min_grad.{name}"] = value
         for name, param in model.named_parameters():
