@@ -13,6 +13,7 @@
 #include "eval.h"
 #include "experiment.h"
 #include "graph.h"
+#include "interop.h"
 #include "model.h"
 #include "ops.h"
 #include "train.h"
@@ -31,6 +32,8 @@ static const char *USAGE =
     "           MSE, accuracy and per-label MSE, plus the output histogram as JSON\n"
     "  predict  --checkpoint FILE [-i FILE] [-o FILE] [--threads T] [key=value ...]\n"
     "           read graphs as JSON Lines {\"edges\": [[1,2],...], \"target\": t}, write predictions\n"
+    "  import   IN.pth OUT.safetensors [--n-heads H]\n"
+    "           convert a PyTorch state_dict of the model (e.g. the original notebook's model.pth)\n"
     "  bfs      eval|sweep-n|robust|noise [options]   the hand-built BFS transformer (bfs --help)\n"
     "  keys     list every setting with its default\n"
     "data sets: pretrain, tune, onpath-small-target, onpath-large-target, any-small,\n"
@@ -405,6 +408,32 @@ static int cmd_run(int argc, char **argv) {
     return rc;
 }
 
+static int cmd_import(int argc, char **argv) {
+    const char *paths[2] = {NULL, NULL};
+    int num_paths = 0, n_heads = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--n-heads") == 0) {
+            n_heads = (int)parse_long("--n-heads", need_value(argc, argv, &i), 1, 1 << 16);
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: pathformer import IN.pth OUT.safetensors [--n-heads H]\n"
+                   "converts a PyTorch state_dict of the model (names as SPEC 3; a torch.compile '_orig_mod.'\n"
+                   "prefix is dropped) into a checkpoint pathformer reads, with Debian's python3-torch\n"
+                   "(scripts/pth_to_safetensors.py); --n-heads records the head count (default 2)\n");
+            return 0;
+        } else if (argv[i][0] == '-' || num_paths == 2) {
+            die("import: unexpected argument '%s' (usage: pathformer import IN.pth OUT.safetensors)", argv[i]);
+        } else {
+            paths[num_paths++] = argv[i];
+        }
+    }
+    if (num_paths != 2) die("import: needs IN.pth and OUT.safetensors");
+    size_t parameters;
+    int layers;
+    if (interop_import_pth(paths[0], paths[1], n_heads, &parameters, &layers) != 0) die_error();
+    fprintf(stderr, "%s: %d layers, %zu parameters, from %s\n", paths[1], layers, parameters, paths[0]);
+    return 0;
+}
+
 static const char *BFS_USAGE =
     "usage: pathformer bfs SUBCOMMAND [options]    the hand-built BFS transformer (SPEC 5)\n"
     "  eval     [--n N] [--target-input] [--scale S] [-n COUNT] [--seed S] [--json FILE]\n"
@@ -600,6 +629,7 @@ int main(int argc, char **argv) {
     if (strcmp(command, "gen") == 0) return cmd_gen(argc, argv);
     if (strcmp(command, "train") == 0) return cmd_train(argc, argv);
     if (strcmp(command, "run") == 0) return cmd_run(argc, argv);
+    if (strcmp(command, "import") == 0) return cmd_import(argc, argv);
     if (strcmp(command, "eval") == 0) return cmd_eval(argc, argv);
     if (strcmp(command, "predict") == 0) return cmd_predict(argc, argv);
     if (strcmp(command, "bfs") == 0) return cmd_bfs(argc, argv);

@@ -274,6 +274,59 @@ static int group_teardown(void **state) {
 // ---------------------------------------------------------------------------------------------
 // Bad input
 
+// PyTorch checkpoints come in: a .pth state_dict (torch.compile's "_orig_mod." names, or nested
+// under "model_state_dict") converts to the very same tensors under plain names; a safetensors file
+// with the compiled names loads directly; a pickled module is refused in one line.
+static void test_import_pth(void **state) {
+    (void)state;
+    char dir[600], command[1400], path[700], out[700];
+    make_dir(dir, sizeof(dir), "import");
+    const char *python = getenv("PF_PYTHON");
+    snprintf(command, sizeof(command), "cd tests && %s torch_pth.py %s", python && python[0] ? python : "/usr/bin/python3",
+             dir);
+    if (system(command) != 0) fail_msg("tests/torch_pth.py failed: %s", command);
+    path_in(path, sizeof(path), dir, "plain.safetensors");
+    StFile want;
+    if (st_load(&want, path) != 0) fail_msg("%s", pf_last_error());
+    const char *sources[] = {"compiled.pth", "wrapped.pth"};
+    for (int k = 0; k < 2; k++) {
+        path_in(path, sizeof(path), dir, sources[k]);
+        snprintf(out, sizeof(out), "%s/imported-%d.safetensors", dir, k);
+        TestResult result = RUN(NULL, "import", path, out);
+        expect_success(&result);
+        test_result_free(&result);
+        StFile got;
+        if (st_load(&got, out) != 0) fail_msg("%s", pf_last_error());
+        assert_int_equal(got.num_tensors, want.num_tensors);
+        for (int i = 0; i < want.num_tensors; i++) {
+            const StTensor *t = st_find(&got, want.tensors[i].name);
+            if (!t) fail_msg("%s lacks %s", out, want.tensors[i].name);
+            assert_int_equal(t->numel, want.tensors[i].numel);
+            assert_memory_equal(t->data, want.tensors[i].data, t->numel * sizeof(float));
+        }
+        st_free(&got);
+    }
+    st_free(&want);
+    // the compiled names load as they are, and predict what the converted file predicts
+    path_in(path, sizeof(path), dir, "compiled.safetensors");
+    TestResult direct = RUN(NULL, "eval", "--checkpoint", path, "--set", "tune", "-n", "40", "--json", "/dev/null");
+    expect_success(&direct);
+    snprintf(out, sizeof(out), "%s/imported-0.safetensors", dir);
+    TestResult converted = RUN(NULL, "eval", "--checkpoint", out, "--set", "tune", "-n", "40", "--json", "/dev/null");
+    expect_success(&converted);
+    // the same first line: examples, MSE and accuracy
+    assert_true(strchr(direct.out, '\n') != NULL);
+    size_t first_line = (size_t)(strchr(direct.out, '\n') - direct.out);
+    assert_true(strncmp(direct.out, converted.out, first_line + 1) == 0);
+    test_result_free(&direct);
+    test_result_free(&converted);
+    path_in(path, sizeof(path), dir, "pickled.pth");
+    RUN_ERROR(NULL, "state_dict", "import", path, out);
+    path_in(path, sizeof(path), dir, "missing.pth");
+    RUN_ERROR(NULL, "no such file", "import", path, out);
+    RUN_ERROR(NULL, "needs", "import", path);
+}
+
 static void test_bad_checkpoint_files(void **state) {
     (void)state;
     char dir[600], path[700];
@@ -624,6 +677,7 @@ static void test_read_only_folder(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_checkpoint_files),
+        cmocka_unit_test(test_import_pth),
         cmocka_unit_test(test_bad_settings),
         cmocka_unit_test(test_bad_command_line),
         cmocka_unit_test(test_predict_bad_lines),

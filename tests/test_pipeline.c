@@ -20,6 +20,7 @@
 #include "losscurve.h"
 #include "report.h"
 #include "rng.h"
+#include "safetensors.h"
 
 
 static char scratch[512];
@@ -223,9 +224,9 @@ static void test_report_api(void **state) {
 static void test_experiment_config(void **state) {
     (void)state;
     ExperimentConfig cfg, back;
-    assert_int_equal(experiment_preset(&cfg, "blog"), 0);
+    assert_int_equal(experiment_preset(&cfg, "blog-as-written"), 0);
     assert_int_equal(experiment_finalize(&cfg), 0);
-    // SPEC §4 exactly
+    // SPEC §4 as the blog describes it
     assert_string_equal(cfg.pretrain.lr_schedule, "5e-4@6400,1e-4@3200");
     assert_int_equal(cfg.pretrain.batch_size, 32768);
     assert_string_equal(cfg.tune.lr_schedule, "1e-5@100");
@@ -234,11 +235,27 @@ static void test_experiment_config(void **state) {
     assert_true(cfg.pretrain.weight_decay == 0.0f);
     assert_int_equal(cfg.pretrain.model.n_layers, 11);
     assert_string_equal(cfg.tune.set, "tune");
+    assert_string_equal(cfg.tune_optimizer, "new");
+    // SPEC §4 as the authors' code ran it: the pre-training Adam goes on at its last rate, 50 steps
+    assert_int_equal(experiment_preset(&cfg, "blog"), 0);
+    assert_int_equal(experiment_finalize(&cfg), 0);
+    assert_string_equal(cfg.pretrain.lr_schedule, "5e-4@6400,1e-4@3200");
+    assert_string_equal(cfg.tune.lr_schedule, "1e-4@50");
+    assert_int_equal(cfg.tune.batch_size, 32768);
+    assert_true(cfg.tune.weight_decay == 0.0f);
+    assert_string_equal(cfg.tune_optimizer, "continue");
+    assert_int_equal(experiment_set(&cfg, "tune_optimizer=sometimes"), -1);
+    assert_int_equal(experiment_set(&cfg, "tune.beta2=0.99"), 0);
+    assert_int_equal(experiment_finalize(&cfg), -1);  // a continued Adam keeps its betas
+    assert_non_null(strstr(pf_last_error(), "beta2"));
+    assert_int_equal(experiment_set(&cfg, "tune_optimizer=new"), 0);
+    assert_int_equal(experiment_finalize(&cfg), 0);
 
     assert_int_equal(experiment_preset(&cfg, "quick"), 0);
     assert_int_equal(experiment_set(&cfg, "d_model=32"), 0);
     assert_int_equal(experiment_set(&cfg, "tune.lr=2e-4@50"), 0);
     assert_int_equal(experiment_set(&cfg, "eval_examples=100"), 0);
+    assert_int_equal(experiment_set(&cfg, "tune_optimizer=auto"), 0);
     assert_int_equal(experiment_finalize(&cfg), 0);
     assert_int_equal(cfg.tune.model.d_model, 32);  // the shared model shape
     assert_string_equal(cfg.tune.lr_schedule, "2e-4@50");
@@ -380,6 +397,93 @@ static void test_pipeline_end_to_end(void **state) {
     assert_string_equal(before, after);
     free(before);
     free(after);
+}
+
+static const char *authors_checkpoint(char *buf, size_t size) {
+    const char *dir = getenv("PF_REFERENCE_DIR");
+    snprintf(buf, size, "%s/authors_pretrained.safetensors", dir && dir[0] ? dir : "../shared/reference");
+    return buf;
+}
+
+// `run --from` the authors' checkpoint, at a small size: no pre-training, every other artefact,
+// their weights evaluated right, a new Adam as the stand-in for their optimizer state (which the
+// file lacks), and their fine-tuning curve in the report; continue is refused without that state.
+static void test_pipeline_from_authors(void **state) {
+    (void)state;
+    char dir[600], authors[1024];
+    authors_checkpoint(authors, sizeof(authors));
+    make_dir(dir, sizeof(dir), "run-from-authors");
+    expect_error(RUN("run", "--from", authors, "--out", dir, "tune_optimizer=continue"), "no optimizer state", 1);
+    assert_false(exists(dir, "experiment.json"));
+    expect_success(RUN("run", "--from", authors, "--out", dir, "tune.batch_size=64", "tune.lr=1e-4@3",
+                       "eval_examples=96"));
+    const char *files[] = {"experiment.json", "state.json", "metrics.json", "report.html",
+                           "pretrain/model.safetensors", "tune/config.json", "tune/train.csv",
+                           "tune/model.safetensors", "tune/optimizer.safetensors", "tune/summary.json",
+                           "figures/tune-loss.vl.json", "figures/tune-vs-authors.vl.json",
+                           "figures/label-distributions.vl.json"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        if (!exists(dir, files[i])) fail_msg("%s/%s is missing or empty", dir, files[i]);
+    for (int i = 0; i < NUM_EVALS; i++) {
+        char name[256];
+        snprintf(name, sizeof(name), "eval/%s.json", EVALS[i].name);
+        if (!exists(dir, name)) fail_msg("%s/%s is missing", dir, name);
+    }
+    assert_false(exists(dir, "pretrain/train.csv"));
+    assert_false(exists(dir, "pretrain/optimizer.safetensors"));
+    assert_int_equal(csv_rows(dir, "tune/train.csv"), 3);
+    cJSON *metrics = read_json(dir, "metrics.json");
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(metrics, "preset")), "blog");
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(metrics, "tune_optimizer")), "new");
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(metrics, "pretrained_from")), authors);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(metrics, "pretrain")));
+    // the authors' weights, evaluated here: SPEC §6 gives about 0.002 on pretrain, 0.56 on tune
+    cJSON *evaluations = cJSON_GetObjectItemCaseSensitive(metrics, "evaluations");
+    assert_true(number(cJSON_GetArrayItem(evaluations, 0), "mse") < 0.05);
+    assert_true(number(cJSON_GetArrayItem(evaluations, 1), "mse") < 1.5);
+    cJSON_Delete(metrics);
+    char *html = test_read_file(dir, "report.html");
+    assert_non_null(strstr(html, "authors' log"));
+    assert_non_null(strstr(html, "stand-in"));
+    free(html);
+}
+
+// `run --from` a pathformer run's pre-trained checkpoint continues its Adam: the fine-tuning's
+// optimizer counts the pre-training's updates and its own.
+static void test_pipeline_from_own_run_continues(void **state) {
+    (void)state;
+    char source[600], dir[600], from[700];
+    make_dir(source, sizeof(source), "run-source");
+    make_dir(dir, sizeof(dir), "run-continued");
+    expect_success(RUN("run", "--preset", "tiny", "--out", source, "--phase", "pretrain"));
+    snprintf(from, sizeof(from), "%s/pretrain/model.safetensors", source);
+    expect_success(RUN("run", "--preset", "tiny", "--from", from, "--out", dir, "tune_optimizer=continue"));
+    assert_true(exists(dir, "pretrain/optimizer.safetensors"));
+    cJSON *metrics = read_json(dir, "metrics.json");
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(metrics, "tune_optimizer")),
+                        "continue");
+    cJSON_Delete(metrics);
+    ExperimentConfig cfg;
+    if (experiment_load(&cfg, dir) != 0) fail_msg("%s", pf_last_error());
+    LrSchedule pre, tune;
+    lr_schedule_parse(&pre, cfg.pretrain.lr_schedule);
+    lr_schedule_parse(&tune, cfg.tune.lr_schedule);
+    char path[800];
+    snprintf(path, sizeof(path), "%s/tune/optimizer.safetensors", dir);
+    StFile file;
+    if (st_load(&file, path) != 0) fail_msg("%s", pf_last_error());
+    char expected[32];
+    snprintf(expected, sizeof(expected), "%ld", lr_schedule_total_steps(&pre) + lr_schedule_total_steps(&tune));
+    assert_string_equal(st_metadata(&file, "adam_step"), expected);
+    st_free(&file);
+    // the same weights with a new Adam end elsewhere
+    char fresh[600];
+    make_dir(fresh, sizeof(fresh), "run-new-adam");
+    expect_success(RUN("run", "--preset", "tiny", "--from", from, "--out", fresh, "tune_optimizer=new"));
+    char *a = test_read_file(dir, "eval/tuned-tune.json"), *b = test_read_file(fresh, "eval/tuned-tune.json");
+    assert_true(strcmp(a, b) != 0);
+    free(a);
+    free(b);
 }
 
 // A run stopped inside pre-training, then one phase at a time, then resumed, ends where an
@@ -537,6 +641,8 @@ int main(void) {
         cmocka_unit_test(test_experiment_config),
         cmocka_unit_test(test_pipeline_end_to_end),
         cmocka_unit_test(test_pipeline_stop_phase_resume),
+        cmocka_unit_test(test_pipeline_from_authors),
+        cmocka_unit_test(test_pipeline_from_own_run_continues),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_full_output_folder),
     };
