@@ -2,6 +2,8 @@
 # and builds what it can. Switches: NO_OMP=1, NO_BLAS=1.
 #   make run    install missing packages, build, and run the main job (`pathformer run`, quick preset)
 #   make test   install missing packages, build, and run every test (optimized + sanitizer + browser)
+#   make published  the published numbers in about five minutes: fine-tuning and every test from the
+#               authors' pre-trained weights (`pathformer run --from`, preset blog)
 #   make asan   the sanitizer (ASan + UBSan) build of the tests and the binary
 #   make bench  benchmarks, with the PyTorch baseline measured in the same run
 
@@ -44,7 +46,7 @@ SAN_TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/asan/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES := $(BENCH_SRC:bench/%.c=$(BUILD)/%)
 
-.PHONY: all probe deps run test check asan bench clean
+.PHONY: all probe deps run published test check asan bench clean
 all: probe pathformer $(BENCHES)
 
 probe:
@@ -84,6 +86,11 @@ deps:
 run: deps
 	@$(MAKE) --no-print-directory all
 	./pathformer run --preset quick $(ARGS)
+
+AUTHORS_WEIGHTS ?= ../shared/reference/authors_pretrained.safetensors
+published: deps
+	@$(MAKE) --no-print-directory all
+	./pathformer run --from $(AUTHORS_WEIGHTS) $(ARGS)
 
 test: deps
 	@$(MAKE) --no-print-directory check
