@@ -102,22 +102,69 @@ int adam_load(AdamState *state, const char *path, long *step) {
     return rc;
 }
 
+double clip_grad_norm(float *grads, size_t n, double max_norm) {
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) sum += (double)grads[i] * grads[i];
+    double norm = sqrt(sum);
+    double coef = max_norm / (norm + 1e-6);
+    if (coef < 1.0) {
+        float scale = (float)coef;
+        for (size_t i = 0; i < n; i++) grads[i] *= scale;
+    }
+    return norm;
+}
+
+// A rate that ends at "..", '@' or the text's end (strtod alone would read "0..1" as "0." and ".1").
+static int parse_rate(const char *p, char **end, double *rate) {
+    size_t len = strcspn(p, "@,:");
+    const char *dots = strstr(p, "..");
+    if (dots && (size_t)(dots - p) < len) len = (size_t)(dots - p);
+    char number[64];
+    if (len == 0 || len >= sizeof(number)) return 0;
+    memcpy(number, p, len);
+    number[len] = '\0';
+    char *number_end;
+    *rate = strtod(number, &number_end);
+    *end = (char *)p + len;
+    return *number_end == '\0' && *rate >= 0.0 && isfinite(*rate);
+}
+
+#define SCHEDULE_HELP "expected rate@steps, a..b@steps or a..b@steps:cos, comma-separated, e.g. 0..1e-3@200,1e-3..1e-5@4800:cos"
+
 int lr_schedule_parse(LrSchedule *schedule, const char *text) {
     memset(schedule, 0, sizeof(*schedule));
     const char *p = text;
     while (*p) {
-        if (schedule->num_segments == LR_MAX_SEGMENTS)
+        int i = schedule->num_segments;
+        if (i == LR_MAX_SEGMENTS)
             return pf_fail("learning-rate schedule '%s' has more than %d segments", text, LR_MAX_SEGMENTS);
         char *end;
-        double rate = strtod(p, &end);
-        if (end == p || *end != '@' || !(rate >= 0.0) || !isfinite(rate))
-            return pf_fail("bad learning-rate schedule '%s' (expected rate@steps,... e.g. 5e-4@6400,1e-4@3200)", text);
+        double rate, end_rate;
+        if (!parse_rate(p, &end, &rate)) return pf_fail("bad learning-rate schedule '%s' (%s)", text, SCHEDULE_HELP);
+        LrShape shape = LR_CONSTANT;
+        end_rate = rate;
+        if (end[0] == '.' && end[1] == '.') {
+            if (!parse_rate(end + 2, &end, &end_rate))
+                return pf_fail("bad learning-rate schedule '%s' (%s)", text, SCHEDULE_HELP);
+            shape = LR_LINEAR;
+        }
+        if (*end != '@') return pf_fail("bad learning-rate schedule '%s' (%s)", text, SCHEDULE_HELP);
         p = end + 1;
+        errno = 0;
         long steps = strtol(p, &end, 10);
-        if (end == p || steps < 1 || (*end != ',' && *end != '\0'))
+        if (end == p || steps < 1 || errno)
             return pf_fail("bad learning-rate schedule '%s' (steps must be positive integers)", text);
-        schedule->rate[schedule->num_segments] = rate;
-        schedule->steps[schedule->num_segments] = steps;
+        if (strncmp(end, ":cos", 4) == 0) {
+            if (shape != LR_LINEAR)
+                return pf_fail("bad learning-rate schedule '%s' (:cos goes with a range a..b@steps)", text);
+            shape = LR_COSINE;
+            end += 4;
+        }
+        if (*end != ',' && *end != '\0') return pf_fail("bad learning-rate schedule '%s' (%s)", text, SCHEDULE_HELP);
+        schedule->rate[i] = rate;
+        schedule->end_rate[i] = end_rate;
+        schedule->shape[i] = shape;
+        schedule->steps[i] = steps;
         schedule->num_segments++;
         if (*end == ',' && end[1] == '\0') return pf_fail("bad learning-rate schedule '%s' (trailing comma)", text);
         p = *end == ',' ? end + 1 : end;
@@ -132,17 +179,36 @@ long lr_schedule_total_steps(const LrSchedule *schedule) {
     return total;
 }
 
+long lr_schedule_segment_start(const LrSchedule *schedule, int i) {
+    long start = 0;
+    for (int k = 0; k < i && k < schedule->num_segments; k++) start += schedule->steps[k];
+    return start;
+}
+
 double lr_schedule_at(const LrSchedule *schedule, long step) {
     for (int i = 0; i < schedule->num_segments; i++) {
-        if (step < schedule->steps[i]) return schedule->rate[i];
+        if (step < schedule->steps[i]) {
+            double a = schedule->rate[i], b = schedule->end_rate[i], t = (double)step / (double)schedule->steps[i];
+            switch (schedule->shape[i]) {
+            case LR_CONSTANT: return a;
+            case LR_LINEAR: return a + (b - a) * t;
+            case LR_COSINE: return b + (a - b) * 0.5 * (1.0 + cos(M_PI * t));
+            }
+        }
         step -= schedule->steps[i];
     }
-    return schedule->rate[schedule->num_segments - 1];
+    return schedule->end_rate[schedule->num_segments - 1];
 }
 
 void lr_schedule_format(const LrSchedule *schedule, char *out, size_t size) {
     size_t used = 0;
     out[0] = '\0';
-    for (int i = 0; i < schedule->num_segments && used < size; i++)
-        used += snprintf(out + used, size - used, "%s%g@%ld", i ? "," : "", schedule->rate[i], schedule->steps[i]);
+    for (int i = 0; i < schedule->num_segments && used < size; i++) {
+        const char *sep = i ? "," : "";
+        if (schedule->shape[i] == LR_CONSTANT)
+            used += snprintf(out + used, size - used, "%s%g@%ld", sep, schedule->rate[i], schedule->steps[i]);
+        else
+            used += snprintf(out + used, size - used, "%s%g..%g@%ld%s", sep, schedule->rate[i], schedule->end_rate[i],
+                             schedule->steps[i], schedule->shape[i] == LR_COSINE ? ":cos" : "");
+    }
 }

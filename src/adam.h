@@ -33,18 +33,32 @@ int adam_save(const AdamState *state, const char *path, long step, int num_extra
 // step of the file. 0 or -1 with the error set (missing file, other size, bad metadata, non-finite).
 int adam_load(AdamState *state, const char *path, long *step);
 
+// Gradient clipping as torch.nn.utils.clip_grad_norm_: the global L2 norm of grads (n) is computed
+// (in double, in index order, so the same on every run); when it exceeds max_norm, every gradient is
+// multiplied by max_norm / (norm + 1e-6). Returns the norm before clipping.
+double clip_grad_norm(float *grads, size_t n, double max_norm);
+
+// The learning-rate schedule: segments "rate@steps" (constant), "a..b@steps" (from a towards b in
+// a straight line: step i of n has a + (b - a) i / n, so a warm-up from 0 starts at 0 and reaches
+// b on the next segment) and "a..b@steps:cos" (half a cosine: b + (a - b) (1 + cos(pi i / n)) / 2),
+// in order, e.g. "0..1e-3@200,1e-3..1e-5@4800:cos" or the blog's "5e-4@6400,1e-4@3200".
 #define LR_MAX_SEGMENTS 32
+typedef enum { LR_CONSTANT, LR_LINEAR, LR_COSINE } LrShape;
 typedef struct {
     int num_segments;
-    double rate[LR_MAX_SEGMENTS];
+    double rate[LR_MAX_SEGMENTS];      // the rate at the segment's first step
+    double end_rate[LR_MAX_SEGMENTS];  // what a ramp heads for (= rate for a constant)
+    LrShape shape[LR_MAX_SEGMENTS];
     long steps[LR_MAX_SEGMENTS];
 } LrSchedule;
 
-// Parses "5e-4@6400,1e-4@3200"; 0 or -1 with the error set.
+// Parses a schedule; 0 or -1 with the error set.
 int lr_schedule_parse(LrSchedule *schedule, const char *text);
 long lr_schedule_total_steps(const LrSchedule *schedule);
-// Learning rate at step (0-based); the last rate continues past the end.
+// Learning rate at step (0-based); past the end, the last segment's end rate.
 double lr_schedule_at(const LrSchedule *schedule, long step);
+// The first step of segment i.
+long lr_schedule_segment_start(const LrSchedule *schedule, int i);
 // Writes the schedule back as text.
 void lr_schedule_format(const LrSchedule *schedule, char *out, size_t size);
 

@@ -13,10 +13,13 @@
 static _Thread_local char last_error[512];
 
 int pf_fail(const char *fmt, ...) {
+    // formatted aside first: the arguments may include pf_last_error() itself
+    char message[sizeof(last_error)];
     va_list args;
     va_start(args, fmt);
-    vsnprintf(last_error, sizeof(last_error), fmt, args);
+    vsnprintf(message, sizeof(message), fmt, args);
     va_end(args);
+    memcpy(last_error, message, sizeof(last_error));
     return -1;
 }
 

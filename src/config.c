@@ -38,11 +38,13 @@ static const ConfigKey KEYS[] = {
     KEY("batch_size", KEY_LONG, batch_size, "examples per optimizer step"),
     KEY("micro_batch", KEY_INT, micro_batch, "examples per forward/backward pass of one worker thread"),
     KEY("dedupe", KEY_INT, dedupe, "1: repeats within a batch run once, weighted (same loss and gradient)"),
-    KEY("lr", KEY_STRING, lr_schedule, "learning-rate schedule rate@steps,..."),
+    KEY("lr", KEY_STRING, lr_schedule,
+        "learning-rate schedule, sets the run's length: rate@steps, a..b@steps (linear), a..b@steps:cos"),
     KEY("beta1", KEY_FLOAT, beta1, "Adam beta1"),
     KEY("beta2", KEY_FLOAT, beta2, "Adam beta2"),
     KEY("eps", KEY_FLOAT, eps, "Adam epsilon"),
     KEY("weight_decay", KEY_FLOAT, weight_decay, "L2 weight decay (PyTorch Adam)"),
+    KEY("clip_grad_norm", KEY_FLOAT, clip_grad_norm, "clip the gradient's global L2 norm to this (0 = off)"),
     KEY("seed", KEY_U64, seed, "seed of data and initialization"),
     KEY("identical_layers", KEY_INT, identical_layers, "1: all layers start equal (PyTorch), 0: independent"),
     KEY("threads", KEY_INT, threads, "threads (0 = all cores)"),
@@ -181,6 +183,7 @@ int config_finalize(RunConfig *cfg) {
     if (!(cfg->beta2 >= 0.0f && cfg->beta2 < 1.0f)) return pf_fail("beta2 must be in [0, 1)");
     if (!(cfg->eps > 0.0f)) return pf_fail("eps must be positive");
     if (!(cfg->weight_decay >= 0.0f)) return pf_fail("weight_decay must be non-negative");
+    if (!(cfg->clip_grad_norm >= 0.0f)) return pf_fail("clip_grad_norm must be non-negative (0 = off)");
     if (cfg->identical_layers != 0 && cfg->identical_layers != 1) return pf_fail("identical_layers must be 0 or 1");
     if (cfg->dedupe != 0 && cfg->dedupe != 1) return pf_fail("dedupe must be 0 or 1 (got %d)", cfg->dedupe);
     if (cfg->threads < 0 || cfg->threads > 1024) return pf_fail("threads must be in 0..1024");

@@ -21,6 +21,7 @@ typedef struct {
     int dedupe;              // 1: each distinct example of a batch runs once, weighted by its copies
     char lr_schedule[256];   // rate@steps,...
     float beta1, beta2, eps, weight_decay;
+    float clip_grad_norm;    // > 0: the gradient's global L2 norm is clipped to this (0 = off)
     uint64_t seed;           // data and initialization
     int identical_layers;    // PyTorch's deep copy: all layers start equal
     int threads;             // 0 = all cores

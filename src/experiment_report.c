@@ -7,10 +7,12 @@
 
 #include <cjson/cJSON.h>
 
+#include "adam.h"
 #include "common.h"
 #include "experiment.h"
 #include "losscurve.h"
 #include "report.h"
+#include "vegalite.h"
 #include "train.h"
 
 // Phase changes: the loss of a label falls at least this much across one detection window.
@@ -22,6 +24,7 @@ typedef struct {
     const char *name;       // pretrain or tune
     LossLog log;
     long batch_size;
+    LrSchedule schedule;    // the run's learning-rate schedule (its segments are marked)
     double examples_per_s;  // over all steps of all sessions
     long phase_step[PF_MAX_VERTICES + 1];  // -1 where the label shows no phase change
     int window;
@@ -31,6 +34,7 @@ static int load_training(Training *training, const char *name, const RunConfig *
     memset(training, 0, sizeof(*training));
     training->name = name;
     training->batch_size = cfg->batch_size;
+    if (lr_schedule_parse(&training->schedule, cfg->lr_schedule) != 0) return -1;
     char path[PF_PATH_MAX + 64];
     snprintf(path, sizeof(path), "%s/%s/train.csv", run_dir, name);
     if (losslog_read(&training->log, path) != 0) return -1;
@@ -63,12 +67,12 @@ static cJSON *training_metrics(const Training *t) {
     cJSON_AddNumberToObject(json, "first_train_mse", log->mse[0]);
     cJSON_AddNumberToObject(json, "final_train_mse", log->mse[log->n - 1]);
     cJSON_AddNumberToObject(json, "examples_per_second", t->examples_per_s);
-    cJSON *changes = cJSON_AddArrayToObject(json, "lr_changes");
-    for (long i = 0; i < log->n; i++) {
-        if (i > 0 && log->lr[i] == log->lr[i - 1]) continue;
+    cJSON *changes = cJSON_AddArrayToObject(json, "lr_changes");  // where each segment of the schedule starts
+    for (int k = 0; k < t->schedule.num_segments; k++) {
         cJSON *change = cJSON_CreateObject();
-        cJSON_AddNumberToObject(change, "step", (double)log->step[i]);
-        cJSON_AddNumberToObject(change, "lr", log->lr[i]);
+        long start = lr_schedule_segment_start(&t->schedule, k);
+        cJSON_AddNumberToObject(change, "step", (double)start);
+        cJSON_AddNumberToObject(change, "lr", lr_schedule_at(&t->schedule, start));
         cJSON_AddItemToArray(changes, change);
     }
     cJSON *phase = cJSON_AddObjectToObject(json, "phase_changes");
@@ -88,64 +92,10 @@ static cJSON *training_metrics(const Training *t) {
 // ---------------------------------------------------------------------------------------------
 // Vega-Lite specs
 
-static cJSON *spec_base(const char *title, int width, int height) {
-    cJSON *spec = cJSON_CreateObject();
-    cJSON_AddStringToObject(spec, "$schema", "https://vega.github.io/schema/vega-lite/v6.json");
-    if (title) cJSON_AddStringToObject(spec, "title", title);
-    if (width > 0) cJSON_AddNumberToObject(spec, "width", width);
-    if (height > 0) cJSON_AddNumberToObject(spec, "height", height);
-    return spec;
-}
-
-// {"field": f, "type": t, "title": title}
-static cJSON *channel(const char *field, const char *type, const char *title) {
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddStringToObject(c, "field", field);
-    cJSON_AddStringToObject(c, "type", type);
-    if (title) cJSON_AddStringToObject(c, "title", title);
-    return c;
-}
-
-static cJSON *log_scale(cJSON *c) {
-    cJSON *scale = cJSON_AddObjectToObject(c, "scale");
-    cJSON_AddStringToObject(scale, "type", "log");
-    return c;
-}
-
-static cJSON *tooltip(const char *const *fields, const char *const *types, int n) {
-    cJSON *list = cJSON_CreateArray();
-    for (int i = 0; i < n; i++) cJSON_AddItemToArray(list, channel(fields[i], types[i], NULL));
-    return list;
-}
-
-static cJSON *mark(const char *type) {
-    cJSON *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "type", type);
-    return m;
-}
-
-static cJSON *values_data(cJSON *values) {
-    cJSON *data = cJSON_CreateObject();
-    cJSON_AddItemToObject(data, "values", values);
-    return data;
-}
-
-// Zoom and pan with the mouse wheel and drag on both axes: a parameter for a spec's "params".
-static cJSON *zoom_param(void) {
-    cJSON *p = cJSON_CreateObject();
-    cJSON_AddStringToObject(p, "name", "zoom");
-    cJSON *select = cJSON_AddObjectToObject(p, "select");
-    cJSON_AddStringToObject(select, "type", "interval");
-    cJSON_AddStringToObject(p, "bind", "scales");
-    return p;
-}
-
-static void add_zoom(cJSON *spec) { cJSON_AddItemToArray(cJSON_AddArrayToObject(spec, "params"), zoom_param()); }
-
-// Loss (log scale) against step with a rule at each learning-rate change.
+// Loss (log scale) against step with a rule where each segment of the learning-rate schedule starts.
 static cJSON *loss_figure(const Training *t, const char *title) {
     const LossLog *log = &t->log;
-    cJSON *spec = spec_base(title, 760, 300);
+    cJSON *spec = vl_spec(title, 760, 300);
     cJSON *layers = cJSON_AddArrayToObject(spec, "layer");
 
     cJSON *values = cJSON_CreateArray();
@@ -159,55 +109,60 @@ static cJSON *loss_figure(const Training *t, const char *title) {
         cJSON_AddItemToArray(values, row);
     }
     cJSON *line = cJSON_CreateObject();
-    cJSON_AddItemToObject(line, "data", values_data(values));
-    cJSON *line_mark = mark("line");
+    cJSON_AddItemToObject(line, "data", vl_values(values));
+    cJSON *line_mark = vl_mark("line");
     cJSON_AddBoolToObject(line_mark, "tooltip", 0);
     cJSON_AddItemToObject(line, "mark", line_mark);
     cJSON *enc = cJSON_AddObjectToObject(line, "encoding");
-    cJSON_AddItemToObject(enc, "x", channel("step", "quantitative", "step"));
-    cJSON_AddItemToObject(enc, "y", log_scale(channel("mse", "quantitative", "training MSE (log)")));
+    cJSON_AddItemToObject(enc, "x", vl_channel("step", "quantitative", "step"));
+    cJSON_AddItemToObject(enc, "y", vl_log_scale(vl_channel("mse", "quantitative", "training MSE (log)")));
     const char *fields[] = {"step", "mse", "lr"}, *types[] = {"quantitative", "quantitative", "quantitative"};
-    cJSON_AddItemToObject(enc, "tooltip", tooltip(fields, types, 3));
-    add_zoom(line);
+    cJSON_AddItemToObject(enc, "tooltip", vl_tooltip(fields, types, 3));
+    vl_add_zoom(line);
     cJSON_AddItemToArray(layers, line);
 
     cJSON *changes = cJSON_CreateArray();
-    for (long i = 1; i < log->n; i++) {
-        if (log->lr[i] == log->lr[i - 1]) continue;
+    for (int k = 1; k < t->schedule.num_segments; k++) {
+        long start = lr_schedule_segment_start(&t->schedule, k);
+        if (start >= log->step[log->n - 1]) break;
         cJSON *row = cJSON_CreateObject();
-        cJSON_AddNumberToObject(row, "step", (double)log->step[i]);
-        cJSON_AddNumberToObject(row, "lr", log->lr[i]);
+        cJSON_AddNumberToObject(row, "step", (double)start);
+        cJSON_AddNumberToObject(row, "lr", lr_schedule_at(&t->schedule, start));
         char text[64];
-        snprintf(text, sizeof(text), "lr %g", log->lr[i]);
+        if (t->schedule.shape[k] == LR_CONSTANT)
+            snprintf(text, sizeof(text), "lr %g", t->schedule.rate[k]);
+        else
+            snprintf(text, sizeof(text), "lr %g..%g%s", t->schedule.rate[k], t->schedule.end_rate[k],
+                     t->schedule.shape[k] == LR_COSINE ? " cos" : "");
         cJSON_AddStringToObject(row, "text", text);
         cJSON_AddItemToArray(changes, row);
     }
     if (cJSON_GetArraySize(changes) > 0) {
         cJSON *rule = cJSON_CreateObject();
-        cJSON_AddItemToObject(rule, "data", values_data(changes));
-        cJSON *rule_mark = mark("rule");
+        cJSON_AddItemToObject(rule, "data", vl_values(changes));
+        cJSON *rule_mark = vl_mark("rule");
         cJSON_AddStringToObject(rule_mark, "color", "#d62728");
         cJSON *dash = cJSON_AddArrayToObject(rule_mark, "strokeDash");
         cJSON_AddItemToArray(dash, cJSON_CreateNumber(6));
         cJSON_AddItemToArray(dash, cJSON_CreateNumber(4));
         cJSON_AddItemToObject(rule, "mark", rule_mark);
         cJSON *rule_enc = cJSON_AddObjectToObject(rule, "encoding");
-        cJSON_AddItemToObject(rule_enc, "x", channel("step", "quantitative", NULL));
+        cJSON_AddItemToObject(rule_enc, "x", vl_channel("step", "quantitative", NULL));
         const char *rf[] = {"step", "lr"}, *rt[] = {"quantitative", "quantitative"};
-        cJSON_AddItemToObject(rule_enc, "tooltip", tooltip(rf, rt, 2));
+        cJSON_AddItemToObject(rule_enc, "tooltip", vl_tooltip(rf, rt, 2));
         cJSON_AddItemToArray(layers, rule);
 
         cJSON *label = cJSON_CreateObject();
-        cJSON_AddItemToObject(label, "data", values_data(cJSON_Duplicate(changes, 1)));
-        cJSON *text_mark = mark("text");
+        cJSON_AddItemToObject(label, "data", vl_values(cJSON_Duplicate(changes, 1)));
+        cJSON *text_mark = vl_mark("text");
         cJSON_AddStringToObject(text_mark, "align", "left");
         cJSON_AddNumberToObject(text_mark, "dx", 4);
         cJSON_AddNumberToObject(text_mark, "y", 10);
         cJSON_AddStringToObject(text_mark, "color", "#d62728");
         cJSON_AddItemToObject(label, "mark", text_mark);
         cJSON *label_enc = cJSON_AddObjectToObject(label, "encoding");
-        cJSON_AddItemToObject(label_enc, "x", channel("step", "quantitative", NULL));
-        cJSON_AddItemToObject(label_enc, "text", channel("text", "nominal", NULL));
+        cJSON_AddItemToObject(label_enc, "x", vl_channel("step", "quantitative", NULL));
+        cJSON_AddItemToObject(label_enc, "text", vl_channel("text", "nominal", NULL));
         cJSON_AddItemToArray(layers, label);
     } else {
         cJSON_Delete(changes);
@@ -236,7 +191,7 @@ static int label_smoothing(const Training *t) { return t->window / 8 > 1 ? t->wi
 
 static cJSON *label_loss_figure(const Training *t, const char *title, int mark_phase_changes) {
     const LossLog *log = &t->log;
-    cJSON *spec = spec_base(title, 760, 340);
+    cJSON *spec = vl_spec(title, 760, 340);
     cJSON *layers = cJSON_AddArrayToObject(spec, "layer");
     cJSON *values = cJSON_CreateArray();
     long stride = plot_stride(log->n);
@@ -253,13 +208,13 @@ static cJSON *label_loss_figure(const Training *t, const char *title, int mark_p
             cJSON_AddItemToArray(values, row);
         }
     }
-    cJSON *color = channel("label", "ordinal", "label");
+    cJSON *color = vl_channel("label", "ordinal", "label");
     cJSON *scale = cJSON_AddObjectToObject(color, "scale");
     cJSON_AddStringToObject(scale, "scheme", "turbo");
 
     cJSON *line = cJSON_CreateObject();
-    cJSON_AddItemToObject(line, "data", values_data(values));
-    cJSON_AddItemToObject(line, "mark", mark("line"));
+    cJSON_AddItemToObject(line, "data", vl_values(values));
+    cJSON_AddItemToObject(line, "mark", vl_mark("line"));
     cJSON *params = cJSON_AddArrayToObject(line, "params");
     cJSON *pick = cJSON_CreateObject();
     cJSON_AddStringToObject(pick, "name", "pick");
@@ -277,10 +232,10 @@ static cJSON *label_loss_figure(const Training *t, const char *title, int mark_p
         cJSON_AddItemToArray(initial, item);
     }
     cJSON_AddItemToArray(params, pick);
-    cJSON_AddItemToArray(params, zoom_param());
+    cJSON_AddItemToArray(params, vl_zoom());
     cJSON *enc = cJSON_AddObjectToObject(line, "encoding");
-    cJSON_AddItemToObject(enc, "x", channel("step", "quantitative", "step"));
-    cJSON_AddItemToObject(enc, "y", log_scale(channel("mse", "quantitative", "MSE of the label (log)")));
+    cJSON_AddItemToObject(enc, "x", vl_channel("step", "quantitative", "step"));
+    cJSON_AddItemToObject(enc, "y", vl_log_scale(vl_channel("mse", "quantitative", "MSE of the label (log)")));
     cJSON_AddItemToObject(enc, "color", color);
     cJSON *opacity = cJSON_AddObjectToObject(enc, "opacity");
     cJSON *condition = cJSON_AddObjectToObject(opacity, "condition");
@@ -288,7 +243,7 @@ static cJSON *label_loss_figure(const Training *t, const char *title, int mark_p
     cJSON_AddNumberToObject(condition, "value", 1);
     cJSON_AddNumberToObject(opacity, "value", 0.08);
     const char *tf[] = {"step", "label", "mse"}, *tt[] = {"quantitative", "ordinal", "quantitative"};
-    cJSON_AddItemToObject(enc, "tooltip", tooltip(tf, tt, 3));
+    cJSON_AddItemToObject(enc, "tooltip", vl_tooltip(tf, tt, 3));
     cJSON_AddItemToArray(layers, line);
 
     cJSON *changes = cJSON_CreateArray();
@@ -301,19 +256,19 @@ static cJSON *label_loss_figure(const Training *t, const char *title, int mark_p
     }
     if (cJSON_GetArraySize(changes) > 0) {
         cJSON *rule = cJSON_CreateObject();
-        cJSON_AddItemToObject(rule, "data", values_data(changes));
-        cJSON *rule_mark = mark("rule");
+        cJSON_AddItemToObject(rule, "data", vl_values(changes));
+        cJSON *rule_mark = vl_mark("rule");
         cJSON_AddNumberToObject(rule_mark, "strokeWidth", 2);
         cJSON *dash = cJSON_AddArrayToObject(rule_mark, "strokeDash");
         cJSON_AddItemToArray(dash, cJSON_CreateNumber(4));
         cJSON_AddItemToArray(dash, cJSON_CreateNumber(3));
         cJSON_AddItemToObject(rule, "mark", rule_mark);
         cJSON *rule_enc = cJSON_AddObjectToObject(rule, "encoding");
-        cJSON_AddItemToObject(rule_enc, "x", channel("step", "quantitative", NULL));
+        cJSON_AddItemToObject(rule_enc, "x", vl_channel("step", "quantitative", NULL));
         cJSON_AddItemToObject(rule_enc, "color", cJSON_Duplicate(color, 1));
         cJSON_AddItemToObject(rule_enc, "opacity", cJSON_Duplicate(opacity, 1));  // only the picked labels'
         const char *rf[] = {"label", "step"}, *rt[] = {"ordinal", "quantitative"};
-        cJSON_AddItemToObject(rule_enc, "tooltip", tooltip(rf, rt, 2));
+        cJSON_AddItemToObject(rule_enc, "tooltip", vl_tooltip(rf, rt, 2));
         cJSON_AddItemToArray(layers, rule);
     } else {
         cJSON_Delete(changes);
@@ -351,12 +306,12 @@ static cJSON *histogram_figure(const cJSON *eval, const char *title) {
         cJSON_AddNumberToObject(row, "truth", label);
         cJSON_AddItemToArray(truth, row);
     }
-    cJSON *spec = spec_base(title, 0, 300);
+    cJSON *spec = vl_spec(title, 0, 300);
     cJSON *layers = cJSON_AddArrayToObject(spec, "layer");
     cJSON *width_step = cJSON_AddObjectToObject(spec, "width");
     cJSON_AddNumberToObject(width_step, "step", 34);
 
-    cJSON *x = channel("label", "ordinal", "true label (15 = unreachable)");
+    cJSON *x = vl_channel("label", "ordinal", "true label (15 = unreachable)");
     cJSON *axis = cJSON_AddObjectToObject(x, "axis");
     cJSON_AddNumberToObject(axis, "labelAngle", 0);
     cJSON *y_scale_domain = cJSON_CreateArray();
@@ -364,16 +319,16 @@ static cJSON *histogram_figure(const cJSON *eval, const char *title) {
     cJSON_AddItemToArray(y_scale_domain, cJSON_CreateNumber(hi));
 
     cJSON *rect = cJSON_CreateObject();
-    cJSON_AddItemToObject(rect, "data", values_data(values));
-    cJSON_AddItemToObject(rect, "mark", mark("rect"));
+    cJSON_AddItemToObject(rect, "data", vl_values(values));
+    cJSON_AddItemToObject(rect, "mark", vl_mark("rect"));
     cJSON *enc = cJSON_AddObjectToObject(rect, "encoding");
     cJSON_AddItemToObject(enc, "x", x);
-    cJSON *y = channel("output_lo", "quantitative", "model output");
+    cJSON *y = vl_channel("output_lo", "quantitative", "model output");
     cJSON *y_scale = cJSON_AddObjectToObject(y, "scale");
     cJSON_AddItemToObject(y_scale, "domain", y_scale_domain);
     cJSON_AddItemToObject(enc, "y", y);
-    cJSON_AddItemToObject(enc, "y2", channel("output_hi", "quantitative", NULL));
-    cJSON *color = log_scale(channel("fraction", "quantitative", "fraction of the label"));
+    cJSON_AddItemToObject(enc, "y2", vl_channel("output_hi", "quantitative", NULL));
+    cJSON *color = vl_log_scale(vl_channel("fraction", "quantitative", "fraction of the label"));
     cJSON_AddStringToObject(cJSON_GetObjectItemCaseSensitive(color, "scale"), "scheme", "viridis");
     // Vega shortens long legend titles; headless SVG export measures text only roughly
     cJSON *legend = cJSON_AddObjectToObject(color, "legend");
@@ -381,26 +336,26 @@ static cJSON *histogram_figure(const cJSON *eval, const char *title) {
     cJSON_AddItemToObject(enc, "color", color);
     const char *tf[] = {"label", "output_lo", "output_hi", "fraction", "count"};
     const char *tt[] = {"ordinal", "quantitative", "quantitative", "quantitative", "quantitative"};
-    cJSON_AddItemToObject(enc, "tooltip", tooltip(tf, tt, 5));
+    cJSON_AddItemToObject(enc, "tooltip", vl_tooltip(tf, tt, 5));
     cJSON_AddItemToArray(layers, rect);
 
     cJSON *tick = cJSON_CreateObject();
-    cJSON_AddItemToObject(tick, "data", values_data(truth));
-    cJSON *tick_mark = mark("tick");
+    cJSON_AddItemToObject(tick, "data", vl_values(truth));
+    cJSON *tick_mark = vl_mark("tick");
     cJSON_AddStringToObject(tick_mark, "color", "#e41a1c");
     cJSON_AddNumberToObject(tick_mark, "thickness", 1.5);
     cJSON_AddItemToObject(tick, "mark", tick_mark);
     cJSON *tick_enc = cJSON_AddObjectToObject(tick, "encoding");
-    cJSON_AddItemToObject(tick_enc, "x", channel("label", "ordinal", NULL));
-    cJSON_AddItemToObject(tick_enc, "y", channel("truth", "quantitative", NULL));
+    cJSON_AddItemToObject(tick_enc, "x", vl_channel("label", "ordinal", NULL));
+    cJSON_AddItemToObject(tick_enc, "y", vl_channel("truth", "quantitative", NULL));
     cJSON_AddItemToArray(layers, tick);
     return spec;
 }
 
 // Bar charts of the label distribution of every data set, one panel per set.
 static cJSON *distribution_figure(cJSON *values, const char *const *sets, int num_sets) {
-    cJSON *spec = spec_base("Label distribution of each data set (evaluation samples)", 0, 0);
-    cJSON_AddItemToObject(spec, "data", values_data(values));
+    cJSON *spec = vl_spec("Label distribution of each data set (evaluation samples)", 0, 0);
+    cJSON_AddItemToObject(spec, "data", vl_values(values));
     cJSON_AddNumberToObject(spec, "columns", 4);
     cJSON *facet = cJSON_AddObjectToObject(spec, "facet");
     cJSON_AddStringToObject(facet, "field", "set");
@@ -411,16 +366,16 @@ static cJSON *distribution_figure(cJSON *values, const char *const *sets, int nu
     cJSON *inner = cJSON_AddObjectToObject(spec, "spec");
     cJSON_AddNumberToObject(inner, "width", 190);
     cJSON_AddNumberToObject(inner, "height", 120);
-    cJSON_AddItemToObject(inner, "mark", mark("bar"));
+    cJSON_AddItemToObject(inner, "mark", vl_mark("bar"));
     cJSON *enc = cJSON_AddObjectToObject(inner, "encoding");
-    cJSON *x = channel("label", "ordinal", "label");
+    cJSON *x = vl_channel("label", "ordinal", "label");
     cJSON *axis = cJSON_AddObjectToObject(x, "axis");
     cJSON_AddNumberToObject(axis, "labelAngle", 0);
     cJSON_AddItemToObject(enc, "x", x);
-    cJSON_AddItemToObject(enc, "y", channel("fraction", "quantitative", "fraction"));
+    cJSON_AddItemToObject(enc, "y", vl_channel("fraction", "quantitative", "fraction"));
     const char *tf[] = {"set", "label", "count", "fraction"};
     const char *tt[] = {"nominal", "ordinal", "quantitative", "quantitative"};
-    cJSON_AddItemToObject(enc, "tooltip", tooltip(tf, tt, 4));
+    cJSON_AddItemToObject(enc, "tooltip", vl_tooltip(tf, tt, 4));
     cJSON *resolve = cJSON_AddObjectToObject(spec, "resolve");
     cJSON *scale = cJSON_AddObjectToObject(resolve, "scale");
     cJSON_AddStringToObject(scale, "x", "independent");
@@ -496,7 +451,7 @@ static const double AUTHORS_TUNE_LOSS[] = {
 
 // This run's fine-tuning loss over the authors' logged one (log scale), step by step.
 static cJSON *tune_vs_authors_figure(const Training *t) {
-    cJSON *spec = spec_base("Fine-tuning loss: this run and the authors' log", 760, 300);
+    cJSON *spec = vl_spec("Fine-tuning loss: this run and the authors' log", 760, 300);
     cJSON *values = cJSON_CreateArray();
     for (long i = 0; i < t->log.n; i++) {
         if (!(t->log.mse[i] > 0)) continue;
@@ -513,17 +468,17 @@ static cJSON *tune_vs_authors_figure(const Training *t) {
         cJSON_AddStringToObject(row, "run", "authors' log");
         cJSON_AddItemToArray(values, row);
     }
-    cJSON_AddItemToObject(spec, "data", values_data(values));
-    cJSON *line_mark = mark("line");
+    cJSON_AddItemToObject(spec, "data", vl_values(values));
+    cJSON *line_mark = vl_mark("line");
     cJSON_AddBoolToObject(line_mark, "point", 1);
     cJSON_AddItemToObject(spec, "mark", line_mark);
     cJSON *enc = cJSON_AddObjectToObject(spec, "encoding");
-    cJSON_AddItemToObject(enc, "x", channel("step", "quantitative", "fine-tuning step"));
-    cJSON_AddItemToObject(enc, "y", log_scale(channel("mse", "quantitative", "training MSE (log)")));
-    cJSON_AddItemToObject(enc, "color", channel("run", "nominal", "run"));
+    cJSON_AddItemToObject(enc, "x", vl_channel("step", "quantitative", "fine-tuning step"));
+    cJSON_AddItemToObject(enc, "y", vl_log_scale(vl_channel("mse", "quantitative", "training MSE (log)")));
+    cJSON_AddItemToObject(enc, "color", vl_channel("run", "nominal", "run"));
     const char *fields[] = {"run", "step", "mse"}, *types[] = {"nominal", "quantitative", "quantitative"};
-    cJSON_AddItemToObject(enc, "tooltip", tooltip(fields, types, 3));
-    add_zoom(spec);
+    cJSON_AddItemToObject(enc, "tooltip", vl_tooltip(fields, types, 3));
+    vl_add_zoom(spec);
     return spec;
 }
 

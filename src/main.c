@@ -14,6 +14,7 @@
 #include "experiment.h"
 #include "graph.h"
 #include "interop.h"
+#include "sweep.h"
 #include "model.h"
 #include "ops.h"
 #include "train.h"
@@ -32,6 +33,8 @@ static const char *USAGE =
     "           MSE, accuracy and per-label MSE, plus the output histogram as JSON\n"
     "  predict  --checkpoint FILE [-i FILE] [-o FILE] [--threads T] [key=value ...]\n"
     "           read graphs as JSON Lines {\"edges\": [[1,2],...], \"target\": t}, write predictions\n"
+    "  sweep    [--preset NAME] [--seeds 1,2,3] [--examples N | --seconds S] [--list FILE] [--out DIR]\n"
+    "           [--resume] [key=value ...]   training runs over a grid of settings and seeds, compared\n"
     "  import   IN.pth OUT.safetensors [--n-heads H]\n"
     "           convert a PyTorch state_dict of the model (e.g. the original notebook's model.pth)\n"
     "  bfs      eval|sweep-n|robust|noise [options]   the hand-built BFS transformer (bfs --help)\n"
@@ -408,6 +411,78 @@ static int cmd_run(int argc, char **argv) {
     return rc;
 }
 
+// "1,2,3" into seeds; returns the count or dies.
+static int parse_seeds(const char *text, uint64_t *seeds, int capacity) {
+    int n = 0;
+    const char *p = text;
+    while (*p) {
+        char *end;
+        errno = 0;
+        if (*p == '-' || n == capacity) die("--seeds: '%s' is not a list of at most %d seeds (e.g. 1,2,3)", text, capacity);
+        unsigned long long v = strtoull(p, &end, 10);
+        if (end == p || errno || (*end != ',' && *end != '\0'))
+            die("--seeds: '%s' is not a list of seeds (e.g. 1,2,3)", text);
+        seeds[n++] = v;
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (n == 0) die("--seeds: empty list");
+    return n;
+}
+
+static int cmd_sweep(int argc, char **argv) {
+    const char *preset = "quick", *out_dir = NULL, *list = NULL;
+    uint64_t seeds[32] = {1};
+    int num_seeds = 1, resume = 0, num_settings = 0;
+    const char *settings[64];
+    static SweepSpec spec;
+    spec.eval_examples = 16384;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--preset") == 0) preset = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--out") == 0) out_dir = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--list") == 0) list = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--resume") == 0) resume = 1;
+        else if (strcmp(argv[i], "--seeds") == 0) num_seeds = parse_seeds(need_value(argc, argv, &i), seeds, 32);
+        else if (strcmp(argv[i], "--examples") == 0)
+            spec.budget_examples = parse_long("--examples", need_value(argc, argv, &i), 1, 1L << 50);
+        else if (strcmp(argv[i], "--seconds") == 0)
+            spec.budget_seconds = (double)parse_long("--seconds", need_value(argc, argv, &i), 1, 1L << 30);
+        else if (strcmp(argv[i], "--eval-examples") == 0)
+            spec.eval_examples = parse_long("--eval-examples", need_value(argc, argv, &i), 1, 1L << 30);
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: pathformer sweep [--preset NAME] [--seeds 1,2,3] [--examples N] [--seconds S]\n"
+                   "       [--eval-examples N] [--list FILE.jsonl] [--out DIR] [--resume] [key=value ...]\n"
+                   "training runs that differ in settings and seed, each stopped at the same budget, evaluated\n"
+                   "on fresh examples of its training set, and compared in DIR/sweep.csv, sweep.json and\n"
+                   "report.html. A key given once holds for every run; a key given several times is an axis\n"
+                   "of the grid (e.g. batch_size=256 batch_size=1024 lr=1e-3@4000 lr=3e-4@4000 is 4 runs per\n"
+                   "seed); --list reads one JSON object of settings per line instead. The budget stops each\n"
+                   "run after N examples or S seconds of training (else at the end of its schedule).\n"
+                   "--resume continues the sweep DIR holds. Presets as train's (default quick).\n");
+            return 0;
+        } else if (argv[i][0] == '-' || !strchr(argv[i], '=')) {
+            die("sweep: unknown option '%s'", argv[i]);
+        } else {
+            if (num_settings == 64) die("sweep: more than 64 settings");
+            settings[num_settings++] = argv[i];
+        }
+    }
+    if (resume && !out_dir) die("sweep: --resume needs --out DIR (the sweep to continue)");
+    if (resume && (num_settings > 0 || list)) die("sweep: --resume takes the sweep's own settings; give no others");
+    char default_dir[256];
+    if (!out_dir) {
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        snprintf(default_dir, sizeof(default_dir), "runs/sweep-%04d%02d%02d-%02d%02d%02d", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        out_dir = default_dir;
+    }
+    if (!resume && sweep_build(&spec, preset, num_settings, settings, list, seeds, num_seeds) != 0) die_error();
+    int rc = sweep_run(resume ? NULL : &spec, out_dir, resume);
+    if (rc < 0) die_error();
+    return rc;
+}
+
 static int cmd_import(int argc, char **argv) {
     const char *paths[2] = {NULL, NULL};
     int num_paths = 0, n_heads = 0;
@@ -630,6 +705,7 @@ int main(int argc, char **argv) {
     if (strcmp(command, "train") == 0) return cmd_train(argc, argv);
     if (strcmp(command, "run") == 0) return cmd_run(argc, argv);
     if (strcmp(command, "import") == 0) return cmd_import(argc, argv);
+    if (strcmp(command, "sweep") == 0) return cmd_sweep(argc, argv);
     if (strcmp(command, "eval") == 0) return cmd_eval(argc, argv);
     if (strcmp(command, "predict") == 0) return cmd_predict(argc, argv);
     if (strcmp(command, "bfs") == 0) return cmd_bfs(argc, argv);

@@ -21,6 +21,9 @@
 #include "ops.h"
 
 static volatile sig_atomic_t interrupted = 0;
+static double time_limit = 0.0;
+
+void train_set_time_limit(double seconds) { time_limit = seconds > 0 ? seconds : 0.0; }
 
 static void on_interrupt(int signum) {
     (void)signum;
@@ -354,9 +357,11 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
     long end_step = stop_after > 0 && start_step + stop_after < total_steps ? start_step + stop_after : total_steps;
     for (; step < end_step && !interrupted; step++) {
         double step_start = pf_now_seconds();
+        if (time_limit > 0 && step_start - run_start >= time_limit) break;
         float lr = (float)lr_schedule_at(&schedule, step);
         int void_step = gradient_workers_step(workers, &set, step, &stats);
         if (void_step) break;  // a partly accumulated step is dropped; the checkpoint is the last full step
+        if (cfg->clip_grad_norm > 0.0f) clip_grad_norm(model.grads_memory, model.num_parameters, cfg->clip_grad_norm);
         adam_update(&adam, model.params_memory, model.grads_memory, lr, &adam_cfg);
 
         double now = pf_now_seconds();

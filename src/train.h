@@ -37,6 +37,10 @@ void gradient_workers_free(GradientWorkers *workers);
 // error set on failure.
 int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_after);
 
+// A wall-clock limit for the next train_run calls of this process: > 0 stops a run (checkpointed,
+// as stop_after does) once this many seconds of its session have passed; 0 = none.
+void train_set_time_limit(double seconds);
+
 // Reads a run folder's config.json.
 int train_load_run_config(RunConfig *cfg, const char *run_dir);
 
