@@ -590,6 +590,8 @@ int sweep_run(const SweepSpec *given, const char *dir, int resume) {
         cJSON_Delete(root);
     } else if (pf_file_exists(path)) {
         rc = pf_fail("%s already holds a sweep; continue it with --resume or choose another --out", dir);
+    } else if (!given) {
+        rc = pf_fail("no sweep to run in %s", dir);
     } else {
         *spec = *given;
         for (int i = 0; i < spec->num_runs && rc == 0; i++) {  // every run's settings checked before any work

@@ -2,7 +2,8 @@
 // weights and batch; outputs, loss, the gradient of every parameter tensor, and the parameters after
 // 3 Adam steps (without and with weight decay) must agree to float32 round-off; so must 3 steps that
 // continue the same Adam, saved and loaded as a checkpoint, on a `tune` batch at another rate (the
-// fine-tuning of tune_optimizer=continue, against PyTorch stepping the same optimizer object).
+// fine-tuning of tune_optimizer=continue, against PyTorch stepping the same optimizer object); and the
+// gradient clipped to a global norm, against torch.nn.utils.clip_grad_norm_.
 #include "testutil.h"
 
 #include "adam.h"
@@ -13,6 +14,7 @@
 
 enum { PARITY_BATCH = 24, ADAM_STEPS = 3 };
 static const float ADAM_LR = 1e-4f, WEIGHT_DECAY = 0.01f, CONTINUE_LR = 3e-5f;
+static const double CLIP_NORM = 1.0;  // below the batch's gradient norm, so clipping acts
 
 // Relative tolerance on each tensor's largest difference, measured against its largest entry.
 static const double REL_TOL = 1e-5;
@@ -103,6 +105,8 @@ static int setup(void **state) {
     st_writer_metadata(&writer, "adam_steps", text);
     snprintf(text, sizeof(text), "%.9g", (double)CONTINUE_LR);
     st_writer_metadata(&writer, "lr_continue", text);
+    snprintf(text, sizeof(text), "%.17g", CLIP_NORM);
+    st_writer_metadata(&writer, "clip_norm", text);
     snprintf(path, sizeof(path), "%s/batch.safetensors", f->dir);
     assert_int_equal(st_writer_save(&writer, path), 0);
     st_writer_free(&writer);
@@ -146,6 +150,15 @@ static void test_forward_loss_and_gradients(void **state) {
     assert_true(compare("loss", &loss, reference_tensor(f, "loss", 1), 1) < REL_TOL);
     double worst = compare_all(f, f->model.grads_memory, "grad");
     printf("  worst gradient rel difference %.2e\n", worst);
+    assert_true(worst < REL_TOL);
+
+    // clipped as torch.nn.utils.clip_grad_norm_ clips it (our norm sums in double, PyTorch's in float)
+    double norm = clip_grad_norm(f->model.grads_memory, f->model.num_parameters, CLIP_NORM);
+    float norm_f = (float)norm;
+    printf("  gradient norm %.6g (clipped to %g)\n", norm, CLIP_NORM);
+    assert_true(norm > 2.0 * CLIP_NORM);
+    assert_true(compare("clip: total norm", &norm_f, reference_tensor(f, "clipped.total_norm", 1), 1) < REL_TOL);
+    worst = compare_all(f, f->model.grads_memory, "clipped.grad");
     assert_true(worst < REL_TOL);
 }
 

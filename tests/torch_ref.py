@@ -11,7 +11,9 @@ usage: /usr/bin/python3 tests/torch_ref.py DIR
   reads  DIR/weights.safetensors (model + config metadata) and DIR/batch.safetensors
          (tokens I32 (B,T,2), labels F32 (B), tokens2 and labels2 the second batch; metadata lr,
          weight_decay, adam_steps, lr_continue)
-  writes DIR/reference.safetensors: pred, loss, grad.NAME, and for tag adam_wd0 / adam_wd the
+  writes DIR/reference.safetensors: pred, loss, grad.NAME, the gradient after
+         torch.nn.utils.clip_grad_norm_ to metadata clip_norm (clipped.grad.NAME, clipped.total_norm),
+         and for tag adam_wd0 / adam_wd the
          parameters after the Adam steps (TAG.NAME) and each entry's smallest |gradient + decay|
          over those steps (TAG.min_grad.NAME); tag adam_continue: adam_steps steps on the first
          batch at lr, then adam_steps more of the same optimizer on the second at lr_continue
@@ -100,7 +102,12 @@ def main():
     out["pred"] = pred
     out["loss"] = loss.reshape(1)
     for name, param in model.named_parameters():
-        out[f"grad.{name}"] = param.grad
+        out[f"grad.{name}"] = param.grad.clone()
+    # the same gradient clipped to the global norm clip_norm
+    total = torch.nn.utils.clip_grad_norm_(model.parameters(), float(batch_meta["clip_norm"]))
+    out["clipped.total_norm"] = total.reshape(1)
+    for name, param in model.named_parameters():
+        out[f"clipped.grad.{name}"] = param.grad
 
     lr = float(batch_meta["lr"])
     steps = int(batch_meta["adam_steps"])
