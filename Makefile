@@ -9,7 +9,9 @@
 
 CC ?= cc
 CFLAGS ?= -O3 -march=native
-CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Isrc
+# `override`: a CFLAGS given on the command line (make CFLAGS="-O3 -march=x86-64-v3") replaces the
+# default above but still gets the flags the build needs, as one from the environment does.
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Isrc
 LDLIBS = -lcjson -lm
 BUILD ?= build
 SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -21,7 +23,7 @@ ifeq ($(NO_OMP),)
 HAVE_OMP := $(call probe,openmp,-fopenmp)
 endif
 ifeq ($(HAVE_OMP),yes)
-CFLAGS += -fopenmp
+override CFLAGS += -fopenmp
 LDLIBS += -fopenmp
 endif
 
@@ -29,7 +31,7 @@ ifeq ($(NO_BLAS),)
 HAVE_BLAS := $(call probe,cblas,-lopenblas)
 endif
 ifeq ($(HAVE_BLAS),yes)
-CFLAGS += -DPF_HAVE_BLAS
+override CFLAGS += -DPF_HAVE_BLAS
 LDLIBS += -lopenblas
 endif
 

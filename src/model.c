@@ -224,21 +224,28 @@ void model_pack_weights(Model *model) {
         gemm_pack(packed_weight(model, l, 2), p.linear1_w + (size_t)l * F * C, C, F, C);
         gemm_pack(packed_weight(model, l, 3), p.linear2_w + (size_t)l * C * F, F, C, F);
     }
-    // layer 0's q | k | v of every token pair, by the same product the forward would run per row
-    int V = c->vocab, pairs = V * V;
-    int32_t *tokens = mallocCheck(sizeof(int32_t) * 2 * pairs);
-    for (int pair = 0; pair < pairs; pair++) {
-        tokens[2 * pair] = pair / V;
-        tokens[2 * pair + 1] = pair % V;
+    // layer 0's q | k | v of every token pair, by the same product the forward would run per row:
+    // only where that product gives a row the same bits among any other rows
+    model->pair_table = ops_matmul_rows_independent();
+    if (model->pair_table) {
+        int V = c->vocab, pairs = V * V;
+        int32_t *tokens = mallocCheck(sizeof(int32_t) * 2 * pairs);
+        for (int pair = 0; pair < pairs; pair++) {
+            tokens[2 * pair] = pair / V;
+            tokens[2 * pair + 1] = pair % V;
+        }
+        embedding_forward(model->pair_inputs, tokens, p.embedding, pairs, C);
+        free(tokens);
+        matmul_forward_fused(model->pair_qkv, model->pair_inputs, p.in_proj_w, packed_weight(model, 0, 0),
+                             p.in_proj_b, NULL, 0, pairs, C, 3 * C);
     }
-    embedding_forward(model->pair_inputs, tokens, p.embedding, pairs, C);
-    free(tokens);
-    matmul_forward_fused(model->pair_qkv, model->pair_inputs, p.in_proj_w, packed_weight(model, 0, 0), p.in_proj_b,
-                         NULL, 0, pairs, C, 3 * C);
     model->weights_packed = 1;
 }
 
-void model_unpack_weights(Model *model) { model->weights_packed = 0; }
+void model_unpack_weights(Model *model) {
+    model->weights_packed = 0;
+    model->pair_table = 0;
+}
 
 void model_describe(const Model *model, FILE *out) {
     const ModelConfig *c = &model->config;
@@ -390,10 +397,11 @@ static double forward(Model *model, const int32_t *tokens, const float *labels, 
         int last = l == L - 1, M = last ? B : N;
 
         // the packed weights when the caller packed them for this step (model_pack_weights)
-        int pk = (model->master ? model->master : model)->weights_packed;
+        const Model *owner = model->master ? model->master : model;
+        int pk = owner->weights_packed;
         const float *pk_in = pk ? packed_weight(model, l, 0) : NULL, *pk_out = pk ? packed_weight(model, l, 1) : NULL;
         const float *pk1 = pk ? packed_weight(model, l, 2) : NULL, *pk2 = pk ? packed_weight(model, l, 3) : NULL;
-        if (l == 0 && pk) {  // looked up by token pair (model_pack_weights made the table)
+        if (l == 0 && owner->pair_table) {  // looked up by token pair (model_pack_weights made the table)
             int V = c->vocab;
             for (int r = 0; r < N; r++) {
                 const int32_t *pair = model->packed_tokens + 2 * r;

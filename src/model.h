@@ -99,7 +99,10 @@ typedef struct Model {
     size_t packed_sizes[4];   // floats per layer: in_proj, out_proj, linear1, linear2
     int weights_packed;
     // Layer 0's q | k | v depend on a row's token pair alone: with the weights packed, they come
-    // from this table (vocab^2 pairs, 3C each), computed from every pair's embedding at packing.
+    // from this table (vocab^2 pairs, 3C each), computed from every pair's embedding at packing,
+    // when the matmul backend gives a row the bits it would get among the batch's rows
+    // (ops_matmul_rows_independent; not OpenBLAS, which then runs layer 0's product as unpacked).
+    int pair_table;           // 1 while pair_qkv holds the table
     float *pair_inputs;       // (vocab^2, C) the embedded pairs
     float *pair_qkv;          // (vocab^2, 3C)
     // Padding never reaches the readout, so the current micro-batch is packed: only real token

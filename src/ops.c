@@ -103,6 +103,8 @@ const char *ops_backend(void) {
     return backend_names[current_backend()];
 }
 
+int ops_matmul_rows_independent(void) { return current_backend() != BACKEND_BLAS; }
+
 void embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C) {
     int half = C / 2;
 #pragma omp parallel for schedule(static)

@@ -17,6 +17,15 @@ int ops_set_threads(int n);
 // name and returns -1 when the build lacks it.
 const char *ops_backend(void);
 int ops_set_matmul_backend(const char *name);
+// 1 when the backend in use gives each row of matmul_forward_fused's output the same bits whichever
+// other rows share the product and however the threads split them: the kernels (each sum runs over
+// the depth in one order, the same in every row of a tile) and the loops (each sum on its own, in
+// double). 0 for OpenBLAS, whose sums for a row change with the row's place in the library's
+// register blocks (measured with 0.3.21: rows called in groups of 1 to 40 matched the whole
+// product's bits only in groups of 12 with its Haswell kernel, the one a Zen 3 runs, and differed in
+// other groupings with its AVX-512 ones). Layer 0's table of token pairs relies on it
+// (model_pack_weights).
+int ops_matmul_rows_independent(void);
 
 // out (N, C) = concat(table[tokens[n,0]], table[tokens[n,1]]); table (V, C/2), tokens (N, 2)
 void embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C);

@@ -1,7 +1,8 @@
 // The fast kernels against plain references: the AVX-512 products (gemm.h) against double-precision
 // loops on every tile edge (rows, columns and depths around the 12 x 32 tiles, leading dimensions
-// wider than the matrices, accumulate on and off), and the matmul ops through each backend this
-// build has against the plain-loop backend.
+// wider than the matrices, accumulate on and off), the matmul ops through each backend this build
+// has against the plain-loop backend, and the backends that say a row's bits do not depend on the
+// rows around it keeping that promise.
 #include "testutil.h"
 
 #include "gemm.h"
@@ -298,6 +299,50 @@ static void test_backward_relu_matches_separate_ops(void **state) {
     free(db_b);
 }
 
+// A backend that says its rows are independent (ops_matmul_rows_independent) gives every row of a
+// forward product the same bits in any company: the rows called one at a time and in groups of 5
+// and 13, on 1 and 3 threads, with the weight packed, against the whole product on 2 threads with
+// the weight as it is (what layer 0's table of token pairs relies on: model_pack_weights computes
+// it over all pairs, packed, and the unpacked forward over a batch's rows).
+static void test_independent_rows_keep_their_bits(void **state) {
+    (void)state;
+    const char *backends[] = {"kernels", "openblas", "loops"};
+    const int groups[] = {1, 5, 13}, threads[] = {1, 3};
+    enum { N = 50, C = 64, OC = 192 };
+    Rng rng = rng_stream(15, 0, 0);
+    float *inp = random_matrix((size_t)N * C, &rng), *w = random_matrix((size_t)OC * C, &rng);
+    float *bias = random_matrix(OC, &rng);
+    float *whole = mallocCheck(sizeof(float) * N * OC), *parts = mallocCheck(sizeof(float) * N * OC);
+    float *packed = mallocCheck(sizeof(float) * gemm_packed_floats(OC, C));
+    gemm_pack(packed, w, C, OC, C);
+    for (int b = 0; b < 3; b++) {
+        if (ops_set_matmul_backend(backends[b]) != 0) continue;
+        if (!ops_matmul_rows_independent()) {
+            printf("%s: rows not independent, nothing to check\n", backends[b]);
+            continue;
+        }
+        ops_set_threads(2);
+        matmul_forward_fused(whole, inp, w, NULL, bias, NULL, 0, N, C, OC);
+        for (int g = 0; g < 3; g++)
+            for (int t = 0; t < 2; t++) {
+                ops_set_threads(threads[t]);
+                for (int r = 0; r < N; r += groups[g]) {
+                    int rows = N - r < groups[g] ? N - r : groups[g];
+                    matmul_forward_fused(parts + (size_t)r * OC, inp + (size_t)r * C, w, packed, bias, NULL, 0, rows, C,
+                                         OC);
+                }
+                assert_memory_equal(whole, parts, sizeof(float) * N * OC);
+            }
+    }
+    ops_set_threads(2);
+    free(inp);
+    free(w);
+    free(bias);
+    free(whole);
+    free(parts);
+    free(packed);
+}
+
 int main(void) {
     ops_set_threads(2);
     const struct CMUnitTest tests[] = {
@@ -306,6 +351,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_backends_agree),
         cmocka_unit_test(test_fused_forward_matches_separate_ops),
         cmocka_unit_test(test_backward_relu_matches_separate_ops),
+        cmocka_unit_test(test_independent_rows_keep_their_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

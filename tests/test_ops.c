@@ -909,9 +909,12 @@ static void test_init_statistics(void **state) {
 }
 
 // Two forward + backward passes with the same thread count give the same bits: no races, no
-// reductions whose order depends on scheduling.
+// reductions whose order depends on scheduling. On every matmul backend the build has (the default
+// one alone would leave OpenBLAS untested wherever the kernels are available).
 static void test_determinism(void **state) {
     enum { B = 8, THREADS = 4 };
+    const char *backends[] = {"kernels", "openblas", "loops"};
+    const char *default_backend = ops_backend();
     ModelConfig cfg = model_config_default();
     cfg.n_layers = 2;
     Model model;
@@ -923,32 +926,40 @@ static void test_determinism(void **state) {
 
     float *first_grads = mallocCheck(model.num_parameters * sizeof(float));
     float first_pred[B];
-    for (int pass = 0; pass < 2; pass++) {
+    for (int b = 0; b < 3; b++) {
+        if (ops_set_matmul_backend(backends[b]) != 0) continue;  // not in this build
+        printf("determinism on %s (layer 0's table of token pairs %s)\n", backends[b],
+               ops_matmul_rows_independent() ? "on" : "off: rows not independent");
+        for (int pass = 0; pass < 2; pass++) {
+            model_zero_grad(&model);
+            model_forward(&model, batch.tokens, batch.labels, B);
+            model_backward(&model, batch.labels, NULL, B, 1.0f / B);
+            if (pass == 0) {
+                memcpy(first_grads, model.grads_memory, model.num_parameters * sizeof(float));
+                memcpy(first_pred, model.pred, sizeof(first_pred));
+            }
+        }
+        assert_memory_equal(first_pred, model.pred, sizeof(first_pred));
+        assert_memory_equal(first_grads, model.grads_memory, model.num_parameters * sizeof(float));
+        // inference, with its shared activation buffers, predicts the very same values
+        double sse = model_infer(&model, batch.tokens, batch.labels, B);
+        assert_memory_equal(first_pred, model.pred, sizeof(first_pred));
+        assert_true(sse == model_forward(&model, batch.tokens, batch.labels, B));
+        // and so do the packed weights, with layer 0's table of token pairs where the backend's rows
+        // are independent (ops_matmul_rows_independent), gradients included
+        model_pack_weights(&model);
+        assert_int_equal(model.pair_table, ops_matmul_rows_independent());
         model_zero_grad(&model);
         model_forward(&model, batch.tokens, batch.labels, B);
+        assert_memory_equal(first_pred, model.pred, sizeof(first_pred));
         model_backward(&model, batch.labels, NULL, B, 1.0f / B);
-        if (pass == 0) {
-            memcpy(first_grads, model.grads_memory, model.num_parameters * sizeof(float));
-            memcpy(first_pred, model.pred, sizeof(first_pred));
-        }
+        assert_memory_equal(first_grads, model.grads_memory, model.num_parameters * sizeof(float));
+        model_infer(&model, batch.tokens, batch.labels, B);
+        assert_memory_equal(first_pred, model.pred, sizeof(first_pred));
+        model_unpack_weights(&model);
     }
-    assert_memory_equal(first_pred, model.pred, sizeof(first_pred));
-    assert_memory_equal(first_grads, model.grads_memory, model.num_parameters * sizeof(float));
-    // inference, with its shared activation buffers, predicts the very same values
-    double sse = model_infer(&model, batch.tokens, batch.labels, B);
-    assert_memory_equal(first_pred, model.pred, sizeof(first_pred));
-    assert_true(sse == model_forward(&model, batch.tokens, batch.labels, B));
-    // and so do the packed weights with layer 0's table of token pairs, gradients included
-    model_pack_weights(&model);
-    model_zero_grad(&model);
-    model_forward(&model, batch.tokens, batch.labels, B);
-    assert_memory_equal(first_pred, model.pred, sizeof(first_pred));
-    model_backward(&model, batch.labels, NULL, B, 1.0f / B);
-    assert_memory_equal(first_grads, model.grads_memory, model.num_parameters * sizeof(float));
-    model_infer(&model, batch.tokens, batch.labels, B);
-    assert_memory_equal(first_pred, model.pred, sizeof(first_pred));
-    model_unpack_weights(&model);
 
+    assert_int_equal(ops_set_matmul_backend(default_backend), 0);
     ops_set_threads(2);
     free(first_grads);
     batch_free(&batch);
