@@ -14,6 +14,7 @@
 #include "experiment.h"
 #include "graph.h"
 #include "interop.h"
+#include "seeds.h"
 #include "sweep.h"
 #include "model.h"
 #include "ops.h"
@@ -334,13 +335,33 @@ static int cmd_predict(int argc, char **argv) {
     return 0;
 }
 
+// "1,2,3" into seeds; returns the count or dies.
+static int parse_seeds(const char *text, uint64_t *seeds, int capacity) {
+    int n = 0;
+    const char *p = text;
+    while (*p) {
+        char *end;
+        errno = 0;
+        if (*p == '-' || n == capacity) die("--seeds: '%s' is not a list of at most %d seeds (e.g. 1,2,3)", text, capacity);
+        unsigned long long v = strtoull(p, &end, 10);
+        if (end == p || errno || (*end != ',' && *end != '\0'))
+            die("--seeds: '%s' is not a list of seeds (e.g. 1,2,3)", text);
+        seeds[n++] = v;
+        p = *end == ',' ? end + 1 : end;
+    }
+    if (n == 0) die("--seeds: empty list");
+    return n;
+}
+
 static int cmd_run(int argc, char **argv) {
     ExperimentConfig cfg;
     ExperimentOptions options = {0, -1, 0};
     const char *preset = NULL, *out_dir = NULL, *from = NULL;
-    int help = 0;
+    uint64_t seeds[MAX_SEEDS];
+    int help = 0, num_seeds = 0;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--preset") == 0) preset = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--seeds") == 0) num_seeds = parse_seeds(need_value(argc, argv, &i), seeds, MAX_SEEDS);
         else if (strcmp(argv[i], "--out") == 0) out_dir = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--from") == 0) from = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--resume") == 0) options.resume = 1;
@@ -355,12 +376,14 @@ static int cmd_run(int argc, char **argv) {
     if (!preset) preset = from ? "blog" : "quick";
     if (experiment_preset(&cfg, preset) != 0) die_error();
     if (help) {
-        printf("usage: pathformer run [--preset NAME] [--from CHECKPOINT] [--out DIR] [--resume] [--phase NAME]\n"
-               "       [--stop-after N] [key=value ...]\n"
+        printf("usage: pathformer run [--preset NAME] [--from CHECKPOINT] [--seeds 1,2,3] [--out DIR] [--resume]\n"
+               "       [--phase NAME] [--stop-after N] [key=value ...]\n"
                "pre-train, evaluate, fine-tune, evaluate on the five test sets, write DIR/report.html\n"
                "presets:\n");
         for (int i = 0; EXPERIMENT_PRESETS[i]; i++)
             printf("  %-16s %s\n", EXPERIMENT_PRESETS[i], experiment_preset_summary(EXPERIMENT_PRESETS[i]));
+        printf("--seeds 1,2,3: the experiment once per seed (DIR/seed-S), then every number as the mean with a\n"
+               "  95%% interval and the per-seed values beside the published one (DIR/metrics.json, report.html)\n");
         printf("--from CHECKPOINT: no pre-training; the experiment starts from these weights (a model.safetensors,\n"
                "  its optimizer state read from optimizer.safetensors beside it when there is one); preset blog\n"
                "  unless another is given\n"
@@ -379,6 +402,18 @@ static int cmd_run(int argc, char **argv) {
         return 0;
     }
     if (from && experiment_from_checkpoint(&cfg, from) != 0) die_error();
+    if (options.resume && out_dir && num_seeds == 0) {
+        // a folder of runs over seeds continues as one
+        int found = experiment_load_seeds(&cfg, seeds, &num_seeds, out_dir);
+        if (found < 0) die_error();
+        if (found == 0) {
+            if (options.only_phase >= 0) die("run: --phase works on one seed's folder (%s/seed-S)", out_dir);
+            int rc = experiment_run_seeds(&cfg, seeds, num_seeds, out_dir, &options);
+            if (rc < 0) die_error();
+            return rc;
+        }
+        num_seeds = 0;
+    }
     if ((options.resume || options.only_phase >= 0) && out_dir) {
         // the folder's own config when it holds one; overrides given must then match it
         char path[PF_PATH_MAX + 32];
@@ -392,7 +427,7 @@ static int cmd_run(int argc, char **argv) {
     if (options.resume && !out_dir) die("run: --resume needs --out DIR (the run folder to continue)");
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--preset") == 0 || strcmp(argv[i], "--out") == 0 || strcmp(argv[i], "--phase") == 0 ||
-            strcmp(argv[i], "--stop-after") == 0 || strcmp(argv[i], "--from") == 0)
+            strcmp(argv[i], "--stop-after") == 0 || strcmp(argv[i], "--from") == 0 || strcmp(argv[i], "--seeds") == 0)
             i++;
         else if (argv[i][0] != '-' && experiment_set(&cfg, argv[i]) != 0) die_error();
     }
@@ -402,31 +437,20 @@ static int cmd_run(int argc, char **argv) {
         time_t now = time(NULL);
         struct tm tm;
         localtime_r(&now, &tm);
-        snprintf(default_dir, sizeof(default_dir), "runs/run-%s%s-%04d%02d%02d-%02d%02d%02d", preset,
-                 from ? "-from" : "", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        snprintf(default_dir, sizeof(default_dir), "runs/run-%s%s%s-%04d%02d%02d-%02d%02d%02d", preset,
+                 from ? "-from" : "", num_seeds ? "-seeds" : "", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec);
         out_dir = default_dir;
+    }
+    if (num_seeds > 0) {
+        if (options.only_phase >= 0) die("run: --phase works on one seed's folder (DIR/seed-S), not with --seeds");
+        int rc = experiment_run_seeds(&cfg, seeds, num_seeds, out_dir, &options);
+        if (rc < 0) die_error();
+        return rc;
     }
     int rc = experiment_run(&cfg, out_dir, &options);
     if (rc < 0) die_error();
     return rc;
-}
-
-// "1,2,3" into seeds; returns the count or dies.
-static int parse_seeds(const char *text, uint64_t *seeds, int capacity) {
-    int n = 0;
-    const char *p = text;
-    while (*p) {
-        char *end;
-        errno = 0;
-        if (*p == '-' || n == capacity) die("--seeds: '%s' is not a list of at most %d seeds (e.g. 1,2,3)", text, capacity);
-        unsigned long long v = strtoull(p, &end, 10);
-        if (end == p || errno || (*end != ',' && *end != '\0'))
-            die("--seeds: '%s' is not a list of seeds (e.g. 1,2,3)", text);
-        seeds[n++] = v;
-        p = *end == ',' ? end + 1 : end;
-    }
-    if (n == 0) die("--seeds: empty list");
-    return n;
 }
 
 static int cmd_sweep(int argc, char **argv) {

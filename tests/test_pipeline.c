@@ -21,6 +21,7 @@
 #include "report.h"
 #include "rng.h"
 #include "safetensors.h"
+#include "seeds.h"
 
 
 static char scratch[512];
@@ -486,6 +487,52 @@ static void test_pipeline_from_own_run_continues(void **state) {
     free(b);
 }
 
+// The interval arithmetic on known values, and `run --seeds` on the tiny preset: a folder per seed,
+// each the very run `--preset tiny seed=S` gives, and the summary's numbers from their metrics.
+static void test_pipeline_seeds(void **state) {
+    (void)state;
+    double values[] = {1.0, 2.0, 3.0};
+    Interval r = interval95(values, 3);
+    assert_true(fabs(r.mean - 2.0) < 1e-15 && fabs(r.sd - 1.0) < 1e-15);
+    assert_true(fabs(r.half_width - 4.303 / sqrt(3.0)) < 1e-12);  // t(0.975, 2) = 4.303
+    r = interval95(values, 1);
+    assert_true(r.mean == 1.0 && isnan(r.half_width));
+    assert_true(t975(1) == 12.706 && t975(10) == 2.228 && t975(1000) == 1.96);
+
+    char dir[600], single[600];
+    make_dir(dir, sizeof(dir), "run-seeds");
+    make_dir(single, sizeof(single), "run-seed-2");
+    expect_success(RUN("run", "--preset", "tiny", "--seeds", "1,2", "--out", dir, "--stop-after", "3"));
+    assert_false(exists(dir, "metrics.json"));  // stopped inside seed 1's pre-training
+    expect_error(RUN("run", "--out", dir, "--seeds", "1,3", "--resume"), "other seeds", 1);
+    expect_success(RUN("run", "--out", dir, "--resume"));
+    expect_success(RUN("run", "--preset", "tiny", "--out", single, "seed=2"));
+    char *a = test_read_file(dir, "seed-2/eval/tuned-tune.json"), *b = test_read_file(single, "eval/tuned-tune.json");
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    cJSON *metrics = read_json(dir, "metrics.json");
+    cJSON *tuned = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(metrics, "numbers"), 2);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(tuned, "name")), "tuned-tune");
+    double per_seed[2];
+    for (int k = 0; k < 2; k++) {
+        char name[64];
+        snprintf(name, sizeof(name), "seed-%d/eval/tuned-tune.json", k + 1);
+        cJSON *eval = read_json(dir, name);
+        per_seed[k] = number(eval, "mse");
+        cJSON_Delete(eval);
+        assert_true(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(tuned, "values"), k)->valuedouble ==
+                    per_seed[k]);
+    }
+    Interval want = interval95(per_seed, 2);
+    assert_true(fabs(number(tuned, "mean") - want.mean) <= 1e-12 * want.mean);
+    assert_true(fabs(number(tuned, "half_width") - want.half_width) <= 1e-12 * want.half_width);
+    assert_true(cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(tuned, "published_inside_interval")));
+    cJSON_Delete(metrics);
+    assert_true(exists(dir, "report.html"));
+    expect_error(RUN("run", "--preset", "tiny", "--seeds", "1,1", "--out", dir), "twice", 1);
+}
+
 // A run stopped inside pre-training, then one phase at a time, then resumed, ends where an
 // uninterrupted run ends, and finished phases are not redone.
 static void test_pipeline_stop_phase_resume(void **state) {
@@ -642,6 +689,7 @@ int main(void) {
         cmocka_unit_test(test_pipeline_end_to_end),
         cmocka_unit_test(test_pipeline_stop_phase_resume),
         cmocka_unit_test(test_pipeline_from_authors),
+        cmocka_unit_test(test_pipeline_seeds),
         cmocka_unit_test(test_pipeline_from_own_run_continues),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_full_output_folder),
