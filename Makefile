@@ -48,7 +48,7 @@ SAN_TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/asan/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES := $(BENCH_SRC:bench/%.c=$(BUILD)/%)
 
-.PHONY: all probe deps run published test check asan bench clean
+.PHONY: all probe deps run published test check asan bench fuzz fuzz-build clean
 all: probe pathformer $(BENCHES)
 
 probe:
@@ -102,6 +102,36 @@ test: deps
 # PF_SANITIZER=1).
 check: probe pathformer $(TESTS) asan
 	@bash tests/run_tests.sh $(BUILD)
+
+# libFuzzer targets (fuzz/fuzz_NAME.c, clang with ASan + UBSan) over every parser of outside input;
+# `make fuzz` runs each for FUZZ_SECONDS from its seed corpus (fuzz/corpus/NAME), keeping what it
+# finds in $(BUILD)/fuzz/corpus-NAME. Built for plain x86-64: the parsers are the target, and the
+# AVX-512 kernels under clang's sanitizers take minutes to compile.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS = -g -O1 -std=c11 -D_GNU_SOURCE -Isrc -Wno-unknown-pragmas -fno-omit-frame-pointer \
+	-fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/fuzz/%.o)
+FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZERS := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+
+$(BUILD)/fuzz/%.o: src/%.c $(HEADERS) Makefile
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) -lcjson -lm
+
+fuzz-build: $(FUZZERS)
+
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(BUILD)/fuzz/corpus-$$t; \
+		echo "=== fuzz $$t for $(FUZZ_SECONDS) s"; \
+		$(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=$(BUILD)/fuzz/crash-$$t- $(BUILD)/fuzz/corpus-$$t fuzz/corpus/$$t 2>&1 \
+			| grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Done" || exit 1; \
+	done
 
 # Training and inference at the published batch of 2^15 (median of 3 steps), then data generation;
 # each next to its baseline (PyTorch, Python) measured in the same run.

@@ -36,6 +36,15 @@ int losslog_read(LossLog *log, const char *path) {
     size_t size;
     char *text = pf_read_file(path, &size);
     if (!text) return -1;
+    if (strlen(text) != size) {
+        free(text);
+        return pf_fail("%s: not a training log (it holds a NUL byte)", path);
+    }
+    return losslog_parse(log, text, path);
+}
+
+int losslog_parse(LossLog *log, char *text, const char *path) {
+    memset(log, 0, sizeof(*log));
     char *line_end = strchr(text, '\n');
     if (strncmp(text, "step,lr,mse,mse_1", 17) != 0 || !line_end) {
         free(text);
@@ -60,7 +69,7 @@ int losslog_read(LossLog *log, const char *path) {
     char *p = line_end + 1;
     for (long i = 0; i < rows; i++) {
         double step, value;
-        int bad = read_field(&p, &step) != 0 || !isfinite(step);
+        int bad = read_field(&p, &step) != 0 || !(step >= 0 && step < 1e15);
         bad = bad || read_field(&p, &log->lr[i]) != 0 || read_field(&p, &log->mse[i]) != 0;
         log->label_mse[i * (max_label + 1)] = NAN;  // label 0 never occurs
         for (int label = 1; label <= max_label && !bad; label++) {

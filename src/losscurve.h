@@ -17,6 +17,9 @@ typedef struct {
 
 // Reads a train.csv; 0 or -1 with the error set (missing file, unexpected header, bad row).
 int losslog_read(LossLog *log, const char *path);
+// The same from a NUL-terminated text that it takes over (freed, also on failure); path names it
+// in errors.
+int losslog_parse(LossLog *log, char *text, const char *path);
 void losslog_free(LossLog *log);
 // The loss of `label` at row i (NAN when absent).
 static inline double losslog_label(const LossLog *log, long i, int label) {
