@@ -5,15 +5,17 @@
 #include <string.h>
 
 #include "common.h"
-#include "gemm.h"
+#include "ops/gemm.h"
 #include "graph.h"
-#include "ops.h"
+#include "ops/ops.h"
 #include "rng.h"
 
 ModelConfig model_config_default(void) {
     ModelConfig cfg = {.vocab = 17, .seq_len = 16, .d_model = 64, .n_layers = 11, .n_heads = 2, .d_ff = 256};
     return cfg;
 }
+
+_Static_assert(PF_MAX_EDGES + 1 == OPS_MAX_T, "the attention ops' stack scratch must fit the longest sequence");
 
 int model_config_validate(const ModelConfig *cfg) {
     if (cfg->vocab < 2) return pf_fail("vocab must be at least 2 (got %d)", cfg->vocab);

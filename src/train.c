@@ -18,7 +18,7 @@
 #include "common.h"
 #include "eval.h"
 #include "model.h"
-#include "ops.h"
+#include "ops/ops.h"
 
 static volatile sig_atomic_t interrupted = 0;
 

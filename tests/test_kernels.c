@@ -4,8 +4,8 @@
 // build has against the plain-loop backend.
 #include "testutil.h"
 
-#include "gemm.h"
-#include "ops.h"
+#include "ops/gemm.h"
+#include "ops/ops.h"
 #include "rng.h"
 
 // float sums of up to a few hundred products against double: a few ulps of the largest partial sum

@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "graph.h"
+// The longest sequence the attention ops take (they keep rows of scores on the stack): one more than
+// graph.h's PF_MAX_EDGES, the longest the data settings allow (model.c asserts that they agree).
+#define OPS_MAX_T 257
 
 // Sets the thread count of OpenMP and of the BLAS library (n <= 0: all cores); returns it.
 int ops_set_threads(int n);
@@ -45,7 +47,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 
 // Bound of head size x (sequence length rounded up to 16) for the packed kernels' per-thread
 // scratch (floats on the stack): room for the longest sequence the data settings allow.
-#define ATTENTION_SCRATCH ((PF_MAX_EDGES + 1) * (PF_MAX_EDGES + 16))
+#define ATTENTION_SCRATCH (OPS_MAX_T * (OPS_MAX_T + 15))
 
 // The same attention over packed rows: example b owns rows offsets[b] .. offsets[b+1]-1 of qkv
 // (N, 3C) and out (N, C), all real (padding removed, so no mask). att (B, NH, T, T) keeps each

@@ -1,4 +1,4 @@
-#include "ops.h"
+#include "ops/ops.h"
 
 #include <math.h>
 #include <string.h>
@@ -12,8 +12,7 @@ void openblas_set_num_threads(int num_threads);  // OpenBLAS extension; not in e
 #endif
 #include <unistd.h>
 
-#include "gemm.h"
-#include "graph.h"
+#include "ops/gemm.h"
 
 enum { BACKEND_LOOPS, BACKEND_BLAS, BACKEND_KERNELS };
 static const char *const backend_names[] = {"loops", "openblas", "kernels"};
@@ -323,7 +322,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
             const uint8_t *pad_b = pad + (size_t)b * T;
-            float datt[PF_MAX_EDGES + 1];
+            float datt[OPS_MAX_T];
             for (int t = 0; t < T; t++) {
                 const float *a = att + (((size_t)b * NH + h) * T + t) * T;
                 const float *d = dout + ((size_t)b * T + t) * C + h * hs;
@@ -657,7 +656,7 @@ void attention_forward_packed(float *out, float *att, const float *qkv, const fl
             // lanes padded with zero keys to a multiple of 16, so the loops over keys vectorize fully
             int width = (len + 15) & ~15;
             float keys_t[ATTENTION_SCRATCH];  // (hs, width): keys_t[i * width + s] = k_s[i]
-            float scores[PF_MAX_EDGES + 16];
+            float scores[OPS_MAX_T + 15];
             for (int i = 0; i < hs; i++)
                 for (int s = 0; s < width; s++)
                     keys_t[i * width + s] = s < len ? rows[(size_t)s * C3 + C + h * hs + i] : 0.0f;
@@ -733,7 +732,7 @@ void attention_backward_packed(float *dqkv, const float *dout, const float *qkv,
             int width = (len + 15) & ~15;  // zero-padded lanes, as in the forward
             float values_t[ATTENTION_SCRATCH];  // (hs, width): values_t[i * width + s] = v_s[i]
             float dscores[ATTENTION_SCRATCH];   // (len, width): gradient of the scaled scores
-            float datt[PF_MAX_EDGES + 16];
+            float datt[OPS_MAX_T + 15];
             for (int i = 0; i < hs; i++)
                 for (int s = 0; s < width; s++)
                     values_t[i * width + s] = s < len ? rows[(size_t)s * C3 + 2 * C + h * hs + i] : 0.0f;
