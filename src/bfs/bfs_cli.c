@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli.h"
 #include "common.h"
 #include "ops/ops.h"
@@ -76,114 +78,145 @@ static void parse_sigmas(BfsExperiment *exp, const char *text) {
     if (exp->num_sigmas == 0) die("option --sigmas: empty list");
 }
 
+// A parsed `bfs` command line.
+typedef struct {
+    const char *sub;  // the subcommand
+    int is_eval, is_sweep, is_robust, is_noise;
+    BfsConfig cfg;
+    BfsExperiment exp;
+    const char *out_dir, *json_path;
+    int threads;
+} BfsCommand;
+
+// Parses the options after the subcommand argv[0]; dies on bad input. Returns 1 when it printed
+// the help instead.
+static int parse_command(BfsCommand *c, int argc, char **argv) {
+    c->sub = argv[0];
+    c->is_eval = strcmp(c->sub, "eval") == 0;
+    c->is_sweep = strcmp(c->sub, "sweep-n") == 0;
+    c->is_robust = strcmp(c->sub, "robust") == 0;
+    c->is_noise = strcmp(c->sub, "noise") == 0;
+    if (!c->is_eval && !c->is_sweep && !c->is_robust && !c->is_noise)
+        die("bfs: unknown subcommand '%s' (eval, sweep-n, robust, noise; see pathformer bfs --help)", c->sub);
+    c->cfg = (BfsConfig){8, 0, BFS_DEFAULT_SCALE};
+    c->exp = bfs_experiment_default();
+    c->exp.eval_count = (c->is_robust || c->is_noise) ? 4096 : 16384;
+    c->exp.steps = c->is_noise ? 0 : c->exp.steps;
+    c->out_dir = c->json_path = NULL;
+    c->threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
+            fputs(BFS_USAGE, stdout);
+            return 1;
+        } else if (strcmp(o, "--n") == 0) {
+            c->cfg.n = (int)parse_long(o, need_value(argc, argv, &i), -1000000, 1000000);
+        } else if (strcmp(o, "--scale") == 0) {
+            c->cfg.scale = c->exp.scale = (float)parse_double(o, need_value(argc, argv, &i), 1e-3, 100.0);
+        } else if (strcmp(o, "-n") == 0) {
+            c->exp.eval_count = parse_long(o, need_value(argc, argv, &i), 1, 1L << 40);
+        } else if (strcmp(o, "--seed") == 0) {
+            c->exp.seed = parse_u64(o, need_value(argc, argv, &i));
+        } else if (strcmp(o, "--threads") == 0) {
+            c->threads = (int)parse_long(o, need_value(argc, argv, &i), 0, 1024);
+        } else if (strcmp(o, "--target-input") == 0 && !c->is_sweep) {
+            c->cfg.target_input = 1;
+        } else if (strcmp(o, "--json") == 0 && c->is_eval) {
+            c->json_path = need_value(argc, argv, &i);
+        } else if (strcmp(o, "--out") == 0 && !c->is_eval) {
+            c->out_dir = need_value(argc, argv, &i);
+        } else if (strcmp(o, "--n-min") == 0 && c->is_sweep) {
+            c->exp.n_min = (int)parse_long(o, need_value(argc, argv, &i), BFS_MIN_N, BFS_MAX_N);
+        } else if (strcmp(o, "--n-max") == 0 && c->is_sweep) {
+            c->exp.n_max = (int)parse_long(o, need_value(argc, argv, &i), BFS_MIN_N, BFS_MAX_N);
+        } else if (strcmp(o, "--matrix") == 0 && c->is_robust) {
+            parse_kinds(&c->exp, need_value(argc, argv, &i));
+        } else if (strcmp(o, "--index") == 0 && c->is_robust) {
+            c->exp.matrix_index = (int)parse_long(o, need_value(argc, argv, &i), 0, BFS_MAX_N);
+        } else if (strcmp(o, "--threshold") == 0 && c->is_robust) {
+            c->exp.threshold = parse_double(o, need_value(argc, argv, &i), 0.0, 1e9);
+        } else if (strcmp(o, "--sigmas") == 0 && c->is_noise) {
+            parse_sigmas(&c->exp, need_value(argc, argv, &i));
+        } else if (strcmp(o, "--seeds") == 0 && (c->is_robust || c->is_noise)) {
+            c->exp.seeds = (int)parse_long(o, need_value(argc, argv, &i), 1, 1000000);
+        } else if (strcmp(o, "--steps") == 0 && (c->is_robust || c->is_noise)) {
+            c->exp.steps = parse_long(o, need_value(argc, argv, &i), 0, 1L << 40);
+        } else if (strcmp(o, "--lr") == 0 && (c->is_robust || c->is_noise)) {
+            c->exp.lr = parse_double(o, need_value(argc, argv, &i), 0.0, 10.0);
+        } else if (strcmp(o, "--batch") == 0 && (c->is_robust || c->is_noise)) {
+            c->exp.batch = (int)parse_long(o, need_value(argc, argv, &i), 1, 1 << 16);
+        } else {
+            die("bfs %s: unknown option '%s' (see pathformer bfs --help)", c->sub, o);
+        }
+    }
+    if (c->exp.n_min > c->exp.n_max) die("bfs sweep-n: --n-min %d is above --n-max %d", c->exp.n_min, c->exp.n_max);
+    if (bfs_config_validate(&c->cfg) != 0) die_error();
+    return 0;
+}
+
+// `bfs eval`: the construction on fresh graphs, a table on stdout and, with --json, the summary.
+static int run_eval(const BfsCommand *c) {
+    BfsModel model;
+    bfs_model_create(&model, &c->cfg, 256, 0);
+    bfs_construct(&model);
+    BfsEval r;
+    double start = pf_now_seconds();
+    bfs_evaluate(&r, &model, c->exp.seed, c->exp.eval_count);
+    double seconds = pf_now_seconds() - start;
+    bfs_model_free(&model);
+    printf("bfs N=%d %s scale %g: %ld graphs, MSE %.4g, accuracy %.6f, max |error| %.4g (%.0f graphs/s)\n", c->cfg.n,
+           c->cfg.target_input ? "dist(1,t)" : "dist(1,2)", (double)c->cfg.scale, r.count, bfs_eval_mse(&r),
+           (double)r.correct / r.count, r.max_error, r.count / seconds);
+    printf("label  count     MSE\n");
+    for (int label = 0; label <= c->cfg.n + 1; label++)
+        if (r.label_count[label])
+            printf("%5d%s %6ld  %.4g\n", label, label == c->cfg.n + 1 ? "*" : " ", r.label_count[label],
+                   r.label_sse[label] / r.label_count[label]);
+    printf("(* = unreachable)\n");
+    if (!c->json_path) return 0;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddNumberToObject(root, "n", c->cfg.n);
+    cJSON_AddBoolToObject(root, "target_input", c->cfg.target_input);
+    cJSON_AddNumberToObject(root, "scale", c->cfg.scale);
+    cJSON_AddNumberToObject(root, "seed", (double)c->exp.seed);
+    cJSON_AddNumberToObject(root, "count", (double)r.count);
+    cJSON_AddNumberToObject(root, "mse", bfs_eval_mse(&r));
+    cJSON_AddNumberToObject(root, "accuracy", (double)r.correct / r.count);
+    cJSON_AddNumberToObject(root, "max_error", r.max_error);
+    int rc = pf_write_json_atomic(c->json_path, root, 1);
+    cJSON_Delete(root);
+    if (rc != 0) die_error();
+    return 0;
+}
+
+// `bfs sweep-n|robust|noise`: the experiment's files in its folder, then its report.html.
+static int run_experiment(const BfsCommand *c, int argc, char **argv) {
+    char default_dir[64];
+    const char *out_dir = c->out_dir;
+    if (!out_dir) {
+        snprintf(default_dir, sizeof(default_dir), "runs/bfs-%s", c->sub);
+        out_dir = default_dir;
+    }
+    int rc = c->is_sweep    ? bfs_run_sweep_n(&c->exp, out_dir)
+             : c->is_robust ? bfs_run_robust(&c->cfg, &c->exp, out_dir)
+                            : bfs_run_noise(&c->cfg, &c->exp, out_dir);
+    if (rc != 0) die_error();
+    // The results are on disk already: a report that cannot be written is only noted.
+    if (bfs_write_report(out_dir, argc, argv) == 0)
+        fprintf(stderr, "report: %s/report.html\n", out_dir);
+    else
+        fprintf(stderr, "report: not written (%s)\n", pf_last_error());
+    printf("results in %s\n", out_dir);
+    return 0;
+}
+
 int bfs_main(int argc, char **argv) {
     if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 || strcmp(argv[0], "help") == 0) {
         fputs(BFS_USAGE, argc < 1 ? stderr : stdout);
         return argc < 1 ? EXIT_FAILURE : 0;
     }
-    const char *sub = argv[0];
-    int is_eval = strcmp(sub, "eval") == 0, is_sweep = strcmp(sub, "sweep-n") == 0;
-    int is_robust = strcmp(sub, "robust") == 0, is_noise = strcmp(sub, "noise") == 0;
-    if (!is_eval && !is_sweep && !is_robust && !is_noise)
-        die("bfs: unknown subcommand '%s' (eval, sweep-n, robust, noise; see pathformer bfs --help)", sub);
-    BfsConfig cfg = {8, 0, BFS_DEFAULT_SCALE};
-    BfsExperiment exp = bfs_experiment_default();
-    exp.eval_count = (is_robust || is_noise) ? 4096 : 16384;
-    exp.steps = is_noise ? 0 : exp.steps;
-    const char *out_dir = NULL, *json_path = NULL;
-    int threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
-            fputs(BFS_USAGE, stdout);
-            return 0;
-        } else if (strcmp(o, "--n") == 0) {
-            cfg.n = (int)parse_long(o, need_value(argc, argv, &i), -1000000, 1000000);
-        } else if (strcmp(o, "--scale") == 0) {
-            cfg.scale = exp.scale = (float)parse_double(o, need_value(argc, argv, &i), 1e-3, 100.0);
-        } else if (strcmp(o, "-n") == 0) {
-            exp.eval_count = parse_long(o, need_value(argc, argv, &i), 1, 1L << 40);
-        } else if (strcmp(o, "--seed") == 0) {
-            exp.seed = parse_u64(o, need_value(argc, argv, &i));
-        } else if (strcmp(o, "--threads") == 0) {
-            threads = (int)parse_long(o, need_value(argc, argv, &i), 0, 1024);
-        } else if (strcmp(o, "--target-input") == 0 && !is_sweep) {
-            cfg.target_input = 1;
-        } else if (strcmp(o, "--json") == 0 && is_eval) {
-            json_path = need_value(argc, argv, &i);
-        } else if (strcmp(o, "--out") == 0 && !is_eval) {
-            out_dir = need_value(argc, argv, &i);
-        } else if (strcmp(o, "--n-min") == 0 && is_sweep) {
-            exp.n_min = (int)parse_long(o, need_value(argc, argv, &i), BFS_MIN_N, BFS_MAX_N);
-        } else if (strcmp(o, "--n-max") == 0 && is_sweep) {
-            exp.n_max = (int)parse_long(o, need_value(argc, argv, &i), BFS_MIN_N, BFS_MAX_N);
-        } else if (strcmp(o, "--matrix") == 0 && is_robust) {
-            parse_kinds(&exp, need_value(argc, argv, &i));
-        } else if (strcmp(o, "--index") == 0 && is_robust) {
-            exp.matrix_index = (int)parse_long(o, need_value(argc, argv, &i), 0, BFS_MAX_N);
-        } else if (strcmp(o, "--threshold") == 0 && is_robust) {
-            exp.threshold = parse_double(o, need_value(argc, argv, &i), 0.0, 1e9);
-        } else if (strcmp(o, "--sigmas") == 0 && is_noise) {
-            parse_sigmas(&exp, need_value(argc, argv, &i));
-        } else if (strcmp(o, "--seeds") == 0 && (is_robust || is_noise)) {
-            exp.seeds = (int)parse_long(o, need_value(argc, argv, &i), 1, 1000000);
-        } else if (strcmp(o, "--steps") == 0 && (is_robust || is_noise)) {
-            exp.steps = parse_long(o, need_value(argc, argv, &i), 0, 1L << 40);
-        } else if (strcmp(o, "--lr") == 0 && (is_robust || is_noise)) {
-            exp.lr = parse_double(o, need_value(argc, argv, &i), 0.0, 10.0);
-        } else if (strcmp(o, "--batch") == 0 && (is_robust || is_noise)) {
-            exp.batch = (int)parse_long(o, need_value(argc, argv, &i), 1, 1 << 16);
-        } else {
-            die("bfs %s: unknown option '%s' (see pathformer bfs --help)", sub, o);
-        }
-    }
-    if (exp.n_min > exp.n_max) die("bfs sweep-n: --n-min %d is above --n-max %d", exp.n_min, exp.n_max);
-    if (bfs_config_validate(&cfg) != 0) die_error();
-    ops_set_threads(threads);
-    char default_dir[64];
-    if (!out_dir) {
-        snprintf(default_dir, sizeof(default_dir), "runs/bfs-%s", sub);
-        out_dir = default_dir;
-    }
-    int rc = 0;
-    if (is_sweep) rc = bfs_run_sweep_n(&exp, out_dir);
-    else if (is_robust) rc = bfs_run_robust(&cfg, &exp, out_dir);
-    else if (is_noise) rc = bfs_run_noise(&cfg, &exp, out_dir);
-    if (rc != 0) die_error();
-    if (!is_eval) {
-        // The results are on disk already: a report that cannot be written is only noted.
-        if (bfs_write_report(out_dir, argc, argv) == 0)
-            fprintf(stderr, "report: %s/report.html\n", out_dir);
-        else
-            fprintf(stderr, "report: not written (%s)\n", pf_last_error());
-        printf("results in %s\n", out_dir);
-        return 0;
-    }
-    BfsModel model;
-    bfs_model_create(&model, &cfg, 256, 0);
-    bfs_construct(&model);
-    BfsEval r;
-    double start = pf_now_seconds();
-    bfs_evaluate(&r, &model, exp.seed, exp.eval_count);
-    double seconds = pf_now_seconds() - start;
-    printf("bfs N=%d %s scale %g: %ld graphs, MSE %.4g, accuracy %.6f, max |error| %.4g (%.0f graphs/s)\n", cfg.n,
-           cfg.target_input ? "dist(1,t)" : "dist(1,2)", (double)cfg.scale, r.count, bfs_eval_mse(&r),
-           (double)r.correct / r.count, r.max_error, r.count / seconds);
-    printf("label  count     MSE\n");
-    for (int label = 0; label <= cfg.n + 1; label++)
-        if (r.label_count[label])
-            printf("%5d%s %6ld  %.4g\n", label, label == cfg.n + 1 ? "*" : " ", r.label_count[label],
-                   r.label_sse[label] / r.label_count[label]);
-    printf("(* = unreachable)\n");
-    if (json_path) {
-        char json[512];
-        snprintf(json, sizeof(json),
-                 "{\"n\": %d, \"target_input\": %s, \"scale\": %g, \"seed\": %llu, \"count\": %ld, \"mse\": %.9g,"
-                 " \"accuracy\": %.9g, \"max_error\": %.9g}\n",
-                 cfg.n, cfg.target_input ? "true" : "false", (double)cfg.scale, (unsigned long long)exp.seed, r.count,
-                 bfs_eval_mse(&r), (double)r.correct / r.count, r.max_error);
-        if (pf_write_file_atomic(json_path, json, strlen(json)) != 0) die_error();
-    }
-    bfs_model_free(&model);
-    return 0;
+    BfsCommand command;
+    if (parse_command(&command, argc, argv)) return 0;
+    ops_set_threads(command.threads);
+    return command.is_eval ? run_eval(&command) : run_experiment(&command, argc, argv);
 }
