@@ -15,6 +15,7 @@ Areas, and what each may depend on:
   bfs         src/bfs/: base, ops, core, experiment (its report uses the HTML machinery)
   interp      src/interp/: base, ops, core, experiment
   main        src/main.c: anything
+A private header (ops/backend.h, the ops' backend seam) is for its own area's files alone.
 Usage: check_layers.py [--objects BUILD/obj]. Prints each violation and cycle; exits 1 if any.
 """
 import os
@@ -35,6 +36,7 @@ ALLOWED = {
     "interp": {"base", "ops", "core", "experiment", "interp"},
     "main": {"base", "ops", "core", "experiment", "bfs", "interp", "main"},
 }
+PRIVATE = {"ops/backend": "ops"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 
 
@@ -75,6 +77,9 @@ def include_graph(problems):
                 problems.append(f"{os.path.relpath(path, ROOT)}: includes \"{name}\", not a header of src/")
                 continue
             target = module_of(found)
+            if target in PRIVATE and area_of(module) != PRIVATE[target]:
+                where = os.path.relpath(path, ROOT)
+                problems.append(f"{where}: includes \"{name}\", private to src/{PRIVATE[target]}/")
             if target != module:
                 graph[module].setdefault(target, f"{os.path.relpath(path, ROOT)} includes \"{name}\"")
     return graph

@@ -87,7 +87,7 @@ typedef enum {
 typedef struct {
     float *encoded;   // (B, T, C) embedding output, the input of layer 0
     float *qkv;       // (L, B, T, 3C)
-    float *att;       // (L, B, NH, T, T) softmax probabilities
+    float *att;       // (L, B, NH, T, T) softmax probabilities, in the attention backend's layout (ops.h)
     float *atty;      // (L, B, T, C) attention output before the projection
     float *attproj;   // (B, C) the last layer's output projection, on readout rows only (the other
                       // layers add theirs into res1 in the product's output pass)
