@@ -5,6 +5,7 @@
 #   make published  the published numbers in about five minutes: fine-tuning and every test from the
 #               authors' pre-trained weights (`pathformer run --from`, preset blog)
 #   make asan   the sanitizer (ASan + UBSan) build of the tests and the binary
+#   make layers the layout's rules: one-way dependencies between the areas of src/, no cycles
 #   make bench  benchmarks, with the PyTorch baseline measured in the same run
 
 CC ?= cc
@@ -38,17 +39,20 @@ endif
 HAVE_CJSON := $(call probe,cjson,-lcjson)
 HAVE_CMOCKA := $(call probe,cmocka,-lcmocka)
 
-LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+# The core in src/, each area in a folder of its own (README: Layout). Objects mirror the source
+# tree (build/obj/ops/ops.o), so files of the same name in two areas do not collide.
+AREAS := ops experiment bfs interp
+LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c $(AREAS:%=src/%/*.c)))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 SAN_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/asan/%.o)
-HEADERS := $(wildcard src/*.h)
+HEADERS := $(wildcard src/*.h $(AREAS:%=src/%/*.h))
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/%)
 SAN_TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/asan/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES := $(BENCH_SRC:bench/%.c=$(BUILD)/%)
 
-.PHONY: all probe deps run published test check asan bench fuzz fuzz-build clean
+.PHONY: all probe deps run published test check layers asan bench fuzz fuzz-build clean
 all: probe pathformer $(BENCHES)
 
 probe:
@@ -58,10 +62,12 @@ probe:
 pathformer: $(LIB_OBJ) $(BUILD)/obj/main.o
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/obj/%.o: src/%.c $(HEADERS) Makefile | $(BUILD)/obj
+$(BUILD)/obj/%.o: src/%.c $(HEADERS) Makefile
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/asan/%.o: src/%.c $(HEADERS) Makefile | $(BUILD)/asan
+$(BUILD)/asan/%.o: src/%.c $(HEADERS) Makefile
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -c -o $@ $<
 
 $(BUILD)/test_%: tests/test_%.c tests/testutil.h $(LIB_OBJ) $(HEADERS)
@@ -75,9 +81,6 @@ $(BUILD)/asan/pathformer: $(SAN_OBJ) $(BUILD)/asan/main.o
 
 $(BUILD)/bench_%: bench/bench_%.c $(LIB_OBJ) $(HEADERS)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
-
-$(BUILD)/obj $(BUILD)/asan:
-	mkdir -p $@
 
 asan: $(SAN_TESTS) $(BUILD)/asan/pathformer
 
@@ -129,9 +132,15 @@ fuzz: fuzz-build
 		mkdir -p $(BUILD)/fuzz/corpus-$$t; \
 		echo "=== fuzz $$t for $(FUZZ_SECONDS) s"; \
 		$(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-			-artifact_prefix=$(BUILD)/fuzz/crash-$$t- $(BUILD)/fuzz/corpus-$$t fuzz/corpus/$$t 2>&1 \
-			| grep -E "stat::number_of_executed_units|ERROR|SUMMARY|Done" || exit 1; \
+			-artifact_prefix=$(BUILD)/fuzz/crash-$$t- $(BUILD)/fuzz/corpus-$$t fuzz/corpus/$$t \
+			> $(BUILD)/fuzz/$$t.log 2>&1; status=$$?; \
+		grep -E "stat::number_of_executed_units|SUMMARY" $(BUILD)/fuzz/$$t.log; \
+		[ $$status -eq 0 ] || { tail -40 $(BUILD)/fuzz/$$t.log; exit 1; }; \
 	done
+
+# The layout's rules alone (make check runs them too): one-way dependencies between areas, no cycles.
+layers: pathformer
+	python3 scripts/check_layers.py --objects $(BUILD)/obj
 
 # Training and inference at the published batch of 2^15 (median of 3 steps), then data generation;
 # each next to its baseline (PyTorch, Python) measured in the same run.

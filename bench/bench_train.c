@@ -25,7 +25,7 @@ void openblas_set_num_threads(int num_threads);
 #include "config.h"
 #include "eval.h"
 #include "model.h"
-#include "ops.h"
+#include "ops/ops.h"
 #include "train.h"
 
 static int compare_doubles(const void *a, const void *b) {

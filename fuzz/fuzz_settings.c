@@ -1,7 +1,7 @@
 // Settings: a run's config.json (config_from_json, then the checks of config_finalize), a key=value
 // assignment, and an experiment's experiment.json.
 #include "config.h"
-#include "experiment.h"
+#include "experiment/experiment.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

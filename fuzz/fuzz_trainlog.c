@@ -1,6 +1,6 @@
 // train.csv as the report and sweeps read it back.
 #include "fuzz.h"
-#include "losscurve.h"
+#include "experiment/losscurve.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     LossLog log;

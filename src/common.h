@@ -8,6 +8,8 @@
 #include <stdio.h>
 
 #define PF_VERSION "0.1.0"
+// Longest path a run folder or checkpoint setting may hold.
+#define PF_PATH_MAX 1024
 
 void *malloc_check(size_t size, const char *file, int line);
 void *calloc_check(size_t count, size_t size, const char *file, int line);

@@ -7,10 +7,9 @@
 #include <stdio.h>
 
 #include "adam.h"
+#include "common.h"
 #include "graph.h"
 #include "model.h"
-
-#define PF_PATH_MAX 1024
 
 typedef struct {
     DataConfig data;

@@ -1,24 +1,24 @@
 // The command line: gen, train, eval, predict.
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "batch.h"
-#include "bfs.h"
+#include "cli.h"
 #include "common.h"
 #include "config.h"
 #include "eval.h"
-#include "experiment.h"
+#include "experiment/experiment.h"
 #include "graph.h"
 #include "interop.h"
-#include "seeds.h"
-#include "sweep.h"
+#include "experiment/seeds.h"
+#include "experiment/sweep.h"
 #include "model.h"
-#include "ops.h"
+#include "ops/ops.h"
 #include "train.h"
+#include "bfs/bfs_cli.h"
 
 static const char *USAGE =
     "usage: pathformer COMMAND [options]\n"
@@ -42,43 +42,6 @@ static const char *USAGE =
     "  keys     list every setting with its default\n"
     "data sets: pretrain, tune, onpath-small-target, onpath-large-target, any-small,\n"
     "           any-large-small-target, any-large-large-target\n";
-
-// Exits with a one-line error.
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...) {
-    va_list args;
-    va_start(args, fmt);
-    fprintf(stderr, "pathformer: ");
-    vfprintf(stderr, fmt, args);
-    fprintf(stderr, "\n");
-    va_end(args);
-    exit(EXIT_FAILURE);
-}
-
-static void die_error(void) { die("%s", pf_last_error()); }
-
-static const char *need_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) die("option %s needs a value", argv[*i]);
-    return argv[++*i];
-}
-
-static long parse_long(const char *option, const char *text, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (end == text || *end != '\0' || errno || v < lo || v > hi)
-        die("option %s: '%s' is not an integer in %ld..%ld", option, text, lo, hi);
-    return v;
-}
-
-static uint64_t parse_u64(const char *option, const char *text) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (end == text || *end != '\0' || errno || text[0] == '-')
-        die("option %s: '%s' is not a non-negative integer", option, text);
-    return v;
-}
 
 static FILE *open_output(const char *path) {
     if (!path || strcmp(path, "-") == 0) return stdout;
@@ -533,190 +496,6 @@ static int cmd_import(int argc, char **argv) {
     return 0;
 }
 
-static const char *BFS_USAGE =
-    "usage: pathformer bfs SUBCOMMAND [options]    the hand-built BFS transformer (SPEC 5)\n"
-    "  eval     [--n N] [--target-input] [--scale S] [-n COUNT] [--seed S] [--json FILE]\n"
-    "           MSE, accuracy and per-label MSE of the construction on COUNT random graphs\n"
-    "  sweep-n  [--n-min A] [--n-max B] [--scale S] [-n COUNT] [--seed S] [--out DIR]\n"
-    "           MSE for every N in A..B (default 3..15), dist(1,2) and dist(1,t) variants\n"
-    "  robust   [--n N] [--target-input] [--scale S] [--matrix LIST] [--index I] [--seeds K] [--steps S]\n"
-    "           [--lr X] [--batch B] [--threshold T] [-n COUNT] [--seed S] [--out DIR]\n"
-    "           replace one weight matrix by N(0,1) entries, retrain with Adam, log the loss per step\n"
-    "  noise    [--n N] [--target-input] [--scale S] [--sigmas A,B,...] [--seeds K] [--steps S] [--lr X]\n"
-    "           [--batch B] [-n COUNT] [--seed S] [--out DIR]\n"
-    "           add sigma N(0,1) to every weight; MSE per sigma (and after S Adam steps when S > 0)\n"
-    "options:\n"
-    "  --n N            vertices = layers = reach heads, 3..31 (default 8, the published size)\n"
-    "  --target-input   answer dist(1,t), t uniform in 2..N given on the answer token (default dist(1,2))\n"
-    "  --scale S        multiplies every attention score of the construction (default 2; 1 = the\n"
-    "                   published constants 12/30/42/7, MSE ~8e-5 at N = 8)\n"
-    "  --matrix LIST    comma list of reach_q, reach_k, reach_v, record_q, record_k, record_v, random\n"
-    "                   (a random kind per run, as the blog) or all (every kind; default)\n"
-    "  --index I        which matrix of the kind, 0..N-1 (reach head j+1 or layer I; default random)\n"
-    "  --seeds K        runs per matrix kind or per sigma (default 5)\n"
-    "  --steps S        Adam steps per run (robust default 10000, noise default 0)\n"
-    "  --lr X, --batch B   Adam learning rate and batch (default 1e-6, 512, as the blog)\n"
-    "  --threshold T    robust: a run has recovered once its batch MSE is below T (default 0.01)\n"
-    "  -n COUNT         evaluation graphs (default 16384; robust/noise 4096)\n"
-    "  --sigmas LIST    default 1e-6,1e-5,1e-4,1e-3,0.01,0.1,1\n"
-    "  --seed S, --threads T, --out DIR (default runs/bfs-SUBCOMMAND)\n"
-    "files: sweep_n.{csv,json}, robust_loss.csv, robust.json, noise.{csv,json}, and Vega-Lite v5\n"
-    "specs *.vl.json with their data inlined; report.html shows the settings, a summary table and\n"
-    "the figures\n";
-
-static double bfs_parse_double(const char *option, const char *text, double lo, double hi) {
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (end == text || *end != '\0' || errno || !(v >= lo && v <= hi))
-        die("option %s: '%s' is not a number in %g..%g", option, text, lo, hi);
-    return v;
-}
-
-// "--matrix reach_q,record_v,random" into a kind list ended by -2 (-1: a random kind per run).
-static void bfs_parse_kinds(BfsExperiment *exp, const char *text) {
-    char buf[256];
-    if (strlen(text) >= sizeof(buf)) die("option --matrix: list too long");
-    strcpy(buf, text);
-    int count = 0;
-    for (char *save = NULL, *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-        int all = strcmp(item, "all") == 0;
-        int kind = all || strcmp(item, "random") == 0 ? -1 : bfs_kind_lookup(item);
-        if (kind == -1 && !all && strcmp(item, "random") != 0) die_error();
-        for (int k = all ? 0 : kind; k < (all ? BFS_NUM_KINDS : kind + 1); k++) {
-            if (count == BFS_NUM_KINDS) die("option --matrix: at most %d entries", BFS_NUM_KINDS);
-            exp->kinds[count++] = k;
-        }
-    }
-    if (count == 0) die("option --matrix: empty list");
-    exp->kinds[count] = -2;
-}
-
-static void bfs_parse_sigmas(BfsExperiment *exp, const char *text) {
-    char buf[1024];
-    if (strlen(text) >= sizeof(buf)) die("option --sigmas: list too long");
-    strcpy(buf, text);
-    int max = (int)(sizeof(exp->sigmas) / sizeof(exp->sigmas[0]));
-    exp->num_sigmas = 0;
-    for (char *save = NULL, *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-        if (exp->num_sigmas == max) die("option --sigmas: at most %d values", max);
-        exp->sigmas[exp->num_sigmas++] = bfs_parse_double("--sigmas", item, 0.0, 1e3);
-    }
-    if (exp->num_sigmas == 0) die("option --sigmas: empty list");
-}
-
-static int cmd_bfs(int argc, char **argv) {
-    if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 || strcmp(argv[0], "help") == 0) {
-        fputs(BFS_USAGE, argc < 1 ? stderr : stdout);
-        return argc < 1 ? EXIT_FAILURE : 0;
-    }
-    const char *sub = argv[0];
-    int is_eval = strcmp(sub, "eval") == 0, is_sweep = strcmp(sub, "sweep-n") == 0;
-    int is_robust = strcmp(sub, "robust") == 0, is_noise = strcmp(sub, "noise") == 0;
-    if (!is_eval && !is_sweep && !is_robust && !is_noise)
-        die("bfs: unknown subcommand '%s' (eval, sweep-n, robust, noise; see pathformer bfs --help)", sub);
-    BfsConfig cfg = {8, 0, BFS_DEFAULT_SCALE};
-    BfsExperiment exp = bfs_experiment_default();
-    exp.eval_count = (is_robust || is_noise) ? 4096 : 16384;
-    exp.steps = is_noise ? 0 : exp.steps;
-    const char *out_dir = NULL, *json_path = NULL;
-    int threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
-            fputs(BFS_USAGE, stdout);
-            return 0;
-        } else if (strcmp(o, "--n") == 0) {
-            cfg.n = (int)parse_long(o, need_value(argc, argv, &i), -1000000, 1000000);
-        } else if (strcmp(o, "--scale") == 0) {
-            cfg.scale = exp.scale = (float)bfs_parse_double(o, need_value(argc, argv, &i), 1e-3, 100.0);
-        } else if (strcmp(o, "-n") == 0) {
-            exp.eval_count = parse_long(o, need_value(argc, argv, &i), 1, 1L << 40);
-        } else if (strcmp(o, "--seed") == 0) {
-            exp.seed = parse_u64(o, need_value(argc, argv, &i));
-        } else if (strcmp(o, "--threads") == 0) {
-            threads = (int)parse_long(o, need_value(argc, argv, &i), 0, 1024);
-        } else if (strcmp(o, "--target-input") == 0 && !is_sweep) {
-            cfg.target_input = 1;
-        } else if (strcmp(o, "--json") == 0 && is_eval) {
-            json_path = need_value(argc, argv, &i);
-        } else if (strcmp(o, "--out") == 0 && !is_eval) {
-            out_dir = need_value(argc, argv, &i);
-        } else if (strcmp(o, "--n-min") == 0 && is_sweep) {
-            exp.n_min = (int)parse_long(o, need_value(argc, argv, &i), BFS_MIN_N, BFS_MAX_N);
-        } else if (strcmp(o, "--n-max") == 0 && is_sweep) {
-            exp.n_max = (int)parse_long(o, need_value(argc, argv, &i), BFS_MIN_N, BFS_MAX_N);
-        } else if (strcmp(o, "--matrix") == 0 && is_robust) {
-            bfs_parse_kinds(&exp, need_value(argc, argv, &i));
-        } else if (strcmp(o, "--index") == 0 && is_robust) {
-            exp.matrix_index = (int)parse_long(o, need_value(argc, argv, &i), 0, BFS_MAX_N);
-        } else if (strcmp(o, "--threshold") == 0 && is_robust) {
-            exp.threshold = bfs_parse_double(o, need_value(argc, argv, &i), 0.0, 1e9);
-        } else if (strcmp(o, "--sigmas") == 0 && is_noise) {
-            bfs_parse_sigmas(&exp, need_value(argc, argv, &i));
-        } else if (strcmp(o, "--seeds") == 0 && (is_robust || is_noise)) {
-            exp.seeds = (int)parse_long(o, need_value(argc, argv, &i), 1, 1000000);
-        } else if (strcmp(o, "--steps") == 0 && (is_robust || is_noise)) {
-            exp.steps = parse_long(o, need_value(argc, argv, &i), 0, 1L << 40);
-        } else if (strcmp(o, "--lr") == 0 && (is_robust || is_noise)) {
-            exp.lr = bfs_parse_double(o, need_value(argc, argv, &i), 0.0, 10.0);
-        } else if (strcmp(o, "--batch") == 0 && (is_robust || is_noise)) {
-            exp.batch = (int)parse_long(o, need_value(argc, argv, &i), 1, 1 << 16);
-        } else {
-            die("bfs %s: unknown option '%s' (see pathformer bfs --help)", sub, o);
-        }
-    }
-    if (exp.n_min > exp.n_max) die("bfs sweep-n: --n-min %d is above --n-max %d", exp.n_min, exp.n_max);
-    if (bfs_config_validate(&cfg) != 0) die_error();
-    ops_set_threads(threads);
-    char default_dir[64];
-    if (!out_dir) {
-        snprintf(default_dir, sizeof(default_dir), "runs/bfs-%s", sub);
-        out_dir = default_dir;
-    }
-    int rc = 0;
-    if (is_sweep) rc = bfs_run_sweep_n(&exp, out_dir);
-    else if (is_robust) rc = bfs_run_robust(&cfg, &exp, out_dir);
-    else if (is_noise) rc = bfs_run_noise(&cfg, &exp, out_dir);
-    if (rc != 0) die_error();
-    if (!is_eval) {
-        // The results are on disk already: a report that cannot be written is only noted.
-        if (bfs_write_report(out_dir, argc, argv) == 0)
-            fprintf(stderr, "report: %s/report.html\n", out_dir);
-        else
-            fprintf(stderr, "report: not written (%s)\n", pf_last_error());
-        printf("results in %s\n", out_dir);
-        return 0;
-    }
-    BfsModel model;
-    bfs_model_create(&model, &cfg, 256, 0);
-    bfs_construct(&model);
-    BfsEval r;
-    double start = pf_now_seconds();
-    bfs_evaluate(&r, &model, exp.seed, exp.eval_count);
-    double seconds = pf_now_seconds() - start;
-    printf("bfs N=%d %s scale %g: %ld graphs, MSE %.4g, accuracy %.6f, max |error| %.4g (%.0f graphs/s)\n", cfg.n,
-           cfg.target_input ? "dist(1,t)" : "dist(1,2)", (double)cfg.scale, r.count, bfs_eval_mse(&r),
-           (double)r.correct / r.count, r.max_error, r.count / seconds);
-    printf("label  count     MSE\n");
-    for (int label = 0; label <= cfg.n + 1; label++)
-        if (r.label_count[label])
-            printf("%5d%s %6ld  %.4g\n", label, label == cfg.n + 1 ? "*" : " ", r.label_count[label],
-                   r.label_sse[label] / r.label_count[label]);
-    printf("(* = unreachable)\n");
-    if (json_path) {
-        char json[512];
-        snprintf(json, sizeof(json),
-                 "{\"n\": %d, \"target_input\": %s, \"scale\": %g, \"seed\": %llu, \"count\": %ld, \"mse\": %.9g,"
-                 " \"accuracy\": %.9g, \"max_error\": %.9g}\n",
-                 cfg.n, cfg.target_input ? "true" : "false", (double)cfg.scale, (unsigned long long)exp.seed, r.count,
-                 bfs_eval_mse(&r), (double)r.correct / r.count, r.max_error);
-        if (pf_write_file_atomic(json_path, json, strlen(json)) != 0) die_error();
-    }
-    bfs_model_free(&model);
-    return 0;
-}
-
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
@@ -732,7 +511,7 @@ int main(int argc, char **argv) {
     if (strcmp(command, "sweep") == 0) return cmd_sweep(argc, argv);
     if (strcmp(command, "eval") == 0) return cmd_eval(argc, argv);
     if (strcmp(command, "predict") == 0) return cmd_predict(argc, argv);
-    if (strcmp(command, "bfs") == 0) return cmd_bfs(argc, argv);
+    if (strcmp(command, "bfs") == 0) return bfs_main(argc, argv);
     if (strcmp(command, "keys") == 0) {
         RunConfig cfg;
         config_preset(&cfg, "blog-pretrain");

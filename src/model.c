@@ -5,15 +5,17 @@
 #include <string.h>
 
 #include "common.h"
-#include "gemm.h"
+#include "ops/gemm.h"
 #include "graph.h"
-#include "ops.h"
+#include "ops/ops.h"
 #include "rng.h"
 
 ModelConfig model_config_default(void) {
     ModelConfig cfg = {.vocab = 17, .seq_len = 16, .d_model = 64, .n_layers = 11, .n_heads = 2, .d_ff = 256};
     return cfg;
 }
+
+_Static_assert(PF_MAX_EDGES + 1 == OPS_MAX_T, "the attention ops' stack scratch must fit the longest sequence");
 
 int model_config_validate(const ModelConfig *cfg) {
     if (cfg->vocab < 2) return pf_fail("vocab must be at least 2 (got %d)", cfg->vocab);
@@ -35,27 +37,38 @@ int model_config_validate(const ModelConfig *cfg) {
 }
 
 static const char *const PARAM_SUFFIX[NUM_PARAM_TENSORS] = {
-    "embedding.weight",       "self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight",
-    "self_attn.out_proj.bias", "linear1.weight",          "linear1.bias",           "linear2.weight",
-    "linear2.bias",           "norm1.weight",             "norm1.bias",             "norm2.weight",
-    "norm2.bias",             "fc_out.weight",            "fc_out.bias",
+    [PARAM_EMBEDDING] = "embedding.weight",
+    [PARAM_IN_PROJ_W] = "self_attn.in_proj_weight",
+    [PARAM_IN_PROJ_B] = "self_attn.in_proj_bias",
+    [PARAM_OUT_PROJ_W] = "self_attn.out_proj.weight",
+    [PARAM_OUT_PROJ_B] = "self_attn.out_proj.bias",
+    [PARAM_LINEAR1_W] = "linear1.weight",
+    [PARAM_LINEAR1_B] = "linear1.bias",
+    [PARAM_LINEAR2_W] = "linear2.weight",
+    [PARAM_LINEAR2_B] = "linear2.bias",
+    [PARAM_NORM1_W] = "norm1.weight",
+    [PARAM_NORM1_B] = "norm1.bias",
+    [PARAM_NORM2_W] = "norm2.weight",
+    [PARAM_NORM2_B] = "norm2.bias",
+    [PARAM_FC_OUT_W] = "fc_out.weight",
+    [PARAM_FC_OUT_B] = "fc_out.bias",
 };
 
-int model_param_is_layered(int index) { return index >= 1 && index <= 12; }
+int model_param_is_layered(ParamTensor index) { return index >= FIRST_LAYER_PARAM && index <= LAST_LAYER_PARAM; }
 
 // Shape of one layer's slice (or of the whole tensor for non-layer parameters).
-static int param_shape(const ModelConfig *c, int index, int64_t *shape) {
+static int param_shape(const ModelConfig *c, ParamTensor index, int64_t *shape) {
     int64_t C = c->d_model, F = c->d_ff;
     switch (index) {
-    case 0: shape[0] = c->vocab; shape[1] = C / 2; return 2;
-    case 1: shape[0] = 3 * C; shape[1] = C; return 2;
-    case 2: shape[0] = 3 * C; return 1;
-    case 3: shape[0] = C; shape[1] = C; return 2;
-    case 5: shape[0] = F; shape[1] = C; return 2;
-    case 6: shape[0] = F; return 1;
-    case 7: shape[0] = C; shape[1] = F; return 2;
-    case 13: shape[0] = 1; shape[1] = C; return 2;
-    case 14: shape[0] = 1; return 1;
+    case PARAM_EMBEDDING: shape[0] = c->vocab; shape[1] = C / 2; return 2;
+    case PARAM_IN_PROJ_W: shape[0] = 3 * C; shape[1] = C; return 2;
+    case PARAM_IN_PROJ_B: shape[0] = 3 * C; return 1;
+    case PARAM_OUT_PROJ_W: shape[0] = C; shape[1] = C; return 2;
+    case PARAM_LINEAR1_W: shape[0] = F; shape[1] = C; return 2;
+    case PARAM_LINEAR1_B: shape[0] = F; return 1;
+    case PARAM_LINEAR2_W: shape[0] = C; shape[1] = F; return 2;
+    case PARAM_FC_OUT_W: shape[0] = 1; shape[1] = C; return 2;
+    case PARAM_FC_OUT_B: shape[0] = 1; return 1;
     default: shape[0] = C; return 1;  // out_proj.bias, linear2.bias, norms
     }
 }
@@ -66,7 +79,7 @@ static size_t shape_numel(const int64_t *shape, int ndim) {
     return n;
 }
 
-int model_param_name(const Model *model, int index, int layer, char *name, size_t size, int64_t *shape) {
+int model_param_name(const Model *model, ParamTensor index, int layer, char *name, size_t size, int64_t *shape) {
     if (model_param_is_layered(index))
         snprintf(name, size, "transformer_encoder.layers.%d.%s", layer, PARAM_SUFFIX[index]);
     else
@@ -74,35 +87,72 @@ int model_param_name(const Model *model, int index, int layer, char *name, size_
     return param_shape(&model->config, index, shape);
 }
 
-enum { LAYER_TENSORS = 12 };
+enum { LAYER_TENSORS = LAST_LAYER_PARAM - FIRST_LAYER_PARAM + 1 };
 
-int model_num_named_tensors(const Model *model) { return 3 + LAYER_TENSORS * model->config.n_layers; }
+int model_num_named_tensors(const Model *model) {
+    return NUM_PARAM_TENSORS - LAYER_TENSORS + LAYER_TENSORS * model->config.n_layers;
+}
 
 void model_named_tensor(const Model *model, float *base, int i, NamedTensor *out) {
     int last = model_num_named_tensors(model) - 1;
-    int index = i == 0 ? 0 : i == last - 1 ? 13 : i == last ? 14 : 1 + (i - 1) % LAYER_TENSORS;
+    ParamTensor index = i == 0          ? PARAM_EMBEDDING
+                        : i == last - 1 ? PARAM_FC_OUT_W
+                        : i == last     ? PARAM_FC_OUT_B
+                                        : FIRST_LAYER_PARAM + (i - 1) % LAYER_TENSORS;
     int layer = model_param_is_layered(index) ? (i - 1) / LAYER_TENSORS : 0;
     out->ndim = model_param_name(model, index, layer, out->name, sizeof(out->name), out->shape);
     out->numel = shape_numel(out->shape, out->ndim);
     out->data = model_param_slice(model, base, index, layer);
 }
 
-static float **param_pointers(ParameterTensors *p) {
-    return (float **)p;  // the struct is NUM_PARAM_TENSORS float pointers in table order
-}
-
-float *model_param_slice(const Model *model, float *base, int index, int layer) {
+float *model_param_slice(const Model *model, float *base, ParamTensor index, int layer) {
     size_t offset = 0;
-    for (int i = 0; i < index; i++) offset += model->param_sizes[i];
+    for (ParamTensor i = 0; i < index; i++) offset += model->param_sizes[i];
     if (model_param_is_layered(index)) offset += (size_t)layer * (model->param_sizes[index] / model->config.n_layers);
     return base + offset;
 }
 
-static void point_tensors(float **pointers, float *memory, const size_t *sizes, int count) {
+// Points each tensor in turn at its place in one allocation.
+static void point_tensors(float **const *pointers, float *memory, const size_t *sizes, int count) {
     for (int i = 0; i < count; i++) {
-        pointers[i] = memory;
+        *pointers[i] = memory;
         memory += sizes[i];
     }
+}
+
+static void point_params(ParameterTensors *p, float *memory, const size_t *sizes) {
+    float **const pointers[NUM_PARAM_TENSORS] = {
+        [PARAM_EMBEDDING] = &p->embedding,   [PARAM_IN_PROJ_W] = &p->in_proj_w, [PARAM_IN_PROJ_B] = &p->in_proj_b,
+        [PARAM_OUT_PROJ_W] = &p->out_proj_w, [PARAM_OUT_PROJ_B] = &p->out_proj_b,
+        [PARAM_LINEAR1_W] = &p->linear1_w,   [PARAM_LINEAR1_B] = &p->linear1_b,
+        [PARAM_LINEAR2_W] = &p->linear2_w,   [PARAM_LINEAR2_B] = &p->linear2_b,
+        [PARAM_NORM1_W] = &p->norm1_w,       [PARAM_NORM1_B] = &p->norm1_b,
+        [PARAM_NORM2_W] = &p->norm2_w,       [PARAM_NORM2_B] = &p->norm2_b,
+        [PARAM_FC_OUT_W] = &p->fc_out_w,     [PARAM_FC_OUT_B] = &p->fc_out_b,
+    };
+    point_tensors(pointers, memory, sizes, NUM_PARAM_TENSORS);
+}
+
+static void point_activations(ActivationTensors *a, float *memory, const size_t *sizes) {
+    float **const pointers[NUM_ACTIVATION_TENSORS] = {
+        [ACT_ENCODED] = &a->encoded,   [ACT_QKV] = &a->qkv,           [ACT_ATT] = &a->att,
+        [ACT_ATTY] = &a->atty,         [ACT_ATTPROJ] = &a->attproj,   [ACT_RES1] = &a->res1,
+        [ACT_LN1] = &a->ln1,           [ACT_LN1_MEAN] = &a->ln1_mean, [ACT_LN1_RSTD] = &a->ln1_rstd,
+        [ACT_FC1_RELU] = &a->fc1_relu, [ACT_RES2] = &a->res2,         [ACT_LN2] = &a->ln2,
+        [ACT_LN2_MEAN] = &a->ln2_mean, [ACT_LN2_RSTD] = &a->ln2_rstd,
+    };
+    point_tensors(pointers, memory, sizes, NUM_ACTIVATION_TENSORS);
+}
+
+static void point_scratch(BackwardScratch *s, float *memory, const size_t *sizes) {
+    float **const pointers[NUM_SCRATCH_TENSORS] = {
+        [SCRATCH_DLAYER_OUT] = &s->dlayer_out, [SCRATCH_DRES] = &s->dres,
+        [SCRATCH_DLN1] = &s->dln1,             [SCRATCH_DATTY] = &s->datty,
+        [SCRATCH_DQKV] = &s->dqkv,             [SCRATCH_DFC] = &s->dfc,
+        [SCRATCH_DPRED] = &s->dpred,           [SCRATCH_PAIR_DQKV] = &s->pair_dqkv,
+        [SCRATCH_PAIR_INPUTS] = &s->pair_inputs, [SCRATCH_PAIR_DINP] = &s->pair_dinp,
+    };
+    point_tensors(pointers, memory, sizes, NUM_SCRATCH_TENSORS);
 }
 
 static size_t sum_sizes(const size_t *sizes, int count) {
@@ -114,9 +164,17 @@ static size_t sum_sizes(const size_t *sizes, int count) {
 // Floats of each BackwardScratch tensor for micro-batches of up to B examples.
 static void scratch_tensor_sizes(const ModelConfig *cfg, int B, size_t *sizes) {
     size_t BT = (size_t)B * cfg->seq_len, C = cfg->d_model, F = cfg->d_ff;
-    size_t dfc = BT * (F > 3 * C ? F : 3 * C);  // also layer 0's per-pair sums of dqkv (model_backward)
-    size_t all[NUM_SCRATCH_TENSORS] = {BT * C, BT * C, BT * C, BT * C, BT * 3 * C, dfc, (size_t)B};
-    memcpy(sizes, all, sizeof(all));
+    size_t pairs = (size_t)cfg->vocab * cfg->vocab, P = BT < pairs ? BT : pairs;  // distinct token pairs
+    sizes[SCRATCH_DLAYER_OUT] = BT * C;
+    sizes[SCRATCH_DRES] = BT * C;
+    sizes[SCRATCH_DLN1] = BT * C;
+    sizes[SCRATCH_DATTY] = BT * C;
+    sizes[SCRATCH_DQKV] = BT * 3 * C;
+    sizes[SCRATCH_DFC] = BT * F;
+    sizes[SCRATCH_DPRED] = (size_t)B;
+    sizes[SCRATCH_PAIR_DQKV] = P * 3 * C;
+    sizes[SCRATCH_PAIR_INPUTS] = P * C;
+    sizes[SCRATCH_PAIR_DINP] = P * C;
 }
 
 void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int training) {
@@ -130,18 +188,21 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     }
     model->num_parameters = sum_sizes(model->param_sizes, NUM_PARAM_TENSORS);
     model->params_memory = callocCheck(model->num_parameters, sizeof(float));
-    point_tensors(param_pointers(&model->params), model->params_memory, model->param_sizes, NUM_PARAM_TENSORS);
+    point_params(&model->params, model->params_memory, model->param_sizes);
 
     size_t B = batch_capacity, T = cfg->seq_len, C = cfg->d_model, F = cfg->d_ff, NH = cfg->n_heads;
     size_t BT = B * T;
     size_t act_sizes[NUM_ACTIVATION_TENSORS] = {
-        BT * C, L * BT * 3 * C, L * B * NH * T * T, L * BT * C, B * C,      L * BT * C, L * BT * C,
-        L * BT, L * BT,         L * BT * F,         L * BT * C, L * BT * C, L * BT,     L * BT,
+        [ACT_ENCODED] = BT * C,      [ACT_QKV] = L * BT * 3 * C,   [ACT_ATT] = L * B * NH * T * T,
+        [ACT_ATTY] = L * BT * C,     [ACT_ATTPROJ] = B * C,        [ACT_RES1] = L * BT * C,
+        [ACT_LN1] = L * BT * C,      [ACT_LN1_MEAN] = L * BT,      [ACT_LN1_RSTD] = L * BT,
+        [ACT_FC1_RELU] = L * BT * F, [ACT_RES2] = L * BT * C,      [ACT_LN2] = L * BT * C,
+        [ACT_LN2_MEAN] = L * BT,     [ACT_LN2_RSTD] = L * BT,
     };
     memcpy(model->act_sizes, act_sizes, sizeof(act_sizes));
     model->num_activations = sum_sizes(act_sizes, NUM_ACTIVATION_TENSORS);
     model->acts_memory = mallocCheck(model->num_activations * sizeof(float));
-    point_tensors((float **)&model->acts, model->acts_memory, act_sizes, NUM_ACTIVATION_TENSORS);
+    point_activations(&model->acts, model->acts_memory, act_sizes);
     model->batch_capacity = batch_capacity;
     model->offsets = mallocCheck((B + 1) * sizeof(int));
     model->packed_tokens = mallocCheck(BT * 2 * sizeof(int32_t));
@@ -152,22 +213,22 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     model->group_tokens = mallocCheck(BT * 2 * sizeof(int32_t));
     model->merge_repeats = 1;
     model->pred = mallocCheck(B * sizeof(float));
-    model->packed_sizes[0] = gemm_packed_floats(3 * cfg->d_model, cfg->d_model);
-    model->packed_sizes[1] = gemm_packed_floats(cfg->d_model, cfg->d_model);
-    model->packed_sizes[2] = gemm_packed_floats(cfg->d_ff, cfg->d_model);
-    model->packed_sizes[3] = gemm_packed_floats(cfg->d_model, cfg->d_ff);
-    model->packed_memory = mallocCheck(L * sum_sizes(model->packed_sizes, 4) * sizeof(float));
+    model->packed_sizes[PACKED_IN_PROJ] = gemm_packed_floats(3 * cfg->d_model, cfg->d_model);
+    model->packed_sizes[PACKED_OUT_PROJ] = gemm_packed_floats(cfg->d_model, cfg->d_model);
+    model->packed_sizes[PACKED_LINEAR1] = gemm_packed_floats(cfg->d_ff, cfg->d_model);
+    model->packed_sizes[PACKED_LINEAR2] = gemm_packed_floats(cfg->d_model, cfg->d_ff);
+    model->packed_memory = mallocCheck(L * sum_sizes(model->packed_sizes, NUM_PACKED_WEIGHTS) * sizeof(float));
     size_t pairs = (size_t)cfg->vocab * cfg->vocab;
     model->pair_inputs = mallocCheck(pairs * cfg->d_model * sizeof(float));
     model->pair_qkv = mallocCheck(pairs * 3 * cfg->d_model * sizeof(float));
 
     if (training) {
         model->grads_memory = callocCheck(model->num_parameters, sizeof(float));
-        point_tensors(param_pointers(&model->grads), model->grads_memory, model->param_sizes, NUM_PARAM_TENSORS);
+        point_params(&model->grads, model->grads_memory, model->param_sizes);
         size_t scratch_sizes[NUM_SCRATCH_TENSORS];
         scratch_tensor_sizes(cfg, batch_capacity, scratch_sizes);
         model->scratch_memory = mallocCheck(sum_sizes(scratch_sizes, NUM_SCRATCH_TENSORS) * sizeof(float));
-        point_tensors((float **)&model->scratch, model->scratch_memory, scratch_sizes, NUM_SCRATCH_TENSORS);
+        point_scratch(&model->scratch, model->scratch_memory, scratch_sizes);
     }
 }
 
@@ -207,11 +268,55 @@ void model_free(Model *model) {
     memset(model, 0, sizeof(*model));
 }
 
-// Layer l's packed weights of linear layer `which` (0 in_proj, 1 out_proj, 2 linear1, 3 linear2).
-static float *packed_weight(const Model *model, int l, int which) {
-    float *p = model->packed_memory + (size_t)l * sum_sizes(model->packed_sizes, 4);
-    for (int i = 0; i < which; i++) p += model->packed_sizes[i];
-    return p;
+// Layer l's slices of a parameter block (params or grads).
+static LayerParams layer_params(const ParameterTensors *p, const ModelConfig *c, int l) {
+    size_t C = c->d_model, F = c->d_ff;
+    LayerParams v = {
+        .in_proj_w = p->in_proj_w + l * 3 * C * C,
+        .in_proj_b = p->in_proj_b + l * 3 * C,
+        .out_proj_w = p->out_proj_w + l * C * C,
+        .out_proj_b = p->out_proj_b + l * C,
+        .linear1_w = p->linear1_w + l * F * C,
+        .linear1_b = p->linear1_b + l * F,
+        .linear2_w = p->linear2_w + l * C * F,
+        .linear2_b = p->linear2_b + l * C,
+        .norm1_w = p->norm1_w + l * C,
+        .norm1_b = p->norm1_b + l * C,
+        .norm2_w = p->norm2_w + l * C,
+        .norm2_b = p->norm2_b + l * C,
+    };
+    return v;
+}
+
+LayerView model_layer(const Model *model, int l, int slot) {
+    const ModelConfig *c = &model->config;
+    // layer slices keep the capacity's stride, so a layer's tensors sit where backward expects them
+    size_t cap = (size_t)model->batch_capacity * c->seq_len, capC = cap * c->d_model, s = slot;
+    const ActivationTensors *a = &model->acts;
+    LayerView v = {
+        .w = layer_params(&model->params, c, l),
+        .act = {
+            .qkv = a->qkv + s * capC * 3,
+            .att = a->att + s * model->batch_capacity * c->n_heads * c->seq_len * c->seq_len,
+            .atty = a->atty + s * capC,
+            .res1 = a->res1 + s * capC,
+            .ln1 = a->ln1 + s * capC,
+            .ln1_mean = a->ln1_mean + s * cap,
+            .ln1_rstd = a->ln1_rstd + s * cap,
+            .fc1_relu = a->fc1_relu + s * cap * c->d_ff,
+            .res2 = a->res2 + s * capC,
+            .ln2 = a->ln2 + s * capC,
+            .ln2_mean = a->ln2_mean + s * cap,
+            .ln2_rstd = a->ln2_rstd + s * cap,
+        },
+    };
+    if (model->grads_memory) v.dw = layer_params(&model->grads, c, l);
+    float *packed = model->packed_memory + (size_t)l * sum_sizes(model->packed_sizes, NUM_PACKED_WEIGHTS);
+    for (int i = 0; i < NUM_PACKED_WEIGHTS; i++) {
+        v.packed[i] = packed;
+        packed += model->packed_sizes[i];
+    }
+    return v;
 }
 
 void model_pack_weights(Model *model) {
@@ -219,10 +324,11 @@ void model_pack_weights(Model *model) {
     int C = c->d_model, F = c->d_ff;
     ParameterTensors p = model->params;
     for (int l = 0; l < c->n_layers; l++) {
-        gemm_pack(packed_weight(model, l, 0), p.in_proj_w + (size_t)l * 3 * C * C, C, 3 * C, C);
-        gemm_pack(packed_weight(model, l, 1), p.out_proj_w + (size_t)l * C * C, C, C, C);
-        gemm_pack(packed_weight(model, l, 2), p.linear1_w + (size_t)l * F * C, C, F, C);
-        gemm_pack(packed_weight(model, l, 3), p.linear2_w + (size_t)l * C * F, F, C, F);
+        LayerView layer = model_layer(model, l, l);
+        gemm_pack(layer.packed[PACKED_IN_PROJ], layer.w.in_proj_w, C, 3 * C, C);
+        gemm_pack(layer.packed[PACKED_OUT_PROJ], layer.w.out_proj_w, C, C, C);
+        gemm_pack(layer.packed[PACKED_LINEAR1], layer.w.linear1_w, C, F, C);
+        gemm_pack(layer.packed[PACKED_LINEAR2], layer.w.linear2_w, F, C, F);
     }
     // layer 0's q | k | v of every token pair, by the same product the forward would run per row:
     // only where that product gives a row the same bits among any other rows
@@ -236,8 +342,9 @@ void model_pack_weights(Model *model) {
         }
         embedding_forward(model->pair_inputs, tokens, p.embedding, pairs, C);
         free(tokens);
-        matmul_forward_fused(model->pair_qkv, model->pair_inputs, p.in_proj_w, packed_weight(model, 0, 0),
-                             p.in_proj_b, NULL, 0, pairs, C, 3 * C);
+        LayerView layer0 = model_layer(model, 0, 0);
+        matmul_forward_fused(model->pair_qkv, model->pair_inputs, layer0.w.in_proj_w, layer0.packed[PACKED_IN_PROJ],
+                             layer0.w.in_proj_b, NULL, 0, pairs, C, 3 * C);
     }
     model->weights_packed = 1;
 }
@@ -274,36 +381,36 @@ static void fill_const(float *x, size_t n, float value) {
 }
 
 // Initializes parameter tensor `index` of one layer as PyTorch does.
-static void init_tensor(Model *model, int index, int layer, Rng *rng) {
+static void init_tensor(Model *model, ParamTensor index, int layer, Rng *rng) {
     int64_t shape[2] = {0, 0};
     int ndim = param_shape(&model->config, index, shape);
     size_t n = shape_numel(shape, ndim);
     float *x = model_param_slice(model, model->params_memory, index, layer);
     float C = (float)model->config.d_model, F = (float)model->config.d_ff;
     switch (index) {
-    case 0:  // nn.Embedding: N(0, 1)
+    case PARAM_EMBEDDING:  // nn.Embedding: N(0, 1)
         for (size_t i = 0; i < n; i++) x[i] = (float)rng_normal(rng);
         break;
-    case 1:  // in_proj_weight: Xavier uniform over (3C, C)
+    case PARAM_IN_PROJ_W:  // Xavier uniform over (3C, C)
         fill_uniform(x, n, sqrtf(6.0f / (C + 3.0f * C)), rng);
         break;
-    case 3:  // out_proj.weight: nn.Linear's kaiming_uniform(a=sqrt(5)) = U(±1/sqrt(fan_in))
-    case 5:
-    case 13:
+    case PARAM_OUT_PROJ_W:  // nn.Linear's kaiming_uniform(a=sqrt(5)) = U(±1/sqrt(fan_in))
+    case PARAM_LINEAR1_W:
+    case PARAM_FC_OUT_W:
         fill_uniform(x, n, 1.0f / sqrtf((float)shape[1]), rng);
         break;
-    case 7:
+    case PARAM_LINEAR2_W:
         fill_uniform(x, n, 1.0f / sqrtf(F), rng);
         break;
-    case 6:  // linear biases: U(±1/sqrt(fan_in))
-    case 14:
+    case PARAM_LINEAR1_B:  // linear biases: U(±1/sqrt(fan_in))
+    case PARAM_FC_OUT_B:
         fill_uniform(x, n, 1.0f / sqrtf(C), rng);
         break;
-    case 8:
+    case PARAM_LINEAR2_B:
         fill_uniform(x, n, 1.0f / sqrtf(F), rng);
         break;
-    case 9:  // LayerNorm weights 1
-    case 11:
+    case PARAM_NORM1_W:  // LayerNorm weights 1
+    case PARAM_NORM2_W:
         fill_const(x, n, 1.0f);
         break;
     default:  // in_proj_bias, out_proj.bias, LayerNorm biases 0
@@ -315,7 +422,7 @@ static void init_tensor(Model *model, int index, int layer, Rng *rng) {
 void model_init(Model *model, uint64_t seed, int identical_layers) {
     Rng rng = rng_stream(seed, 0x696e6974ULL, 0);
     int L = model->config.n_layers;
-    for (int index = 0; index < NUM_PARAM_TENSORS; index++) {
+    for (ParamTensor index = 0; index < NUM_PARAM_TENSORS; index++) {
         if (!model_param_is_layered(index)) {
             init_tensor(model, index, 0, &rng);
             continue;
@@ -370,62 +477,57 @@ static double forward(Model *model, const int32_t *tokens, const float *labels, 
     int T = c->seq_len, C = c->d_model, F = c->d_ff, NH = c->n_heads, L = c->n_layers;
     pack_batch(model, tokens, B);
     int N = model->num_rows;
-    // layer slices keep the capacity stride, so a layer's tensors sit where backward expects them
-    size_t cap = (size_t)model->batch_capacity * T, capC = cap * C;
     ParameterTensors p = model->params;
     ActivationTensors a = model->acts;
+    // the packed weights when the caller packed them for this step (model_pack_weights), and layer
+    // 0's table of token pairs when packing made one (replicas follow their master)
+    const Model *owner = model->master ? model->master : model;
+    int packed = owner->weights_packed, pair_table = owner->pair_table;
 
+    // token pairs -> rows of C: each token's embedding, the two side by side
     embedding_forward(a.encoded, model->packed_tokens, p.embedding, N, C);
     const float *x = a.encoded;
     for (int l = 0; l < L; l++) {
-        // this layer's slices of weights and saved activations
-        int la = keep_activations ? l : 0;
-        const float *w_in = p.in_proj_w + (size_t)l * 3 * C * C, *b_in = p.in_proj_b + (size_t)l * 3 * C;
-        const float *w_out = p.out_proj_w + (size_t)l * C * C, *b_out = p.out_proj_b + (size_t)l * C;
-        const float *w1 = p.linear1_w + (size_t)l * F * C, *b1 = p.linear1_b + (size_t)l * F;
-        const float *w2 = p.linear2_w + (size_t)l * C * F, *b2 = p.linear2_b + (size_t)l * C;
-        const float *n1w = p.norm1_w + (size_t)l * C, *n1b = p.norm1_b + (size_t)l * C;
-        const float *n2w = p.norm2_w + (size_t)l * C, *n2b = p.norm2_b + (size_t)l * C;
-        float *qkv = a.qkv + la * capC * 3, *att = a.att + (size_t)la * model->batch_capacity * NH * T * T;
-        float *atty = a.atty + la * capC, *attproj = a.attproj, *res1 = a.res1 + la * capC;
-        float *ln1 = a.ln1 + la * capC, *ln1_mean = a.ln1_mean + la * cap, *ln1_rstd = a.ln1_rstd + la * cap;
-        float *fc1_relu = a.fc1_relu + la * cap * F;
-        float *res2 = a.res2 + la * capC, *ln2 = a.ln2 + la * capC;
-        float *ln2_mean = a.ln2_mean + la * cap, *ln2_rstd = a.ln2_rstd + la * cap;
+        LayerView layer = model_layer(model, l, keep_activations ? l : 0);
+        const LayerParams *w = &layer.w;
+        const LayerActivations *act = &layer.act;
+        const float *pk_in = packed ? layer.packed[PACKED_IN_PROJ] : NULL;
+        const float *pk_out = packed ? layer.packed[PACKED_OUT_PROJ] : NULL;
+        const float *pk1 = packed ? layer.packed[PACKED_LINEAR1] : NULL;
+        const float *pk2 = packed ? layer.packed[PACKED_LINEAR2] : NULL;
         // Only the readout rows of the last layer reach the output: there, attention has one query
         // per example and everything after it runs on M = B rows.
         int last = l == L - 1, M = last ? B : N;
 
-        // the packed weights when the caller packed them for this step (model_pack_weights)
-        const Model *owner = model->master ? model->master : model;
-        int pk = owner->weights_packed;
-        const float *pk_in = pk ? packed_weight(model, l, 0) : NULL, *pk_out = pk ? packed_weight(model, l, 1) : NULL;
-        const float *pk1 = pk ? packed_weight(model, l, 2) : NULL, *pk2 = pk ? packed_weight(model, l, 3) : NULL;
-        if (l == 0 && owner->pair_table) {  // looked up by token pair (model_pack_weights made the table)
+        // q | k | v = in_proj(x); layer 0's from the table of token pairs when packing made one
+        if (l == 0 && pair_table) {
             int V = c->vocab;
             for (int r = 0; r < N; r++) {
                 const int32_t *pair = model->packed_tokens + 2 * r;
-                memcpy(qkv + (size_t)r * 3 * C, model->pair_qkv + ((size_t)pair[0] * V + pair[1]) * 3 * C,
+                memcpy(act->qkv + (size_t)r * 3 * C, model->pair_qkv + ((size_t)pair[0] * V + pair[1]) * 3 * C,
                        sizeof(float) * 3 * C);
             }
         } else {
-            matmul_forward_fused(qkv, x, w_in, pk_in, b_in, NULL, 0, N, C, 3 * C);
+            matmul_forward_fused(act->qkv, x, w->in_proj_w, pk_in, w->in_proj_b, NULL, 0, N, C, 3 * C);
         }
-        attention_forward_packed(atty, att, qkv, model->key_counts, model->offsets, B, T, C, NH, last);
-        // the residual adds and the ReLU ride in the products' output passes (matmul_forward_fused)
+        // attention within each example: softmax(q k^T / sqrt(C/NH)) v, keys weighted by their copies
+        attention_forward_packed(act->atty, act->att, act->qkv, model->key_counts, model->offsets, B, T, C, NH, last);
+        // res1 = x + out_proj(atty); the residual adds and the ReLU ride in the products' output passes
         if (last) {
-            matmul_forward_fused(attproj, atty, w_out, pk_out, b_out, NULL, 0, M, C, C);
-            gather_residual_forward(res1, x, model->readout_rows, attproj, B, C);
+            matmul_forward_fused(a.attproj, act->atty, w->out_proj_w, pk_out, w->out_proj_b, NULL, 0, M, C, C);
+            gather_residual_forward(act->res1, x, model->readout_rows, a.attproj, B, C);
         } else {
-            matmul_forward_fused(res1, atty, w_out, pk_out, b_out, x, 0, M, C, C);
+            matmul_forward_fused(act->res1, act->atty, w->out_proj_w, pk_out, w->out_proj_b, x, 0, M, C, C);
         }
-        layernorm_forward(ln1, ln1_mean, ln1_rstd, res1, n1w, n1b, M, C);
-        matmul_forward_fused(fc1_relu, ln1, w1, pk1, b1, NULL, 1, M, C, F);
-        matmul_forward_fused(res2, fc1_relu, w2, pk2, b2, ln1, 0, M, F, C);
-        layernorm_forward(ln2, ln2_mean, ln2_rstd, res2, n2w, n2b, M, C);
-        x = ln2;
+        layernorm_forward(act->ln1, act->ln1_mean, act->ln1_rstd, act->res1, w->norm1_w, w->norm1_b, M, C);
+        // res2 = ln1 + linear2(relu(linear1(ln1)))
+        matmul_forward_fused(act->fc1_relu, act->ln1, w->linear1_w, pk1, w->linear1_b, NULL, 1, M, C, F);
+        matmul_forward_fused(act->res2, act->fc1_relu, w->linear2_w, pk2, w->linear2_b, act->ln1, 0, M, F, C);
+        layernorm_forward(act->ln2, act->ln2_mean, act->ln2_rstd, act->res2, w->norm2_w, w->norm2_b, M, C);
+        x = act->ln2;
     }
-    readout_forward(model->pred, x, NULL, p.fc_out_w, p.fc_out_b, B, C);  // the last layer's rows are the readout rows
+    // one number per example from its target pair's row (the last layer's rows are the readout rows)
+    readout_forward(model->pred, x, NULL, p.fc_out_w, p.fc_out_b, B, C);
     return labels ? mse_forward(model->pred, labels, B) : 0.0;
 }
 
@@ -470,47 +572,40 @@ void model_backward(Model *model, const float *labels, const float *weights, int
     const ModelConfig *c = &model->config;
     int T = c->seq_len, C = c->d_model, F = c->d_ff, NH = c->n_heads, L = c->n_layers;
     int N = model->num_rows;
-    size_t cap = (size_t)model->batch_capacity * T, capC = cap * C, NC = (size_t)N * C;
+    size_t NC = (size_t)N * C;
     ParameterTensors p = model->params, g = model->grads;
     ActivationTensors a = model->acts;
     BackwardScratch s = model->scratch;
 
     mse_backward(s.dpred, model->pred, labels, weights, B, scale);
     memset(s.dlayer_out, 0, (size_t)B * C * sizeof(float));
-    readout_backward(s.dlayer_out, g.fc_out_w, g.fc_out_b, s.dpred, a.ln2 + (size_t)(L - 1) * capC, NULL, p.fc_out_w,
-                     B, C);
+    readout_backward(s.dlayer_out, g.fc_out_w, g.fc_out_b, s.dpred, model_layer(model, L - 1, L - 1).act.ln2, NULL,
+                     p.fc_out_w, B, C);
 
     for (int l = L - 1; l >= 0; l--) {
-        const float *x = l == 0 ? a.encoded : a.ln2 + (size_t)(l - 1) * capC;
-        size_t wqkv = (size_t)l * 3 * C * C, bqkv = (size_t)l * 3 * C, wcc = (size_t)l * C * C, vc = (size_t)l * C;
-        size_t wfc = (size_t)l * F * C, vf = (size_t)l * F;
-        const float *qkv = a.qkv + l * capC * 3, *att = a.att + (size_t)l * model->batch_capacity * NH * T * T;
-        const float *atty = a.atty + l * capC, *res1 = a.res1 + l * capC, *ln1 = a.ln1 + l * capC;
-        const float *fc1_relu = a.fc1_relu + l * cap * F;
-        const float *res2 = a.res2 + l * capC;
-        const float *ln1_mean = a.ln1_mean + l * cap, *ln1_rstd = a.ln1_rstd + l * cap;
-        const float *ln2_mean = a.ln2_mean + l * cap, *ln2_rstd = a.ln2_rstd + l * cap;
-
+        LayerView layer = model_layer(model, l, l);
+        const LayerParams *w = &layer.w, *dw = &layer.dw;
+        const LayerActivations *act = &layer.act;
+        const float *x = l == 0 ? a.encoded : model_layer(model, l - 1, l - 1).act.ln2;
         int last = l == L - 1, M = last ? B : N;  // rows after attention, as in the forward
         size_t MC = (size_t)M * C;
 
         // ln2 = LN(res2), res2 = ln1 + W2 relu(W1 ln1 + b1) + b2
         memset(s.dres, 0, MC * sizeof(float));
-        layernorm_backward(s.dres, g.norm2_w + vc, g.norm2_b + vc, s.dlayer_out, res2, p.norm2_w + vc, ln2_mean,
-                           ln2_rstd, M, C);
+        layernorm_backward(s.dres, dw->norm2_w, dw->norm2_b, s.dlayer_out, act->res2, w->norm2_w, act->ln2_mean,
+                           act->ln2_rstd, M, C);
         memcpy(s.dln1, s.dres, MC * sizeof(float));
-        matmul_backward_relu(s.dfc, g.linear2_w + wfc, g.linear2_b + vc, s.dres, fc1_relu, p.linear2_w + wfc, M, F,
-                             C);
-        matmul_backward(s.dln1, g.linear1_w + wfc, g.linear1_b + vf, s.dfc, ln1, p.linear1_w + wfc, M, C, F);
+        matmul_backward_relu(s.dfc, dw->linear2_w, dw->linear2_b, s.dres, act->fc1_relu, w->linear2_w, M, F, C);
+        matmul_backward(s.dln1, dw->linear1_w, dw->linear1_b, s.dfc, act->ln1, w->linear1_w, M, C, F);
 
         // ln1 = LN(res1), res1 = x + out_proj(attention(in_proj(x)))
         memset(s.dres, 0, MC * sizeof(float));
-        layernorm_backward(s.dres, g.norm1_w + vc, g.norm1_b + vc, s.dln1, res1, p.norm1_w + vc, ln1_mean, ln1_rstd,
-                           M, C);
+        layernorm_backward(s.dres, dw->norm1_w, dw->norm1_b, s.dln1, act->res1, w->norm1_w, act->ln1_mean,
+                           act->ln1_rstd, M, C);
         memset(s.datty, 0, MC * sizeof(float));
-        matmul_backward(s.datty, g.out_proj_w + wcc, g.out_proj_b + vc, s.dres, atty, p.out_proj_w + wcc, M, C, C);
+        matmul_backward(s.datty, dw->out_proj_w, dw->out_proj_b, s.dres, act->atty, w->out_proj_w, M, C, C);
         memset(s.dqkv, 0, NC * 3 * sizeof(float));
-        attention_backward_packed(s.dqkv, s.datty, qkv, att, model->offsets, B, T, C, NH, last);
+        attention_backward_packed(s.dqkv, s.datty, act->qkv, act->att, model->offsets, B, T, C, NH, last);
         // the residual path's gradient of x, on every row (the last layer's readout rows only)
         float *dx = s.dres;
         if (last) {
@@ -520,13 +615,14 @@ void model_backward(Model *model, const float *labels, const float *weights, int
         }
         if (l == 0 && !last) {
             // per distinct pair (see group_rows_by_pair); dx keeps the residual path's gradient,
-            // which the embedding takes after the loop. dfc, datty and dln1 are free here.
-            int P = group_rows_by_pair(model, s.dqkv, N, 3 * C, x, C, s.dfc, s.datty);
-            memset(s.dln1, 0, (size_t)P * C * sizeof(float));
-            matmul_backward(s.dln1, g.in_proj_w, g.in_proj_b, s.dfc, s.datty, p.in_proj_w, P, C, 3 * C);
-            embedding_backward(g.embedding, s.dln1, model->group_tokens, P, C);
+            // which the embedding takes after the loop
+            int P = group_rows_by_pair(model, s.dqkv, N, 3 * C, x, C, s.pair_dqkv, s.pair_inputs);
+            memset(s.pair_dinp, 0, (size_t)P * C * sizeof(float));
+            matmul_backward(s.pair_dinp, dw->in_proj_w, dw->in_proj_b, s.pair_dqkv, s.pair_inputs, w->in_proj_w, P, C,
+                            3 * C);
+            embedding_backward(g.embedding, s.pair_dinp, model->group_tokens, P, C);
         } else {
-            matmul_backward(dx, g.in_proj_w + wqkv, g.in_proj_b + bqkv, s.dqkv, x, p.in_proj_w + wqkv, N, C, 3 * C);
+            matmul_backward(dx, dw->in_proj_w, dw->in_proj_b, s.dqkv, x, w->in_proj_w, N, C, 3 * C);
         }
 
         // dx becomes the gradient of the layer below's output; its old buffer is free for reuse

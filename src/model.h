@@ -21,7 +21,29 @@ typedef struct {
 ModelConfig model_config_default(void);  // 17 / 16 / 64 / 11 / 2 / 256
 int model_config_validate(const ModelConfig *cfg);
 
-#define NUM_PARAM_TENSORS 15
+// The parameter tensors, in the order of ParameterTensors and of params_memory: the embedding, the
+// layer tensors (each stacked over L, in PyTorch's state_dict order within a layer), the readout.
+typedef enum {
+    PARAM_EMBEDDING,
+    PARAM_IN_PROJ_W,
+    PARAM_IN_PROJ_B,
+    PARAM_OUT_PROJ_W,
+    PARAM_OUT_PROJ_B,
+    PARAM_LINEAR1_W,
+    PARAM_LINEAR1_B,
+    PARAM_LINEAR2_W,
+    PARAM_LINEAR2_B,
+    PARAM_NORM1_W,
+    PARAM_NORM1_B,
+    PARAM_NORM2_W,
+    PARAM_NORM2_B,
+    PARAM_FC_OUT_W,
+    PARAM_FC_OUT_B,
+    NUM_PARAM_TENSORS
+} ParamTensor;
+#define FIRST_LAYER_PARAM PARAM_IN_PROJ_W
+#define LAST_LAYER_PARAM PARAM_NORM2_B
+
 // Every parameter tensor, layer tensors stacked over L. Shapes are PyTorch's (out, in).
 typedef struct {
     float *embedding;    // (V, C/2)
@@ -41,13 +63,31 @@ typedef struct {
     float *fc_out_b;     // (1)
 } ParameterTensors;
 
-#define NUM_ACTIVATION_TENSORS 14
+// The activation tensors, in the order of ActivationTensors and of acts_memory.
+typedef enum {
+    ACT_ENCODED,
+    ACT_QKV,
+    ACT_ATT,
+    ACT_ATTY,
+    ACT_ATTPROJ,
+    ACT_RES1,
+    ACT_LN1,
+    ACT_LN1_MEAN,
+    ACT_LN1_RSTD,
+    ACT_FC1_RELU,
+    ACT_RES2,
+    ACT_LN2,
+    ACT_LN2_MEAN,
+    ACT_LN2_RSTD,
+    NUM_ACTIVATION_TENSORS
+} ActivationTensor;
+
 // Saved forward values for a micro-batch of B examples, over N <= B * T packed rows (layer tensors
 // stacked over L, each sized for the largest N).
 typedef struct {
     float *encoded;   // (B, T, C) embedding output, the input of layer 0
     float *qkv;       // (L, B, T, 3C)
-    float *att;       // (L, B, NH, T, T) softmax probabilities
+    float *att;       // (L, B, NH, T, T) softmax probabilities, in the attention backend's layout (ops.h)
     float *atty;      // (L, B, T, C) attention output before the projection
     float *attproj;   // (B, C) the last layer's output projection, on readout rows only (the other
                       // layers add theirs into res1 in the product's output pass)
@@ -63,17 +103,63 @@ typedef struct {
     float *ln2_rstd;  // (L, B, T)
 } ActivationTensors;
 
-#define NUM_SCRATCH_TENSORS 7
-// Gradient buffers of the backward pass, reused layer after layer.
+// The backward pass's buffers, in the order of BackwardScratch and of scratch_memory.
+typedef enum {
+    SCRATCH_DLAYER_OUT,
+    SCRATCH_DRES,
+    SCRATCH_DLN1,
+    SCRATCH_DATTY,
+    SCRATCH_DQKV,
+    SCRATCH_DFC,
+    SCRATCH_DPRED,
+    SCRATCH_PAIR_DQKV,
+    SCRATCH_PAIR_INPUTS,
+    SCRATCH_PAIR_DINP,
+    NUM_SCRATCH_TENSORS
+} ScratchTensor;
+
+// Gradient buffers of the backward pass, reused layer after layer. P: the distinct token pairs of
+// a micro-batch, at most min(B T, V^2).
 typedef struct {
     float *dlayer_out;  // (B, T, C) gradient of the current layer's output
     float *dres;        // (B, T, C)
     float *dln1;        // (B, T, C)
     float *datty;       // (B, T, C)
     float *dqkv;        // (B, T, 3C)
-    float *dfc;         // (B, T, max(F, 3C)): the feed-forward's hidden gradient, then layer 0's per-pair sums
+    float *dfc;         // (B, T, F) the feed-forward's hidden gradient
     float *dpred;       // (B)
+    // layer 0, whose input rows are embedded token pairs, runs its input-side backward per pair
+    float *pair_dqkv;   // (P, 3C) the summed dqkv of each pair's rows
+    float *pair_inputs; // (P, C) each pair's input row
+    float *pair_dinp;   // (P, C) each pair's input gradient, for the embedding
 } BackwardScratch;
+
+// The linear layers' weights as gemm_pack leaves them for the forward products, per layer.
+typedef enum { PACKED_IN_PROJ, PACKED_OUT_PROJ, PACKED_LINEAR1, PACKED_LINEAR2, NUM_PACKED_WEIGHTS } PackedWeight;
+
+// One layer's slices of a parameter block (the weights, or their gradients).
+typedef struct {
+    float *in_proj_w, *in_proj_b;    // (3C, C), (3C)
+    float *out_proj_w, *out_proj_b;  // (C, C), (C)
+    float *linear1_w, *linear1_b;    // (F, C), (F)
+    float *linear2_w, *linear2_b;    // (C, F), (C)
+    float *norm1_w, *norm1_b;        // (C)
+    float *norm2_w, *norm2_b;        // (C)
+} LayerParams;
+
+// One layer's slices of the saved activations (att holds B NH T T with the capacity's stride).
+typedef struct {
+    float *qkv, *att, *atty, *res1, *ln1, *ln1_mean, *ln1_rstd, *fc1_relu, *res2, *ln2, *ln2_mean, *ln2_rstd;
+} LayerActivations;
+
+// Layer l as the forward, the backward and the weight packing see it: its weights, their gradients
+// (NULL pointers in an inference-only model), its activations and its packed weights.
+typedef struct {
+    LayerParams w;
+    LayerParams dw;
+    LayerActivations act;
+    float *packed[NUM_PACKED_WEIGHTS];
+} LayerView;
 
 typedef struct Model {
     ModelConfig config;
@@ -96,7 +182,7 @@ typedef struct Model {
     // master's packed weights, layer 0 table and flag (`master`; NULL in a model of its own).
     const struct Model *master;
     float *packed_memory;
-    size_t packed_sizes[4];   // floats per layer: in_proj, out_proj, linear1, linear2
+    size_t packed_sizes[NUM_PACKED_WEIGHTS];  // floats per layer
     int weights_packed;
     // Layer 0's q | k | v depend on a row's token pair alone: with the weights packed, they come
     // from this table (vocab^2 pairs, 3C each), computed from every pair's embedding at packing,
@@ -158,12 +244,16 @@ double model_infer(Model *model, const int32_t *tokens, const float *labels, int
 void model_backward(Model *model, const float *labels, const float *weights, int B, float scale);
 void model_zero_grad(Model *model);
 
+// Layer l's view; `slot` is the layer whose activation slices it points at (l in training, 0 when
+// every layer reuses the first layer's, as model_infer does).
+LayerView model_layer(const Model *model, int l, int slot);
+
 // The name of parameter tensor `index` for layer `layer` (PyTorch state_dict names) and its shape.
 // Returns the number of dims; layer is ignored for non-layer tensors.
-int model_param_name(const Model *model, int index, int layer, char *name, size_t size, int64_t *shape);
-int model_param_is_layered(int index);
+int model_param_name(const Model *model, ParamTensor index, int layer, char *name, size_t size, int64_t *shape);
+int model_param_is_layered(ParamTensor index);
 // Pointer to parameter tensor `index` of `layer` inside `base` (params_memory or grads_memory layout).
-float *model_param_slice(const Model *model, float *base, int index, int layer);
+float *model_param_slice(const Model *model, float *base, ParamTensor index, int layer);
 
 // One parameter tensor of one layer under its PyTorch state_dict name.
 typedef struct {

@@ -18,7 +18,7 @@
 #include "common.h"
 #include "eval.h"
 #include "model.h"
-#include "ops.h"
+#include "ops/ops.h"
 
 static volatile sig_atomic_t interrupted = 0;
 static double time_limit = 0.0;
@@ -248,195 +248,259 @@ int gradient_workers_step(GradientWorkers *gw, const DataSet *set, long step, Ba
     return 0;
 }
 
-int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_after) {
-    char path[PF_PATH_MAX + 32];
+// A training run while it runs: what it trains, where, and how far it has come.
+typedef struct {
+    const RunConfig *cfg;
+    const char *run_dir;
     DataSet set;
     LrSchedule schedule;
-    if (dataset_lookup(&set, cfg->set, &cfg->data) != 0) return -1;
-    if (lr_schedule_parse(&schedule, cfg->lr_schedule) != 0) return -1;
-    long total_steps = lr_schedule_total_steps(&schedule);
-    if (pf_mkdir_p(run_dir) != 0) return -1;
+    long total_steps;
+    int threads;
+    Model model;
+    GradientWorkers *workers;
+    AdamState adam;
+    AdamConfig adam_cfg;
+    FILE *log;            // train.csv, open for appending
+    long start_step;      // the step this session began at (0, or the checkpoint's on resume)
+    long step;            // steps completed
+    long saved_step;      // the step of the last checkpoint written
+    double final_mse;     // the training MSE of the last step
+    double start_time;    // when this session's first step began
+} TrainRun;
 
+// The run folder: created, and config.json written for a fresh run (refused where a run is
+// already); for a resumed run, its config.json must equal cfg.
+static int prepare_folder(const RunConfig *cfg, const char *run_dir, int resume) {
+    char path[PF_PATH_MAX + 32];
+    if (pf_mkdir_p(run_dir) != 0) return -1;
     char *config_json = config_to_json(cfg);
     pf_path_join(path, sizeof(path), run_dir, "config.json");
+    int rc = 0;
     if (resume) {
         RunConfig saved;
         if (train_load_run_config(&saved, run_dir) != 0) {
-            free(config_json);
-            return -1;
-        }
-        char *saved_json = config_to_json(&saved);
-        int same = strcmp(saved_json, config_json) == 0;
-        free(saved_json);
-        if (!same) {
-            free(config_json);
-            return pf_fail("%s holds a run with a different config; resume it without overrides", run_dir);
+            rc = -1;
+        } else {
+            char *saved_json = config_to_json(&saved);
+            if (strcmp(saved_json, config_json) != 0)
+                rc = pf_fail("%s holds a run with a different config; resume it without overrides", run_dir);
+            free(saved_json);
         }
     } else {
         char model_path[PF_PATH_MAX + 32];
         pf_path_join(model_path, sizeof(model_path), run_dir, "model.safetensors");
-        if (pf_file_exists(model_path) || pf_file_exists(path)) {
-            free(config_json);
-            return pf_fail("%s already holds a run; continue it with --resume or choose another --out", run_dir);
-        }
-        if (pf_write_file_atomic(path, config_json, strlen(config_json)) != 0) {
-            free(config_json);
-            return -1;
-        }
+        if (pf_file_exists(model_path) || pf_file_exists(path))
+            rc = pf_fail("%s already holds a run; continue it with --resume or choose another --out", run_dir);
+        else
+            rc = pf_write_file_atomic(path, config_json, strlen(config_json));
     }
     free(config_json);
+    return rc;
+}
 
-    int threads = ops_set_threads(cfg->threads);
-    Model model;
-    model_create(&model, &cfg->model, cfg->micro_batch, 1);
-    GradientWorkers *workers = gradient_workers_create(&model, cfg, threads);
-    BatchStats stats;
-    AdamState adam;
-    adam_create(&adam, model.num_parameters);
-    AdamConfig adam_cfg = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay};
-    int rc = 0;
-    long start_step = 0;
-
+// Allocates the model, its workers and the optimizer (freed by free_run whatever happens), and
+// sets the weights: the run's own checkpoint on resume, cfg->init_from (and its Adam state, with
+// init_optimizer) for fine-tuning, else PyTorch's initialization.
+static int init_run(TrainRun *run, int resume) {
+    const RunConfig *cfg = run->cfg;
+    run->threads = ops_set_threads(cfg->threads);
+    model_create(&run->model, &cfg->model, cfg->micro_batch, 1);
+    run->workers = gradient_workers_create(&run->model, cfg, run->threads);
+    adam_create(&run->adam, run->model.num_parameters);
+    run->adam_cfg = (AdamConfig){cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay};
     if (resume) {
-        start_step = load_checkpoint(&model, &adam, run_dir);
-        if (start_step < 0) rc = -1;
-    } else if (cfg->init_from[0]) {
-        StFile file;
-        rc = model_open_checkpoint(&file, cfg->init_from);
-        if (rc == 0) {
-            ModelConfig from = cfg->model;
-            rc = model_config_from_file(&from, &file);
-            if (rc == 0 && memcmp(&from, &cfg->model, sizeof(from)) != 0)
-                rc = pf_fail("%s: its model shape differs from the configured one", cfg->init_from);
-            if (rc == 0) rc = model_load_params(&model, &file);
-            st_free(&file);
-        }
-        long from_step;
-        if (rc == 0 && cfg->init_optimizer[0] && (rc = adam_load(&adam, cfg->init_optimizer, &from_step)) == 0)
-            fprintf(stderr, "continuing the optimizer of %s (step %ld, %ld Adam updates)\n", cfg->init_optimizer,
-                    from_step, adam.step);
-    } else {
-        model_init(&model, cfg->seed, cfg->identical_layers);
+        run->start_step = load_checkpoint(&run->model, &run->adam, run->run_dir);
+        return run->start_step < 0 ? -1 : 0;
     }
-
-    char log_path[PF_PATH_MAX + 32];
-    pf_path_join(log_path, sizeof(log_path), run_dir, "train.csv");
-    FILE *log = NULL;
-    if (rc == 0 && resume && pf_file_exists(log_path)) rc = truncate_log(log_path, start_step);
+    if (!cfg->init_from[0]) {
+        model_init(&run->model, cfg->seed, cfg->identical_layers);
+        return 0;
+    }
+    StFile file;
+    int rc = model_open_checkpoint(&file, cfg->init_from);
     if (rc == 0) {
-        int fresh = !pf_file_exists(log_path);
-        log = fopen(log_path, "a");
-        if (!log) {
-            rc = pf_fail("cannot open %s: %s", log_path, strerror(errno));
-        } else if (fresh) {
-            fprintf(log, "step,lr,mse");
-            for (int label = 1; label <= cfg->data.max_v; label++) fprintf(log, ",mse_%d", label);
-            fprintf(log, ",examples_per_s,elapsed_s\n");
-        }
+        ModelConfig from = cfg->model;
+        rc = model_config_from_file(&from, &file);
+        if (rc == 0 && memcmp(&from, &cfg->model, sizeof(from)) != 0)
+            rc = pf_fail("%s: its model shape differs from the configured one", cfg->init_from);
+        if (rc == 0) rc = model_load_params(&run->model, &file);
+        st_free(&file);
     }
-    if (rc != 0) goto done;
+    long from_step;
+    if (rc == 0 && cfg->init_optimizer[0] && (rc = adam_load(&run->adam, cfg->init_optimizer, &from_step)) == 0)
+        fprintf(stderr, "continuing the optimizer of %s (step %ld, %ld Adam updates)\n", cfg->init_optimizer,
+                from_step, run->adam.step);
+    return rc;
+}
 
-    // printed only once the folder is known good, so that a refused run fails with one line
-    fprintf(stderr, "run folder: %s\n", run_dir);
-    model_describe(&model, stderr);
-    fprintf(stderr, "training on '%s': steps %ld..%ld of %ld, batch %ld (micro %d), lr %s, %d threads (%d workers), "
-            "matmul %s\n",
-            cfg->set, start_step, total_steps - 1, total_steps, cfg->batch_size, cfg->micro_batch, cfg->lr_schedule,
-            threads, gradient_workers_count(workers), ops_backend());
+static void free_run(TrainRun *run) {
+    if (run->log) fclose(run->log);
+    if (run->workers) gradient_workers_free(run->workers);
+    adam_free(&run->adam);
+    model_free(&run->model);
+}
 
+// Opens train.csv for appending: a header when it is new; a resumed run's rows from its
+// checkpoint's step on are dropped (they are run again).
+static int open_log(TrainRun *run, int resume) {
+    char path[PF_PATH_MAX + 32];
+    pf_path_join(path, sizeof(path), run->run_dir, "train.csv");
+    if (resume && pf_file_exists(path) && truncate_log(path, run->start_step) != 0) return -1;
+    int fresh = !pf_file_exists(path);
+    run->log = fopen(path, "a");
+    if (!run->log) return pf_fail("cannot open %s: %s", path, strerror(errno));
+    if (fresh) {
+        fprintf(run->log, "step,lr,mse");
+        for (int label = 1; label <= run->cfg->data.max_v; label++) fprintf(run->log, ",mse_%d", label);
+        fprintf(run->log, ",examples_per_s,elapsed_s\n");
+    }
+    return 0;
+}
+
+// One train.csv row: the step's rate, MSE and MSE per label (empty where the batch had none).
+static void log_step(TrainRun *run, long step, float lr, const BatchStats *stats, double examples_per_s,
+                     double elapsed) {
+    fprintf(run->log, "%ld,%g,%.9g", step, lr, run->final_mse);
+    for (int label = 1; label <= run->cfg->data.max_v; label++) {
+        if (stats->label_count[label])
+            fprintf(run->log, ",%.9g", stats->label_sse[label] / stats->label_count[label]);
+        else
+            fprintf(run->log, ",");
+    }
+    fprintf(run->log, ",%.1f,%.3f\n", examples_per_s, elapsed);
+    fflush(run->log);
+}
+
+// The progress display: one line rewritten in place on a terminal, a line every 2 s in a pipe.
+static void print_progress(const TrainRun *run, long done_steps, float lr, double examples_per_s, double now,
+                           int terminal, double *last_print) {
+    double eta = (now - run->start_time) / (done_steps - run->start_step) * (run->total_steps - done_steps);
+    char eta_text[32];
+    format_duration(eta_text, sizeof(eta_text), eta);
+    if (terminal) {
+        fprintf(stderr, "\rstep %ld/%ld | loss %.5f | lr %.2g | %.0f ex/s | ETA %s   ", done_steps, run->total_steps,
+                run->final_mse, lr, examples_per_s, eta_text);
+    } else if (now - *last_print >= 2.0 || done_steps == run->total_steps) {
+        fprintf(stderr, "step %ld/%ld loss %.5f lr %.2g %.0f ex/s ETA %s\n", done_steps, run->total_steps,
+                run->final_mse, lr, examples_per_s, eta_text);
+        *last_print = now;
+    }
+}
+
+// The steps up to end_step (or a Ctrl-C): gradient, Adam update, log row, progress, and a
+// checkpoint every checkpoint_every steps. 0, or -1 with the error set (divergence, a failed write).
+static int run_steps(TrainRun *run, long end_step) {
+    const RunConfig *cfg = run->cfg;
+    BatchStats stats;
     struct sigaction action, old_action;
     memset(&action, 0, sizeof(action));
     action.sa_handler = on_interrupt;
     sigaction(SIGINT, &action, &old_action);
     interrupted = 0;
 
-    int terminal = isatty(STDERR_FILENO);
-    double run_start = pf_now_seconds(), last_print = 0.0, final_mse = NAN;
-    long saved_step = start_step, step = start_step;
-    int max_label = cfg->data.max_v;
-    long end_step = stop_after > 0 && start_step + stop_after < total_steps ? start_step + stop_after : total_steps;
-    for (; step < end_step && !interrupted; step++) {
+    int rc = 0, terminal = isatty(STDERR_FILENO);
+    double last_print = 0.0;
+    run->start_time = pf_now_seconds();
+    run->final_mse = NAN;
+    run->saved_step = run->step = run->start_step;
+    for (; run->step < end_step && !interrupted; run->step++) {
+        long step = run->step;
         double step_start = pf_now_seconds();
-        if (time_limit > 0 && step_start - run_start >= time_limit) break;
-        float lr = (float)lr_schedule_at(&schedule, step);
-        int void_step = gradient_workers_step(workers, &set, step, &stats);
+        if (time_limit > 0 && step_start - run->start_time >= time_limit) break;
+        float lr = (float)lr_schedule_at(&run->schedule, step);
+        int void_step = gradient_workers_step(run->workers, &run->set, step, &stats);
         if (void_step) break;  // a partly accumulated step is dropped; the checkpoint is the last full step
-        if (cfg->clip_grad_norm > 0.0f) clip_grad_norm(model.grads_memory, model.num_parameters, cfg->clip_grad_norm);
-        adam_update(&adam, model.params_memory, model.grads_memory, lr, &adam_cfg);
+        if (cfg->clip_grad_norm > 0.0f)
+            clip_grad_norm(run->model.grads_memory, run->model.num_parameters, cfg->clip_grad_norm);
+        adam_update(&run->adam, run->model.params_memory, run->model.grads_memory, lr, &run->adam_cfg);
 
         double now = pf_now_seconds();
         double examples_per_s = cfg->batch_size / (now - step_start);
-        final_mse = stats.sse / cfg->batch_size;
-        if (!isfinite(final_mse)) {
-            rc = pf_fail("training diverged at step %ld (MSE %g); lower the learning rate", step, final_mse);
+        run->final_mse = stats.sse / cfg->batch_size;
+        if (!isfinite(run->final_mse)) {
+            rc = pf_fail("training diverged at step %ld (MSE %g); lower the learning rate", step, run->final_mse);
             break;
         }
-        fprintf(log, "%ld,%g,%.9g", step, lr, final_mse);
-        for (int label = 1; label <= max_label; label++) {
-            if (stats.label_count[label])
-                fprintf(log, ",%.9g", stats.label_sse[label] / stats.label_count[label]);
-            else
-                fprintf(log, ",");
-        }
-        fprintf(log, ",%.1f,%.3f\n", examples_per_s, now - run_start);
-        fflush(log);
-
+        log_step(run, step, lr, &stats, examples_per_s, now - run->start_time);
         long done_steps = step + 1;
-        double eta = (now - run_start) / (done_steps - start_step) * (total_steps - done_steps);
-        char eta_text[32];
-        format_duration(eta_text, sizeof(eta_text), eta);
-        if (terminal) {
-            fprintf(stderr, "\rstep %ld/%ld | loss %.5f | lr %.2g | %.0f ex/s | ETA %s   ", done_steps, total_steps,
-                    final_mse, lr, examples_per_s, eta_text);
-        } else if (now - last_print >= 2.0 || done_steps == total_steps) {
-            fprintf(stderr, "step %ld/%ld loss %.5f lr %.2g %.0f ex/s ETA %s\n", done_steps, total_steps, final_mse, lr,
-                    examples_per_s, eta_text);
-            last_print = now;
-        }
-        if (cfg->checkpoint_every > 0 && done_steps % cfg->checkpoint_every == 0 && done_steps < total_steps) {
-            if ((rc = save_checkpoint(&model, &adam, cfg, run_dir, done_steps)) != 0) break;
-            saved_step = done_steps;
+        print_progress(run, done_steps, lr, examples_per_s, now, terminal, &last_print);
+        if (cfg->checkpoint_every > 0 && done_steps % cfg->checkpoint_every == 0 && done_steps < run->total_steps) {
+            if ((rc = save_checkpoint(&run->model, &run->adam, cfg, run->run_dir, done_steps)) != 0) break;
+            run->saved_step = done_steps;
         }
     }
     if (terminal) fprintf(stderr, "\n");
     sigaction(SIGINT, &old_action, NULL);
-    fclose(log);
-    if (rc != 0) goto done;
-    if (step != saved_step && (rc = save_checkpoint(&model, &adam, cfg, run_dir, step)) != 0) goto done;
-    double wall = pf_now_seconds() - run_start;
-    if (interrupted) {
-        fprintf(stderr, "interrupted: checkpoint saved at step %ld in %s; continue with --resume\n", step, run_dir);
-        rc = TRAIN_INTERRUPTED;
-        goto done;
-    }
-    if (step < total_steps) {
-        fprintf(stderr, "stopped after %ld steps as asked: checkpoint at step %ld in %s; continue with --resume\n",
-                step - start_step, step, run_dir);
-        goto done;
-    }
-    double examples_per_s = wall > 0 ? (double)(step - start_step) * cfg->batch_size / wall : 0.0;
-    fprintf(stderr, "finished %ld steps in %.1f s (%.0f examples/s); final train MSE %.6g\n", step - start_step, wall,
-            examples_per_s, final_mse);
+    return rc;
+}
 
+// After the steps: the checkpoint of the last one; then, for a run that reached its end, the
+// evaluation (eval_SET.json) and summary.json. 0 also when stopped as asked, TRAIN_INTERRUPTED
+// after a Ctrl-C.
+static int finish_run(TrainRun *run) {
+    const RunConfig *cfg = run->cfg;
+    long step = run->step;
+    if (step != run->saved_step && save_checkpoint(&run->model, &run->adam, cfg, run->run_dir, step) != 0) return -1;
+    double wall = pf_now_seconds() - run->start_time;
+    if (interrupted) {
+        fprintf(stderr, "interrupted: checkpoint saved at step %ld in %s; continue with --resume\n", step,
+                run->run_dir);
+        return TRAIN_INTERRUPTED;
+    }
+    if (step < run->total_steps) {
+        fprintf(stderr, "stopped after %ld steps as asked: checkpoint at step %ld in %s; continue with --resume\n",
+                step - run->start_step, step, run->run_dir);
+        return 0;
+    }
+    double examples_per_s = wall > 0 ? (double)(step - run->start_step) * cfg->batch_size / wall : 0.0;
+    fprintf(stderr, "finished %ld steps in %.1f s (%.0f examples/s); final train MSE %.6g\n", step - run->start_step,
+            wall, examples_per_s, run->final_mse);
+
+    int rc = 0;
     EvalResult *eval = NULL;
     if (cfg->eval_examples > 0) {
         eval = mallocCheck(sizeof(EvalResult));
-        rc = eval_model(eval, &model, cfg->set, &cfg->data, cfg->seed, cfg->eval_examples);
+        rc = eval_model(eval, &run->model, cfg->set, &cfg->data, cfg->seed, cfg->eval_examples);
         if (rc == 0) {
             eval_print(eval, stderr);
             char *json = eval_to_json(eval);
             char eval_path[PF_PATH_MAX + 64];
-            snprintf(eval_path, sizeof(eval_path), "%s/eval_%s.json", run_dir, cfg->set);
+            snprintf(eval_path, sizeof(eval_path), "%s/eval_%s.json", run->run_dir, cfg->set);
             rc = pf_write_file_atomic(eval_path, json, strlen(json));
             free(json);
         }
     }
-    if (rc == 0) rc = write_summary(cfg, run_dir, step, final_mse, wall, examples_per_s, eval, threads);
+    if (rc == 0)
+        rc = write_summary(cfg, run->run_dir, step, run->final_mse, wall, examples_per_s, eval, run->threads);
     free(eval);
+    return rc;
+}
 
-done:
-    gradient_workers_free(workers);
-    adam_free(&adam);
-    model_free(&model);
+int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_after) {
+    TrainRun run = {.cfg = cfg, .run_dir = run_dir};
+    if (dataset_lookup(&run.set, cfg->set, &cfg->data) != 0) return -1;
+    if (lr_schedule_parse(&run.schedule, cfg->lr_schedule) != 0) return -1;
+    run.total_steps = lr_schedule_total_steps(&run.schedule);
+    if (prepare_folder(cfg, run_dir, resume) != 0) return -1;
+
+    int rc = init_run(&run, resume);
+    if (rc == 0) rc = open_log(&run, resume);
+    if (rc == 0) {
+        // printed only once the folder is known good, so that a refused run fails with one line
+        fprintf(stderr, "run folder: %s\n", run_dir);
+        model_describe(&run.model, stderr);
+        fprintf(stderr,
+                "training on '%s': steps %ld..%ld of %ld, batch %ld (micro %d), lr %s, %d threads (%d workers), "
+                "matmul %s\n",
+                cfg->set, run.start_step, run.total_steps - 1, run.total_steps, cfg->batch_size, cfg->micro_batch,
+                cfg->lr_schedule, run.threads, gradient_workers_count(run.workers), ops_backend());
+        long end_step = stop_after > 0 && run.start_step + stop_after < run.total_steps ? run.start_step + stop_after
+                                                                                           : run.total_steps;
+        rc = run_steps(&run, end_step);
+        fclose(run.log);
+        run.log = NULL;
+        if (rc == 0) rc = finish_run(&run);
+    }
+    free_run(&run);
     return rc;
 }

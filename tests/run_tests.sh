@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every unit test binary of the optimized build, then of the sanitizer build, then the report's
-# headless-browser test, and prints one closing line "N passed, N failed" counting them. Exits
-# non-zero if any failed.
+# Runs every unit test binary of the optimized build, then of the sanitizer build, then the layout
+# check and the report's headless-browser test, and prints one closing line "N passed, N failed"
+# counting them. Exits non-zero if any failed.
 set -u
 build=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +29,9 @@ for t in "$build"/asan/test_*; do
     run "asan/$(basename "$t")" env PF_SANITIZER=1 PF_BIN="$build/asan/pathformer" \
         ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "$t"
 done
+# The layout's rules (scripts/check_layers.py): dependencies one way between the areas of src/, and
+# no cycle of includes or of symbols between modules.
+run "check_layers" python3 scripts/check_layers.py --objects "$build/obj"
 # The report in a real browser: a tiny pipeline run, opened in headless Chromium; the screenshot
 # stays as a CI artefact.
 browser_test() {

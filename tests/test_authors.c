@@ -5,7 +5,7 @@
 
 #include "eval.h"
 #include "model.h"
-#include "ops.h"
+#include "ops/ops.h"
 #include "safetensors.h"
 
 static Model model;

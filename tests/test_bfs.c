@@ -13,8 +13,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "bfs.h"
-#include "ops.h"
+#include "bfs/bfs.h"
+#include "ops/ops.h"
 #include "rng.h"
 
 

@@ -5,8 +5,8 @@
 // rows around it keeping that promise.
 #include "testutil.h"
 
-#include "gemm.h"
-#include "ops.h"
+#include "ops/gemm.h"
+#include "ops/ops.h"
 #include "rng.h"
 
 // float sums of up to a few hundred products against double: a few ulps of the largest partial sum

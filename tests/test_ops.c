@@ -11,7 +11,7 @@
 #include "config.h"
 #include "train.h"
 #include "model.h"
-#include "ops.h"
+#include "ops/ops.h"
 #include "rng.h"
 #include "safetensors.h"
 

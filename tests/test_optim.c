@@ -8,7 +8,7 @@
 #include <ftw.h>
 
 #include "adam.h"
-#include "sweep.h"
+#include "experiment/sweep.h"
 #include "train.h"
 
 static void expect_rate(const LrSchedule *s, long step, double want) {

@@ -9,7 +9,7 @@
 #include "adam.h"
 #include "batch.h"
 #include "model.h"
-#include "ops.h"
+#include "ops/ops.h"
 #include "safetensors.h"
 
 enum { PARITY_BATCH = 24, ADAM_STEPS = 3 };

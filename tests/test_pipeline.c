@@ -16,12 +16,12 @@
 
 #include <cjson/cJSON.h>
 
-#include "experiment.h"
-#include "losscurve.h"
-#include "report.h"
+#include "experiment/experiment.h"
+#include "experiment/losscurve.h"
+#include "experiment/report.h"
 #include "rng.h"
 #include "safetensors.h"
-#include "seeds.h"
+#include "experiment/seeds.h"
 
 
 static char scratch[512];

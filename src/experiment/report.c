@@ -1,4 +1,4 @@
-#include "report.h"
+#include "experiment/report.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "config.h"
 
 extern char **environ;
 

@@ -1,4 +1,4 @@
-#include "gemm.h"
+#include "ops/gemm.h"
 
 #include <stddef.h>
 #include <string.h>

@@ -1,5 +1,7 @@
 // The report phase of the experiment: metrics.json (every number of the report) and report.html
 // with its figures, built as Vega-Lite specs from the run folder's logs and evaluations.
+#include "experiment/experiment_report.h"
+
 #include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
@@ -9,10 +11,9 @@
 
 #include "adam.h"
 #include "common.h"
-#include "experiment.h"
-#include "losscurve.h"
-#include "report.h"
-#include "vegalite.h"
+#include "experiment/losscurve.h"
+#include "experiment/report.h"
+#include "experiment/vegalite.h"
 #include "train.h"
 
 // Phase changes: the loss of a label falls at least this much across one detection window.

@@ -1,4 +1,4 @@
-#include "seeds.h"
+#include "experiment/seeds.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -7,7 +7,7 @@
 #include <cjson/cJSON.h>
 
 #include "common.h"
-#include "report.h"
+#include "experiment/report.h"
 #include "train.h"
 
 double t975(int df) {

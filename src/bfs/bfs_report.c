@@ -1,15 +1,16 @@
 // The report of a bfs experiment: DIR/report.html, built from the JSON summary and the Vega-Lite
 // specs the experiment left in its --out folder, so the page shows exactly the numbers on disk.
+#include "bfs/bfs_report.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
-#include "bfs.h"
 #include "common.h"
-#include "config.h"
-#include "report.h"
+#include "experiment/report.h"
+#include "bfs/bfs.h"
 
 // Table cells are formatted into fixed slots of this size.
 #define CELL_SIZE 48

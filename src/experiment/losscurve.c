@@ -1,4 +1,4 @@
-#include "losscurve.h"
+#include "experiment/losscurve.h"
 
 #include <math.h>
 #include <stdlib.h>

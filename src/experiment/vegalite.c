@@ -1,4 +1,4 @@
-#include "vegalite.h"
+#include "experiment/vegalite.h"
 
 cJSON *vl_spec(const char *title, int width, int height) {
     cJSON *spec = cJSON_CreateObject();

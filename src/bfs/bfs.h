@@ -1,7 +1,7 @@
 // The hand-built BFS transformer of SPEC §5: an attention-only model whose weights are set by hand
 // so that it computes the BFS distance dist(1, 2) (or dist(1, t) with the target given as input),
 // its forward/backward ops, evaluation on random graphs, and the robustness experiments (damage one
-// weight matrix or perturb all weights, retrain with Adam, watch the loss recover).
+// weight matrix or perturb all weights, retrain with Adam, watch the loss recover: bfs_experiments.h).
 //
 // Tokens: token 0 is the answer token, token v (1..N) is vertex v; T = N + 1, no padding.
 // Hidden width C = 4N + 2 (5N + 2 with the target input), in sections:
@@ -153,36 +153,5 @@ typedef struct {
 // `count` fresh examples (seed, stream far from training steps) in batches of the model's capacity.
 void bfs_evaluate(BfsEval *result, BfsModel *model, uint64_t seed, long count);
 double bfs_eval_mse(const BfsEval *result);
-
-// --- experiments; each writes CSV, JSON and Vega-Lite v5 specs into out_dir, prints a table ---
-typedef struct {
-    int n_min, n_max;      // sweep-n: sizes
-    float scale;           // sweep-n: the construction's score scale
-    long eval_count;       // graphs per evaluation
-    uint64_t seed;
-    int kinds[BFS_NUM_KINDS + 1];  // robust: kinds to damage (-1 = a random kind per run), ended by -2
-    int matrix_index;      // robust: which matrix of the kind (-1 = random per run)
-    int seeds;             // runs per kind (robust) or per sigma (noise)
-    long steps;            // Adam steps per run (noise: 0 = no retraining)
-    double lr;
-    int batch;
-    double threshold;      // robust: a run has recovered when its batch loss falls below this
-    double sigmas[32];     // noise: perturbation scales
-    int num_sigmas;
-} BfsExperiment;
-
-BfsExperiment bfs_experiment_default(void);
-// MSE of the construction for N in n_min..n_max, both variants: sweep_n.{csv,json}, sweep_n.vl.json.
-int bfs_run_sweep_n(const BfsExperiment *exp, const char *out_dir);
-// Damage one matrix, retrain: robust_loss.csv (per step), robust.json (per run and per kind),
-// robust_loss.vl.json, robust_recovered.vl.json.
-int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *out_dir);
-// Perturb every weight by sigma N(0, 1): noise.csv, noise.json, noise.vl.json.
-int bfs_run_noise(const BfsConfig *cfg, const BfsExperiment *exp, const char *out_dir);
-
-// out_dir/report.html (src/bfs_report.c): what was run, the summary table and the figures of the
-// experiment that wrote out_dir; argv (argc entries) are the arguments after `bfs`, subcommand
-// first. 0, or -1 with the error set (e.g. no node_modules with the plotting libraries).
-int bfs_write_report(const char *out_dir, int argc, char **argv);
 
 #endif

@@ -1,20 +1,41 @@
-// The layer ops of the encoder, as forward/backward pairs (reference versions, threaded with
-// OpenMP; matmuls go through CBLAS when the build found one). Argument order: outputs, saved
-// values, inputs and weights, sizes. Backward functions accumulate (+=) into parameter gradients
-// and into input gradients.
+// The layer ops of the encoder, as forward/backward pairs, threaded with OpenMP: the reference in
+// ops_reference.c, the fast versions of some behind a backend table (backend.h; chosen below).
+// Argument order: outputs, saved values, inputs and weights, sizes. Backward functions accumulate
+// (+=) into parameter gradients and into input gradients.
 #ifndef PATHFORMER_OPS_H
 #define PATHFORMER_OPS_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "graph.h"
+// The longest sequence the attention ops take (they keep rows of scores on the stack): one more than
+// graph.h's PF_MAX_EDGES, the longest the data settings allow (model.c asserts that they agree).
+#define OPS_MAX_T 257
 
 // Sets the thread count of OpenMP and of the BLAS library (n <= 0: all cores); returns it.
 int ops_set_threads(int n);
-// The matmul backend in use: "kernels" (AVX-512, gemm.h), "openblas" or "loops" (plain, summing
-// in double). The default is the fastest this build has; ops_set_matmul_backend picks another by
-// name and returns -1 when the build lacks it.
+
+// Backends. The ops with more than one implementation come in families, and each family runs on
+// one backend, chosen at run time: "loops" (the reference, plain loops: every family), "openblas"
+// (matmul, when the build found a CBLAS) and "kernels" (AVX-512 on AVX-512 builds: matmul with
+// gemm.h's products, attention, layernorm). The default is the fastest this build has; the other
+// ops have one implementation. test_backends runs every family on every backend against "loops".
+typedef enum {
+    OPS_MATMUL,     // matmul_forward(_fused), matmul_backward, matmul_backward_relu
+    OPS_ATTENTION,  // attention_forward_packed, attention_backward_packed
+    OPS_LAYERNORM,  // layernorm_forward, layernorm_backward
+    NUM_OP_FAMILIES
+} OpFamily;
+const char *ops_family_name(OpFamily family);
+// The backends this build has for a family: i = 0 .. ops_num_backends(family) - 1, fastest first.
+int ops_num_backends(OpFamily family);
+const char *ops_backend_name(OpFamily family, int i);
+// Runs the family on the named backend from now on; -1 when the build lacks it for the family.
+// A forward and its backward must run on the same backend (the attention's saved probabilities
+// have the backend's own layout).
+int ops_set_backend(OpFamily family, const char *name);
+const char *ops_get_backend(OpFamily family);
+// The matmul family's backend (ops_get_backend(OPS_MATMUL)) and its setter.
 const char *ops_backend(void);
 int ops_set_matmul_backend(const char *name);
 // 1 when the backend in use gives each row of matmul_forward_fused's output the same bits whichever
@@ -54,12 +75,15 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 
 // Bound of head size x (sequence length rounded up to 16) for the packed kernels' per-thread
 // scratch (floats on the stack): room for the longest sequence the data settings allow.
-#define ATTENTION_SCRATCH ((PF_MAX_EDGES + 1) * (PF_MAX_EDGES + 16))
+#define ATTENTION_SCRATCH (OPS_MAX_T * (OPS_MAX_T + 15))
 
 // The same attention over packed rows: example b owns rows offsets[b] .. offsets[b+1]-1 of qkv
 // (N, 3C) and out (N, C), all real (padding removed, so no mask). att (B, NH, T, T) keeps each
-// example's len x len block with row stride T. With last_only, only each example's last row (its
-// target pair, the one the readout uses) is a query, and out (B, C) has one row per example.
+// example's len x len block with row stride T, in the backend's layout, read only by the same
+// backend's backward: query-major (att[t T + s], query t's weight on key s) in the reference and in
+// the kernels' last_only path; key-major (att[s T + t]) in the kernels' all-queries path. With
+// last_only, only each example's last row (its target pair, the one the readout uses) is a query,
+// and out (B, C) has one row per example.
 // key_counts (N, or NULL for all ones): row r stands for key_counts[r] identical positions, so as
 // a key its softmax weight is multiplied by that count (merged repeats, see Model). The backward
 // needs nothing more: given the saved probabilities, the gradient formulas are unchanged.

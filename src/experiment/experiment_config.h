@@ -1,10 +1,8 @@
-// The whole experiment of SPEC §4 as one pipeline of phases in one run folder: pre-train, evaluate
-// the pre-trained model on `pretrain` and on `tune` (the untuned baseline), fine-tune, evaluate the
-// tuned model on `tune`, on `pretrain` again (forgetting) and on the five test sets, and write the
-// report. A phase-state file (state.json) records finished phases, so an interrupted run continues
-// where it stopped; a training phase interrupted mid-way continues through train_run's own resume.
-#ifndef PATHFORMER_EXPERIMENT_H
-#define PATHFORMER_EXPERIMENT_H
+// The experiment's settings and its fixed parts: presets, `key=value` overrides, the phases, the
+// evaluations and the test sets, and the experiment.json a run folder keeps. The runner
+// (experiment.h) and the report (experiment_report.h) both read them.
+#ifndef PATHFORMER_EXPERIMENT_CONFIG_H
+#define PATHFORMER_EXPERIMENT_CONFIG_H
 
 #include "config.h"
 
@@ -74,23 +72,9 @@ int experiment_tune_optimizer_path(const ExperimentConfig *cfg, const char *run_
 int experiment_finalize(ExperimentConfig *cfg);
 char *experiment_to_json(const ExperimentConfig *cfg);
 int experiment_from_json(ExperimentConfig *cfg, const char *text);
-// Looks a phase name up; -1 with the error set when unknown.
-int phase_lookup(const char *name);
-
-typedef struct {
-    int resume;           // continue the run the folder holds (its experiment.json must equal cfg)
-    int only_phase;       // -1: all phases; else run just this one (its predecessors must be finished)
-    long stop_after;      // > 0: a training phase stops after this many steps (continue with resume)
-} ExperimentOptions;
-
-// Runs the experiment into run_dir. 0 when done (or stopped as asked), TRAIN_INTERRUPTED after a
-// clean Ctrl-C, -1 with the error set.
-int experiment_run(const ExperimentConfig *cfg, const char *run_dir, const ExperimentOptions *options);
 // Reads a run folder's experiment.json.
 int experiment_load(ExperimentConfig *cfg, const char *run_dir);
-
-// Writes metrics.json, the figures and report.html of a run folder whose other phases are done
-// (experiment_report.c).
-int experiment_write_report(const ExperimentConfig *cfg, const char *run_dir);
+// Looks a phase name up; -1 with the error set when unknown.
+int phase_lookup(const char *name);
 
 #endif

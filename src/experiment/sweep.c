@@ -1,4 +1,4 @@
-#include "sweep.h"
+#include "experiment/sweep.h"
 
 #include <errno.h>
 #include <math.h>
@@ -10,13 +10,13 @@
 #include "adam.h"
 #include "common.h"
 #include "eval.h"
-#include "losscurve.h"
+#include "experiment/losscurve.h"
 #include "model.h"
-#include "ops.h"
-#include "report.h"
+#include "ops/ops.h"
+#include "experiment/report.h"
 #include "safetensors.h"
 #include "train.h"
-#include "vegalite.h"
+#include "experiment/vegalite.h"
 
 // Curves in the report keep at most about this many points per run.
 #define SWEEP_PLOT_POINTS 400

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "experiment.h"
+#include "experiment/experiment.h"
 
 #define MAX_SEEDS 32
 

@@ -1,0 +1,539 @@
+// The experiments on the hand-built BFS transformer: the construction's error per N, and its
+// robustness (damage one weight matrix or perturb all weights, retrain with Adam, watch the loss
+// recover). Each writes CSV, a JSON summary and Vega-Lite figures into its folder.
+#include "bfs/bfs_experiments.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "adam.h"
+#include "common.h"
+#include "rng.h"
+
+BfsExperiment bfs_experiment_default(void) {
+    BfsExperiment exp = {
+        .n_min = BFS_MIN_N,
+        .n_max = 15,
+        .scale = BFS_DEFAULT_SCALE,
+        .eval_count = 16384,
+        .seed = 1,
+        .kinds = {BFS_REACH_Q, BFS_REACH_K, BFS_REACH_V, BFS_RECORD_Q, BFS_RECORD_K, BFS_RECORD_V, -2},
+        .matrix_index = -1,
+        .seeds = 5,
+        .steps = 10000,
+        .lr = 1e-6,
+        .batch = 512,
+        .threshold = 1e-2,
+        .sigmas = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0},  // the basin is narrow: MSE ~0.1 at 3e-5 (N = 8)
+        .num_sigmas = 7,
+    };
+    return exp;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The files every experiment writes: a CSV log, a JSON summary and Vega-Lite figures. A write is
+// skipped (its tree only freed) once an earlier one failed, so an experiment chains its writes as
+// rc = write_...(rc, ...) and reports the first failure.
+
+// The experiment's folder, created, and its CSV log opened with its header line; NULL with the
+// error set.
+static FILE *open_csv(const char *dir, const char *name, const char *header) {
+    if (pf_mkdir_p(dir) != 0) return NULL;
+    char path[4096];
+    if (pf_path_join(path, sizeof(path), dir, name) != 0) return NULL;
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        pf_fail("cannot write %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    fprintf(f, "%s\n", header);
+    return f;
+}
+
+static int close_csv(FILE *f, const char *name) {
+    int ok = fflush(f) == 0 && !ferror(f);
+    ok = fclose(f) == 0 && ok;
+    return ok ? 0 : pf_fail("cannot write %s: %s", name, strerror(errno));
+}
+
+// Writes a cJSON tree (and frees it) to dir/name, atomically; pretty or on one line.
+static int write_json(int rc, const char *dir, const char *name, cJSON *root, int pretty) {
+    char path[4096];
+    if (rc == 0) rc = pf_path_join(path, sizeof(path), dir, name);
+    if (rc == 0) rc = pf_write_json_atomic(path, root, pretty);
+    cJSON_Delete(root);
+    return rc;
+}
+
+// The summary dir/name: the settings and results, indented.
+static int write_summary(int rc, const char *dir, const char *name, cJSON *root) {
+    return write_json(rc, dir, name, root, 1);
+}
+
+// A figure dir/name: a Vega-Lite v5 spec, the static part as JSON text, with `values` (taken over)
+// inlined as its data.
+static int write_figure(int rc, const char *dir, const char *name, const char *spec_text, cJSON *values) {
+    if (rc != 0) {
+        cJSON_Delete(values);
+        return rc;
+    }
+    cJSON *spec = cJSON_Parse(spec_text);
+    if (!spec) {
+        cJSON_Delete(values);
+        return pf_fail("internal error: bad Vega-Lite template for %s", name);
+    }
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "$schema", "https://vega.github.io/schema/vega-lite/v5.json");
+    cJSON *data = cJSON_AddObjectToObject(root, "data");
+    cJSON_AddItemToObject(data, "values", values);
+    for (cJSON *item = spec->child; item;) {
+        cJSON *next = item->next;
+        cJSON_AddItemToObject(root, item->string, cJSON_DetachItemViaPointer(spec, item));
+        item = next;
+    }
+    cJSON_Delete(spec);
+    return write_json(rc, dir, name, root, 0);  // figures hold thousands of points
+}
+
+// Log scales cannot show 0: plotted values are clamped to this floor (the tables keep the raw value).
+static double plot_floor(double x) { return x > 1e-12 ? x : 1e-12; }
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// Median of n values (sorted in place); NaN when n = 0.
+static double median(double *v, int n) {
+    if (n == 0) return NAN;
+    qsort(v, (size_t)n, sizeof(double), compare_doubles);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static cJSON *eval_json(const BfsEval *r) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "count", (double)r->count);
+    cJSON_AddNumberToObject(o, "mse", bfs_eval_mse(r));
+    cJSON_AddNumberToObject(o, "accuracy", r->count ? (double)r->correct / r->count : 0.0);
+    cJSON_AddNumberToObject(o, "max_error", r->max_error);
+    return o;
+}
+
+static cJSON *config_json(const BfsConfig *cfg) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "n", cfg->n);
+    cJSON_AddBoolToObject(o, "target_input", cfg->target_input);
+    cJSON_AddNumberToObject(o, "scale", cfg->scale);
+    return o;
+}
+
+static void print_model_size(const BfsModel *m) {
+    printf("bfs model N=%d%s: %zu parameters, %.1f MiB of activations for batches of %d\n", m->N,
+           m->config.target_input ? " (target input)" : "", m->num_parameters,
+           (double)m->num_activations * sizeof(float) / (1 << 20), m->capacity);
+}
+
+// Draws a weight matrix's entries from sigma N(0, 1), replacing (replace) or adding to them.
+static void fill_normal(float *w, size_t n, double sigma, int replace, Rng *rng) {
+    for (size_t i = 0; i < n; i++) w[i] = (float)(sigma * rng_normal(rng)) + (replace ? 0.0f : w[i]);
+}
+
+// Trains with Adam for exp->steps steps on fresh batches of data_seed; calls log_step with each
+// step's batch loss (measured before that step's update). Returns the first step whose loss is
+// below exp->threshold, or -1.
+typedef void (*StepLogger)(void *ctx, long step, double loss);
+static long train_adam(BfsModel *model, const BfsExperiment *exp, uint64_t data_seed, StepLogger log_step, void *ctx,
+                       double *final_loss) {
+    AdamState adam;
+    adam_create(&adam, model->num_parameters);
+    AdamConfig adam_cfg = adam_config_default();
+    float *labels = mallocCheck((size_t)exp->batch * sizeof(float));
+    long recovered_at = -1;
+    double loss = NAN;
+    for (long step = 0; step < exp->steps; step++) {
+        bfs_make_batch(model, labels, data_seed, (uint64_t)step, exp->batch);
+        bfs_forward(model, exp->batch);
+        loss = bfs_mse(model, labels, exp->batch);
+        if (log_step) log_step(ctx, step, loss);
+        if (recovered_at < 0 && loss < exp->threshold) recovered_at = step;
+        bfs_zero_grad(model);
+        bfs_backward(model, labels, exp->batch);
+        adam_update(&adam, model->params_memory, model->grads_memory, (float)exp->lr, &adam_cfg);
+    }
+    *final_loss = loss;
+    free(labels);
+    adam_free(&adam);
+    return recovered_at;
+}
+
+// The data of run s's retraining: the same batches for every run with the same seed number.
+static uint64_t retrain_seed(const BfsExperiment *exp, int s) {
+    return rng_mix64(exp->seed + 0x5eedULL * (uint64_t)(s + 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// sweep-n
+
+// The construction at size n, one variant: a CSV row, a summary row and a figure point.
+static void sweep_one(const BfsExperiment *exp, int n, int variant, FILE *csv, cJSON *rows, cJSON *plot) {
+    static const char *const variants[2] = {"dist(1,2)", "dist(1,t)"};
+    BfsConfig cfg = {n, variant, exp->scale};
+    BfsModel model;
+    bfs_model_create(&model, &cfg, 256, 0);
+    bfs_construct(&model);
+    BfsEval r;
+    bfs_evaluate(&r, &model, exp->seed, exp->eval_count);
+    bfs_model_free(&model);
+    double mse = bfs_eval_mse(&r), acc = (double)r.correct / r.count;
+    long unreachable = r.label_count[n + 1];
+    double mse_unreachable = unreachable ? r.label_sse[n + 1] / unreachable : 0.0;
+    printf("%3d  %-10s %12.3e %10.6f %10.3e %14.3e\n", n, variants[variant], mse, acc, r.max_error, mse_unreachable);
+    fflush(stdout);
+    fprintf(csv, "%d,%s,%g,%ld,%.9g,%.9g,%.9g,%.9g\n", n, variants[variant], (double)exp->scale, r.count, mse, acc,
+            r.max_error, mse_unreachable);
+    cJSON *row = eval_json(&r);
+    cJSON_AddNumberToObject(row, "n", n);
+    cJSON_AddStringToObject(row, "variant", variants[variant]);
+    cJSON_AddNumberToObject(row, "mse_unreachable", mse_unreachable);
+    cJSON_AddItemToArray(rows, row);
+    cJSON *point = cJSON_CreateObject();
+    cJSON_AddNumberToObject(point, "n", n);
+    cJSON_AddStringToObject(point, "variant", variants[variant]);
+    cJSON_AddNumberToObject(point, "mse", plot_floor(mse));
+    cJSON_AddNumberToObject(point, "accuracy", acc);
+    cJSON_AddItemToArray(plot, point);
+}
+
+static int write_sweep_files(int rc, const char *out_dir, const BfsExperiment *exp, cJSON *rows, cJSON *plot) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "experiment", "bfs sweep-n");
+    cJSON_AddNumberToObject(root, "scale", exp->scale);
+    cJSON_AddNumberToObject(root, "seed", (double)exp->seed);
+    cJSON_AddNumberToObject(root, "count", (double)exp->eval_count);
+    cJSON_AddItemToObject(root, "rows", rows);
+    rc = write_summary(rc, out_dir, "sweep_n.json", root);
+    return write_figure(
+        rc, out_dir, "sweep_n.vl.json",
+        "{\"title\": \"Hand-built BFS transformer: MSE per N (floored at 1e-12)\","
+        " \"width\": 400, \"height\": 250, \"mark\": {\"type\": \"line\", \"point\": true},"
+        " \"encoding\": {"
+        "  \"x\": {\"field\": \"n\", \"type\": \"quantitative\", \"title\": \"N (vertices = layers)\"},"
+        "  \"y\": {\"field\": \"mse\", \"type\": \"quantitative\", \"scale\": {\"type\": \"log\"},"
+        "         \"title\": \"MSE\"},"
+        "  \"color\": {\"field\": \"variant\", \"type\": \"nominal\"},"
+        "  \"tooltip\": [{\"field\": \"n\"}, {\"field\": \"variant\"}, {\"field\": \"mse\"},"
+        "              {\"field\": \"accuracy\"}]}}",
+        plot);
+}
+
+int bfs_run_sweep_n(const BfsExperiment *exp, const char *out_dir) {
+    FILE *csv = open_csv(out_dir, "sweep_n.csv", "n,variant,scale,count,mse,accuracy,max_error,mse_unreachable");
+    if (!csv) return -1;
+    cJSON *rows = cJSON_CreateArray(), *plot = cJSON_CreateArray();
+    printf("%3s  %-10s %12s %10s %10s %14s\n", "N", "variant", "MSE", "accuracy", "max|err|", "MSE unreach.");
+    for (int n = exp->n_min; n <= exp->n_max; n++)
+        for (int variant = 0; variant < 2; variant++) sweep_one(exp, n, variant, csv, rows, plot);
+    int rc = close_csv(csv, "sweep_n.csv");
+    return write_sweep_files(rc, out_dir, exp, rows, plot);
+}
+
+// ---------------------------------------------------------------------------------------------
+// robust
+
+typedef struct {
+    FILE *csv;
+    int run;
+    const char *kind;
+    int matrix, seed;
+    cJSON *plot;      // thinned curve points for the figure
+    long plot_every;
+} RobustLog;
+
+static void robust_log_step(void *ctx, long step, double loss) {
+    RobustLog *log = ctx;
+    fprintf(log->csv, "%d,%s,%d,%d,%ld,%.9g\n", log->run, log->kind, log->matrix, log->seed, step, loss);
+    if (step % log->plot_every != 0) return;
+    cJSON *point = cJSON_CreateObject();
+    cJSON_AddNumberToObject(point, "run", log->run);
+    char label[64];
+    snprintf(label, sizeof(label), "%s[%d] seed %d", log->kind, log->matrix, log->seed);
+    cJSON_AddStringToObject(point, "run_label", label);
+    cJSON_AddStringToObject(point, "kind", log->kind);
+    cJSON_AddNumberToObject(point, "step", (double)step);
+    cJSON_AddNumberToObject(point, "loss", plot_floor(loss));
+    cJSON_AddItemToArray(log->plot, point);
+}
+
+// The runs of kind list entry `list`, one per seed: damage a matrix, evaluate, retrain, evaluate
+// again. Appends each run to `runs`, logs its steps through `log`, prints a line per run, and
+// returns the kind's summary row.
+static cJSON *robust_kind(BfsModel *model, const BfsExperiment *exp, int list, RobustLog *log, cJSON *runs) {
+    double *steps = mallocCheck((size_t)exp->seeds * sizeof(double));
+    double *befores = mallocCheck((size_t)exp->seeds * sizeof(double));
+    double *finals = mallocCheck((size_t)exp->seeds * sizeof(double));
+    int recovered = 0;
+    for (int s = 0; s < exp->seeds; s++) {
+        // The damage is drawn from (seed, kind list, run), the data from (seed, run): runs with the
+        // same seed number see the same batches whatever matrix they damaged.
+        Rng rng = rng_stream(exp->seed, 0xDA3A6EULL + (uint64_t)list, (uint64_t)s);
+        int kind = exp->kinds[list] >= 0 ? exp->kinds[list] : (int)rng_below(&rng, BFS_NUM_KINDS);
+        int count = bfs_kind_count(model, kind);
+        int index = exp->matrix_index >= 0 ? exp->matrix_index : (int)rng_below(&rng, (uint32_t)count);
+        bfs_construct(model);
+        size_t size;
+        float *w = bfs_matrix(model, &model->params, kind, index, &size);
+        fill_normal(w, size, 1.0, 1, &rng);
+        BfsEval before, after;
+        bfs_evaluate(&before, model, exp->seed, exp->eval_count);
+        log->run = list * exp->seeds + s;
+        log->kind = BFS_KIND_NAMES[kind];
+        log->matrix = index;
+        log->seed = s;
+        double start = pf_now_seconds(), final_loss;
+        long at = train_adam(model, exp, retrain_seed(exp, s), robust_log_step, log, &final_loss);
+        double seconds = pf_now_seconds() - start;
+        bfs_evaluate(&after, model, exp->seed, exp->eval_count);
+        if (at >= 0) steps[recovered++] = (double)at;
+        befores[s] = bfs_eval_mse(&before);
+        finals[s] = bfs_eval_mse(&after);
+        char recovered_text[32];
+        if (at >= 0) snprintf(recovered_text, sizeof(recovered_text), "step %ld", at);
+        else snprintf(recovered_text, sizeof(recovered_text), "no");
+        printf("%-8s[%2d] %4d %12.4g %12.4g %12.4g %10s  (%.1f s)\n", BFS_KIND_NAMES[kind], index, s,
+               bfs_eval_mse(&before), final_loss, bfs_eval_mse(&after), recovered_text, seconds);
+        fflush(stdout);
+        cJSON *run = cJSON_CreateObject();
+        cJSON_AddNumberToObject(run, "run", log->run);
+        cJSON_AddStringToObject(run, "kind", BFS_KIND_NAMES[kind]);
+        cJSON_AddNumberToObject(run, "matrix", index);
+        cJSON_AddNumberToObject(run, "seed", s);
+        cJSON_AddItemToObject(run, "eval_before", eval_json(&before));
+        cJSON_AddItemToObject(run, "eval_after", eval_json(&after));
+        cJSON_AddNumberToObject(run, "final_loss", final_loss);
+        cJSON_AddBoolToObject(run, "recovered", at >= 0);
+        if (at >= 0) cJSON_AddNumberToObject(run, "steps_to_recover", (double)at);
+        else cJSON_AddNullToObject(run, "steps_to_recover");
+        cJSON_AddNumberToObject(run, "seconds", seconds);
+        cJSON_AddItemToArray(runs, run);
+    }
+    cJSON *row = cJSON_CreateObject();
+    cJSON_AddStringToObject(row, "kind", exp->kinds[list] >= 0 ? BFS_KIND_NAMES[exp->kinds[list]] : "random");
+    cJSON_AddNumberToObject(row, "runs", exp->seeds);
+    cJSON_AddNumberToObject(row, "recovered", recovered);
+    cJSON_AddNumberToObject(row, "recovered_fraction", (double)recovered / exp->seeds);
+    cJSON_AddNumberToObject(row, "median_steps_to_recover", median(steps, recovered));
+    cJSON_AddNumberToObject(row, "median_eval_mse_before", median(befores, exp->seeds));
+    cJSON_AddNumberToObject(row, "median_final_eval_mse", median(finals, exp->seeds));
+    free(steps);
+    free(befores);
+    free(finals);
+    return row;
+}
+
+static void print_robust_table(const cJSON *table, const BfsExperiment *exp) {
+    printf("\n%-10s %6s %10s %14s %16s\n", "matrix", "runs", "recovered", "median steps", "median eval MSE");
+    for (const cJSON *row = table->child; row; row = row->next) {
+        double median_steps = cJSON_GetObjectItem(row, "median_steps_to_recover")->valuedouble;
+        char steps_text[32] = "-";  // no run recovered
+        if (cJSON_GetObjectItem(row, "recovered")->valueint > 0)
+            snprintf(steps_text, sizeof(steps_text), "%.0f", median_steps);
+        printf("%-10s %6d %9.0f%% %14s %16.4g\n", cJSON_GetObjectItem(row, "kind")->valuestring,
+               cJSON_GetObjectItem(row, "runs")->valueint,
+               100.0 * cJSON_GetObjectItem(row, "recovered_fraction")->valuedouble, steps_text,
+               cJSON_GetObjectItem(row, "median_final_eval_mse")->valuedouble);
+    }
+    printf("(recovered: batch loss below %g within %ld steps; median steps over recovered runs)\n", exp->threshold,
+           exp->steps);
+}
+
+// robust.json, robust_loss.vl.json (the loss curves) and robust_recovered.vl.json (a bar per kind).
+static int write_robust_files(int rc, const char *out_dir, const BfsConfig *cfg, const BfsExperiment *exp,
+                              cJSON *table, cJSON *runs, cJSON *curves) {
+    cJSON *bars = cJSON_Duplicate(table, 1);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "experiment", "bfs robust");
+    cJSON_AddItemToObject(root, "model", config_json(cfg));
+    cJSON_AddNumberToObject(root, "seed", (double)exp->seed);
+    cJSON_AddNumberToObject(root, "seeds", exp->seeds);
+    cJSON_AddNumberToObject(root, "steps", (double)exp->steps);
+    cJSON_AddNumberToObject(root, "lr", exp->lr);
+    cJSON_AddNumberToObject(root, "batch", exp->batch);
+    cJSON_AddNumberToObject(root, "threshold", exp->threshold);
+    cJSON_AddNumberToObject(root, "eval_count", (double)exp->eval_count);
+    cJSON_AddItemToObject(root, "table", table);
+    cJSON_AddItemToObject(root, "runs", runs);
+    rc = write_summary(rc, out_dir, "robust.json", root);
+    char title[256];
+    snprintf(title, sizeof(title),
+             "{\"title\": \"Loss after randomizing one matrix (N = %d, Adam lr %g, batch %d)\","
+             " \"width\": 500, \"height\": 300, \"mark\": {\"type\": \"line\", \"opacity\": 0.7},",
+             cfg->n, exp->lr, exp->batch);
+    char spec[2048];
+    snprintf(spec, sizeof(spec),
+             "%s \"encoding\": {"
+             "  \"x\": {\"field\": \"step\", \"type\": \"quantitative\"},"
+             "  \"y\": {\"field\": \"loss\", \"type\": \"quantitative\", \"scale\": {\"type\": \"log\"},"
+             "         \"title\": \"batch MSE\"},"
+             "  \"color\": {\"field\": \"kind\", \"type\": \"nominal\", \"title\": \"damaged matrix\"},"
+             "  \"detail\": {\"field\": \"run\", \"type\": \"nominal\"},"
+             "  \"tooltip\": [{\"field\": \"run_label\"}, {\"field\": \"step\"}, {\"field\": \"loss\"}]}}",
+             title);
+    rc = write_figure(rc, out_dir, "robust_loss.vl.json", spec, curves);
+    snprintf(spec, sizeof(spec),
+             "{\"title\": \"Runs recovering below MSE %g within %ld steps\","
+             " \"width\": 300, \"height\": 200, \"mark\": \"bar\","
+             " \"encoding\": {"
+             "  \"x\": {\"field\": \"kind\", \"type\": \"nominal\", \"title\": \"damaged matrix\", \"sort\": null},"
+             "  \"y\": {\"field\": \"recovered_fraction\", \"type\": \"quantitative\","
+             "         \"scale\": {\"domain\": [0, 1]}, \"title\": \"recovered fraction\"},"
+             "  \"tooltip\": [{\"field\": \"kind\"}, {\"field\": \"runs\"}, {\"field\": \"recovered\"},"
+             "              {\"field\": \"median_steps_to_recover\"}, {\"field\": \"median_final_eval_mse\"}]}}",
+             exp->threshold, exp->steps);
+    return write_figure(rc, out_dir, "robust_recovered.vl.json", spec, bars);
+}
+
+int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *out_dir) {
+    if (bfs_config_validate(cfg) != 0) return -1;
+    // Every kind has N matrices (N reach heads, L = N layers).
+    if (exp->matrix_index >= cfg->n)
+        return pf_fail("bfs: matrix index %d does not exist (each kind has %d matrices, 0..%d)", exp->matrix_index,
+                       cfg->n, cfg->n - 1);
+    FILE *csv = open_csv(out_dir, "robust_loss.csv", "run,kind,matrix,seed,step,loss");
+    if (!csv) return -1;
+    int num_lists = 0;
+    while (exp->kinds[num_lists] != -2) num_lists++;
+    long total_runs = (long)num_lists * exp->seeds;
+    // Keep the figure's inlined data near 5,000 points whatever the run length.
+    RobustLog log = {.csv = csv, .plot = cJSON_CreateArray(), .plot_every = total_runs * exp->steps / 5000 + 1};
+    cJSON *runs = cJSON_CreateArray(), *table = cJSON_CreateArray();
+    BfsModel model;
+    bfs_model_create(&model, cfg, exp->batch, 1);
+    print_model_size(&model);
+    printf("%-12s %4s %12s %12s %12s %10s\n", "matrix", "seed", "eval before", "final loss", "eval after",
+           "recovered");
+    for (int list = 0; list < num_lists; list++)
+        cJSON_AddItemToArray(table, robust_kind(&model, exp, list, &log, runs));
+    bfs_model_free(&model);
+    int rc = close_csv(csv, "robust_loss.csv");
+    print_robust_table(table, exp);
+    return write_robust_files(rc, out_dir, cfg, exp, table, runs, log.plot);
+}
+
+// ---------------------------------------------------------------------------------------------
+// noise
+
+// The runs at perturbation scale exp->sigmas[i], one per seed: CSV rows, figure points (before and,
+// with retraining, after), a printed line, and the returned summary row.
+static cJSON *noise_sigma(BfsModel *model, const BfsExperiment *exp, int i, FILE *csv, cJSON *plot) {
+    double sigma = exp->sigmas[i];
+    double *mse_before = mallocCheck((size_t)exp->seeds * sizeof(double));
+    double *acc_before = mallocCheck((size_t)exp->seeds * sizeof(double));
+    double *mse_after = mallocCheck((size_t)exp->seeds * sizeof(double));
+    for (int s = 0; s < exp->seeds; s++) {
+        Rng rng = rng_stream(exp->seed, 0x5161A0ULL + (uint64_t)i, (uint64_t)s);
+        bfs_construct(model);
+        fill_normal(model->params_memory, model->num_parameters, sigma, 0, &rng);
+        BfsEval before, after = {0};
+        bfs_evaluate(&before, model, exp->seed, exp->eval_count);
+        if (exp->steps > 0) {
+            double final_loss;
+            train_adam(model, exp, retrain_seed(exp, s), NULL, NULL, &final_loss);
+            bfs_evaluate(&after, model, exp->seed, exp->eval_count);
+        }
+        mse_before[s] = bfs_eval_mse(&before);
+        acc_before[s] = (double)before.correct / before.count;
+        mse_after[s] = exp->steps > 0 ? bfs_eval_mse(&after) : NAN;
+        double acc_after = exp->steps > 0 ? (double)after.correct / after.count : NAN;
+        fprintf(csv, "%g,%d,%.9g,%.9g,%.9g,%.9g\n", sigma, s, mse_before[s], acc_before[s], mse_after[s], acc_after);
+        cJSON *point = cJSON_CreateObject();
+        cJSON_AddNumberToObject(point, "sigma", sigma);
+        cJSON_AddNumberToObject(point, "seed", s);
+        cJSON_AddStringToObject(point, "when", "perturbed");
+        cJSON_AddNumberToObject(point, "mse", plot_floor(mse_before[s]));
+        cJSON_AddItemToArray(plot, point);
+        if (exp->steps > 0) {
+            point = cJSON_Duplicate(point, 1);
+            cJSON_ReplaceItemInObject(point, "when", cJSON_CreateString("retrained"));
+            cJSON_ReplaceItemInObject(point, "mse", cJSON_CreateNumber(plot_floor(mse_after[s])));
+            cJSON_AddItemToArray(plot, point);
+        }
+    }
+    double lo = mse_before[0], hi = mse_before[0];
+    for (int s = 1; s < exp->seeds; s++) {
+        lo = fmin(lo, mse_before[s]);
+        hi = fmax(hi, mse_before[s]);
+    }
+    double med = median(mse_before, exp->seeds), med_acc = median(acc_before, exp->seeds);
+    double med_after = exp->steps > 0 ? median(mse_after, exp->seeds) : NAN;
+    char range[64];
+    snprintf(range, sizeof(range), "%.2g..%.2g", lo, hi);
+    printf("%10g %14.4g %14s %14.4f", sigma, med, range, med_acc);
+    if (exp->steps > 0) printf(" %14.4g", med_after);
+    printf("\n");
+    fflush(stdout);
+    cJSON *row = cJSON_CreateObject();
+    cJSON_AddNumberToObject(row, "sigma", sigma);
+    cJSON_AddNumberToObject(row, "runs", exp->seeds);
+    cJSON_AddNumberToObject(row, "median_mse", med);
+    cJSON_AddNumberToObject(row, "min_mse", lo);
+    cJSON_AddNumberToObject(row, "max_mse", hi);
+    cJSON_AddNumberToObject(row, "median_accuracy", med_acc);
+    if (exp->steps > 0) cJSON_AddNumberToObject(row, "median_mse_after_retraining", med_after);
+    free(mse_before);
+    free(acc_before);
+    free(mse_after);
+    return row;
+}
+
+// noise.json and noise.vl.json (every run's MSE per sigma, the median as a line).
+static int write_noise_files(int rc, const char *out_dir, const BfsConfig *cfg, const BfsExperiment *exp, cJSON *rows,
+                             cJSON *plot) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "experiment", "bfs noise");
+    cJSON_AddItemToObject(root, "model", config_json(cfg));
+    cJSON_AddNumberToObject(root, "seed", (double)exp->seed);
+    cJSON_AddNumberToObject(root, "seeds", exp->seeds);
+    cJSON_AddNumberToObject(root, "eval_count", (double)exp->eval_count);
+    cJSON_AddNumberToObject(root, "retrain_steps", (double)exp->steps);
+    cJSON_AddNumberToObject(root, "lr", exp->lr);
+    cJSON_AddNumberToObject(root, "batch", exp->batch);
+    cJSON_AddItemToObject(root, "rows", rows);
+    rc = write_summary(rc, out_dir, "noise.json", root);
+    char spec[2048];
+    snprintf(spec, sizeof(spec),
+             "{\"title\": \"MSE after perturbing every weight by sigma N(0,1) (N = %d; floored at 1e-12)\","
+             " \"width\": 400, \"height\": 250,"
+             " \"encoding\": {"
+             "  \"x\": {\"field\": \"sigma\", \"type\": \"quantitative\", \"scale\": {\"type\": \"log\"}},"
+             "  \"color\": {\"field\": \"when\", \"type\": \"nominal\"}},"
+             " \"layer\": ["
+             "  {\"mark\": {\"type\": \"point\", \"opacity\": 0.5},"
+             "   \"encoding\": {\"y\": {\"field\": \"mse\", \"type\": \"quantitative\", \"scale\": {\"type\": \"log\"},"
+             "                 \"title\": \"MSE\"}, \"tooltip\": [{\"field\": \"sigma\"}, {\"field\": \"seed\"},"
+             "                 {\"field\": \"mse\"}]}},"
+             "  {\"mark\": \"line\","
+             "   \"encoding\": {\"y\": {\"aggregate\": \"median\", \"field\": \"mse\", \"type\": \"quantitative\"}}}]}",
+             cfg->n);
+    return write_figure(rc, out_dir, "noise.vl.json", spec, plot);
+}
+
+int bfs_run_noise(const BfsConfig *cfg, const BfsExperiment *exp, const char *out_dir) {
+    if (bfs_config_validate(cfg) != 0) return -1;
+    FILE *csv = open_csv(out_dir, "noise.csv", "sigma,seed,mse_before,accuracy_before,mse_after,accuracy_after");
+    if (!csv) return -1;
+    cJSON *rows = cJSON_CreateArray(), *plot = cJSON_CreateArray();
+    BfsModel model;
+    bfs_model_create(&model, cfg, exp->batch, exp->steps > 0);
+    print_model_size(&model);
+    printf("%10s %14s %14s %14s %14s\n", "sigma", "median MSE", "min..max", "median acc.",
+           exp->steps > 0 ? "median MSE after" : "");
+    for (int i = 0; i < exp->num_sigmas; i++) cJSON_AddItemToArray(rows, noise_sigma(&model, exp, i, csv, plot));
+    bfs_model_free(&model);
+    int rc = close_csv(csv, "noise.csv");
+    return write_noise_files(rc, out_dir, cfg, exp, rows, plot);
+}

@@ -1,0 +1,66 @@
+// The ops' backend seam (inside src/ops/ only; callers use ops.h). A backend is one table of the
+// ops that have more than one implementation, all with the signatures of ops.h: the reference
+// (ops_reference.c, plain loops, every op), OpenBLAS for the matmuls (ops_blas.c), and the AVX-512
+// kernels (ops_avx512.c, with gemm.c) for the matmuls, the attention and the layernorm. A NULL
+// entry: the backend does not offer that op family. Where a fast kernel does not fit the shapes at
+// hand, its backend runs the reference op itself. ops.c chooses a backend per family at run time.
+#ifndef PATHFORMER_OPS_BACKEND_H
+#define PATHFORMER_OPS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef struct {
+    const char *name;
+    // OPS_MATMUL
+    void (*matmul_forward_fused)(float *out, const float *inp, const float *weight, const float *weight_packed,
+                                 const float *bias, const float *residual, int relu, int N, int C, int OC);
+    void (*matmul_backward)(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                            const float *weight, int N, int C, int OC);
+    // NULL within the family: ops.c composes it from matmul_backward and relu_backward
+    void (*matmul_backward_relu)(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                                 const float *weight, int N, int C, int OC);
+    // OPS_ATTENTION
+    void (*attention_forward_packed)(float *out, float *att, const float *qkv, const float *key_counts,
+                                     const int *offsets, int B, int T, int C, int NH, int last_only);
+    void (*attention_backward_packed)(float *dqkv, const float *dout, const float *qkv, const float *att,
+                                      const int *offsets, int B, int T, int C, int NH, int last_only);
+    // OPS_LAYERNORM
+    void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                              const float *bias, int N, int C);
+    void (*layernorm_backward)(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                               const float *weight, const float *mean, const float *rstd, int N, int C);
+} OpsBackend;
+
+extern const OpsBackend OPS_REFERENCE;  // "loops"
+#ifdef PF_HAVE_BLAS
+extern const OpsBackend OPS_BLAS;       // "openblas"
+#endif
+#if defined(__AVX512F__)
+extern const OpsBackend OPS_KERNELS;    // "kernels"
+#endif
+
+enum { LAYERNORM_BLOCK = 256 };  // columns per block of the layernorm backward's local buffers
+
+// The calling thread's share [lo, hi) of `total` rows inside a parallel region.
+static inline void thread_share(int total, int *lo, int *hi) {
+#ifdef _OPENMP
+    int threads = omp_get_num_threads(), id = omp_get_thread_num();
+#else
+    int threads = 1, id = 0;
+#endif
+    *lo = (int)((long)total * id / threads);
+    *hi = (int)((long)total * (id + 1) / threads);
+}
+
+// dbias[lo..hi) += column sums of dout (N, OC) over those columns (every matmul backend's bias
+// gradient, so that it is the same bits whichever computes the products).
+void ops_column_sums(float *dbias, const float *dout, int N, int OC, int lo, int hi);
+// The elementwise tail of a fused linear layer on rows lo..hi of out (the BLAS and loop backends).
+void ops_residual_relu_rows(float *out, const float *residual, int relu, int lo, int hi, int OC);
+
+#endif

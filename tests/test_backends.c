@@ -1,0 +1,269 @@
+// Every op family on every backend this build has, against the reference ("loops"), as ggml's
+// test-backend-ops does: the same random inputs through both, forward and backward, on shapes the
+// fast kernels take and on shapes they hand back to the reference (each backend must be right on
+// both), at one thread and at two. Each output is judged relative to its largest reference value.
+#include "testutil.h"
+
+#include "ops/gemm.h"
+#include "ops/ops.h"
+#include "rng.h"
+
+// float sums of a few hundred terms in another order (and the kernels' own e^x, good to 6e-9)
+// against the reference's: a few ulps of the largest value.
+static const double BACKEND_TOL = 1e-5;
+
+static float *random_floats(size_t n, Rng *rng) {
+    float *x = mallocCheck(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)(2.0 * rng_uniform(rng) - 1.0);
+    return x;
+}
+
+// Largest |got - want| over the largest |want|; prints it and fails above BACKEND_TOL.
+static void expect_close(const char *what, const char *backend, const float *got, const float *want, size_t n) {
+    double err = 0.0, scale = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        err = fmax(err, fabs((double)got[i] - want[i]));
+        scale = fmax(scale, fabs((double)want[i]));
+    }
+    double rel = scale > 0 ? err / scale : err;
+    printf("  %-9s %-24s %.1e\n", backend, what, rel);
+    if (!(rel < BACKEND_TOL)) fail_msg("%s on %s: %.3g relative to the reference (tolerance %.0e)", what, backend, rel,
+                                       BACKEND_TOL);
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul: the fused forward (bias, residual, ReLU, packed weights), the backward, and the backward
+// through a ReLU
+
+typedef struct {
+    float *out, *dinp, *dweight, *dbias, *dinp_relu, *dweight_relu, *dbias_relu;
+} MatmulResult;
+
+static MatmulResult run_matmul(const char *backend, const float *inp, const float *weight, const float *packed,
+                               const float *bias, const float *residual, const float *dout, int N, int C, int OC) {
+    assert_int_equal(ops_set_backend(OPS_MATMUL, backend), 0);
+    MatmulResult r = {
+        .out = mallocCheck(sizeof(float) * N * OC),
+        .dinp = calloc((size_t)N * C, sizeof(float)),
+        .dweight = calloc((size_t)OC * C, sizeof(float)),
+        .dbias = calloc(OC, sizeof(float)),
+        .dinp_relu = mallocCheck(sizeof(float) * N * C),
+        .dweight_relu = calloc((size_t)OC * C, sizeof(float)),
+        .dbias_relu = calloc(OC, sizeof(float)),
+    };
+    matmul_forward_fused(r.out, inp, weight, packed, bias, residual, 1, N, C, OC);
+    matmul_backward(r.dinp, r.dweight, r.dbias, dout, inp, weight, N, C, OC);
+    // inp as a ReLU's output: its non-positive entries mask the input gradient
+    matmul_backward_relu(r.dinp_relu, r.dweight_relu, r.dbias_relu, dout, inp, weight, N, C, OC);
+    return r;
+}
+
+static void matmul_result_free(MatmulResult *r) {
+    free(r->out);
+    free(r->dinp);
+    free(r->dweight);
+    free(r->dbias);
+    free(r->dinp_relu);
+    free(r->dweight_relu);
+    free(r->dbias_relu);
+}
+
+static void test_matmul_on_every_backend(void **state) {
+    (void)state;
+    const int shapes[][3] = {{400, 64, 192}, {37, 64, 256}, {64, 256, 64}, {13, 31, 47}};
+    Rng rng = rng_stream(21, 0, 0);
+    for (int threads = 1; threads <= 2; threads++) {
+        ops_set_threads(threads);
+        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+            int N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+            float *inp = random_floats((size_t)N * C, &rng), *weight = random_floats((size_t)OC * C, &rng);
+            float *bias = random_floats(OC, &rng), *residual = random_floats((size_t)N * OC, &rng);
+            float *dout = random_floats((size_t)N * OC, &rng);
+            for (size_t i = 0; i < (size_t)N * C; i++) inp[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+            float *packed = mallocCheck(sizeof(float) * gemm_packed_floats(OC, C));
+            gemm_pack(packed, weight, C, OC, C);
+            MatmulResult ref = run_matmul("loops", inp, weight, packed, bias, residual, dout, N, C, OC);
+            printf("matmul N %d, C %d, OC %d, %d threads\n", N, C, OC, threads);
+            for (int b = 0; b < ops_num_backends(OPS_MATMUL); b++) {
+                const char *name = ops_backend_name(OPS_MATMUL, b);
+                MatmulResult got = run_matmul(name, inp, weight, packed, bias, residual, dout, N, C, OC);
+                expect_close("forward (fused)", name, got.out, ref.out, (size_t)N * OC);
+                expect_close("backward dinp", name, got.dinp, ref.dinp, (size_t)N * C);
+                expect_close("backward dweight", name, got.dweight, ref.dweight, (size_t)OC * C);
+                expect_close("backward dbias", name, got.dbias, ref.dbias, OC);
+                expect_close("backward_relu dinp", name, got.dinp_relu, ref.dinp_relu, (size_t)N * C);
+                expect_close("backward_relu dweight", name, got.dweight_relu, ref.dweight_relu, (size_t)OC * C);
+                expect_close("backward_relu dbias", name, got.dbias_relu, ref.dbias_relu, OC);
+                matmul_result_free(&got);
+            }
+            matmul_result_free(&ref);
+            free(inp);
+            free(weight);
+            free(bias);
+            free(residual);
+            free(dout);
+            free(packed);
+        }
+    }
+    assert_int_equal(ops_set_backend(OPS_MATMUL, "no-such-backend"), -1);
+    ops_set_backend(OPS_MATMUL, ops_backend_name(OPS_MATMUL, 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// attention over packed rows: every query, or the last only; keys with copies, or one each
+
+typedef struct {
+    float *out, *dqkv;
+} AttentionResult;
+
+static AttentionResult run_attention(const char *backend, const float *qkv, const float *counts, const int *offsets,
+                                     const float *dout, int B, int T, int C, int NH, int last_only) {
+    assert_int_equal(ops_set_backend(OPS_ATTENTION, backend), 0);
+    int N = offsets[B], out_rows = last_only ? B : N;
+    AttentionResult r = {mallocCheck(sizeof(float) * out_rows * C), calloc((size_t)N * 3 * C, sizeof(float))};
+    float *att = mallocCheck(sizeof(float) * B * NH * T * T);
+    attention_forward_packed(r.out, att, qkv, counts, offsets, B, T, C, NH, last_only);
+    attention_backward_packed(r.dqkv, dout, qkv, att, offsets, B, T, C, NH, last_only);
+    free(att);
+    return r;
+}
+
+static void test_attention_on_every_backend(void **state) {
+    (void)state;
+    // (T, C, NH): the kernels take sequences of up to 16 rows with heads of 16..64 in steps of 16;
+    // the last two hand back to the reference (a longer sequence, a head of 24)
+    const int shapes[][3] = {{16, 64, 2}, {16, 64, 4}, {12, 128, 2}, {20, 64, 2}, {16, 48, 2}};
+    const int B = 9;
+    Rng rng = rng_stream(22, 0, 0);
+    for (int threads = 1; threads <= 2; threads++) {
+        ops_set_threads(threads);
+        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+            int T = shapes[s][0], C = shapes[s][1], NH = shapes[s][2];
+            int offsets[B + 1];
+            offsets[0] = 0;
+            for (int b = 0; b < B; b++) offsets[b + 1] = offsets[b] + 1 + (int)rng_below(&rng, (uint32_t)T);
+            int N = offsets[B];
+            float *qkv = random_floats((size_t)N * 3 * C, &rng), *counts = mallocCheck(sizeof(float) * N);
+            for (int r = 0; r < N; r++) counts[r] = (float)(1 + rng_below(&rng, 3));
+            for (int last_only = 0; last_only <= 1; last_only++)
+                for (int weighted = 0; weighted <= 1; weighted++) {
+                    int out_rows = last_only ? B : N;
+                    float *dout = random_floats((size_t)out_rows * C, &rng);
+                    const float *key_counts = weighted ? counts : NULL;
+                    AttentionResult ref =
+                        run_attention("loops", qkv, key_counts, offsets, dout, B, T, C, NH, last_only);
+                    printf("attention T %d, C %d, NH %d, %s, %s, %d threads\n", T, C, NH,
+                           last_only ? "last query" : "every query", weighted ? "key counts" : "one copy each",
+                           threads);
+                    for (int b = 0; b < ops_num_backends(OPS_ATTENTION); b++) {
+                        const char *name = ops_backend_name(OPS_ATTENTION, b);
+                        AttentionResult got =
+                            run_attention(name, qkv, key_counts, offsets, dout, B, T, C, NH, last_only);
+                        expect_close("forward out", name, got.out, ref.out, (size_t)out_rows * C);
+                        expect_close("backward dqkv", name, got.dqkv, ref.dqkv, (size_t)N * 3 * C);
+                        free(got.out);
+                        free(got.dqkv);
+                    }
+                    free(ref.out);
+                    free(ref.dqkv);
+                    free(dout);
+                }
+            free(qkv);
+            free(counts);
+        }
+    }
+    assert_int_equal(ops_set_backend(OPS_ATTENTION, "openblas"), -1);  // not an attention backend
+    ops_set_backend(OPS_ATTENTION, ops_backend_name(OPS_ATTENTION, 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// layernorm
+
+typedef struct {
+    float *out, *mean, *rstd, *dinp, *dweight, *dbias;
+} LayernormResult;
+
+static LayernormResult run_layernorm(const char *backend, const float *inp, const float *weight, const float *bias,
+                                     const float *dout, int N, int C) {
+    assert_int_equal(ops_set_backend(OPS_LAYERNORM, backend), 0);
+    LayernormResult r = {
+        .out = mallocCheck(sizeof(float) * N * C),
+        .mean = mallocCheck(sizeof(float) * N),
+        .rstd = mallocCheck(sizeof(float) * N),
+        .dinp = calloc((size_t)N * C, sizeof(float)),
+        .dweight = calloc(C, sizeof(float)),
+        .dbias = calloc(C, sizeof(float)),
+    };
+    layernorm_forward(r.out, r.mean, r.rstd, inp, weight, bias, N, C);
+    layernorm_backward(r.dinp, r.dweight, r.dbias, dout, inp, weight, r.mean, r.rstd, N, C);
+    return r;
+}
+
+static void layernorm_result_free(LayernormResult *r) {
+    free(r->out);
+    free(r->mean);
+    free(r->rstd);
+    free(r->dinp);
+    free(r->dweight);
+    free(r->dbias);
+}
+
+static void test_layernorm_on_every_backend(void **state) {
+    (void)state;
+    // (N, C): the kernels take C a multiple of 16 up to 256; the last two go to the reference
+    const int shapes[][2] = {{300, 64}, {77, 256}, {50, 48}, {40, 50}, {20, 320}};
+    Rng rng = rng_stream(23, 0, 0);
+    for (int threads = 1; threads <= 2; threads++) {
+        ops_set_threads(threads);  // the kernels' one-pass backward runs where one thread does all rows
+        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+            int N = shapes[s][0], C = shapes[s][1];
+            float *inp = random_floats((size_t)N * C, &rng), *weight = random_floats(C, &rng);
+            float *bias = random_floats(C, &rng), *dout = random_floats((size_t)N * C, &rng);
+            LayernormResult ref = run_layernorm("loops", inp, weight, bias, dout, N, C);
+            printf("layernorm N %d, C %d, %d threads\n", N, C, threads);
+            for (int b = 0; b < ops_num_backends(OPS_LAYERNORM); b++) {
+                const char *name = ops_backend_name(OPS_LAYERNORM, b);
+                LayernormResult got = run_layernorm(name, inp, weight, bias, dout, N, C);
+                expect_close("forward out", name, got.out, ref.out, (size_t)N * C);
+                expect_close("forward mean", name, got.mean, ref.mean, N);
+                expect_close("forward rstd", name, got.rstd, ref.rstd, N);
+                expect_close("backward dinp", name, got.dinp, ref.dinp, (size_t)N * C);
+                expect_close("backward dweight", name, got.dweight, ref.dweight, C);
+                expect_close("backward dbias", name, got.dbias, ref.dbias, C);
+                layernorm_result_free(&got);
+            }
+            layernorm_result_free(&ref);
+            free(inp);
+            free(weight);
+            free(bias);
+            free(dout);
+        }
+    }
+    ops_set_backend(OPS_LAYERNORM, ops_backend_name(OPS_LAYERNORM, 0));
+}
+
+// The table as the build has it: the reference everywhere, the defaults the fastest.
+static void test_backend_table(void **state) {
+    (void)state;
+    for (int f = 0; f < NUM_OP_FAMILIES; f++) {
+        int n = ops_num_backends((OpFamily)f);
+        assert_true(n >= 1);
+        assert_string_equal(ops_backend_name((OpFamily)f, n - 1), "loops");
+        assert_null(ops_backend_name((OpFamily)f, n));
+        assert_string_equal(ops_get_backend((OpFamily)f), ops_backend_name((OpFamily)f, 0));
+        printf("%-9s:", ops_family_name((OpFamily)f));
+        for (int b = 0; b < n; b++) printf(" %s", ops_backend_name((OpFamily)f, b));
+        printf("\n");
+    }
+    assert_string_equal(ops_backend(), ops_get_backend(OPS_MATMUL));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_backend_table),
+        cmocka_unit_test(test_matmul_on_every_backend),
+        cmocka_unit_test(test_attention_on_every_backend),
+        cmocka_unit_test(test_layernorm_on_every_backend),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
