@@ -107,8 +107,9 @@ check: probe pathformer $(TESTS) asan
 	@bash tests/run_tests.sh $(BUILD)
 
 # libFuzzer targets (fuzz/fuzz_NAME.c, clang with ASan + UBSan) over every parser of outside input;
-# `make fuzz` runs each for FUZZ_SECONDS from its seed corpus (fuzz/corpus/NAME), keeping what it
-# finds in $(BUILD)/fuzz/corpus-NAME. Built for plain x86-64: the parsers are the target, and the
+# `make fuzz` runs each for FUZZ_SECONDS from its seed corpus (fuzz/corpus/NAME) and the inputs
+# that once crashed it (fuzz/regressions/NAME, each run first), keeping what it finds in
+# $(BUILD)/fuzz/corpus-NAME. Built for plain x86-64: the parsers are the target, and the
 # AVX-512 kernels under clang's sanitizers take minutes to compile.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
@@ -125,6 +126,7 @@ $(BUILD)/fuzz/%.o: src/%.c $(HEADERS) Makefile
 $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) -lcjson -lm
 
+.SECONDARY: $(FUZZ_OBJ)
 fuzz-build: $(FUZZERS)
 
 fuzz: fuzz-build
@@ -133,7 +135,7 @@ fuzz: fuzz-build
 		echo "=== fuzz $$t for $(FUZZ_SECONDS) s"; \
 		$(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 			-artifact_prefix=$(BUILD)/fuzz/crash-$$t- $(BUILD)/fuzz/corpus-$$t fuzz/corpus/$$t \
-			> $(BUILD)/fuzz/$$t.log 2>&1; status=$$?; \
+			$$(test -d fuzz/regressions/$$t && echo fuzz/regressions/$$t) > $(BUILD)/fuzz/$$t.log 2>&1; status=$$?; \
 		grep -E "stat::number_of_executed_units|SUMMARY" $(BUILD)/fuzz/$$t.log; \
 		[ $$status -eq 0 ] || { tail -40 $(BUILD)/fuzz/$$t.log; exit 1; }; \
 	done

@@ -279,6 +279,11 @@ static void test_experiment_config(void **state) {
     assert_int_equal(experiment_set(&cfg, "noequals"), -1);
     assert_int_equal(experiment_set(&cfg, "tune.lr=fast"), 0);
     assert_int_equal(experiment_finalize(&cfg), -1);
+    // found by fuzzing (fuzz/regressions/settings): a count too large for a long is refused
+    assert_int_equal(experiment_from_json(&back, "{\"preset\": \"tiny\", \"eval_examples\": 2.5e100, \"pretrain\": {}, "
+                                                 "\"tune\": {}}"),
+                     -1);
+    assert_non_null(strstr(pf_last_error(), "eval_examples"));
     assert_int_equal(phase_lookup("tune"), PHASE_TUNE);
     assert_int_equal(phase_lookup("fly"), -1);
 }

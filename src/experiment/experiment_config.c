@@ -221,6 +221,9 @@ int experiment_from_json(ExperimentConfig *cfg, const char *text) {
     int rc = 0;
     if (!cJSON_IsString(preset) || !cJSON_IsNumber(evals) || !cJSON_IsObject(pre) || !cJSON_IsObject(tune)) {
         rc = pf_fail("not an experiment config (preset, eval_examples, pretrain, tune expected)");
+    } else if (!(evals->valuedouble >= 1 && evals->valuedouble <= (double)(1L << 30)) ||
+               evals->valuedouble != floor(evals->valuedouble)) {
+        rc = pf_fail("eval_examples: %g is not a count in 1..%ld", evals->valuedouble, 1L << 30);
     } else if (experiment_preset(cfg, preset->valuestring) == 0) {
         cfg->eval_examples = (long)evals->valuedouble;
         // absent in folders written before these settings, which fine-tuned with a new Adam from

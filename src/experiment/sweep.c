@@ -194,11 +194,13 @@ static int spec_from_json(SweepSpec *spec, const cJSON *root) {
         return pf_fail("sweep.json: not a sweep (preset and runs expected)");
     snprintf(spec->preset, sizeof(spec->preset), "%s", preset->valuestring);
     if (read_settings(cJSON_GetObjectItemCaseSensitive(root, "settings"), spec->base, &spec->num_base) != 0) return -1;
-    spec->budget_examples = (long)report_json_number(root, "budget_examples");
-    spec->budget_seconds = report_json_number(root, "budget_seconds");
-    spec->eval_examples = (long)report_json_number(root, "eval_examples");
-    if (!(spec->budget_examples >= 0) || !(spec->budget_seconds >= 0) || !(spec->eval_examples >= 1))
+    double examples = report_json_number(root, "budget_examples"), seconds = report_json_number(root, "budget_seconds");
+    double evals = report_json_number(root, "eval_examples");
+    if (!(examples >= 0 && examples <= 1e15) || !(seconds >= 0 && seconds <= 1e12) || !(evals >= 1 && evals <= 1e9))
         return pf_fail("sweep.json: bad budget or eval_examples");
+    spec->budget_examples = (long)examples;
+    spec->budget_seconds = seconds;
+    spec->eval_examples = (long)evals;
     cJSON *item;
     cJSON_ArrayForEach(item, runs) {
         if (spec->num_runs == SWEEP_MAX_RUNS) return pf_fail("sweep.json: more than %d runs", SWEEP_MAX_RUNS);
