@@ -102,8 +102,8 @@ test: deps
 
 # Unit tests run twice: the optimized build (all tests, including PyTorch parity and the authors'
 # checkpoint) and the sanitizer build (the same tests; the slow ones size themselves down under
-# PF_SANITIZER=1).
-check: probe pathformer $(TESTS) asan
+# PF_SANITIZER=1); then the layout check, the browser test and each fuzz target for a few seconds.
+check: probe pathformer $(TESTS) asan fuzz-build
 	@bash tests/run_tests.sh $(BUILD)
 
 # libFuzzer targets (fuzz/fuzz_NAME.c, clang with ASan + UBSan) over every parser of outside input;

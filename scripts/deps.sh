@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what pathformer needs to build, run and test, when any of it is missing: Debian packages
-# (compiler, libraries, PyTorch for the parity test, Node.js for the report's plotting libraries and
-# Chromium for the report's browser test), then the npm packages pinned in package-lock.json.
+# (compiler, libraries, PyTorch for the parity test, Node.js for the report's plotting libraries,
+# Chromium for the report's browser test, clang with libFuzzer for the fuzz targets), then the npm packages pinned in package-lock.json.
 # Needs root (or sudo) only when a Debian package has to be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(gcc make libc6-dev libcjson-dev libcmocka-dev libopenblas-dev python3-torch python3-numpy chromium)
+packages=(gcc make libc6-dev libcjson-dev libcmocka-dev libopenblas-dev python3-torch python3-numpy chromium clang
+          libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

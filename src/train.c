@@ -476,6 +476,31 @@ static int finish_run(TrainRun *run) {
     return rc;
 }
 
+double train_measure_rate(const RunConfig *cfg) {
+    RunConfig probe = *cfg;
+    if (probe.batch_size > 4096) probe.batch_size = 4096;
+    if (probe.micro_batch > probe.batch_size) probe.micro_batch = (int)probe.batch_size;
+    DataSet set;
+    if (dataset_lookup(&set, probe.set, &probe.data) != 0) return -1;
+    int threads = ops_set_threads(probe.threads);
+    Model model;
+    model_create(&model, &probe.model, probe.micro_batch, 1);
+    model_init(&model, probe.seed, probe.identical_layers);
+    GradientWorkers *workers = gradient_workers_create(&model, &probe, threads);
+    BatchStats stats;
+    double best = 0.0;
+    // the first step warms caches and pages; the best of the next two is the machine's rate
+    for (long k = 0; k < 3; k++) {
+        double start = pf_now_seconds();
+        if (gradient_workers_step(workers, &set, (1L << 40) + k, &stats) != 0) break;
+        double rate = probe.batch_size / (pf_now_seconds() - start);
+        if (k > 0 && rate > best) best = rate;
+    }
+    gradient_workers_free(workers);
+    model_free(&model);
+    return best;
+}
+
 int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_after) {
     TrainRun run = {.cfg = cfg, .run_dir = run_dir};
     if (dataset_lookup(&run.set, cfg->set, &cfg->data) != 0) return -1;

@@ -41,6 +41,11 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
 // as stop_after does) once this many seconds of its session have passed; 0 = none.
 void train_set_time_limit(double seconds);
 
+// Training examples per second of cfg on this machine, measured on a few steps of a fresh model
+// (batches of cfg->batch_size, at most 4,096, from steps far past any run's); for estimates before a
+// run starts. -1 with the error set on bad settings.
+double train_measure_rate(const RunConfig *cfg);
+
 // Reads a run folder's config.json.
 int train_load_run_config(RunConfig *cfg, const char *run_dir);
 

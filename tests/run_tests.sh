@@ -48,6 +48,25 @@ browser_test() {
     return $rc
 }
 run "report_browser" browser_test
+# Each fuzz target briefly (FUZZ_SMOKE_SECONDS, default 10) from its seed corpus and the inputs that
+# once crashed it (fuzz/regressions/NAME, all run first); a long run is `make fuzz`.
+fuzz_smoke() {
+    local target=$1 name dir rc
+    name=$(basename "$target")
+    name=${name#fuzz_}
+    dir=$(mktemp -d)
+    "$target" -max_total_time="${FUZZ_SMOKE_SECONDS:-10}" -artifact_prefix="$build/fuzz/crash-$name-" "$dir" \
+        "fuzz/corpus/$name" $(test -d "fuzz/regressions/$name" && echo "fuzz/regressions/$name") >"$dir.log" 2>&1
+    rc=$?
+    grep -E "stat::number_of_executed_units|Done [0-9]+ runs" "$dir.log" | tail -1
+    [ $rc -eq 0 ] || tail -30 "$dir.log"
+    rm -rf "$dir" "$dir.log"
+    return $rc
+}
+for t in "$build"/fuzz/fuzz_*; do
+    [ -x "$t" ] || continue
+    run "fuzz/$(basename "$t")" fuzz_smoke "$t"
+done
 echo
 [ "$failed" -eq 0 ] || echo "failed: ${failed_names[*]}"
 echo "tests: $passed passed, $failed failed"

@@ -248,6 +248,38 @@ static int prepare_folder(const ExperimentConfig *cfg, const char *run_dir, cons
     return rc;
 }
 
+static long schedule_examples(const RunConfig *cfg) {
+    LrSchedule schedule;
+    if (lr_schedule_parse(&schedule, cfg->lr_schedule) != 0) return 0;
+    return lr_schedule_total_steps(&schedule) * cfg->batch_size;
+}
+
+static void format_minutes(char *out, size_t size, double seconds) {
+    if (seconds >= 3600)
+        snprintf(out, size, "%.1f h", seconds / 3600);
+    else if (seconds >= 120)
+        snprintf(out, size, "%.0f min", seconds / 60);
+    else
+        snprintf(out, size, "%.0f s", seconds);
+}
+
+// Before a fresh run: what it will do and, from a few steps measured on this machine, how long.
+static void print_estimate(const ExperimentConfig *cfg) {
+    long pre = cfg->from[0] ? 0 : schedule_examples(&cfg->pretrain), tune = schedule_examples(&cfg->tune);
+    double pre_rate = pre ? train_measure_rate(&cfg->pretrain) : 0.0, tune_rate = train_measure_rate(&cfg->tune);
+    if ((pre && !(pre_rate > 0)) || !(tune_rate > 0)) return;
+    // inference runs about 3.5x the training rate (README: Benchmarks)
+    double pre_s = pre ? pre / pre_rate : 0.0, tune_s = tune / tune_rate, eval_s = NUM_EVALS * cfg->eval_examples / (3.5 * tune_rate);
+    char a[32], b[32], c[32], total[32];
+    format_minutes(a, sizeof(a), pre_s);
+    format_minutes(b, sizeof(b), tune_s);
+    format_minutes(c, sizeof(c), eval_s);
+    format_minutes(total, sizeof(total), pre_s + tune_s + eval_s);
+    fprintf(stderr, "estimate on this machine: pre-training %s (%ld examples at ~%.0f/s), fine-tuning %s (%ld at ~%.0f/s), "
+            "evaluations %s; total about %s\n",
+            pre ? a : "none", pre, pre_rate, b, tune, tune_rate, c, total);
+}
+
 int experiment_run(const ExperimentConfig *cfg, const char *run_dir, const ExperimentOptions *options) {
     if (strlen(run_dir) > PF_PATH_MAX - 64) return pf_fail("run folder name too long: %s", run_dir);
     if (cfg->from[0] && strcmp(cfg->tune_optimizer, TUNE_OPTIMIZER_CONTINUE) == 0) {
@@ -261,6 +293,9 @@ int experiment_run(const ExperimentConfig *cfg, const char *run_dir, const Exper
     if (prepare_folder(cfg, run_dir, options) != 0) return -1;
     PhaseState state;
     if (state_load(&state, run_dir) != 0) return -1;
+    int fresh = options->only_phase < 0;
+    for (int phase = 0; phase < NUM_PHASES; phase++) fresh = fresh && !state.done[phase];
+    if (fresh) print_estimate(cfg);
     for (int phase = 0; phase < NUM_PHASES; phase++) {
         if (options->only_phase >= 0 && phase != options->only_phase) {
             if (phase < options->only_phase && !state.done[phase])
