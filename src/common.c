@@ -1,6 +1,9 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,7 +99,68 @@ char *pf_read_file(const char *path, size_t *size_out) {
     return data;
 }
 
+// Fault injection for the kill tests: PF_FAULT_KILL_AT=N kills the process (SIGKILL, as the OOM
+// killer or a preempted job would) at the N-th fault point it passes.
+void pf_fault_point(void) {
+    static long remaining = -2;
+    if (remaining == -2) {
+        const char *v = getenv("PF_FAULT_KILL_AT");
+        remaining = v && v[0] ? strtol(v, NULL, 10) : -1;
+    }
+    if (remaining > 0 && --remaining == 0) raise(SIGKILL);
+}
+
+// fsync of the folder holding path, so that a rename in it survives a power loss.
+static int sync_parent(const char *path) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof(dir), ".");
+    else if (slash == path) snprintf(dir, sizeof(dir), "/");
+    else snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return pf_fail("cannot open folder %s: %s", dir, strerror(errno));
+    int rc = fsync(fd) == 0 || errno == EINVAL ? 0 : pf_fail("cannot sync folder %s: %s", dir, strerror(errno));
+    close(fd);
+    return rc;
+}
+
+int pf_rename_durable(const char *from, const char *to) {
+    pf_fault_point();
+    if (rename(from, to) != 0) return pf_fail("cannot rename %s to %s: %s", from, to, strerror(errno));
+    pf_fault_point();
+    return sync_parent(to);
+}
+
+int pf_lock_folder(const char *dir, int *fd_out) {
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof(path), "%s/.lock", dir) >= sizeof(path)) return pf_fail("path too long: %s", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return pf_fail("cannot write %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char holder[32] = "";
+        ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        close(fd);
+        return pf_fail("%s is in use by another pathformer process (pid %s); wait for it or stop it", dir,
+                       holder[0] ? holder : "unknown");
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        close(fd);
+        return pf_fail("cannot write %s: %s", path, strerror(errno));
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+void pf_unlock_folder(int fd) {
+    if (fd >= 0) close(fd);  // closing releases the lock
+}
+
 int pf_write_file_atomic(const char *path, const void *data, size_t size) {
+    pf_fault_point();
     size_t len = strlen(path);
     char *tmp = mallocCheck(len + 32);
     snprintf(tmp, len + 32, "%s.tmp.%ld", path, (long)getpid());
@@ -116,6 +180,7 @@ int pf_write_file_atomic(const char *path, const void *data, size_t size) {
         free(tmp);
         return rc;
     }
+    pf_fault_point();
     if (rename(tmp, path) != 0) {
         int rc = pf_fail("cannot rename %s to %s: %s", tmp, path, strerror(errno));
         unlink(tmp);
@@ -123,7 +188,8 @@ int pf_write_file_atomic(const char *path, const void *data, size_t size) {
         return rc;
     }
     free(tmp);
-    return 0;
+    pf_fault_point();
+    return sync_parent(path);
 }
 
 int pf_path_join(char *out, size_t size, const char *dir, const char *name) {

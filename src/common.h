@@ -33,9 +33,20 @@ const char *pf_last_error(void);
 // Reads a whole file into a fresh buffer; returns NULL and sets the error on failure.
 char *pf_read_file(const char *path, size_t *size_out);
 
-// Writes `size` bytes to `path` atomically: a temporary file in the same folder, fsync, rename.
+// Writes `size` bytes to `path` atomically: a temporary file in the same folder, fsync, rename, fsync
+// of the folder.
 // Returns 0, or -1 with the error set (the old file, if any, is left untouched).
 int pf_write_file_atomic(const char *path, const void *data, size_t size);
+
+// Renames from to to, then fsyncs the folder: after it returns, the rename survives a crash.
+int pf_rename_durable(const char *from, const char *to);
+// Takes dir/.lock exclusively (flock, released when the process ends however it ends) and writes
+// the pid into it; a second process gets a one-line error naming the holder's pid. *fd_out keeps
+// the lock until pf_unlock_folder.
+int pf_lock_folder(const char *dir, int *fd_out);
+void pf_unlock_folder(int fd);
+// A place where the kill tests may stop the process (PF_FAULT_KILL_AT=N: SIGKILL at the N-th).
+void pf_fault_point(void);
 
 // out = dir/name; 0, or -1 with the error set when it does not fit in size (out is then cut).
 int pf_path_join(char *out, size_t size, const char *dir, const char *name);

@@ -43,21 +43,60 @@ int train_load_run_config(RunConfig *cfg, const char *run_dir) {
     return config_finalize(cfg);
 }
 
-// Saves the model and the optimizer state after `step` completed steps.
+// A checkpoint is the model and the optimizer state of one step, committed as one unit so that a
+// kill at any instant (SIGKILL, OOM, power loss) leaves a complete one: both files are first written
+// as model.next.safetensors and optimizer.next.safetensors (each written whole, fsync'ed, renamed
+// into place), then renamed over model.safetensors and optimizer.safetensors, model first.
+// repair_checkpoint, run before any read of the folder's checkpoint, finishes or drops a commit that
+// a kill interrupted: with both .next files there, they are the newer checkpoint and the renames
+// are finished; a lone model.next is a commit that never completed and is removed; a lone
+// optimizer.next means the model was renamed already and only the optimizer's rename is left.
+static void checkpoint_paths(const char *run_dir, char model[][PF_PATH_MAX + 32], char opt[][PF_PATH_MAX + 32]) {
+    pf_path_join(model[0], PF_PATH_MAX + 32, run_dir, "model.safetensors");
+    pf_path_join(model[1], PF_PATH_MAX + 32, run_dir, "model.next.safetensors");
+    pf_path_join(opt[0], PF_PATH_MAX + 32, run_dir, "optimizer.safetensors");
+    pf_path_join(opt[1], PF_PATH_MAX + 32, run_dir, "optimizer.next.safetensors");
+}
+
+static int repair_checkpoint(const char *run_dir) {
+    char model[2][PF_PATH_MAX + 32], opt[2][PF_PATH_MAX + 32];
+    checkpoint_paths(run_dir, model, opt);
+    int model_next = pf_file_exists(model[1]), opt_next = pf_file_exists(opt[1]);
+    if (model_next && opt_next) {
+        if (pf_rename_durable(model[1], model[0]) != 0) return -1;
+        return pf_rename_durable(opt[1], opt[0]);
+    }
+    if (model_next && unlink(model[1]) != 0) return pf_fail("cannot remove %s: %s", model[1], strerror(errno));
+    if (opt_next) return pf_rename_durable(opt[1], opt[0]);
+    return 0;
+}
+
+int train_has_checkpoint(const char *run_dir) {
+    char model[2][PF_PATH_MAX + 32], opt[2][PF_PATH_MAX + 32];
+    checkpoint_paths(run_dir, model, opt);
+    if (!pf_file_exists(model[1]) && !pf_file_exists(opt[1])) return pf_file_exists(model[0]);
+    int lock = -1;  // a repair renames files: not while another process trains there
+    if (pf_lock_folder(run_dir, &lock) != 0) return -1;
+    int rc = repair_checkpoint(run_dir);
+    pf_unlock_folder(lock);
+    return rc != 0 ? -1 : pf_file_exists(model[0]);
+}
+
+// Saves the model and the optimizer state after `step` completed steps (one unit, see above).
 static int save_checkpoint(const Model *model, const AdamState *adam, const RunConfig *cfg, const char *run_dir,
                            long step) {
-    char step_text[32], seed_text[32], path[PF_PATH_MAX + 32];
+    char step_text[32], seed_text[32], model_path[2][PF_PATH_MAX + 32], opt_path[2][PF_PATH_MAX + 32];
+    checkpoint_paths(run_dir, model_path, opt_path);
     snprintf(step_text, sizeof(step_text), "%ld", step);
     snprintf(seed_text, sizeof(seed_text), "%llu", (unsigned long long)cfg->seed);
     const char *keys[] = {"step", "seed", "set"};
     const char *values[] = {step_text, seed_text, cfg->set};
-    pf_path_join(path, sizeof(path), run_dir, "model.safetensors");
-    if (model_save(model, path, 3, keys, values) != 0) return -1;
-
+    if (model_save(model, model_path[1], 3, keys, values) != 0) return -1;
     const char *extra_keys[] = {"seed"};
     const char *extra_values[] = {seed_text};
-    pf_path_join(path, sizeof(path), run_dir, "optimizer.safetensors");
-    return adam_save(adam, path, step, 1, extra_keys, extra_values);
+    if (adam_save(adam, opt_path[1], step, 1, extra_keys, extra_values) != 0) return -1;
+    if (pf_rename_durable(model_path[1], model_path[0]) != 0) return -1;
+    return pf_rename_durable(opt_path[1], opt_path[0]);
 }
 
 static int metadata_long(const StFile *file, const char *key, const char *path, long *out) {
@@ -74,6 +113,7 @@ static long load_checkpoint(Model *model, AdamState *adam, const char *run_dir) 
     char path[PF_PATH_MAX + 32];
     StFile file;
     long model_step = 0, opt_step = 0;
+    if (repair_checkpoint(run_dir) != 0) return -1;
     pf_path_join(path, sizeof(path), run_dir, "model.safetensors");
     if (model_open_checkpoint(&file, path) != 0) return -1;
     ModelConfig saved = model->config;
@@ -287,12 +327,17 @@ static int prepare_folder(const RunConfig *cfg, const char *run_dir, int resume)
             free(saved_json);
         }
     } else {
-        char model_path[PF_PATH_MAX + 32];
-        pf_path_join(model_path, sizeof(model_path), run_dir, "model.safetensors");
-        if (pf_file_exists(model_path) || pf_file_exists(path))
+        // a folder whose run died before its first checkpoint is begun again (the lock rules out
+        // a run still at work in it)
+        char model_path[2][PF_PATH_MAX + 32], opt_path[2][PF_PATH_MAX + 32], log_path[PF_PATH_MAX + 32];
+        checkpoint_paths(run_dir, model_path, opt_path);
+        pf_path_join(log_path, sizeof(log_path), run_dir, "train.csv");
+        rc = repair_checkpoint(run_dir);
+        if (rc == 0 && pf_file_exists(model_path[0]))
             rc = pf_fail("%s already holds a run; continue it with --resume or choose another --out", run_dir);
-        else
-            rc = pf_write_file_atomic(path, config_json, strlen(config_json));
+        if (rc == 0 && pf_file_exists(log_path) && unlink(log_path) != 0)
+            rc = pf_fail("cannot remove %s: %s", log_path, strerror(errno));
+        if (rc == 0) rc = pf_write_file_atomic(path, config_json, strlen(config_json));
     }
     free(config_json);
     return rc;
@@ -309,8 +354,15 @@ static int init_run(TrainRun *run, int resume) {
     adam_create(&run->adam, run->model.num_parameters);
     run->adam_cfg = (AdamConfig){cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay};
     if (resume) {
-        run->start_step = load_checkpoint(&run->model, &run->adam, run->run_dir);
-        return run->start_step < 0 ? -1 : 0;
+        char path[PF_PATH_MAX + 32];
+        pf_path_join(path, sizeof(path), run->run_dir, "model.safetensors");
+        if (repair_checkpoint(run->run_dir) != 0) return -1;
+        if (pf_file_exists(path)) {
+            run->start_step = load_checkpoint(&run->model, &run->adam, run->run_dir);
+            return run->start_step < 0 ? -1 : 0;
+        }
+        // the run died before its first checkpoint: it begins again (open_log keeps only the header)
+        fprintf(stderr, "%s has no checkpoint yet: starting from step 0\n", run->run_dir);
     }
     if (!cfg->init_from[0]) {
         model_init(&run->model, cfg->seed, cfg->identical_layers);
@@ -506,7 +558,12 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
     if (dataset_lookup(&run.set, cfg->set, &cfg->data) != 0) return -1;
     if (lr_schedule_parse(&run.schedule, cfg->lr_schedule) != 0) return -1;
     run.total_steps = lr_schedule_total_steps(&run.schedule);
-    if (prepare_folder(cfg, run_dir, resume) != 0) return -1;
+    int lock = -1;
+    if (pf_mkdir_p(run_dir) != 0 || pf_lock_folder(run_dir, &lock) != 0) return -1;
+    if (prepare_folder(cfg, run_dir, resume) != 0) {
+        pf_unlock_folder(lock);
+        return -1;
+    }
 
     int rc = init_run(&run, resume);
     if (rc == 0) rc = open_log(&run, resume);
@@ -527,5 +584,6 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
         if (rc == 0) rc = finish_run(&run);
     }
     free_run(&run);
+    pf_unlock_folder(lock);
     return rc;
 }

@@ -46,6 +46,10 @@ void train_set_time_limit(double seconds);
 // run starts. -1 with the error set on bad settings.
 double train_measure_rate(const RunConfig *cfg);
 
+// Whether run_dir holds a checkpoint to resume, after finishing or dropping a commit that a kill
+// interrupted (train.c: one checkpoint, one unit). 1, 0, or -1 with the error set.
+int train_has_checkpoint(const char *run_dir);
+
 // Reads a run folder's config.json.
 int train_load_run_config(RunConfig *cfg, const char *run_dir);
 

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -585,6 +586,110 @@ static int csv_data_rows(const char *path) {
     return lines > 0 ? lines - 1 : 0;
 }
 
+// Runs the binary with PF_FAULT_KILL_AT=kill_at (0: none), output discarded; returns the exit status,
+// or -SIGNAL when it died of a signal.
+static int run_with_fault(int kill_at, const char *const *args) {
+    int n = 0;
+    while (environ[n]) n++;
+    char **env = mallocCheck(sizeof(char *) * (size_t)(n + 2));
+    char fault[64];
+    snprintf(fault, sizeof(fault), "PF_FAULT_KILL_AT=%d", kill_at);
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (strncmp(environ[i], "PF_FAULT_KILL_AT=", 17) != 0) env[m++] = environ[i];
+    env[m++] = fault;
+    env[m] = NULL;
+    const char *argv[32];
+    argv[0] = test_binary_path();
+    int k = 1;
+    for (; args[k - 1] && k < 31; k++) argv[k] = args[k - 1];
+    argv[k] = NULL;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &actions, NULL, (char *const *)argv, env);
+    posix_spawn_file_actions_destroy(&actions);
+    free(env);
+    if (rc != 0) fail_msg("cannot run %s: %s", argv[0], strerror(rc));
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
+    return WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+// SIGKILL at any instant, inside the checkpoint's writes and renames included (the fault points of
+// PF_FAULT_KILL_AT), then --resume, again and again: the run ends byte-identical to one that was
+// never interrupted, its log included (but the timing columns), and never refuses to resume.
+static void test_kill_anywhere_resumes_identical(void **state) {
+    (void)state;
+    const char *schedule = test_under_sanitizer() ? "lr=1e-3@40" : "lr=1e-3@120";
+    int want_kills = test_under_sanitizer() ? 40 : 200;
+    char ref[600], dir[600], path_a[700], path_b[700];
+    path_in(ref, sizeof(ref), scratch_root, "kill-reference");
+    path_in(dir, sizeof(dir), scratch_root, "kill-target");
+    const char *ref_args[] = {"train", "--preset", "tiny", schedule, "checkpoint_every=1", "seed=4", "--out", ref, NULL};
+    assert_int_equal(run_with_fault(0, ref_args), 0);
+    const char *first[] = {"train", "--preset", "tiny", schedule, "checkpoint_every=1", "seed=4", "--out", dir, NULL};
+    const char *again[] = {"train", "--out", dir, "--resume", NULL};
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    int kills = 0, sessions = 0, started = 0;
+    char config[700];
+    path_in(config, sizeof(config), dir, "config.json");  // there once a start got past its checks
+    for (;;) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        int kill_at = 1 + (int)((rng >> 33) % 14);  // a step passes about 10 fault points
+        int rc = run_with_fault(kills < want_kills ? kill_at : 0, started ? again : first);
+        sessions++;
+        if (rc == -SIGKILL) {
+            kills++;
+            started = pf_file_exists(config);
+            continue;
+        }
+        if (rc != 0) fail_msg("session %d (after %d kills) exited with %d", sessions, kills, rc);
+        path_in(path_a, sizeof(path_a), dir, "summary.json");
+        if (pf_file_exists(path_a)) break;
+        if (kills >= want_kills) fail_msg("no kill left and the run did not finish");
+        started = 1;
+    }
+    printf("  %d kills in %d sessions\n", kills, sessions);
+    assert_true(kills >= want_kills);
+    const char *same[] = {"model.safetensors", "optimizer.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        path_in(path_a, sizeof(path_a), ref, same[i]);
+        path_in(path_b, sizeof(path_b), dir, same[i]);
+        expect_same_file(path_a, path_b);
+    }
+    path_in(path_a, sizeof(path_a), ref, "train.csv");
+    path_in(path_b, sizeof(path_b), dir, "train.csv");
+    char *csv_a = test_read_file(NULL, path_a), *csv_b = test_read_file(NULL, path_b);
+    char *losses_a = csv_without_timing(csv_a), *losses_b = csv_without_timing(csv_b);
+    assert_string_equal(losses_b, losses_a);
+    free(csv_a);
+    free(csv_b);
+    free(losses_a);
+    free(losses_b);
+}
+
+// A second process on a run folder in use is refused at once, naming the holder's pid.
+static void test_locked_folder(void **state) {
+    (void)state;
+    char dir[600], path[700];
+    make_dir(dir, sizeof(dir), "locked");
+    path_in(path, sizeof(path), dir, ".lock");
+    int fd = open(path, O_RDWR | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), 0);
+    assert_true(write(fd, "4242\n", 5) == 5);
+    RUN_ERROR(NULL, "pid 4242", "train", "--preset", "tiny", "--out", dir);
+    RUN_ERROR(NULL, "in use", "run", "--preset", "tiny", "--out", dir);
+    close(fd);
+    TestResult result = RUN(NULL, "train", "--preset", "tiny", "--out", dir);
+    expect_success(&result);
+    test_result_free(&result);
+}
+
 // Ctrl-C stops after the current step with a loadable checkpoint; --resume continues from it.
 static void test_interrupt_and_resume(void **state) {
     (void)state;
@@ -686,6 +791,8 @@ int main(void) {
         cmocka_unit_test(test_train_run_folder),
         cmocka_unit_test(test_resume_bit_identical),
         cmocka_unit_test(test_interrupt_and_resume),
+        cmocka_unit_test(test_kill_anywhere_resumes_identical),
+        cmocka_unit_test(test_locked_folder),
         cmocka_unit_test(test_output_under_a_file),
         cmocka_unit_test(test_read_only_folder),
     };

@@ -74,8 +74,8 @@ static int state_save(const PhaseState *state, const char *run_dir) {
 static int run_training(const RunConfig *cfg, const char *run_dir, const char *sub, long stop_after, int *finished) {
     char dir[PF_PATH_MAX + 32], path[PF_PATH_MAX + 64];
     pf_path_join(dir, sizeof(dir), run_dir, sub);
-    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-    int resume = pf_file_exists(path);
+    int resume = pf_file_exists(dir) ? train_has_checkpoint(dir) : 0;
+    if (resume < 0) return -1;
     if (!resume) {
         // a start that died before its first checkpoint: begin again
         snprintf(path, sizeof(path), "%s/config.json", dir);
@@ -280,6 +280,8 @@ static void print_estimate(const ExperimentConfig *cfg) {
             pre ? a : "none", pre, pre_rate, b, tune, tune_rate, c, total);
 }
 
+static int run_phases(const ExperimentConfig *cfg, const char *run_dir, const ExperimentOptions *options);
+
 int experiment_run(const ExperimentConfig *cfg, const char *run_dir, const ExperimentOptions *options) {
     if (strlen(run_dir) > PF_PATH_MAX - 64) return pf_fail("run folder name too long: %s", run_dir);
     if (cfg->from[0] && strcmp(cfg->tune_optimizer, TUNE_OPTIMIZER_CONTINUE) == 0) {
@@ -290,6 +292,15 @@ int experiment_run(const ExperimentConfig *cfg, const char *run_dir, const Exper
                            "new fine-tunes with a new Adam instead",
                            cfg->from, path);
     }
+    int lock = -1;
+    if (pf_mkdir_p(run_dir) != 0 || pf_lock_folder(run_dir, &lock) != 0) return -1;
+    int rc = run_phases(cfg, run_dir, options);
+    pf_unlock_folder(lock);
+    return rc;
+}
+
+// experiment_run's work, with the folder locked.
+static int run_phases(const ExperimentConfig *cfg, const char *run_dir, const ExperimentOptions *options) {
     if (prepare_folder(cfg, run_dir, options) != 0) return -1;
     PhaseState state;
     if (state_load(&state, run_dir) != 0) return -1;

@@ -242,8 +242,9 @@ static int run_progress(const char *run_dir, long batch_size, long *steps, doubl
     char path[PF_PATH_MAX + 160];
     *steps = 0;
     *seconds = 0.0;
+    int has = pf_file_exists(run_dir) ? train_has_checkpoint(run_dir) : 0;
+    if (has <= 0) return has;
     snprintf(path, sizeof(path), "%s/model.safetensors", run_dir);
-    if (!pf_file_exists(path)) return 0;
     StFile file;
     if (st_load(&file, path) != 0) return -1;
     const char *text = st_metadata(&file, "step");
