@@ -268,3 +268,37 @@ void config_print_keys(FILE *out, const RunConfig *cfg) {
     cJSON_Delete(root);
     free(json);
 }
+
+int config_resume_changes(const RunConfig *saved, const RunConfig *now, char *changes, size_t size) {
+    static const char *const RESUMABLE[] = {"lr", "clip_grad_norm", "weight_decay", "beta1", "beta2", "eps",
+                                            "checkpoint_every", NULL};
+    char *a_text = config_to_json(saved), *b_text = config_to_json(now);
+    cJSON *a = cJSON_Parse(a_text), *b = cJSON_Parse(b_text);
+    free(a_text);
+    free(b_text);
+    int rc = 0;
+    size_t used = 0;
+    changes[0] = '\0';
+    for (int i = 0; i < NUM_KEYS && rc >= 0; i++) {
+        char *va = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(a, KEYS[i].name));
+        char *vb = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(b, KEYS[i].name));
+        if (va && vb && strcmp(va, vb) != 0) {
+            int resumable = 0;
+            for (int k = 0; RESUMABLE[k]; k++) resumable |= strcmp(RESUMABLE[k], KEYS[i].name) == 0;
+            if (!resumable) {
+                rc = pf_fail("setting %s differs from the run's (%s, not %s): it would change the data or the model",
+                             KEYS[i].name, va, vb);
+            } else {
+                rc = 1;
+                if (used < size)
+                    used += snprintf(changes + used, size - used, "%s%s %s -> %s", used ? "; " : "", KEYS[i].name, va,
+                                     vb);
+            }
+        }
+        free(va);
+        free(vb);
+    }
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    return rc;
+}

@@ -42,6 +42,12 @@ int config_finalize(RunConfig *cfg);
 // JSON round trip (keys as config_set takes them).
 char *config_to_json(const RunConfig *cfg);
 int config_from_json(RunConfig *cfg, const char *text);
+// Compares a run's saved config with the one it resumes with. Settings of the optimizer and the
+// loop (lr, clip_grad_norm, weight_decay, beta1, beta2, eps, checkpoint_every) may change on a
+// resume (a diverged run continues from its last checkpoint at a lower rate): 0 when nothing
+// differs, 1 when only those do (changes gets "key old -> new; ..."), -1 with the error naming the
+// first other setting that differs.
+int config_resume_changes(const RunConfig *saved, const RunConfig *now, char *changes, size_t size);
 // Prints every key with its value and meaning.
 void config_print_keys(FILE *out, const RunConfig *cfg);
 

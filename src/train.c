@@ -318,13 +318,15 @@ static int prepare_folder(const RunConfig *cfg, const char *run_dir, int resume)
     int rc = 0;
     if (resume) {
         RunConfig saved;
+        char changes[1024];
         if (train_load_run_config(&saved, run_dir) != 0) {
             rc = -1;
-        } else {
-            char *saved_json = config_to_json(&saved);
-            if (strcmp(saved_json, config_json) != 0)
-                rc = pf_fail("%s holds a run with a different config; resume it without overrides", run_dir);
-            free(saved_json);
+        } else if ((rc = config_resume_changes(&saved, cfg, changes, sizeof(changes))) < 0) {
+            rc = pf_fail("%s holds a run with a different config (%s); resume it without that override", run_dir,
+                         pf_last_error());
+        } else if (rc == 1) {
+            fprintf(stderr, "resuming with changed settings: %s\n", changes);
+            rc = pf_write_file_atomic(path, config_json, strlen(config_json));
         }
     } else {
         // a folder whose run died before its first checkpoint is begun again (the lock rules out
@@ -462,15 +464,24 @@ static int run_steps(TrainRun *run, long end_step) {
         float lr = (float)lr_schedule_at(&run->schedule, step);
         int void_step = gradient_workers_step(run->workers, &run->set, step, &stats);
         if (void_step) break;  // a partly accumulated step is dropped; the checkpoint is the last full step
-        if (cfg->clip_grad_norm > 0.0f)
-            clip_grad_norm(run->model.grads_memory, run->model.num_parameters, cfg->clip_grad_norm);
+        // a gradient that is not finite would poison the weights: stop before the update
+        double norm = clip_grad_norm(run->model.grads_memory, run->model.num_parameters,
+                                     cfg->clip_grad_norm > 0.0f ? cfg->clip_grad_norm : INFINITY);
+        if (!isfinite(norm)) {
+            rc = pf_fail("training diverged at step %ld (gradient norm %g); the checkpoint of step %ld is kept: "
+                         "continue with --resume and a lower lr",
+                         step, norm, run->saved_step);
+            break;
+        }
         adam_update(&run->adam, run->model.params_memory, run->model.grads_memory, lr, &run->adam_cfg);
 
         double now = pf_now_seconds();
         double examples_per_s = cfg->batch_size / (now - step_start);
         run->final_mse = stats.sse / cfg->batch_size;
         if (!isfinite(run->final_mse)) {
-            rc = pf_fail("training diverged at step %ld (MSE %g); lower the learning rate", step, run->final_mse);
+            rc = pf_fail("training diverged at step %ld (MSE %g); the checkpoint of step %ld is kept: continue with "
+                         "--resume and a lower lr",
+                         step, run->final_mse, run->saved_step);
             break;
         }
         log_step(run, step, lr, &stats, examples_per_s, now - run->start_time);

@@ -672,6 +672,36 @@ static void test_kill_anywhere_resumes_identical(void **state) {
     free(losses_b);
 }
 
+// A run whose loss or gradient stops being finite ends with one line naming the step and keeps its
+// last good checkpoint; --resume with a lower rate continues from it (saying what changed), and a
+// resume that would change the data or the model is still refused.
+static void test_divergence_then_lower_rate(void **state) {
+    (void)state;
+    char dir[600], path[700];
+    path_in(dir, sizeof(dir), scratch_root, "diverge");
+    TestResult diverged = RUN(NULL, "train", "--preset", "tiny", "lr=1e-3@4,1e30@6", "checkpoint_every=2", "--out", dir);
+    assert_int_not_equal(diverged.status, 0);
+    const char *last = strstr(diverged.err, "pathformer: training diverged at step 5");  // after the progress lines
+    if (!last || strchr(last, '\n') != last + strlen(last) - 1) fail_msg("no last line on the divergence:\n%s", diverged.err);
+    test_result_free(&diverged);
+    path_in(path, sizeof(path), dir, "model.safetensors");
+    StFile file;
+    if (st_load(&file, path) != 0) fail_msg("%s", pf_last_error());
+    assert_string_equal(st_metadata(&file, "step"), "4");  // the last good checkpoint
+    for (int i = 0; i < file.num_tensors; i++) {
+        const float *v = file.tensors[i].data;
+        for (size_t k = 0; k < file.tensors[i].numel; k++) assert_true(isfinite(v[k]));
+    }
+    st_free(&file);
+    RUN_ERROR(NULL, "seed", "train", "--out", dir, "--resume", "seed=9");
+    TestResult result = RUN(NULL, "train", "--out", dir, "--resume", "lr=1e-3@4,1e-4@6");
+    expect_success(&result);
+    if (!strstr(result.err, "resuming with changed settings: lr")) fail_msg("no word of the change:\n%s", result.err);
+    test_result_free(&result);
+    path_in(path, sizeof(path), dir, "summary.json");
+    assert_true(pf_file_exists(path));
+}
+
 // A second process on a run folder in use is refused at once, naming the holder's pid.
 static void test_locked_folder(void **state) {
     (void)state;
@@ -793,6 +823,7 @@ int main(void) {
         cmocka_unit_test(test_interrupt_and_resume),
         cmocka_unit_test(test_kill_anywhere_resumes_identical),
         cmocka_unit_test(test_locked_folder),
+        cmocka_unit_test(test_divergence_then_lower_rate),
         cmocka_unit_test(test_output_under_a_file),
         cmocka_unit_test(test_read_only_folder),
     };
