@@ -159,7 +159,33 @@ void pf_unlock_folder(int fd) {
     if (fd >= 0) close(fd);  // closing releases the lock
 }
 
+// A path that is not a regular file (a device such as /dev/stdout or /dev/null, a pipe) is written
+// in place: renaming a temporary file over it would replace the device with a file.
+static int write_in_place(const char *path, const void *data, size_t size) {
+    int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+    if (fd < 0) return pf_fail("cannot write %s: %s", path, strerror(errno));
+    const char *p = data;
+    while (size > 0) {
+        ssize_t n = write(fd, p, size);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int saved = n < 0 ? errno : ENOSPC;
+            close(fd);
+            return pf_fail("cannot write %s: %s", path, strerror(saved));
+        }
+        p += n;
+        size -= (size_t)n;
+    }
+    if (close(fd) != 0) return pf_fail("cannot write %s: %s", path, strerror(errno));
+    return 0;
+}
+
 int pf_write_file_atomic(const char *path, const void *data, size_t size) {
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        if (S_ISDIR(st.st_mode)) return pf_fail("cannot write %s: it is a folder", path);
+        return write_in_place(path, data, size);
+    }
     pf_fault_point();
     size_t len = strlen(path);
     char *tmp = mallocCheck(len + 32);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 
 #include "batch.h"
 #include "cli.h"
@@ -20,6 +21,35 @@
 #include "train.h"
 #include "bfs/bfs_cli.h"
 
+// What `pathformer --version` prints: the version and what this binary was built with.
+static void print_version(void) {
+    printf("pathformer %s\n", PF_VERSION);
+#if defined(__clang__)
+    printf("compiler: clang %s\n", __clang_version__);
+#elif defined(__GNUC__)
+    printf("compiler: gcc %s\n", __VERSION__);
+#endif
+#if defined(__AVX512F__)
+    const char *isa = "AVX-512";
+#elif defined(__AVX2__)
+    const char *isa = "AVX2";
+#else
+    const char *isa = "baseline";
+#endif
+    printf("instruction set: %s; matmul backend: %s\n", isa, ops_backend());
+#ifdef PF_HAVE_BLAS
+    printf("BLAS: OpenBLAS\n");
+#else
+    printf("BLAS: none\n");
+#endif
+#ifdef _OPENMP
+    printf("OpenMP: %d\n", _OPENMP);
+#else
+    printf("OpenMP: none\n");
+#endif
+    printf("MPI: none\n");
+}
+
 static const char *USAGE =
     "usage: pathformer COMMAND [options]\n"
     "  gen      --set NAME -n N [--seed S] [--step K] [-o FILE] [--histogram] [key=value ...]\n"
@@ -29,7 +59,7 @@ static const char *USAGE =
     "  run      [--preset NAME] [--from CHECKPOINT] [--out DIR] [--resume] [--phase NAME] [--stop-after N]\n"
     "           [key=value ...]\n"
     "           the whole experiment and its report (presets: quick, blog, blog-as-written, tiny; run --help)\n"
-    "  eval     --checkpoint FILE --set NAME [-n N] [--seed S] [--json FILE] [--threads T] [--batch B]\n"
+    "  eval     --checkpoint FILE --set NAME [-n N] [--seed S] [--json FILE|-] [--threads T] [--batch B]\n"
     "           [key=value ...]\n"
     "           MSE, accuracy and per-label MSE, plus the output histogram as JSON\n"
     "  predict  --checkpoint FILE [-i FILE] [-o FILE] [--threads T] [key=value ...]\n"
@@ -40,6 +70,7 @@ static const char *USAGE =
     "           convert a PyTorch state_dict of the model (e.g. the original notebook's model.pth)\n"
     "  bfs      eval|sweep-n|robust|noise [options]   the hand-built BFS transformer (bfs --help)\n"
     "  keys     list every setting with its default\n"
+    "  --version  the version and what the binary was built with\n"
     "data sets: pretrain, tune, onpath-small-target, onpath-large-target, any-small,\n"
     "           any-large-small-target, any-large-large-target\n";
 
@@ -53,6 +84,24 @@ static FILE *open_output(const char *path) {
 static void close_output(FILE *f, const char *path) {
     if (fflush(f) != 0 || ferror(f)) die("cannot write %s: %s", path ? path : "standard output", strerror(errno));
     if (f != stdout && fclose(f) != 0) die("cannot write %s: %s", path, strerror(errno));
+}
+
+// A new folder runs/NAME-DATE-TIME for a run given no --out, made here so that two runs started in
+// the same second get two folders (the second gets -2, and so on: mkdir is atomic).
+static const char *new_run_dir(char *out, size_t size, const char *name) {
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    if (pf_mkdir_p("runs") != 0) die_error();
+    for (int n = 1; n < 1000; n++) {
+        char suffix[16] = "";
+        if (n > 1) snprintf(suffix, sizeof(suffix), "-%d", n);
+        snprintf(out, size, "runs/%s-%04d%02d%02d-%02d%02d%02d%s", name, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec, suffix);
+        if (mkdir(out, 0755) == 0) return out;
+        if (errno != EEXIST) die("cannot create %s: %s", out, strerror(errno));
+    }
+    die("cannot find a free folder name for runs/%s", name);
 }
 
 static int cmd_gen(int argc, char **argv) {
@@ -160,14 +209,7 @@ static int cmd_train(int argc, char **argv) {
     }
     if (config_finalize(&cfg) != 0) die_error();
     char default_dir[256];
-    if (!out_dir) {
-        time_t now = time(NULL);
-        struct tm tm;
-        localtime_r(&now, &tm);
-        snprintf(default_dir, sizeof(default_dir), "runs/%s-%04d%02d%02d-%02d%02d%02d", preset, tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-        out_dir = default_dir;
-    }
+    if (!out_dir) out_dir = new_run_dir(default_dir, sizeof(default_dir), preset);
     int rc = train_run(&cfg, out_dir, resume, stop_after);
     if (rc < 0) die_error();
     return rc;
@@ -226,15 +268,20 @@ static int cmd_eval(int argc, char **argv) {
     double seconds = pf_now_seconds() - start;
     eval_print(result, stdout);
     printf("(%.0f examples/s)\n", count / seconds);
-    char default_json[128];
-    if (!json_path) {
-        snprintf(default_json, sizeof(default_json), "eval_%s.json", set_name);
-        json_path = default_json;
+    // the histogram JSON only when asked for: a file, or - for standard output after the table
+    if (json_path) {
+        char *json = eval_to_json(result);
+        if (strcmp(json_path, "-") == 0) {
+            fputs(json, stdout);
+            fputc('\n', stdout);
+        } else if (pf_write_file_atomic(json_path, json, strlen(json)) != 0) {
+            die_error();
+        } else {
+            fprintf(stderr, "histogram written to %s\n", json_path);
+        }
+        free(json);
     }
-    char *json = eval_to_json(result);
-    if (pf_write_file_atomic(json_path, json, strlen(json)) != 0) die_error();
-    printf("histogram written to %s\n", json_path);
-    free(json);
+    close_output(stdout, NULL);
     free(result);
     model_free(&model);
     return 0;
@@ -395,15 +442,10 @@ static int cmd_run(int argc, char **argv) {
         else if (argv[i][0] != '-' && experiment_set(&cfg, argv[i]) != 0) die_error();
     }
     if (experiment_finalize(&cfg) != 0) die_error();
-    char default_dir[256];
+    char default_dir[256], name[96];
     if (!out_dir) {
-        time_t now = time(NULL);
-        struct tm tm;
-        localtime_r(&now, &tm);
-        snprintf(default_dir, sizeof(default_dir), "runs/run-%s%s%s-%04d%02d%02d-%02d%02d%02d", preset,
-                 from ? "-from" : "", num_seeds ? "-seeds" : "", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                 tm.tm_hour, tm.tm_min, tm.tm_sec);
-        out_dir = default_dir;
+        snprintf(name, sizeof(name), "run-%s%s%s", preset, from ? "-from" : "", num_seeds ? "-seeds" : "");
+        out_dir = new_run_dir(default_dir, sizeof(default_dir), name);
     }
     if (num_seeds > 0) {
         if (options.only_phase >= 0) die("run: --phase works on one seed's folder (DIR/seed-S), not with --seeds");
@@ -456,14 +498,7 @@ static int cmd_sweep(int argc, char **argv) {
     if (resume && !out_dir) die("sweep: --resume needs --out DIR (the sweep to continue)");
     if (resume && (num_settings > 0 || list)) die("sweep: --resume takes the sweep's own settings; give no others");
     char default_dir[256];
-    if (!out_dir) {
-        time_t now = time(NULL);
-        struct tm tm;
-        localtime_r(&now, &tm);
-        snprintf(default_dir, sizeof(default_dir), "runs/sweep-%04d%02d%02d-%02d%02d%02d", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-        out_dir = default_dir;
-    }
+    if (!out_dir) out_dir = new_run_dir(default_dir, sizeof(default_dir), "sweep");
     if (!resume && sweep_build(&spec, preset, num_settings, settings, list, seeds, num_seeds) != 0) die_error();
     int rc = sweep_run(resume ? NULL : &spec, out_dir, resume);
     if (rc < 0) die_error();
@@ -500,6 +535,11 @@ int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_FAILURE : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        print_version();
+        close_output(stdout, NULL);
+        return 0;
     }
     const char *command = argv[1];
     argc -= 2;

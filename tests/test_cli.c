@@ -702,6 +702,36 @@ static void test_divergence_then_lower_rate(void **state) {
     assert_true(pf_file_exists(path));
 }
 
+// No file unless asked: eval prints its table and writes the histogram only with --json (- is
+// standard output); a write error, to standard output too, is an error; --version says what the
+// binary is.
+static void test_eval_outputs_and_version(void **state) {
+    (void)state;
+    char dir[600], path[700];
+    make_dir(dir, sizeof(dir), "eval-outputs");
+    TestResult plain = RUN(NULL, "eval", "--checkpoint", fixture_model, "--set", "tune", "-n", "32");
+    expect_success(&plain);
+    assert_null(strstr(plain.err, "histogram written"));
+    assert_false(pf_file_exists("eval_tune.json"));
+    test_result_free(&plain);
+    TestResult to_stdout = RUN(NULL, "eval", "--checkpoint", fixture_model, "--set", "tune", "-n", "32", "--json", "-");
+    expect_success(&to_stdout);
+    assert_non_null(strstr(to_stdout.out, "\"histogram\""));
+    assert_false(pf_file_exists("-"));
+    test_result_free(&to_stdout);
+    path_in(path, sizeof(path), dir, "h.json");
+    TestResult to_file = RUN(NULL, "eval", "--checkpoint", fixture_model, "--set", "tune", "-n", "32", "--json", path);
+    expect_success(&to_file);
+    assert_true(pf_file_exists(path));
+    test_result_free(&to_file);
+    RUN_ERROR(NULL, "cannot", "eval", "--checkpoint", fixture_model, "--set", "tune", "-n", "32", "--json", "/dev/full");
+    TestResult version = RUN(NULL, "--version");
+    expect_success(&version);
+    assert_true(strncmp(version.out, "pathformer " PF_VERSION "\n", strlen("pathformer " PF_VERSION "\n")) == 0);
+    assert_non_null(strstr(version.out, "matmul backend"));
+    test_result_free(&version);
+}
+
 // A second process on a run folder in use is refused at once, naming the holder's pid.
 static void test_locked_folder(void **state) {
     (void)state;
@@ -823,6 +853,7 @@ int main(void) {
         cmocka_unit_test(test_interrupt_and_resume),
         cmocka_unit_test(test_kill_anywhere_resumes_identical),
         cmocka_unit_test(test_locked_folder),
+        cmocka_unit_test(test_eval_outputs_and_version),
         cmocka_unit_test(test_divergence_then_lower_rate),
         cmocka_unit_test(test_output_under_a_file),
         cmocka_unit_test(test_read_only_folder),
