@@ -78,7 +78,7 @@ static int build_from_list(SweepSpec *spec, const char *path, const uint64_t *se
                 snprintf(settings[n], SWEEP_SETTING_MAX, "%s=%s", item->string, item->valuestring);
                 n++;
             } else if (cJSON_IsNumber(item)) {
-                snprintf(settings[n], SWEEP_SETTING_MAX, "%s=%.17g", item->string, item->valuedouble);
+                snprintf(settings[n], SWEEP_SETTING_MAX, "%s=%.15g", item->string, item->valuedouble);
                 n++;
             } else {
                 rc = pf_fail("%s:%d: setting %s must be a string or a number", path, line_number, item->string);
