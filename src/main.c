@@ -104,6 +104,20 @@ static const char *new_run_dir(char *out, size_t size, const char *name) {
     die("cannot find a free folder name for runs/%s", name);
 }
 
+// --help / -h of a command: the command's lines of the usage, on stdout, exit 0.
+static int print_command_help(const char *command) {
+    char key[32];
+    snprintf(key, sizeof(key), "  %s ", command);
+    const char *line = strstr(USAGE, key);
+    if (!line) return 0;
+    const char *end = strstr(line + 1, "\n  ");  // the next command's line
+    while (end && end[3] == ' ') end = strstr(end + 1, "\n  ");
+    printf("usage: pathformer %.*s\n", (int)((end ? end : line + strlen(line)) - line - 2), line + 2);
+    return 0;
+}
+
+static int is_help(const char *arg) { return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0; }
+
 static int cmd_gen(int argc, char **argv) {
     RunConfig cfg;
     config_preset(&cfg, "blog-pretrain");
@@ -122,6 +136,8 @@ static int cmd_gen(int argc, char **argv) {
         else if (strcmp(argv[i], "--histogram") == 0) histogram = 1;
         else if (strchr(argv[i], '=') && argv[i][0] != '-') {
             if (config_set(&cfg, argv[i]) != 0) die_error();
+        } else if (is_help(argv[i])) {
+            return print_command_help("gen");
         } else die("gen: unknown option '%s'", argv[i]);
     }
     if (!set_name) die("gen: --set NAME is required");
@@ -254,6 +270,8 @@ static int cmd_eval(int argc, char **argv) {
             capacity = (int)parse_long("--batch", need_value(argc, argv, &i), 1, 1 << 20);
         else if (strchr(argv[i], '=') && argv[i][0] != '-') {
             if (config_set(&cfg, argv[i]) != 0) die_error();
+        } else if (is_help(argv[i])) {
+            return print_command_help("eval");
         } else die("eval: unknown option '%s'", argv[i]);
     }
     if (!set_name) die("eval: --set NAME is required");
@@ -300,6 +318,8 @@ static int cmd_predict(int argc, char **argv) {
             threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
         else if (strchr(argv[i], '=') && argv[i][0] != '-') {
             if (config_set(&cfg, argv[i]) != 0) die_error();
+        } else if (is_help(argv[i])) {
+            return print_command_help("predict");
         } else die("predict: unknown option '%s'", argv[i]);
     }
     ops_set_threads(threads);

@@ -730,6 +730,13 @@ static void test_eval_outputs_and_version(void **state) {
     assert_true(strncmp(version.out, "pathformer " PF_VERSION "\n", strlen("pathformer " PF_VERSION "\n")) == 0);
     assert_non_null(strstr(version.out, "matmul backend"));
     test_result_free(&version);
+    const char *commands[] = {"gen", "eval", "predict", "train", "run", "sweep", "import"};
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        TestResult help = RUN(NULL, commands[i], "--help");
+        expect_success(&help);
+        if (strncmp(help.out, "usage: pathformer ", 18) != 0) fail_msg("%s --help:\n%s", commands[i], help.out);
+        test_result_free(&help);
+    }
 }
 
 // A second process on a run folder in use is refused at once, naming the holder's pid.
