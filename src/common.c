@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <libgen.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -259,4 +260,27 @@ double pf_now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int pf_find_home(int (*has)(const char *folder), char *out, size_t size) {
+    const char *home = getenv("PATHFORMER_HOME");
+    if (home && home[0]) {
+        snprintf(out, size, "%s", home);
+        return has(home);
+    }
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *dir = dirname(exe);
+        for (int up = 0; up < 3; up++) {
+            if (has(dir)) {
+                snprintf(out, size, "%s", dir);
+                return 1;
+            }
+            dir = dirname(dir);
+        }
+    }
+    snprintf(out, size, ".");
+    return has(".");
 }

@@ -1,7 +1,6 @@
 #include "interop.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,27 +15,12 @@
 
 extern char **environ;
 
-int interop_find_file(const char *relative, char *out, size_t size) {
-    const char *home = getenv("PATHFORMER_HOME");
-    if (home && home[0]) {
-        snprintf(out, size, "%s/%s", home, relative);
-        if (pf_file_exists(out)) return 0;
-        return pf_fail("PATHFORMER_HOME=%s has no %s", home, relative);
-    }
-    char exe[PF_PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *dir = dirname(exe);
-        for (int up = 0; up < 3; up++) {
-            snprintf(out, size, "%s/%s", dir, relative);
-            if (pf_file_exists(out)) return 0;
-            dir = dirname(dir);
-        }
-    }
-    snprintf(out, size, "%s", relative);
-    if (pf_file_exists(out)) return 0;
-    return pf_fail("cannot find %s beside the pathformer binary (or set PATHFORMER_HOME)", relative);
+#define CONVERTER "scripts/pth_to_safetensors.py"
+
+static int has_converter(const char *folder) {
+    char path[PF_PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/" CONVERTER, folder);
+    return pf_file_exists(path);
 }
 
 static const char *python_command(void) {
@@ -84,8 +68,10 @@ static int run_captured(char *const argv[], char *err, size_t err_size) {
 
 int interop_import_pth(const char *in_path, const char *out_path, int n_heads, size_t *num_parameters,
                        int *n_layers) {
-    char script[PF_PATH_MAX + 64], heads[16], err[2048];
-    if (interop_find_file("scripts/pth_to_safetensors.py", script, sizeof(script)) != 0) return -1;
+    char home[PF_PATH_MAX], script[PF_PATH_MAX + 64], heads[16], err[2048];
+    if (!pf_find_home(has_converter, home, sizeof(home)))
+        return pf_fail("cannot find %s beside the pathformer binary (or under PATHFORMER_HOME)", CONVERTER);
+    snprintf(script, sizeof(script), "%s/" CONVERTER, home);
     snprintf(heads, sizeof(heads), "%d", n_heads);
     char *argv[] = {(char *)python_command(), script, (char *)in_path, (char *)out_path,
                     n_heads > 0 ? "--n-heads" : NULL, heads, NULL};

@@ -5,11 +5,8 @@
 
 #include <stddef.h>
 
-// Finds `relative` (e.g. "scripts/pth_to_safetensors.py") under $PATHFORMER_HOME, else the
-// executable's folder or one of its two parents, else the current folder. 0 or -1 with the error set.
-int interop_find_file(const char *relative, char *out, size_t size);
-
-// Converts in_path (.pth) into out_path (safetensors) and loads the result as a model; n_heads > 0
+// Converts in_path (.pth) into out_path (safetensors) with scripts/pth_to_safetensors.py, found as
+// pf_find_home finds pathformer's files, and loads the result as a model; n_heads > 0
 // is written into its metadata. The Python interpreter is $PF_PYTHON, else /usr/bin/python3 when it
 // is there (Debian's, which has python3-torch), else python3 on the PATH. On success fills
 // *num_parameters and *n_layers. 0 or -1 with the error set (the converter's own one-line reason).

@@ -1,7 +1,6 @@
 #include "experiment/report.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <math.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -217,30 +216,9 @@ static int has_libraries(const char *root) {
 }
 
 int report_find_assets(char *out, size_t size) {
+    if (pf_find_home(has_libraries, out, size)) return 0;
     const char *home = getenv("PATHFORMER_HOME");
-    if (home && home[0]) {
-        if (!has_libraries(home))
-            return pf_fail("PATHFORMER_HOME=%s has no node_modules with Vega (run `npm ci` there)", home);
-        snprintf(out, size, "%s", home);
-        return 0;
-    }
-    char exe[PF_PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *dir = dirname(exe);
-        for (int up = 0; up < 3; up++) {
-            if (has_libraries(dir)) {
-                snprintf(out, size, "%s", dir);
-                return 0;
-            }
-            dir = dirname(dir);
-        }
-    }
-    if (has_libraries(".")) {
-        snprintf(out, size, ".");
-        return 0;
-    }
+    if (home && home[0]) return pf_fail("PATHFORMER_HOME=%s has no node_modules with Vega (run `npm ci` there)", home);
     return pf_fail("the plotting libraries are missing: run `npm ci` in pathformer's folder (or set PATHFORMER_HOME)");
 }
 
