@@ -108,12 +108,11 @@ static int metadata_long(const StFile *file, const char *key, const char *path, 
     return 0;
 }
 
-// Loads the run's checkpoint; returns the number of completed steps or -1.
+// Loads the run's checkpoint (repair_checkpoint has run); returns the number of completed steps or -1.
 static long load_checkpoint(Model *model, AdamState *adam, const char *run_dir) {
     char path[PF_PATH_MAX + 32];
     StFile file;
     long model_step = 0, opt_step = 0;
-    if (repair_checkpoint(run_dir) != 0) return -1;
     pf_path_join(path, sizeof(path), run_dir, "model.safetensors");
     if (model_open_checkpoint(&file, path) != 0) return -1;
     ModelConfig saved = model->config;

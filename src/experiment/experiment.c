@@ -74,15 +74,9 @@ static int state_save(const PhaseState *state, const char *run_dir) {
 static int run_training(const RunConfig *cfg, const char *run_dir, const char *sub, long stop_after, int *finished) {
     char dir[PF_PATH_MAX + 32], path[PF_PATH_MAX + 64];
     pf_path_join(dir, sizeof(dir), run_dir, sub);
+    // without a checkpoint, train_run begins again (a start that died before its first one included)
     int resume = pf_file_exists(dir) ? train_has_checkpoint(dir) : 0;
     if (resume < 0) return -1;
-    if (!resume) {
-        // a start that died before its first checkpoint: begin again
-        snprintf(path, sizeof(path), "%s/config.json", dir);
-        if (pf_file_exists(path) && unlink(path) != 0) return pf_fail("cannot remove %s: %s", path, strerror(errno));
-        snprintf(path, sizeof(path), "%s/train.csv", dir);
-        if (pf_file_exists(path) && unlink(path) != 0) return pf_fail("cannot remove %s: %s", path, strerror(errno));
-    }
     int rc = train_run(cfg, dir, resume, stop_after);
     snprintf(path, sizeof(path), "%s/summary.json", dir);
     *finished = rc == 0 && pf_file_exists(path);

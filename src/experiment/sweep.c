@@ -307,12 +307,6 @@ static int sweep_one(const SweepSpec *spec, const SweepRun *run, const char *dir
         fprintf(stderr, "sweep run %s (seed %llu):", run->name, (unsigned long long)run->seed);
         for (int i = 0; i < run->num_settings; i++) fprintf(stderr, " %s", run->settings[i]);
         fprintf(stderr, "\n");
-        if (steps == 0) {  // a start that died before its first checkpoint begins again
-            snprintf(path, sizeof(path), "%s/config.json", run_dir);
-            if (pf_file_exists(path) && remove(path) != 0) return pf_fail("cannot remove %s: %s", path, strerror(errno));
-            snprintf(path, sizeof(path), "%s/train.csv", run_dir);
-            if (pf_file_exists(path) && remove(path) != 0) return pf_fail("cannot remove %s: %s", path, strerror(errno));
-        }
         train_set_time_limit(spec->budget_seconds > 0 ? spec->budget_seconds - seconds : 0);
         int rc = train_run(&cfg, run_dir, steps > 0, budget_steps - steps);
         train_set_time_limit(0);
@@ -609,6 +603,8 @@ int sweep_run(const SweepSpec *given, const char *dir, int resume) {
             cJSON_Delete(root);
         }
     }
+    int lock = -1;  // a second sweep on the folder stops at once, naming this one's pid
+    if (rc == 0) rc = pf_lock_folder(dir, &lock);
     int all_done = 1;
     for (int i = 0; i < spec->num_runs && rc == 0; i++) {
         int done;
@@ -617,6 +613,7 @@ int sweep_run(const SweepSpec *given, const char *dir, int resume) {
         if (rc == 0 && !done) break;  // stopped before its budget (a resume continues)
     }
     if (rc == 0 && all_done) rc = write_results(spec, dir);
+    pf_unlock_folder(lock);
     free(spec);
     return rc;
 }
