@@ -192,7 +192,12 @@ double lr_schedule_at(const LrSchedule *schedule, long step) {
             switch (schedule->shape[i]) {
             case LR_CONSTANT: return a;
             case LR_LINEAR: return a + (b - a) * t;
-            case LR_COSINE: return b + (a - b) * 0.5 * (1.0 + cos(M_PI * t));
+            case LR_COSINE: {
+                // the weight first: (a - b) * 0.5 rounds a subnormal difference, and the rate at the
+                // segment's first step came out below 0 (found by fuzz_schedule)
+                double w = 0.5 * (1.0 + cos(M_PI * t));
+                return b + (a - b) * w;
+            }
             }
         }
         step -= schedule->steps[i];

@@ -39,6 +39,10 @@ static void test_schedule_closed_forms(void **state) {
     expect_rate(&s, 200 + 800 / 3, 1e-5 + (1e-3 - 1e-5) * 0.5 * (1.0 + cos(M_PI * (double)(800 / 3) / 800)));
     expect_rate(&s, 999, 1e-5 + (1e-3 - 1e-5) * 0.5 * (1.0 + cos(M_PI * 799.0 / 800)));
     expect_rate(&s, 1000, 1e-5);  // past the end: where the last segment headed
+    // found by fuzzing (fuzz/regressions/schedule): subnormal rates never come out negative
+    assert_int_equal(lr_schedule_parse(&s, "0..2e-316@800:cos"), 0);
+    for (long step = 0; step <= 800; step++) assert_true(lr_schedule_at(&s, step) >= 0.0);
+    expect_rate(&s, 0, 0.0);
     // a linear decay, and rates that go up
     assert_int_equal(lr_schedule_parse(&s, "1e-3..0@10,2e-4..4e-4@4"), 0);
     expect_rate(&s, 3, 1e-3 * 7 / 10);
