@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <libgen.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -181,12 +182,38 @@ static int write_in_place(const char *path, const void *data, size_t size) {
     return 0;
 }
 
+// A writer killed between creating its temporary file and the rename leaves `path.tmp.PID`
+// behind; the next write of the same path removes those whose process is gone.
+static void remove_stale_temporaries(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash) snprintf(dir, sizeof(dir), ".");
+    else snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    const char *base = slash ? slash + 1 : path;
+    size_t base_len = strlen(base);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    for (struct dirent *entry; (entry = readdir(d));) {
+        const char *name = entry->d_name;
+        if (strncmp(name, base, base_len) != 0 || strncmp(name + base_len, ".tmp.", 5) != 0) continue;
+        char *end;
+        long pid = strtol(name + base_len + 5, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;  // its writer may still be at work
+        char stale[4096 + 256];
+        snprintf(stale, sizeof(stale), "%s/%s", dir, name);
+        unlink(stale);
+    }
+    closedir(d);
+}
+
 int pf_write_file_atomic(const char *path, const void *data, size_t size) {
     struct stat st;
     if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
         if (S_ISDIR(st.st_mode)) return pf_fail("cannot write %s: it is a folder", path);
         return write_in_place(path, data, size);
     }
+    remove_stale_temporaries(path);
     pf_fault_point();
     size_t len = strlen(path);
     char *tmp = mallocCheck(len + 32);

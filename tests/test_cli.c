@@ -90,7 +90,7 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
 static void remove_tree(const char *path) { nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 // Every file of a run folder with its bytes, to show that a refused command changed nothing.
-enum { MAX_SNAPSHOT_FILES = 16 };
+enum { MAX_SNAPSHOT_FILES = 40 };
 typedef struct {
     int count;
     char *names[MAX_SNAPSHOT_FILES];
@@ -587,17 +587,22 @@ static int csv_data_rows(const char *path) {
 }
 
 // Runs the binary with PF_FAULT_KILL_AT=kill_at (0: none), output discarded; returns the exit status,
-// or -SIGNAL when it died of a signal.
-static int run_with_fault(int kill_at, const char *const *args) {
+// or -SIGNAL when it died of a signal. Without node on the PATH (without_node), a report skips its
+// SVG export (two seconds of Node per report) and says so; everything else is written as usual.
+static int run_with_fault_env(int kill_at, int without_node, const char *const *args) {
     int n = 0;
     while (environ[n]) n++;
-    char **env = mallocCheck(sizeof(char *) * (size_t)(n + 2));
+    char **env = mallocCheck(sizeof(char *) * (size_t)(n + 3));
     char fault[64];
     snprintf(fault, sizeof(fault), "PF_FAULT_KILL_AT=%d", kill_at);
     int m = 0;
-    for (int i = 0; i < n; i++)
-        if (strncmp(environ[i], "PF_FAULT_KILL_AT=", 17) != 0) env[m++] = environ[i];
+    for (int i = 0; i < n; i++) {
+        if (strncmp(environ[i], "PF_FAULT_KILL_AT=", 17) == 0) continue;
+        if (without_node && strncmp(environ[i], "PATH=", 5) == 0) continue;
+        env[m++] = environ[i];
+    }
     env[m++] = fault;
+    if (without_node) env[m++] = "PATH=/nonexistent";
     env[m] = NULL;
     const char *argv[32];
     argv[0] = test_binary_path();
@@ -618,6 +623,8 @@ static int run_with_fault(int kill_at, const char *const *args) {
         if (errno != EINTR) fail_msg("waitpid: %s", strerror(errno));
     return WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
 }
+
+static int run_with_fault(int kill_at, const char *const *args) { return run_with_fault_env(kill_at, 0, args); }
 
 // SIGKILL at any instant, inside the checkpoint's writes and renames included (the fault points of
 // PF_FAULT_KILL_AT), then --resume, again and again: the run ends byte-identical to one that was
@@ -670,6 +677,109 @@ static void test_kill_anywhere_resumes_identical(void **state) {
     free(csv_b);
     free(losses_a);
     free(losses_b);
+}
+
+// Removes, at every depth, the members whose names hold `word` (the timings of metrics.json).
+static void json_drop_members_with(cJSON *item, const char *word) {
+    for (cJSON *child = item->child, *next; child; child = next) {
+        next = child->next;
+        if (child->string && strstr(child->string, word))
+            cJSON_Delete(cJSON_DetachItemViaPointer(item, child));
+        else
+            json_drop_members_with(child, word);
+    }
+}
+
+// metrics.json as text without its timings, its paths naming `dir` renamed to `as_dir`.
+static char *metrics_without_timings(const char *dir, const char *as_dir) {
+    char path[700];
+    path_in(path, sizeof(path), dir, "metrics.json");
+    char *text = test_read_file(NULL, path);
+    cJSON *root = cJSON_Parse(text);
+    if (!root) fail_msg("%s is not JSON", path);
+    json_drop_members_with(root, "second");
+    char *out = cJSON_Print(root);
+    cJSON_Delete(root);
+    free(text);
+    assert_int_equal(strlen(dir), strlen(as_dir));
+    for (char *at; (at = strstr(out, dir));) memcpy(at, as_dir, strlen(as_dir));  // the config's paths
+    return out;
+}
+
+// Every file of `a` in `b`, byte for byte, and no other (hidden files, the locks, aside).
+static void expect_same_folder(const char *a, const char *b) {
+    Snapshot want;
+    snapshot_take(&want, a);
+    expect_unchanged(&want, b);
+    snapshot_free(&want);
+}
+
+// The same for `pathformer run`: SIGKILL at random fault points across its phases (pre-training,
+// the evaluations, fine-tuning, the report), `run --resume` after each, over and over. Every
+// experiment ends with the checkpoints, optimizer states, evaluations, figures' data, logs (less
+// their timing columns) and metrics (less their timings) of one that was never interrupted.
+static void test_run_killed_anywhere_resumes_identical(void **state) {
+    (void)state;
+    int want_kills = test_under_sanitizer() ? 40 : 200;
+    char ref[600], dir[600], path_a[700], path_b[700];
+    path_in(ref, sizeof(ref), scratch_root, "run-kill-ref");
+    const char *ref_args[] = {"run", "--preset", "tiny", "seed=6", "--out", ref, NULL};
+    assert_int_equal(run_with_fault_env(0, 1, ref_args), 0);
+    uint64_t rng = 0x2545f4914f6cdd1dull;
+    int kills = 0, sessions = 0, experiments = 0;
+    while (kills < want_kills) {
+        char name[32];
+        snprintf(name, sizeof(name), "run-kill-%03d", experiments++);
+        path_in(dir, sizeof(dir), scratch_root, name);
+        const char *first[] = {"run", "--preset", "tiny", "seed=6", "--out", dir, NULL};
+        const char *again[] = {"run", "--out", dir, "--resume", NULL};
+        char experiment_json[700];
+        path_in(experiment_json, sizeof(experiment_json), dir, "experiment.json");
+        for (int started = 0;;) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            int kill_at = 1 + (int)((rng >> 33) % 150);  // a whole tiny run passes 100 to 200 fault points
+            int rc = run_with_fault_env(kill_at, 1, started ? again : first);
+            sessions++;
+            started = pf_file_exists(experiment_json);
+            if (rc == -SIGKILL) {
+                kills++;
+                continue;
+            }
+            if (rc != 0) fail_msg("%s: session %d (after %d kills) exited with %d", dir, sessions, kills, rc);
+            break;
+        }
+        const char *subs[] = {"eval", "figures"};
+        for (int i = 0; i < 2; i++) {
+            path_in(path_a, sizeof(path_a), ref, subs[i]);
+            path_in(path_b, sizeof(path_b), dir, subs[i]);
+            expect_same_folder(path_a, path_b);
+        }
+        const char *phases[] = {"pretrain", "tune"};
+        const char *same[] = {"model.safetensors", "optimizer.safetensors"};
+        for (int p = 0; p < 2; p++) {
+            for (int i = 0; i < 2; i++) {
+                snprintf(path_a, sizeof(path_a), "%s/%s/%s", ref, phases[p], same[i]);
+                snprintf(path_b, sizeof(path_b), "%s/%s/%s", dir, phases[p], same[i]);
+                expect_same_file(path_a, path_b);
+            }
+            snprintf(path_a, sizeof(path_a), "%s/%s/train.csv", ref, phases[p]);
+            snprintf(path_b, sizeof(path_b), "%s/%s/train.csv", dir, phases[p]);
+            char *csv_a = test_read_file(NULL, path_a), *csv_b = test_read_file(NULL, path_b);
+            char *losses_a = csv_without_timing(csv_a), *losses_b = csv_without_timing(csv_b);
+            assert_string_equal(losses_b, losses_a);
+            free(csv_a);
+            free(csv_b);
+            free(losses_a);
+            free(losses_b);
+        }
+        char *metrics_a = metrics_without_timings(ref, ref), *metrics_b = metrics_without_timings(dir, ref);
+        assert_string_equal(metrics_b, metrics_a);
+        free(metrics_a);
+        free(metrics_b);
+        path_in(path_b, sizeof(path_b), dir, "report.html");
+        assert_true(pf_file_exists(path_b));
+    }
+    printf("  %d kills in %d sessions over %d experiments\n", kills, sessions, experiments);
 }
 
 // A run whose loss or gradient stops being finite ends with one line naming the step and keeps its
@@ -846,7 +956,9 @@ static void test_read_only_folder(void **state) {
     chmod(dir, 0755);
 }
 
-int main(void) {
+// An argument runs only the tests whose names match it (cmocka's filter: * and ? wildcards).
+int main(int argc, char **argv) {
+    if (argc > 1) cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_checkpoint_files),
         cmocka_unit_test(test_import_pth),
@@ -859,6 +971,7 @@ int main(void) {
         cmocka_unit_test(test_resume_bit_identical),
         cmocka_unit_test(test_interrupt_and_resume),
         cmocka_unit_test(test_kill_anywhere_resumes_identical),
+        cmocka_unit_test(test_run_killed_anywhere_resumes_identical),
         cmocka_unit_test(test_locked_folder),
         cmocka_unit_test(test_eval_outputs_and_version),
         cmocka_unit_test(test_divergence_then_lower_rate),

@@ -22,6 +22,7 @@
 #include "rng.h"
 #include "safetensors.h"
 #include "experiment/seeds.h"
+#include "experiment/sweep.h"
 
 
 static char scratch[512];
@@ -684,7 +685,62 @@ static int teardown(void **state) {
     return 0;
 }
 
-int main(void) {
+// The files a resume reads back: good ones give their contents; a damaged one is refused with an
+// error naming the file, never a crash or a half-read state.
+static void test_run_folder_files_parsed_or_refused(void **state) {
+    (void)state;
+    int done[NUM_PHASES];
+    double seconds[NUM_PHASES];
+    assert_int_equal(experiment_parse_state(done, seconds,
+                                            "{\"phases\": {\"pretrain\": {\"done\": true, \"seconds\": 12.5}, "
+                                            "\"tune\": {\"done\": false}}}",
+                                            "state.json"),
+                     0);
+    assert_true(done[PHASE_PRETRAIN]);
+    assert_false(done[PHASE_TUNE]);
+    assert_true(seconds[PHASE_PRETRAIN] == 12.5);
+    const char *bad_states[] = {"", "[]", "{\"phases\": 3}", "{\"phases\": {\"tune\": {\"seconds\": -1}}}",
+                                "{\"phases\": {\"tune\": {\"seconds\": 1e300}}}"};
+    for (size_t i = 0; i < sizeof(bad_states) / sizeof(bad_states[0]); i++) {
+        assert_int_equal(experiment_parse_state(done, seconds, bad_states[i], "state.json"), -1);
+        assert_non_null(strstr(pf_last_error(), "state.json"));
+    }
+    uint64_t seeds[MAX_SEEDS];
+    int n;
+    assert_int_equal(experiment_parse_seeds(seeds, &n, "{\"seeds\": [\"1\", \"18446744073709551615\"]}", "seeds.json"), 0);
+    assert_int_equal(n, 2);
+    assert_true(seeds[1] == UINT64_MAX);
+    const char *bad_seeds[] = {"{}", "{\"seeds\": []}", "{\"seeds\": [\"\"]}", "{\"seeds\": [\"-1\"]}",
+                               "{\"seeds\": [\"18446744073709551616\"]}", "{\"seeds\": [\"2\", \"2\"]}",
+                               "{\"seeds\": [\" 2\"]}", "{\"seeds\": [2]}"};
+    for (size_t i = 0; i < sizeof(bad_seeds) / sizeof(bad_seeds[0]); i++) {
+        if (experiment_parse_seeds(seeds, &n, bad_seeds[i], "seeds.json") != -1) fail_msg("accepted %s", bad_seeds[i]);
+        assert_non_null(strstr(pf_last_error(), "seeds.json"));
+    }
+    SweepSpec *spec = mallocCheck(sizeof(SweepSpec));
+    const char *good = "{\"preset\": \"tiny\", \"settings\": [\"lr=1e-3@4\"], \"budget_examples\": 100, "
+                       "\"budget_seconds\": 0, \"eval_examples\": 64, \"runs\": [{\"name\": \"r01-s1\", \"seed\": \"1\", "
+                       "\"settings\": [\"batch_size=8\"]}]}";
+    assert_int_equal(sweep_parse_spec(spec, good), 0);
+    assert_int_equal(spec->num_runs, 1);
+    assert_string_equal(spec->runs[0].settings[0], "batch_size=8");
+    const char *bad_sweeps[] = {
+        "{",
+        "{\"preset\": \"tiny\", \"runs\": [], \"eval_examples\": 0}",
+        "{\"preset\": \"tiny\", \"eval_examples\": 64, \"runs\": [{\"name\": \"../x\", \"seed\": \"1\"}]}",
+        "{\"preset\": \"tiny\", \"eval_examples\": 64, \"runs\": [{\"name\": \"a\", \"seed\": \"1\"}, "
+        "{\"name\": \"a\", \"seed\": \"2\"}]}",
+    };
+    for (size_t i = 0; i < sizeof(bad_sweeps) / sizeof(bad_sweeps[0]); i++) {
+        if (sweep_parse_spec(spec, bad_sweeps[i]) != -1) fail_msg("accepted %s", bad_sweeps[i]);
+        assert_non_null(strstr(pf_last_error(), "sweep.json"));
+    }
+    free(spec);
+}
+
+// An argument runs only the tests whose names match it (cmocka's filter: * and ? wildcards).
+int main(int argc, char **argv) {
+    if (argc > 1) cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_phase_change_known_drops),
         cmocka_unit_test(test_phase_change_none_or_largest),
@@ -697,6 +753,7 @@ int main(void) {
         cmocka_unit_test(test_pipeline_seeds),
         cmocka_unit_test(test_pipeline_from_own_run_continues),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_run_folder_files_parsed_or_refused),
         cmocka_unit_test(test_full_output_folder),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

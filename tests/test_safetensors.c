@@ -226,6 +226,33 @@ static void test_writer_checks(void **state) {
 }
 
 // The authors' pretrained checkpoint (PyTorch state_dict names, all F32).
+// A writer killed before its rename leaves `path.tmp.PID`; the next write of that path removes the
+// temporaries of processes that are gone and leaves those of live ones (they may still be writing).
+static void test_stale_temporaries_removed(void **state) {
+    (void)state;
+    char dir[256], path[300], dead[340], alive[340], other[340];
+    test_scratch_dir(dir, sizeof(dir), "st-stale");
+    snprintf(path, sizeof(path), "%s/state.json", dir);
+    snprintf(dead, sizeof(dead), "%s.tmp.%ld", path, 4194305L);  // above Linux's largest pid
+    snprintf(alive, sizeof(alive), "%s.tmp.%ld", path, (long)getppid());
+    snprintf(other, sizeof(other), "%s/metrics.json.tmp.%ld", dir, 4194305L);
+    write_bytes(dead, "half", 4);
+    write_bytes(alive, "busy", 4);
+    write_bytes(other, "else", 4);
+    write_bytes(path, "{}", 2);
+    assert_false(pf_file_exists(dead));
+    assert_true(pf_file_exists(alive));
+    assert_true(pf_file_exists(other));  // another file's temporaries wait for their own write
+    size_t size;
+    char *data = read_bytes(path, &size);
+    assert_int_equal(size, 2);
+    free(data);
+    unlink(alive);
+    unlink(other);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void test_authors_checkpoint(void **state) {
     (void)state;
     const char *reference_dir = getenv("PF_REFERENCE_DIR");
@@ -518,6 +545,7 @@ int main(void) {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_alignment_for_any_header_length),
         cmocka_unit_test(test_writer_checks),
+        cmocka_unit_test(test_stale_temporaries_removed),
         cmocka_unit_test(test_authors_checkpoint),
         cmocka_unit_test(test_truncated_files),
         cmocka_unit_test(test_bad_header_length),

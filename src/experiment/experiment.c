@@ -26,6 +26,25 @@ typedef struct {
     double seconds[NUM_PHASES];
 } PhaseState;
 
+int experiment_parse_state(int done[NUM_PHASES], double seconds[NUM_PHASES], const char *text, const char *name) {
+    cJSON *root = cJSON_Parse(text);
+    cJSON *phases = cJSON_GetObjectItemCaseSensitive(root, "phases");
+    if (!cJSON_IsObject(phases)) {
+        cJSON_Delete(root);
+        return pf_fail("%s: not a phase-state file", name);
+    }
+    int rc = 0;
+    for (int i = 0; i < NUM_PHASES; i++) {
+        cJSON *phase = cJSON_GetObjectItemCaseSensitive(phases, PHASE_NAMES[i]);
+        cJSON *spent = cJSON_GetObjectItemCaseSensitive(phase, "seconds");
+        done[i] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(phase, "done"));
+        seconds[i] = cJSON_IsNumber(spent) ? spent->valuedouble : 0.0;
+        if (!(seconds[i] >= 0.0 && seconds[i] < 1e12)) rc = pf_fail("%s: bad seconds of phase %s", name, PHASE_NAMES[i]);
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
 static int state_load(PhaseState *state, const char *run_dir) {
     memset(state, 0, sizeof(*state));
     char path[PF_PATH_MAX + 32];
@@ -34,21 +53,9 @@ static int state_load(PhaseState *state, const char *run_dir) {
     size_t size;
     char *text = pf_read_file(path, &size);
     if (!text) return -1;
-    cJSON *root = cJSON_Parse(text);
+    int rc = experiment_parse_state(state->done, state->seconds, text, path);
     free(text);
-    cJSON *phases = cJSON_GetObjectItemCaseSensitive(root, "phases");
-    if (!cJSON_IsObject(phases)) {
-        cJSON_Delete(root);
-        return pf_fail("%s: not a phase-state file", path);
-    }
-    for (int i = 0; i < NUM_PHASES; i++) {
-        cJSON *phase = cJSON_GetObjectItemCaseSensitive(phases, PHASE_NAMES[i]);
-        cJSON *seconds = cJSON_GetObjectItemCaseSensitive(phase, "seconds");
-        state->done[i] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(phase, "done"));
-        state->seconds[i] = cJSON_IsNumber(seconds) ? seconds->valuedouble : 0.0;
-    }
-    cJSON_Delete(root);
-    return 0;
+    return rc;
 }
 
 static int state_save(const PhaseState *state, const char *run_dir) {

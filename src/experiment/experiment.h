@@ -18,4 +18,8 @@ typedef struct {
 // clean Ctrl-C, -1 with the error set.
 int experiment_run(const ExperimentConfig *cfg, const char *run_dir, const ExperimentOptions *options);
 
+// Which phases the text of a state.json marks finished, and the seconds spent in each. `name`
+// names the file in errors. 0, or -1 with the error set (the text is not a phase-state file).
+int experiment_parse_state(int done[NUM_PHASES], double seconds[NUM_PHASES], const char *text, const char *name);
+
 #endif

@@ -1,5 +1,6 @@
 #include "experiment/seeds.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,26 +52,43 @@ static cJSON *seeds_json(const uint64_t *seeds, int n) {
     return root;
 }
 
+int experiment_parse_seeds(uint64_t *seeds, int *num_seeds, const char *text, const char *name) {
+    cJSON *root = cJSON_Parse(text);
+    cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "seeds"), *item;
+    *num_seeds = 0;
+    int rc = cJSON_IsArray(list) ? 0 : pf_fail("%s: no seed list", name);
+    cJSON_ArrayForEach(item, list) {
+        if (rc != 0) break;
+        if (*num_seeds == MAX_SEEDS || !cJSON_IsString(item)) {
+            rc = pf_fail("%s: bad seed list", name);
+            break;
+        }
+        const char *value = item->valuestring;
+        char *end;
+        errno = 0;
+        uint64_t seed = strtoull(value, &end, 10);
+        if (value[0] < '0' || value[0] > '9' || *end || errno) {
+            rc = pf_fail("%s: bad seed '%.40s'", name, value);
+            break;
+        }
+        for (int j = 0; j < *num_seeds && rc == 0; j++)
+            if (seeds[j] == seed) rc = pf_fail("%s: seed %llu is listed twice", name, (unsigned long long)seed);
+        seeds[(*num_seeds)++] = seed;
+    }
+    cJSON_Delete(root);
+    if (rc == 0 && *num_seeds == 0) rc = pf_fail("%s: no seeds", name);
+    return rc;
+}
+
 int experiment_load_seeds(ExperimentConfig *cfg, uint64_t *seeds, int *num_seeds, const char *dir) {
     char path[PF_PATH_MAX + 64];
     snprintf(path, sizeof(path), "%s/seeds.json", dir);
     if (!pf_file_exists(path)) return 1;
-    cJSON *root = report_read_json(path);
-    if (!root) return -1;
-    cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "seeds"), *item;
-    *num_seeds = 0;
-    int rc = cJSON_IsArray(list) ? 0 : pf_fail("%s: no seed list", path);
-    cJSON_ArrayForEach(item, list) {
-        char *end;
-        if (rc != 0 || *num_seeds == MAX_SEEDS || !cJSON_IsString(item)) {
-            rc = pf_fail("%s: bad seed list", path);
-            break;
-        }
-        seeds[(*num_seeds)++] = strtoull(item->valuestring, &end, 10);
-        if (*end || item->valuestring[0] == '-') rc = pf_fail("%s: bad seed '%s'", path, item->valuestring);
-    }
-    cJSON_Delete(root);
-    if (rc == 0 && *num_seeds == 0) rc = pf_fail("%s: no seeds", path);
+    size_t size;
+    char *text = pf_read_file(path, &size);
+    if (!text) return -1;
+    int rc = experiment_parse_seeds(seeds, num_seeds, text, path);
+    free(text);
     if (rc != 0) return -1;
     seed_dir(path, sizeof(path), dir, seeds[0]);
     return experiment_load(cfg, path) == 0 ? 0 : -1;

@@ -30,4 +30,8 @@ int experiment_run_seeds(const ExperimentConfig *cfg, const uint64_t *seeds, int
 // seed; 0, 1 when dir is not a multi-seed folder, -1 with the error set.
 int experiment_load_seeds(ExperimentConfig *cfg, uint64_t *seeds, int *num_seeds, const char *dir);
 
+// The seeds a seeds.json text lists (1 to MAX_SEEDS distinct decimal strings). `name` names the
+// file in errors. 0, or -1 with the error set.
+int experiment_parse_seeds(uint64_t *seeds, int *num_seeds, const char *text, const char *name);
+
 #endif

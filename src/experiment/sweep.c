@@ -210,6 +210,9 @@ static int spec_from_json(SweepSpec *spec, const cJSON *root) {
         if (!cJSON_IsString(name) || strlen(name->valuestring) >= sizeof(run->name) || !cJSON_IsString(seed) ||
             strchr(name->valuestring, '/'))
             return pf_fail("sweep.json: run %d lacks a name or seed", spec->num_runs);
+        for (int j = 0; j < spec->num_runs - 1; j++)
+            if (strcmp(spec->runs[j].name, name->valuestring) == 0)
+                return pf_fail("sweep.json: two runs named %s", name->valuestring);
         snprintf(run->name, sizeof(run->name), "%s", name->valuestring);
         char *end;
         errno = 0;
@@ -219,6 +222,13 @@ static int spec_from_json(SweepSpec *spec, const cJSON *root) {
             return -1;
     }
     return 0;
+}
+
+int sweep_parse_spec(SweepSpec *spec, const char *text) {
+    cJSON *root = cJSON_Parse(text);
+    int rc = root ? spec_from_json(spec, root) : pf_fail("sweep.json: not JSON");
+    cJSON_Delete(root);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -44,5 +44,7 @@ int sweep_build(SweepSpec *spec, const char *preset, int num_settings, const cha
 // then sweep.csv, sweep.json's results and report.html. resume continues the sweep dir holds
 // (spec may then be NULL). 0, TRAIN_INTERRUPTED after Ctrl-C, or -1 with the error set.
 int sweep_run(const SweepSpec *spec, const char *dir, int resume);
+// The spec a sweep.json text holds (what --resume reads). 0, or -1 with the error set.
+int sweep_parse_spec(SweepSpec *spec, const char *text);
 
 #endif
