@@ -88,9 +88,12 @@ deps:
 	@bash scripts/deps.sh
 
 # Sub-makes after deps, so that the probes see what deps installed.
+# The whole experiment with the standard preset (about 30 minutes on 2 cores); PRESET=quick is the
+# few-minute demo.
+PRESET ?= standard
 run: deps
 	@$(MAKE) --no-print-directory all
-	./pathformer run --preset quick $(ARGS)
+	./pathformer run --preset $(PRESET) $(ARGS)
 
 AUTHORS_WEIGHTS ?= ../shared/reference/authors_pretrained.safetensors
 published: deps
