@@ -7,6 +7,7 @@
 #   make asan   the sanitizer (ASan + UBSan) build of the tests and the binary
 #   make layers the layout's rules: one-way dependencies between the areas of src/, no cycles
 #   make bench  benchmarks, with the PyTorch baseline measured in the same run
+#   make bench-exchange  the data-parallel gradient exchange over MPI on this machine, 2 to 4 ranks
 
 CC ?= cc
 CFLAGS ?= -O3 -march=native
@@ -36,6 +37,12 @@ override CFLAGS += -DPF_HAVE_BLAS
 LDLIBS += -lopenblas
 endif
 
+# MPI (Debian: libopenmpi-dev): only the gradient-exchange benchmark uses it so far.
+MPICC ?= mpicc
+ifeq ($(NO_MPI),)
+HAVE_MPI := $(shell $(MPICC) probe/mpi.c -o /dev/null >/dev/null 2>&1 && echo yes)
+endif
+
 HAVE_CJSON := $(call probe,cjson,-lcjson)
 HAVE_CMOCKA := $(call probe,cmocka,-lcmocka)
 
@@ -52,11 +59,11 @@ SAN_TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/asan/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES := $(BENCH_SRC:bench/%.c=$(BUILD)/%)
 
-.PHONY: all probe deps run published test check layers asan bench fuzz fuzz-build clean
-all: probe pathformer $(BENCHES)
+.PHONY: all probe deps run published test check layers asan bench bench-exchange fuzz fuzz-build clean
+all: probe pathformer $(BENCHES) $(if $(HAVE_MPI),$(BUILD)/bench_exchange)
 
 probe:
-	@echo "pathformer build: cc=$(CC) openmp=$(or $(HAVE_OMP),no) blas=$(or $(HAVE_BLAS),no) cjson=$(or $(HAVE_CJSON),no) cmocka=$(or $(HAVE_CMOCKA),no)"
+	@echo "pathformer build: cc=$(CC) openmp=$(or $(HAVE_OMP),no) blas=$(or $(HAVE_BLAS),no) cjson=$(or $(HAVE_CJSON),no) cmocka=$(or $(HAVE_CMOCKA),no) mpi=$(or $(HAVE_MPI),no)"
 	@test "$(HAVE_CJSON)" = yes || { echo "error: libcjson not found (apt-get install libcjson-dev)"; exit 1; }
 
 pathformer: $(LIB_OBJ) $(BUILD)/obj/main.o
@@ -149,6 +156,18 @@ layers: pathformer
 
 # Training and inference at the published batch of 2^15 (median of 3 steps), then data generation;
 # each next to its baseline (PyTorch, Python) measured in the same run.
+# The exchange of one step's gradient between K ranks on this machine (bench/mpi/bench_exchange.c);
+# README: Scaling out.
+$(BUILD)/bench_exchange: bench/mpi/bench_exchange.c
+	@mkdir -p $(BUILD)
+	$(MPICC) -O3 -std=c11 -Wall -Wextra -o $@ $<
+EXCHANGE_ROUNDS ?= 20
+bench-exchange: probe
+	@test "$(HAVE_MPI)" = yes || { echo "error: no MPI compiler (apt-get install libopenmpi-dev openmpi-bin)"; exit 1; }
+	@$(MAKE) --no-print-directory $(BUILD)/bench_exchange
+	@for k in 2 3 4; do mpirun --oversubscribe $$( [ "$$(id -u)" = 0 ] && echo --allow-run-as-root) -np $$k \
+		$(BUILD)/bench_exchange $(EXCHANGE_ROUNDS) || exit 1; done
+
 bench: all
 	$(BUILD)/bench_train 32768 3 2
 	$(BUILD)/bench_data
