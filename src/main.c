@@ -54,11 +54,12 @@ static const char *USAGE =
     "usage: pathformer COMMAND [options]\n"
     "  gen      --set NAME -n N [--seed S] [--step K] [-o FILE] [--histogram] [key=value ...]\n"
     "           write N examples of a named data set as JSON Lines\n"
-    "  train    [--preset NAME] [--config FILE.json] [--out DIR] [--resume] [--stop-after N] [key=value ...]\n"
-    "           train a model into a run folder (presets: quick, blog-pretrain, blog-tune, tiny)\n"
+    "  train    [--preset NAME] [--phase pretrain|tune] [--config FILE.json] [--out DIR] [--resume]\n"
+    "           [--stop-after N] [key=value ...]\n"
+    "           train a model into a run folder (presets: quick, standard, blog, blog-as-written, tiny)\n"
     "  run      [--preset NAME] [--from CHECKPOINT] [--out DIR] [--resume] [--phase NAME] [--stop-after N]\n"
     "           [key=value ...]\n"
-    "           the whole experiment and its report (presets: quick, blog, blog-as-written, tiny; run --help)\n"
+    "           the whole experiment and its report (presets as train's; run --help)\n"
     "  eval     --checkpoint FILE --set NAME [-n N] [--seed S] [--json FILE|-] [--threads T] [--batch B]\n"
     "           [key=value ...]\n"
     "           MSE, accuracy and per-label MSE, plus the output histogram as JSON\n"
@@ -69,7 +70,7 @@ static const char *USAGE =
     "  import   IN.pth OUT.safetensors [--n-heads H]\n"
     "           convert a PyTorch state_dict of the model (e.g. the original notebook's model.pth)\n"
     "  bfs      eval|sweep-n|robust|noise [options]   the hand-built BFS transformer (bfs --help)\n"
-    "  keys     list every setting with its default\n"
+    "  keys     [COMMAND] [--preset NAME]   every setting each command takes, with its starting value\n"
     "  --version  the version and what the binary was built with\n"
     "data sets: pretrain, tune, onpath-small-target, onpath-large-target, any-small,\n"
     "           any-large-small-target, any-large-large-target\n";
@@ -135,7 +136,7 @@ static int cmd_gen(int argc, char **argv) {
             threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
         else if (strcmp(argv[i], "--histogram") == 0) histogram = 1;
         else if (strchr(argv[i], '=') && argv[i][0] != '-') {
-            if (config_set(&cfg, argv[i]) != 0) die_error();
+            if (config_set_for(&cfg, argv[i], SETTING_SAMPLER | SETTING_SHAPE, "gen") != 0) die_error();
         } else if (is_help(argv[i])) {
             return print_command_help("gen");
         } else die("gen: unknown option '%s'", argv[i]);
@@ -178,36 +179,54 @@ static int cmd_gen(int argc, char **argv) {
     return 0;
 }
 
+static void print_train_help(const char *preset, int tune) {
+    RunConfig cfg;
+    if ((tune ? config_preset_tune(&cfg, preset) : config_preset(&cfg, preset)) != 0) die_error();
+    printf("usage: pathformer train [--preset NAME] [--phase pretrain|tune] [--config FILE.json] [--out DIR]\n"
+           "       [--resume] [--stop-after N] [key=value ...]\n"
+           "trains a model into a run folder (DIR, default runs/PRESET-DATE-TIME): config.json, train.csv,\n"
+           "model.safetensors, optimizer.safetensors, summary.json. The settings start from the preset's\n"
+           "pre-training (--phase tune: its fine-tuning, which needs init_from=MODEL), then the --config\n"
+           "file's, then key=value. --resume continues the run DIR holds with its own settings (lr, steps,\n"
+           "clip_grad_norm, weight_decay, beta1, beta2, eps and checkpoint_every may change).\n"
+           "The run's length is steps=N, else the lr schedule's; lr=X alone is a constant rate.\n");
+    presets_print(stdout);
+    printf("settings (preset %s%s):\n", preset, tune ? ", --phase tune" : "");
+    config_print_keys(stdout, &cfg);
+}
+
 static int cmd_train(int argc, char **argv) {
     RunConfig cfg;
-    const char *preset = "quick", *config_path = NULL, *out_dir = NULL;
-    int resume = 0;
+    const char *preset = NULL, *config_path = NULL, *out_dir = NULL, *phase = "pretrain";
+    int resume = 0, help = 0;
     long stop_after = 0;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--preset") == 0) preset = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--phase") == 0) phase = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--stop-after") == 0)
             stop_after = parse_long("--stop-after", need_value(argc, argv, &i), 1, 1L << 40);
         else if (strcmp(argv[i], "--config") == 0) config_path = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--out") == 0) out_dir = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--resume") == 0) resume = 1;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            config_preset(&cfg, preset);
-            printf(
-                "usage: pathformer train [--preset NAME] [--config FILE.json] [--out DIR] [--resume] [--stop-after N]\n"
-                "       [key=value ...]\n"
-                "settings (preset %s):\n",
-                preset);
-            config_print_keys(stdout, &cfg);
-            return 0;
-        } else if (argv[i][0] == '-' || !strchr(argv[i], '=')) {
-            die("train: unknown option '%s'", argv[i]);
-        }
+        else if (is_help(argv[i])) help = 1;
+        else if (argv[i][0] == '-' || !strchr(argv[i], '=')) die("train: unknown option '%s'", argv[i]);
+    }
+    if (strcmp(phase, "pretrain") != 0 && strcmp(phase, "tune") != 0)
+        die("train: unknown phase '%s' (pretrain or tune)", phase);
+    int tune = strcmp(phase, "tune") == 0;
+    if (help) {
+        print_train_help(preset ? preset : DEFAULT_PRESET, tune);
+        return 0;
     }
     if (resume && !out_dir) die("train: --resume needs --out DIR (the run folder to continue)");
+    if (resume && (preset || tune))
+        die("train: --resume continues the run's own settings; %s is not used with --resume",
+            preset ? "--preset" : "--phase");
+    if (!preset) preset = DEFAULT_PRESET;
     if (resume) {
         // the run's own config, with any overrides given (which must then match it)
         if (train_load_run_config(&cfg, out_dir) != 0) die_error();
-    } else if (config_preset(&cfg, preset) != 0) {
+    } else if ((tune ? config_preset_tune(&cfg, preset) : config_preset(&cfg, preset)) != 0) {
         die_error();
     }
     if (config_path) {
@@ -219,9 +238,9 @@ static int cmd_train(int argc, char **argv) {
     }
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--preset") == 0 || strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--out") == 0 ||
-            strcmp(argv[i], "--stop-after") == 0)
+            strcmp(argv[i], "--stop-after") == 0 || strcmp(argv[i], "--phase") == 0)
             i++;
-        else if (argv[i][0] != '-' && config_set(&cfg, argv[i]) != 0) die_error();
+        else if (argv[i][0] != '-' && config_set_for(&cfg, argv[i], SETTING_ALL, "train") != 0) die_error();
     }
     if (config_finalize(&cfg) != 0) die_error();
     char default_dir[256];
@@ -269,7 +288,7 @@ static int cmd_eval(int argc, char **argv) {
         else if (strcmp(argv[i], "--batch") == 0)
             capacity = (int)parse_long("--batch", need_value(argc, argv, &i), 1, 1 << 20);
         else if (strchr(argv[i], '=') && argv[i][0] != '-') {
-            if (config_set(&cfg, argv[i]) != 0) die_error();
+            if (config_set_for(&cfg, argv[i], SETTING_SAMPLER, "eval") != 0) die_error();
         } else if (is_help(argv[i])) {
             return print_command_help("eval");
         } else die("eval: unknown option '%s'", argv[i]);
@@ -317,7 +336,7 @@ static int cmd_predict(int argc, char **argv) {
         else if (strcmp(argv[i], "--threads") == 0)
             threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
         else if (strchr(argv[i], '=') && argv[i][0] != '-') {
-            if (config_set(&cfg, argv[i]) != 0) die_error();
+            if (config_set_for(&cfg, argv[i], 0, "predict") != 0) die_error();
         } else if (is_help(argv[i])) {
             return print_command_help("predict");
         } else die("predict: unknown option '%s'", argv[i]);
@@ -408,10 +427,8 @@ static int cmd_run(int argc, char **argv) {
     if (help) {
         printf("usage: pathformer run [--preset NAME] [--from CHECKPOINT] [--seeds 1,2,3] [--out DIR] [--resume]\n"
                "       [--phase NAME] [--stop-after N] [key=value ...]\n"
-               "pre-train, evaluate, fine-tune, evaluate on the five test sets, write DIR/report.html\n"
-               "presets:\n");
-        for (int i = 0; EXPERIMENT_PRESETS[i]; i++)
-            printf("  %-16s %s\n", EXPERIMENT_PRESETS[i], experiment_preset_summary(EXPERIMENT_PRESETS[i]));
+               "pre-train, evaluate, fine-tune, evaluate on the five test sets, write DIR/report.html\n");
+        presets_print(stdout);
         printf("--seeds 1,2,3: the experiment once per seed (DIR/seed-S), then every number as the mean with a\n"
                "  95%% interval and the per-seed values beside the published one (DIR/metrics.json, report.html)\n");
         printf("--from CHECKPOINT: no pre-training; the experiment starts from these weights (a model.safetensors,\n"
@@ -420,15 +437,12 @@ static int cmd_run(int argc, char **argv) {
                "phases (--phase runs one; --resume continues after the last finished one):\n"
                "  pretrain, eval-pretrained, tune, eval-tuned, report\n"
                "settings: key=value sets pre-training (data, model, seed, threads, micro_batch hold for\n"
-               "fine-tuning too); tune.KEY=value sets fine-tuning's batch_size, lr, weight_decay, beta1,\n"
-               "beta2, eps, checkpoint_every; tune_optimizer=continue|new|auto how fine-tuning gets its Adam\n"
-               "(continue: the pre-training one goes on, as the authors' code ran it; new: a fresh one; auto:\n"
-               "continue when there is a state to continue, else new); eval_examples=N the examples per\n"
-               "evaluation (preset %s: %ld, fine-tuning lr %s, batch %ld, weight_decay %g, tune_optimizer %s).\n"
-               "Pre-training settings:\n",
-               preset, cfg.eval_examples, cfg.tune.lr_schedule, cfg.tune.batch_size, (double)cfg.tune.weight_decay,
-               cfg.tune_optimizer);
-        config_print_keys(stdout, &cfg.pretrain);
+               "fine-tuning too); tune.KEY=value sets fine-tuning's own; tune_optimizer=continue|new|auto how\n"
+               "fine-tuning gets its Adam (continue: the pre-training one goes on, as the authors' code ran it;\n"
+               "new: a fresh one; auto: continue when there is a state to continue, else new); eval_examples=N\n"
+               "the examples per evaluation. Settings under preset %s:\n",
+               preset);
+        experiment_print_keys(stdout, &cfg, 1);
         return 0;
     }
     if (from && experiment_from_checkpoint(&cfg, from) != 0) die_error();
@@ -551,6 +565,50 @@ static int cmd_import(int argc, char **argv) {
     return 0;
 }
 
+// The settings each command starts from, under a preset where the command takes one.
+static int cmd_keys(int argc, char **argv) {
+    const char *preset = DEFAULT_PRESET, *only = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--preset") == 0) preset = need_value(argc, argv, &i);
+        else if (is_help(argv[i])) {
+            printf("usage: pathformer keys [COMMAND] [--preset NAME]\n"
+                   "every setting (key=value) each command takes, with the value it starts from under the\n"
+                   "preset (default %s); COMMAND (train, run, sweep, gen, eval, predict) shows one\n",
+                   DEFAULT_PRESET);
+            return 0;
+        } else if (argv[i][0] == '-' || only) die("keys: unexpected argument '%s'", argv[i]);
+        else only = argv[i];
+    }
+    static const char *const COMMANDS[] = {"train", "sweep", "run", "gen", "eval", "predict", NULL};
+    int known = 0;
+    for (int i = 0; COMMANDS[i]; i++) known |= only && strcmp(only, COMMANDS[i]) == 0;
+    if (only && !known) die("keys: '%s' takes no settings (commands with settings: train, run, sweep, gen, eval, predict)", only);
+    ExperimentConfig exp;
+    if (experiment_preset(&exp, preset) != 0) die_error();
+    RunConfig data;
+    config_preset(&data, DEFAULT_PRESET);
+    int all = !only;
+    if (all || !strcmp(only, "train") || !strcmp(only, "sweep")) {
+        printf("train and sweep (preset %s; train --phase tune starts from run's fine-tuning below):\n", preset);
+        config_print_keys(stdout, &exp.pretrain);
+    }
+    if (all || !strcmp(only, "run")) {
+        printf("run (preset %s): pre-training as train's%s, and fine-tuning:\n", preset, all ? " above" : "");
+        experiment_print_keys(stdout, &exp, !all);
+    }
+    if (all || !strcmp(only, "gen")) {
+        printf("gen (no preset; --seed S, --step K):\n");
+        config_print_keys_of(stdout, &data, SETTING_SAMPLER | SETTING_SHAPE, "");
+    }
+    if (all || !strcmp(only, "eval")) {
+        printf("eval (no preset; max_v and edges_per_vertex come from the checkpoint; --seed S):\n");
+        config_print_keys_of(stdout, &data, SETTING_SAMPLER, "");
+    }
+    if (all || !strcmp(only, "predict")) printf("predict: no settings (the checkpoint fixes everything)\n");
+    close_output(stdout, NULL);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
@@ -572,11 +630,6 @@ int main(int argc, char **argv) {
     if (strcmp(command, "eval") == 0) return cmd_eval(argc, argv);
     if (strcmp(command, "predict") == 0) return cmd_predict(argc, argv);
     if (strcmp(command, "bfs") == 0) return bfs_main(argc, argv);
-    if (strcmp(command, "keys") == 0) {
-        RunConfig cfg;
-        config_preset(&cfg, "blog-pretrain");
-        config_print_keys(stdout, &cfg);
-        return 0;
-    }
+    if (strcmp(command, "keys") == 0) return cmd_keys(argc, argv);
     die("unknown command '%s' (try: pathformer help)", command);
 }

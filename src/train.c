@@ -567,7 +567,7 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
     TrainRun run = {.cfg = cfg, .run_dir = run_dir};
     if (dataset_lookup(&run.set, cfg->set, &cfg->data) != 0) return -1;
     if (lr_schedule_parse(&run.schedule, cfg->lr_schedule) != 0) return -1;
-    run.total_steps = lr_schedule_total_steps(&run.schedule);
+    run.total_steps = config_total_steps(cfg);
     int lock = -1;
     if (pf_mkdir_p(run_dir) != 0 || pf_lock_folder(run_dir, &lock) != 0) return -1;
     if (prepare_folder(cfg, run_dir, resume) != 0) {

@@ -237,6 +237,15 @@ static char *csv_without_timing(const char *csv) {
 }
 
 // Data rows must be numbered 0, 1, 2, ... with no gap or repeat; returns how many there are.
+static int csv_data_rows(const char *path) {
+    size_t size;
+    char *csv = pf_read_file(path, &size);
+    if (!csv) return 0;
+    int lines = count_lines(csv);
+    free(csv);
+    return lines > 0 ? lines - 1 : 0;
+}
+
 static int expect_consecutive_steps(const char *csv) {
     const char *row = strchr(csv, '\n');
     if (strncmp(csv, "step,", 5) != 0 || !row) fail_msg("train.csv has no header: %.80s", csv);
@@ -399,6 +408,103 @@ static void test_bad_command_line(void **state) {
     RUN_ERROR("", "--checkpoint FILE is required", "predict");
     RUN_ERROR(NULL, "--resume needs --out", "train", "--resume");
     RUN_ERROR(NULL, "unknown option '--bogus'", "train", "--preset", "tiny", "--bogus");
+}
+
+// A setting the command does not use is refused in one line naming the commands that use it, and
+// nothing is written: eval and predict take the model and the token layout from the checkpoint.
+static void test_unused_settings_refused(void **state) {
+    (void)state;
+    char dir[600];
+    make_dir(dir, sizeof(dir), "unused");
+    RUN_ERROR(NULL, "not used by eval; give --seed", "eval", "--checkpoint", fixture_model, "--set", "tune", "seed=5");
+    RUN_ERROR(NULL, "the checkpoint fixes it", "eval", "--checkpoint", fixture_model, "--set", "tune", "d_model=99");
+    RUN_ERROR(NULL, "setting of gen, train, run and sweep", "eval", "--checkpoint", fixture_model, "--set", "tune",
+              "edges_per_vertex=3");
+    RUN_ERROR("", "'d_model' is not used by predict", "predict", "--checkpoint", fixture_model, "d_model=32");
+    RUN_ERROR("", "'min_v' is not used by predict", "predict", "--checkpoint", fixture_model, "min_v=4");
+    RUN_ERROR(NULL, "'lr' is not used by gen", "gen", "--set", "tune", "-n", "2", "lr=1e-3");
+    RUN_ERROR(NULL, "setting of run's fine-tuning", "train", "--preset", "tiny", "--out", dir, "tune.lr=1e-3");
+    RUN_ERROR(NULL, "'init_from' is not used by run", "run", "--preset", "tiny", "--out", dir, "init_from=x");
+    Snapshot before;
+    snapshot_take(&before, fixture_dir);
+    RUN_ERROR(NULL, "--preset is not used with --resume", "train", "--out", fixture_dir, "--resume", "--preset", "quick");
+    expect_unchanged(&before, fixture_dir);
+    snapshot_free(&before);
+    // a data setting eval does use changes its examples
+    TestResult plain = RUN(NULL, "eval", "--checkpoint", fixture_model, "--set", "tune", "-n", "64");
+    TestResult small = RUN(NULL, "eval", "--checkpoint", fixture_model, "--set", "tune", "-n", "64", "max_tune_v=4");
+    expect_success(&plain);
+    expect_success(&small);
+    assert_string_not_equal(plain.out, small.out);
+    test_result_free(&plain);
+    test_result_free(&small);
+}
+
+// steps=N sets a run's length (its schedule cut, or its last rate held); lr=X alone is a constant
+// rate over that length; a resume may lengthen the run.
+static void test_steps_and_constant_rate(void **state) {
+    (void)state;
+    char dir[600], run_dir[700], path[800];
+    make_dir(dir, sizeof(dir), "steps");
+    path_in(run_dir, sizeof(run_dir), dir, "cut");
+    TestResult cut = RUN(NULL, "train", "--preset", "tiny", "--out", run_dir, "steps=3");
+    expect_success(&cut);
+    test_result_free(&cut);
+    path_in(path, sizeof(path), run_dir, "train.csv");
+    assert_int_equal(csv_data_rows(path), 3);
+    TestResult longer = RUN(NULL, "train", "--out", run_dir, "--resume", "steps=5");
+    expect_success(&longer);
+    assert_non_null(strstr(longer.err, "steps 3 -> 5"));
+    test_result_free(&longer);
+    assert_int_equal(csv_data_rows(path), 5);
+
+    path_in(run_dir, sizeof(run_dir), dir, "constant");
+    TestResult constant = RUN(NULL, "train", "--preset", "tiny", "--out", run_dir, "lr=0.002", "steps=14");
+    expect_success(&constant);
+    test_result_free(&constant);
+    path_in(path, sizeof(path), run_dir, "train.csv");
+    char *csv = test_read_file(NULL, path);
+    assert_int_equal(expect_consecutive_steps(csv), 14);
+    int rows = 0;
+    for (const char *line = strchr(csv, '\n'); line && line[1]; line = strchr(line + 1, '\n'), rows++) {
+        const char *lr = strchr(line + 1, ',') + 1;
+        if (strncmp(lr, "0.002,", 6) != 0) fail_msg("row %d: lr is not 0.002: %.40s", rows, line + 1);
+    }
+    assert_int_equal(rows, 14);
+    free(csv);
+    RUN_ERROR(NULL, "not a rate", "train", "--preset", "tiny", "--out", run_dir, "lr=fast");
+    RUN_ERROR(NULL, "steps must be non-negative", "train", "--preset", "tiny", "--out", run_dir, "steps=-1");
+}
+
+// keys shows what each command starts from under a preset; train's and run's --help print the one
+// presets table, so quick means the same length under both.
+static void test_keys_and_presets(void **state) {
+    (void)state;
+    TestResult keys = RUN(NULL, "keys", "--preset", "tiny");
+    expect_success(&keys);
+    assert_non_null(strstr(keys.out, "\"1e-3@6,5e-4@4\""));  // tiny's pre-training schedule
+    assert_non_null(strstr(keys.out, "tune.lr"));
+    assert_non_null(strstr(keys.out, "predict: no settings"));
+    test_result_free(&keys);
+    TestResult quick = RUN(NULL, "keys", "train");
+    expect_success(&quick);
+    assert_non_null(strstr(quick.out, "3e-4@2000,1e-4@400"));
+    assert_null(strstr(quick.out, "tune.lr"));
+    test_result_free(&quick);
+    RUN_ERROR(NULL, "takes no settings", "keys", "import");
+    TestResult train_help = RUN(NULL, "train", "--help");
+    TestResult run_help = RUN(NULL, "run", "--help");
+    expect_success(&train_help);
+    expect_success(&run_help);
+    const char *table_train = strstr(train_help.out, "presets (");
+    const char *table_run = strstr(run_help.out, "presets (");
+    assert_non_null(table_train);
+    assert_non_null(table_run);
+    size_t len = strstr(table_train, "(blog-pretrain") - table_train;
+    assert_true(strncmp(table_train, table_run, len) == 0);
+    assert_non_null(strstr(table_train, "pre-training 2400 steps of 256"));
+    test_result_free(&train_help);
+    test_result_free(&run_help);
 }
 
 // Malformed JSON Lines: the error names the line (blank lines count) and the problem.
@@ -577,14 +683,6 @@ static void test_resume_bit_identical(void **state) {
     test_result_free(&b2);
 }
 
-static int csv_data_rows(const char *path) {
-    size_t size;
-    char *csv = pf_read_file(path, &size);
-    if (!csv) return 0;
-    int lines = count_lines(csv);
-    free(csv);
-    return lines > 0 ? lines - 1 : 0;
-}
 
 // Runs the binary with PF_FAULT_KILL_AT=kill_at (0: none), output discarded; returns the exit status,
 // or -SIGNAL when it died of a signal.
@@ -852,6 +950,9 @@ int main(void) {
         cmocka_unit_test(test_import_pth),
         cmocka_unit_test(test_bad_settings),
         cmocka_unit_test(test_bad_command_line),
+        cmocka_unit_test(test_unused_settings_refused),
+        cmocka_unit_test(test_steps_and_constant_rate),
+        cmocka_unit_test(test_keys_and_presets),
         cmocka_unit_test(test_predict_bad_lines),
         cmocka_unit_test(test_gen),
         cmocka_unit_test(test_predict_round_trip),

@@ -277,7 +277,8 @@ static void test_experiment_config(void **state) {
     assert_int_equal(experiment_set(&cfg, "set=tune"), -1);
     assert_int_equal(experiment_set(&cfg, "eval_examples=0"), -1);
     assert_int_equal(experiment_set(&cfg, "noequals"), -1);
-    assert_int_equal(experiment_set(&cfg, "tune.lr=fast"), 0);
+    assert_int_equal(experiment_set(&cfg, "tune.lr=fast"), -1);  // not a rate, nor a schedule
+    assert_int_equal(experiment_set(&cfg, "tune.lr=1e-3@0"), 0);  // a schedule, checked as a whole
     assert_int_equal(experiment_finalize(&cfg), -1);
     // found by fuzzing (fuzz/regressions/settings): a count too large for a long is refused
     assert_int_equal(experiment_from_json(&back, "{\"preset\": \"tiny\", \"eval_examples\": 2.5e100, \"pretrain\": {}, "

@@ -243,9 +243,7 @@ static int prepare_folder(const ExperimentConfig *cfg, const char *run_dir, cons
 }
 
 static long schedule_examples(const RunConfig *cfg) {
-    LrSchedule schedule;
-    if (lr_schedule_parse(&schedule, cfg->lr_schedule) != 0) return 0;
-    return lr_schedule_total_steps(&schedule) * cfg->batch_size;
+    return config_total_steps(cfg) * cfg->batch_size;
 }
 
 static void format_minutes(char *out, size_t size, double seconds) {

@@ -294,9 +294,7 @@ static int sweep_one(const SweepSpec *spec, const SweepRun *run, const char *dir
     snprintf(path, sizeof(path), "%s/eval.json", run_dir);
     *done = pf_file_exists(path);
     if (*done) return 0;
-    LrSchedule schedule;
-    lr_schedule_parse(&schedule, cfg.lr_schedule);
-    long total = lr_schedule_total_steps(&schedule);
+    long total = config_total_steps(&cfg);
     long budget_steps = spec->budget_examples > 0 ? (spec->budget_examples + cfg.batch_size - 1) / cfg.batch_size : total;
     if (budget_steps > total) budget_steps = total;
     long steps;
