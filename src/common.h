@@ -32,6 +32,8 @@ const char *pf_last_error(void);
 
 // Reads a whole file into a fresh buffer; returns NULL and sets the error on failure.
 char *pf_read_file(const char *path, size_t *size_out);
+// pf_read_file, with "-" meaning all of standard input.
+char *pf_read_input(const char *path, size_t *size_out);
 
 // Writes `size` bytes to `path` atomically: a temporary file in the same folder, fsync, rename, fsync
 // of the folder.

@@ -507,6 +507,50 @@ static void test_keys_and_presets(void **state) {
     test_result_free(&run_help);
 }
 
+// One grammar: --name=value is --name value (-n=2 too); --seed and --threads are train's and run's
+// settings; --config - reads the settings from standard input; --quiet leaves errors only; every
+// command's --help prints its usage and the shared grammar on stdout.
+static void test_one_option_grammar(void **state) {
+    (void)state;
+    TestResult spaced = RUN(NULL, "gen", "--set", "tune", "-n", "3", "--seed", "4", "-o", "-");
+    TestResult joined = RUN(NULL, "gen", "--set=tune", "-n=3", "--seed=4", "--out=-");
+    expect_success(&spaced);
+    expect_success(&joined);
+    assert_int_equal(count_lines(spaced.out), 3);
+    assert_string_equal(spaced.out, joined.out);
+    test_result_free(&spaced);
+    test_result_free(&joined);
+
+    char dir[600], run_dir[700], path[800];
+    make_dir(dir, sizeof(dir), "grammar");
+    path_in(run_dir, sizeof(run_dir), dir, "seeded");
+    TestResult train = RUN("{\"batch_size\": 32, \"lr\": \"0.002@3\"}", "train", "--preset=tiny", "--config", "-",
+                           "--seed", "7", "--threads=1", "--out", run_dir, "--quiet");
+    expect_success(&train);
+    assert_string_equal(train.err, "");  // --quiet: nothing but errors
+    test_result_free(&train);
+    path_in(path, sizeof(path), run_dir, "config.json");
+    char *config = test_read_file(NULL, path);
+    assert_non_null(strstr(config, "\"seed\":\t\"7\""));
+    assert_non_null(strstr(config, "\"batch_size\":\t32"));
+    assert_non_null(strstr(config, "\"lr\":\t\"0.002@3\""));
+    free(config);
+    RUN_ERROR(NULL, "unknown setting 'bogus'", "train", "--preset", "tiny", "--out", run_dir, "-q", "bogus=1");
+    RUN_ERROR("[1]", "not a JSON object of settings", "run", "--preset", "tiny", "--out", run_dir, "--config=-");
+    RUN_ERROR(NULL, "--seed: 'x'", "run", "--preset", "tiny", "--out", run_dir, "--seed", "x");
+
+    const char *commands[] = {"gen", "eval", "predict", "train", "run", "sweep", "import", "keys", "bfs"};
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        for (int short_form = 0; short_form < 2; short_form++) {
+            TestResult help = RUN(NULL, commands[i], short_form ? "-h" : "--help");
+            expect_success(&help);
+            if (strncmp(help.out, "usage: pathformer ", 18) != 0 || !strstr(help.out, "--name=value"))
+                fail_msg("%s --help:\n%s", commands[i], help.out);
+            test_result_free(&help);
+        }
+    }
+}
+
 // Malformed JSON Lines: the error names the line (blank lines count) and the problem.
 static void test_predict_bad_lines(void **state) {
     (void)state;
@@ -953,6 +997,7 @@ int main(void) {
         cmocka_unit_test(test_unused_settings_refused),
         cmocka_unit_test(test_steps_and_constant_rate),
         cmocka_unit_test(test_keys_and_presets),
+        cmocka_unit_test(test_one_option_grammar),
         cmocka_unit_test(test_predict_bad_lines),
         cmocka_unit_test(test_gen),
         cmocka_unit_test(test_predict_round_trip),

@@ -108,6 +108,7 @@ static int parse_command(BfsCommand *c, int argc, char **argv) {
         const char *o = argv[i];
         if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
             fputs(BFS_USAGE, stdout);
+            fputs(CLI_COMMON_OPTIONS, stdout);
             return 1;
         } else if (strcmp(o, "--n") == 0) {
             c->cfg.n = (int)parse_long(o, need_value(argc, argv, &i), -1000000, 1000000);
@@ -212,7 +213,9 @@ static int run_experiment(const BfsCommand *c, int argc, char **argv) {
 
 int bfs_main(int argc, char **argv) {
     if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 || strcmp(argv[0], "help") == 0) {
-        fputs(BFS_USAGE, argc < 1 ? stderr : stdout);
+        FILE *out = argc < 1 ? stderr : stdout;
+        fputs(BFS_USAGE, out);
+        fputs(CLI_COMMON_OPTIONS, out);
         return argc < 1 ? EXIT_FAILURE : 0;
     }
     BfsCommand command;

@@ -55,7 +55,7 @@ static int add_runs(SweepSpec *spec, int index, char settings[][SWEEP_SETTING_MA
 
 static int build_from_list(SweepSpec *spec, const char *path, const uint64_t *seeds, int num_seeds) {
     size_t size;
-    char *text = pf_read_file(path, &size);
+    char *text = pf_read_input(path, &size);
     if (!text) return -1;
     int rc = 0, index = 0, line_number = 0;
     char *save = NULL;
