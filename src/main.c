@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -20,6 +22,7 @@
 #include "experiment/sweep.h"
 #include "model.h"
 #include "ops/ops.h"
+#include "predict.h"
 #include "train.h"
 #include "bfs/bfs_cli.h"
 
@@ -66,8 +69,12 @@ static const char *USAGE =
     "  eval     --checkpoint FILE --set NAME [-n N] [--seed S] [--json FILE|-] [--threads T] [--batch B]\n"
     "           [key=value ...]\n"
     "           MSE, accuracy and per-label MSE on N fresh examples; the output histogram as JSON with --json\n"
-    "  predict  --checkpoint FILE [-i|--input FILE|-] [-o|--out FILE|-] [--threads T]\n"
-    "           read graphs as JSON Lines {\"edges\": [[1,2],...], \"target\": t}, write predictions\n"
+    "  predict  --checkpoint FILE [-i|--input FILE|-] [-o|--out FILE|-] [--skip-bad] [--threads T]\n"
+    "           a filter: each JSON line {\"edges\": [[1,2],...], \"target\": t, ...} answered as soon as it\n"
+    "           is read, with every key kept, \"distance\" (true, by BFS) and \"prediction\" set; lines that\n"
+    "           arrive together run as one batch. Limits fixed by the checkpoint (published model: at\n"
+    "           most 15 edges, vertices 1..15). A bad line stops it (lines before it answered);\n"
+    "           --skip-bad: one stderr line per bad line, the rest answered\n"
     "  sweep    [--preset NAME] [--seeds 1,2,3 | --seed S] [--examples N | --seconds S] [--list FILE|-]\n"
     "           [--out DIR] [--resume] [--threads T] [key=value ...]\n"
     "           training runs over a grid of settings and seeds, compared\n"
@@ -375,8 +382,10 @@ static int cmd_predict(int argc, char **argv) {
     config_preset(&cfg, "blog-pretrain");
     const char *checkpoint = NULL, *in_path = NULL, *out_path = NULL;
     int threads = 0;
+    PredictOptions options = {0, NULL};
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--checkpoint") == 0) checkpoint = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--skip-bad") == 0) options.skip_bad = 1;
         else if (strcmp(argv[i], "-i") == 0 || strcmp(argv[i], "--input") == 0) in_path = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--out") == 0) out_path = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--threads") == 0)
@@ -388,44 +397,17 @@ static int cmd_predict(int argc, char **argv) {
         } else die("predict: unknown option '%s'", argv[i]);
     }
     ops_set_threads(threads);
-    enum { CAPACITY = 256 };
+    enum { CAPACITY = 256 };  // the largest batch: lines that arrive together run as one
     Model model;
     load_for_inference(&model, &cfg, checkpoint, CAPACITY);
-    FILE *in = stdin;
-    if (in_path && strcmp(in_path, "-") != 0 && !(in = fopen(in_path, "r")))
+    int in_fd = STDIN_FILENO;
+    if (in_path && strcmp(in_path, "-") != 0 && (in_fd = open(in_path, O_RDONLY)) < 0)
         die("cannot open %s: %s", in_path, strerror(errno));
     FILE *out = open_output(out_path);
-    Batch batch;
-    batch_alloc(&batch, CAPACITY, model.config.seq_len);
-    Example example;
-    char *line = NULL;
-    size_t line_cap = 0;
-    long line_number = 0;
-    int B = 0;
-    for (;;) {
-        ssize_t len = getline(&line, &line_cap, in);
-        if (len > 0) {
-            line_number++;
-            while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
-            if (len == 0) continue;  // blank lines are allowed
-            if (example_parse_jsonl(&example, line, &cfg.data) != 0)
-                die("%s line %ld: %s", in_path ? in_path : "input", line_number, pf_last_error());
-            batch_encode(&batch, B++, &example, &cfg.data);
-        }
-        if (B == CAPACITY || (len < 0 && B > 0)) {
-            model_infer(&model, batch.tokens, NULL, B);
-            for (int b = 0; b < B; b++)
-                fprintf(out, "{\"target\": %d, \"prediction\": %.6f, \"distance\": %d}\n", batch.targets[b],
-                        model.pred[b], (int)batch.labels[b]);
-            B = 0;
-        }
-        if (len < 0) break;
-    }
-    if (ferror(in)) die("cannot read %s: %s", in_path ? in_path : "standard input", strerror(errno));
-    free(line);
-    if (in != stdin) fclose(in);
+    options.in_name = in_path && strcmp(in_path, "-") != 0 ? in_path : "input";
+    if (predict_stream(&model, &cfg.data, in_fd, out, &options) != 0) die_error();
+    if (in_fd != STDIN_FILENO) close(in_fd);
     close_output(out, out_path);
-    batch_free(&batch);
     model_free(&model);
     return 0;
 }

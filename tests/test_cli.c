@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -659,6 +660,79 @@ static void test_predict_round_trip(void **state) {
     test_result_free(&predict);
 }
 
+// Reads one line from fd (a pipe) into line; fails the test when none comes within `seconds` (a
+// bound for a stuck filter, far above the milliseconds an answer takes).
+static void read_line_from_pipe(int fd, char *line, size_t size, int seconds) {
+    size_t used = 0;
+    while (used + 1 < size) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, seconds * 1000) != 1) fail_msg("no answer within %d s (read so far: '%.*s')", seconds, (int)used, line);
+        ssize_t n = read(fd, line + used, 1);
+        if (n != 1) fail_msg("the filter closed its output early ('%.*s')", (int)used, line);
+        if (line[used] == '\n') break;
+        used++;
+    }
+    line[used] = '\0';
+}
+
+// predict is a filter: with the writer still holding the pipe open, each line is answered before
+// the next is written; every input key comes back; --skip-bad answers the good lines around a bad
+// one and names it on stderr; strict mode answers the lines before a bad one, then fails naming it.
+static void test_predict_streams(void **state) {
+    (void)state;
+    int to_child[2], from_child[2], errors = test_temp_file();
+    assert_int_equal(pipe(to_child), 0);
+    assert_int_equal(pipe(from_child), 0);
+    const char *argv[] = {test_binary_path(), "predict", "--checkpoint", fixture_model, "--skip-bad", NULL};
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, to_child[0], STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, from_child[1], STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, errors, STDERR_FILENO);
+    posix_spawn_file_actions_addclose(&actions, to_child[1]);
+    posix_spawn_file_actions_addclose(&actions, from_child[0]);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, argv[0], &actions, NULL, (char *const *)argv, environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
+    close(to_child[0]);
+    close(from_child[1]);
+    const char *inputs[] = {"{\"id\": \"first\", \"edges\": [[1,2]], \"target\": 2}\n",
+                            "not json\n",
+                            "{\"edges\": [[1,3],[3,2]], \"target\": 2, \"id\": 7, \"note\": {\"x\": [1]}}\n"};
+    const char *expected[] = {"{\"id\":\"first\",\"edges\":[[1,2]],\"target\":2,\"distance\":1,\"prediction\":",
+                              NULL,
+                              "{\"edges\":[[1,3],[3,2]],\"target\":2,\"id\":7,\"note\":{\"x\":[1]},\"distance\":2,"
+                              "\"prediction\":"};
+    for (int i = 0; i < 3; i++) {
+        assert_true(write(to_child[1], inputs[i], strlen(inputs[i])) == (ssize_t)strlen(inputs[i]));
+        if (!expected[i]) continue;
+        char line[1024];
+        read_line_from_pipe(from_child[0], line, sizeof(line), 60);
+        if (strncmp(line, expected[i], strlen(expected[i])) != 0) fail_msg("answer %d: %s", i + 1, line);
+    }
+    close(to_child[1]);
+    char rest[64];
+    assert_int_equal(read(from_child[0], rest, sizeof(rest)), 0);  // nothing more
+    close(from_child[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    char *err = test_read_fd(errors);
+    close(errors);
+    if (count_lines(err) != 1 || !strstr(err, "input line 2: not valid JSON"))
+        fail_msg("stderr of --skip-bad: %s", err);
+    free(err);
+
+    // strict: the good line before a bad one is answered, then one error line
+    TestResult strict = RUN("{\"edges\": [[1,2]], \"target\": 2}\nnope\n{\"edges\": [[1,2]], \"target\": 2}\n", "predict",
+                            "--checkpoint", fixture_model);
+    expect_one_line_error(&strict, "input line 2");
+    assert_int_equal(count_lines(strict.out), 1);
+    test_result_free(&strict);
+    RUN_ERROR("{\"edges\": [[1,2]], \"target\": 2}\n", "cannot write", "predict", "--checkpoint", fixture_model, "-o",
+              "/dev/full");
+}
+
 // ---------------------------------------------------------------------------------------------
 // train
 
@@ -1001,6 +1075,7 @@ int main(void) {
         cmocka_unit_test(test_predict_bad_lines),
         cmocka_unit_test(test_gen),
         cmocka_unit_test(test_predict_round_trip),
+        cmocka_unit_test(test_predict_streams),
         cmocka_unit_test(test_train_run_folder),
         cmocka_unit_test(test_resume_bit_identical),
         cmocka_unit_test(test_interrupt_and_resume),
