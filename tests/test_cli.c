@@ -758,6 +758,35 @@ static void test_train_run_folder(void **state) {
     snapshot_free(&before);
 }
 
+// Nothing is written before the settings and their files are checked: a train whose init_from is
+// missing, a run --resume or --phase report on a folder with no run, leave no folder, and a plain
+// retry works; a resume of a finished run changes nothing and says so.
+static void test_failed_start_and_finished_resume(void **state) {
+    (void)state;
+    char dir[600], run_dir[700];
+    make_dir(dir, sizeof(dir), "retry");
+    path_in(run_dir, sizeof(run_dir), dir, "run");
+    RUN_ERROR(NULL, "/missing/model.safetensors", "train", "--preset", "tiny", "--out", run_dir,
+              "init_from=/missing/model.safetensors");
+    assert_false(pf_file_exists(run_dir));
+    RUN_ERROR(NULL, "holds no run to resume", "run", "--resume", "--out", run_dir);
+    assert_false(pf_file_exists(run_dir));
+    RUN_ERROR(NULL, "needs phase 'pretrain' finished first", "run", "--phase", "report", "--out", run_dir);
+    assert_false(pf_file_exists(run_dir));
+    TestResult retry = RUN(NULL, "train", "--preset", "tiny", "--out", run_dir, "-q");
+    expect_success(&retry);
+    test_result_free(&retry);
+
+    Snapshot before;
+    snapshot_take(&before, run_dir);
+    TestResult again = RUN(NULL, "train", "--out", run_dir, "--resume");
+    expect_success(&again);
+    if (!strstr(again.err, "the run is finished (10 of 10 steps); nothing to do")) fail_msg("stderr: %s", again.err);
+    test_result_free(&again);
+    expect_unchanged(&before, run_dir);
+    snapshot_free(&before);
+}
+
 // A run stopped after 4 steps and resumed ends bit-identical to one that never stopped.
 static void test_resume_bit_identical(void **state) {
     (void)state;
@@ -1078,6 +1107,7 @@ int main(void) {
         cmocka_unit_test(test_predict_streams),
         cmocka_unit_test(test_train_run_folder),
         cmocka_unit_test(test_resume_bit_identical),
+        cmocka_unit_test(test_failed_start_and_finished_resume),
         cmocka_unit_test(test_interrupt_and_resume),
         cmocka_unit_test(test_kill_anywhere_resumes_identical),
         cmocka_unit_test(test_locked_folder),
