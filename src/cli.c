@@ -10,6 +10,7 @@
 
 // Where die writes: stderr, or the real stderr once cli_quiet has discarded the rest.
 static FILE *error_stream;
+static int failed;  // die has reported an error: the exit's status already says so
 
 void die(const char *fmt, ...) {
     va_list args;
@@ -19,6 +20,7 @@ void die(const char *fmt, ...) {
     vfprintf(out, fmt, args);
     fprintf(out, "\n");
     va_end(args);
+    failed = 1;
     exit(EXIT_FAILURE);
 }
 
@@ -91,6 +93,10 @@ char **cli_normalize(int *argc, char **argv) {
     if (quiet) cli_quiet();
     return out;
 }
+
+int cli_failed(void) { return failed; }
+
+FILE *cli_errors(void) { return error_stream ? error_stream : stderr; }
 
 void cli_quiet(void) {
     FILE *sink = fopen("/dev/null", "w");

@@ -4,6 +4,7 @@
 #define PATHFORMER_CLI_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 // Prints "pathformer: MESSAGE" on one line to stderr and exits with EXIT_FAILURE.
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -27,6 +28,10 @@ double parse_double(const char *option, const char *text, double lo, double hi);
 // "-n value"; --quiet and -q anywhere are taken out and make the run quiet (cli_quiet). Returns the
 // new argument vector (argv[0] and key=value settings unchanged) and its length in *argc.
 char **cli_normalize(int *argc, char **argv);
+// Whether die has run (an exit handler then has nothing to add).
+int cli_failed(void);
+// Where errors go: stderr, or the real stderr under cli_quiet.
+FILE *cli_errors(void);
 // Errors only: everything else written to stderr (progress, notes) is discarded from here on.
 void cli_quiet(void);
 

@@ -662,7 +662,17 @@ static int cmd_keys(int argc, char **argv) {
     return 0;
 }
 
+// Whatever a command wrote to standard output reached it, or the exit status says it did not
+// (`pathformer keys > /dev/full` fails): run at exit, after every command and every help text.
+static void check_stdout_at_exit(void) {
+    if (!cli_failed() && (fflush(stdout) != 0 || ferror(stdout))) {
+        fprintf(cli_errors(), "pathformer: cannot write standard output: %s\n", strerror(errno ? errno : EIO));
+        _exit(EXIT_FAILURE);
+    }
+}
+
 int main(int argc, char **argv) {
+    atexit(check_stdout_at_exit);
     argv = cli_normalize(&argc, argv);
     if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(USAGE, argc < 2 ? stderr : stdout);

@@ -448,8 +448,8 @@ static int open_log(TrainRun *run, int resume) {
 }
 
 // One train.csv row: the step's rate, MSE and MSE per label (empty where the batch had none).
-static void log_step(TrainRun *run, long step, float lr, const BatchStats *stats, double examples_per_s,
-                     double elapsed) {
+static int log_step(TrainRun *run, long step, float lr, const BatchStats *stats, double examples_per_s,
+                    double elapsed) {
     fprintf(run->log, "%ld,%g,%.9g", step, lr, run->final_mse);
     for (int label = 1; label <= run->cfg->data.max_v; label++) {
         if (stats->label_count[label])
@@ -458,7 +458,9 @@ static void log_step(TrainRun *run, long step, float lr, const BatchStats *stats
             fprintf(run->log, ",");
     }
     fprintf(run->log, ",%.1f,%.3f\n", examples_per_s, elapsed);
-    fflush(run->log);
+    if (fflush(run->log) != 0 || ferror(run->log))
+        return pf_fail("cannot write %s/train.csv: %s", run->run_dir, strerror(errno));
+    return 0;
 }
 
 // The progress display: one line rewritten in place on a terminal, a line every 2 s in a pipe.
@@ -520,7 +522,7 @@ static int run_steps(TrainRun *run, long end_step) {
                          step, run->final_mse, run->saved_step);
             break;
         }
-        log_step(run, step, lr, &stats, examples_per_s, now - run->start_time);
+        if ((rc = log_step(run, step, lr, &stats, examples_per_s, now - run->start_time)) != 0) break;
         long done_steps = step + 1;
         print_progress(run, done_steps, lr, examples_per_s, now, terminal, &last_print);
         if (cfg->checkpoint_every > 0 && done_steps % cfg->checkpoint_every == 0 && done_steps < run->total_steps) {

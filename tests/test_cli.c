@@ -984,6 +984,63 @@ static void test_eval_outputs_and_version(void **state) {
     }
 }
 
+// Runs `pathformer args...` with its standard output on /dev/full; returns its stderr (the caller
+// frees) and the exit status in *status.
+static char *run_into_full_disk(const char *const *args, int *status) {
+    int errors = test_temp_file(), full = open("/dev/full", O_WRONLY);
+    assert_true(full >= 0);
+    int argc = 0;
+    while (args[argc]) argc++;
+    const char *argv[16];
+    assert_true(argc < 15);
+    argv[0] = test_binary_path();
+    for (int i = 0; i < argc; i++) argv[i + 1] = args[i];
+    argv[argc + 1] = NULL;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, full, STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, errors, STDERR_FILENO);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, argv[0], &actions, NULL, (char *const *)argv, environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
+    close(full);
+    int wait_status;
+    assert_int_equal(waitpid(pid, &wait_status, 0), pid);
+    assert_true(WIFEXITED(wait_status));
+    *status = WEXITSTATUS(wait_status);
+    char *err = test_read_fd(errors);
+    close(errors);
+    return err;
+}
+
+// Every write to standard output is checked: a full disk is a one-line error and a non-zero exit,
+// for a command's output, a help text and --version alike; bfs eval --json - is standard output.
+static void test_stdout_write_errors(void **state) {
+    (void)state;
+    const char *const cases[][12] = {
+        {"gen", "--set", "tune", "-n", "50", NULL},
+        {"keys", NULL},
+        {"train", "--help", NULL},
+        {"--version", NULL},
+        {"bfs", "eval", "-n", "64", NULL},
+        {"eval", "--checkpoint", fixture_model, "--set", "tune", "-n", "32", NULL},
+        {"keys", "--quiet", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int status;
+        char *err = run_into_full_disk(cases[i], &status);
+        if (status == 0 || count_lines(err) != 1 || !strstr(err, "pathformer: cannot write standard output"))
+            fail_msg("%s into /dev/full: status %d, stderr:\n%s", cases[i][0], status, err);
+        free(err);
+    }
+    TestResult result = RUN(NULL, "bfs", "eval", "-n", "64", "--json", "-");
+    expect_success(&result);
+    assert_non_null(strstr(result.out, "\"max_error\""));
+    test_result_free(&result);
+    assert_false(pf_file_exists("-"));  // no file named '-' in the current folder
+}
+
 // A second process on a run folder in use is refused at once, naming the holder's pid.
 static void test_locked_folder(void **state) {
     (void)state;
@@ -1112,6 +1169,7 @@ int main(void) {
         cmocka_unit_test(test_kill_anywhere_resumes_identical),
         cmocka_unit_test(test_locked_folder),
         cmocka_unit_test(test_eval_outputs_and_version),
+        cmocka_unit_test(test_stdout_write_errors),
         cmocka_unit_test(test_divergence_then_lower_rate),
         cmocka_unit_test(test_output_under_a_file),
         cmocka_unit_test(test_read_only_folder),

@@ -17,7 +17,7 @@
 
 static const char *BFS_USAGE =
     "usage: pathformer bfs SUBCOMMAND [options]    the hand-built BFS transformer (SPEC 5)\n"
-    "  eval     [--n N] [--target-input] [--scale S] [-n COUNT] [--seed S] [--json FILE]\n"
+    "  eval     [--n N] [--target-input] [--scale S] [-n COUNT] [--seed S] [--json FILE|-]\n"
     "           MSE, accuracy and per-label MSE of the construction on COUNT random graphs\n"
     "  sweep-n  [--n-min A] [--n-max B] [--scale S] [-n COUNT] [--seed S] [--out DIR]\n"
     "           MSE for every N in A..B (default 3..15), dist(1,2) and dist(1,t) variants\n"
@@ -184,7 +184,14 @@ static int run_eval(const BfsCommand *c) {
     cJSON_AddNumberToObject(root, "mse", bfs_eval_mse(&r));
     cJSON_AddNumberToObject(root, "accuracy", (double)r.correct / r.count);
     cJSON_AddNumberToObject(root, "max_error", r.max_error);
-    int rc = pf_write_json_atomic(c->json_path, root, 1);
+    int rc = 0;
+    if (strcmp(c->json_path, "-") == 0) {  // standard output, after the table
+        char *text = cJSON_Print(root);
+        puts(text);
+        free(text);
+    } else {
+        rc = pf_write_json_atomic(c->json_path, root, 1);
+    }
     cJSON_Delete(root);
     if (rc != 0) die_error();
     return 0;
