@@ -1041,6 +1041,33 @@ static void test_stdout_write_errors(void **state) {
     assert_false(pf_file_exists("-"));  // no file named '-' in the current folder
 }
 
+// Long work shows its progress on stderr, plain lines in a pipe (PF_PROGRESS_EVERY=0: every update,
+// from the start, so that short work shows it too): bfs robust per step, eval per block.
+static void test_progress_lines(void **state) {
+    (void)state;
+    char dir[600], out_dir[700];
+    make_dir(dir, sizeof(dir), "progress");
+    path_in(out_dir, sizeof(out_dir), dir, "robust");
+    setenv("PF_PROGRESS_EVERY", "0", 1);
+    TestResult robust = RUN(NULL, "bfs", "robust", "--steps", "4", "--seeds", "2", "--matrix", "reach_q", "-n", "64",
+                            "--batch", "16", "--threads", "1", "--out", out_dir);
+    TestResult eval = RUN(NULL, "eval", "--checkpoint", fixture_model, "--set", "tune", "-n", "100");
+    unsetenv("PF_PROGRESS_EVERY");
+    expect_success(&robust);
+    expect_success(&eval);
+    for (int step = 1; step <= 8; step++) {
+        char line[96];
+        snprintf(line, sizeof(line), "\nbfs robust: %d/8 steps (%d%%), ", step, (int)(100.0 * step / 8 + 0.5));
+        if (!strstr(robust.err, line + (step == 1 && strncmp(robust.err, line + 1, strlen(line + 1)) == 0)))
+            fail_msg("no line '%s' in:\n%s", line + 1, robust.err);
+    }
+    assert_null(strstr(robust.err, "\r"));  // a pipe gets whole lines
+    assert_non_null(strstr(eval.err, "eval on tune: 100/100 examples (100%)"));
+    assert_non_null(strstr(eval.err, "ETA"));
+    test_result_free(&robust);
+    test_result_free(&eval);
+}
+
 // A second process on a run folder in use is refused at once, naming the holder's pid.
 static void test_locked_folder(void **state) {
     (void)state;
@@ -1170,6 +1197,7 @@ int main(void) {
         cmocka_unit_test(test_locked_folder),
         cmocka_unit_test(test_eval_outputs_and_version),
         cmocka_unit_test(test_stdout_write_errors),
+        cmocka_unit_test(test_progress_lines),
         cmocka_unit_test(test_divergence_then_lower_rate),
         cmocka_unit_test(test_output_under_a_file),
         cmocka_unit_test(test_read_only_folder),

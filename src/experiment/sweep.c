@@ -9,6 +9,7 @@
 
 #include "adam.h"
 #include "common.h"
+#include "progress.h"
 #include "eval.h"
 #include "experiment/losscurve.h"
 #include "model.h"
@@ -604,11 +605,23 @@ int sweep_run(const SweepSpec *given, const char *dir, int resume) {
     int lock = -1;  // a second sweep on the folder stops at once, naming this one's pid
     if (rc == 0) rc = pf_lock_folder(dir, &lock);
     int all_done = 1;
+    Progress progress;  // over the runs this session trains
+    long left = 0;
+    for (int i = 0; i < spec->num_runs; i++) {
+        char path[PF_PATH_MAX + 128];
+        snprintf(path, sizeof(path), "%s/runs/%s/eval.json", dir, spec->runs[i].name);
+        left += !pf_file_exists(path);
+    }
+    progress_begin(&progress, "sweep", "runs", left);
     for (int i = 0; i < spec->num_runs && rc == 0; i++) {
         int done;
+        char path[PF_PATH_MAX + 128];
+        snprintf(path, sizeof(path), "%s/runs/%s/eval.json", dir, spec->runs[i].name);
+        int trains = !pf_file_exists(path);
         rc = sweep_one(spec, &spec->runs[i], dir, &done);
         if (rc == 0 && !done) all_done = 0;
         if (rc == 0 && !done) break;  // stopped before its budget (a resume continues)
+        if (rc == 0 && trains) progress_line(&progress, 1);
     }
     if (rc == 0 && all_done) rc = write_results(spec, dir);
     pf_unlock_folder(lock);
