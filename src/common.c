@@ -297,8 +297,12 @@ int pf_find_home(int (*has)(const char *folder), char *out, size_t size) {
         exe[n] = '\0';
         char *dir = dirname(exe);
         for (int up = 0; up < 3; up++) {
-            if (has(dir)) {
-                snprintf(out, size, "%s", dir);
+            // the folder itself (a build), or its share/pathformer (an install: PREFIX/bin's parent)
+            char shared[4096 + 32];
+            snprintf(shared, sizeof(shared), "%s/share/pathformer", dir);
+            const char *found = has(dir) ? dir : has(shared) ? shared : NULL;
+            if (found) {
+                snprintf(out, size, "%s", found);
                 return 1;
             }
             dir = dirname(dir);
