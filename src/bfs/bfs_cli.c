@@ -42,7 +42,7 @@ static const char *BFS_USAGE =
     "  -n COUNT         evaluation graphs (default 16384; robust/noise 4096)\n"
     "  --sigmas LIST    default 1e-6,1e-5,1e-4,1e-3,0.01,0.1,1\n"
     "  --seed S, --threads T, --out DIR (default runs/bfs-SUBCOMMAND)\n"
-    "files: sweep_n.{csv,json}, robust_loss.csv, robust.json, noise.{csv,json}, and Vega-Lite v5\n"
+    "files: sweep_n.{csv,json}, robust_loss.csv, robust.json, noise.{csv,json}, and Vega-Lite v6\n"
     "specs *.vl.json with their data inlined; report.html shows the settings, a summary table and\n"
     "the figures\n";
 
