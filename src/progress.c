@@ -49,6 +49,7 @@ static void print_progress(Progress *p, double now, int whole_line) {
     fprintf(stderr, "%s%s: %ld/%ld %s (%.0f%%), %s, ETA %s%s", in_place ? "\r" : "", p->what, p->done, p->total,
             p->unit, percent, spent, eta, in_place ? "   " : "\n");
     p->shown = in_place;
+    p->printed++;
 }
 
 void progress_add(Progress *p, long n) {
@@ -56,7 +57,9 @@ void progress_add(Progress *p, long n) {
     p->done += n;
     double now = pf_now_seconds();
     if (now - p->start < p->quiet_for || p->done <= 0) return;
-    if (now - p->last_print < p->every && p->done < p->total) return;
+    // the last line only after earlier ones: work that ended before its first line shows nothing
+    int last = p->done >= p->total && (p->printed || p->every == 0);
+    if (now - p->last_print < p->every && !last) return;
     print_progress(p, now, 0);
 }
 

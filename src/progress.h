@@ -12,6 +12,7 @@ typedef struct {
     double quiet_for, every;  // seconds with no display, then seconds between lines
     int terminal;      // stderr is a terminal
     int shown;         // a line is on the terminal, to be ended by progress_end
+    int printed;       // lines printed so far
 } Progress;
 
 void progress_begin(Progress *p, const char *what, const char *unit, long total);
