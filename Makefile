@@ -8,6 +8,7 @@
 #   make layers the layout's rules: one-way dependencies between the areas of src/, no cycles
 #   make bench  benchmarks, with the PyTorch baseline measured in the same run
 #   make bench-exchange  the data-parallel gradient exchange over MPI on this machine, 2 to 4 ranks
+#   make install / uninstall   PREFIX (default /usr/local) and DESTDIR, as Unix tools do
 
 CC ?= cc
 CFLAGS ?= -O3 -march=native
@@ -59,7 +60,7 @@ SAN_TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/asan/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES := $(BENCH_SRC:bench/%.c=$(BUILD)/%)
 
-.PHONY: all probe deps run published test check layers asan bench bench-exchange fuzz fuzz-build clean
+.PHONY: all probe deps run published test check layers asan bench bench-exchange fuzz fuzz-build clean install uninstall
 all: probe pathformer $(BENCHES) $(if $(HAVE_MPI),$(BUILD)/bench_exchange)
 
 probe:
@@ -115,6 +116,24 @@ test: deps
 # PF_SANITIZER=1); then the layout check, the browser test and each fuzz target for a few seconds.
 check: probe pathformer $(TESTS) asan fuzz-build
 	@bash tests/run_tests.sh $(BUILD)
+
+# `make install`: the binary in PREFIX/bin; the report's plotting libraries (with their licences)
+# and the .pth converter in PREFIX/share/pathformer, where the installed binary finds them with no
+# PATHFORMER_HOME and no npm; the licence and release notes in PREFIX/share/doc/pathformer.
+PREFIX ?= /usr/local
+SHARE_FILES := $(foreach lib,vega vega-lite vega-embed,node_modules/$(lib)/build/$(lib).min.js node_modules/$(lib)/LICENSE) \
+	scripts/pth_to_safetensors.py
+DOC_FILES := LICENSE RELEASE-NOTES.md README.md
+install: pathformer
+	@for f in $(SHARE_FILES); do test -f $$f || { echo "error: $$f is missing (run npm ci first)"; exit 1; }; done
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 pathformer $(DESTDIR)$(PREFIX)/bin/pathformer
+	for f in $(SHARE_FILES); do install -D -m 644 $$f $(DESTDIR)$(PREFIX)/share/pathformer/$$f || exit 1; done
+	for f in $(DOC_FILES); do install -D -m 644 $$f $(DESTDIR)$(PREFIX)/share/doc/pathformer/$$f || exit 1; done
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/pathformer
+	rm -rf $(DESTDIR)$(PREFIX)/share/pathformer $(DESTDIR)$(PREFIX)/share/doc/pathformer
 
 # libFuzzer targets (fuzz/fuzz_NAME.c, clang with ASan + UBSan) over every parser of outside input;
 # `make fuzz` runs each for FUZZ_SECONDS from its seed corpus (fuzz/corpus/NAME) and the inputs

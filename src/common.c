@@ -75,6 +75,29 @@ void fclose_check(FILE *stream, const char *file, int line) {
     if (fclose(stream) != 0) die_os("fclose", file, line);
 }
 
+char *pf_read_input(const char *path, size_t *size_out) {
+    if (strcmp(path, "-") != 0) return pf_read_file(path, size_out);
+    size_t size = 0, capacity = 4096;
+    char *data = mallocCheck(capacity);
+    for (;;) {
+        size += fread(data + size, 1, capacity - size - 1, stdin);
+        if (size < capacity - 1) break;
+        char *bigger = mallocCheck(capacity * 2);
+        memcpy(bigger, data, size);
+        free(data);
+        data = bigger;
+        capacity *= 2;
+    }
+    if (ferror(stdin)) {
+        free(data);
+        pf_fail("cannot read standard input: %s", strerror(errno));
+        return NULL;
+    }
+    data[size] = '\0';
+    *size_out = size;
+    return data;
+}
+
 char *pf_read_file(const char *path, size_t *size_out) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -301,8 +324,12 @@ int pf_find_home(int (*has)(const char *folder), char *out, size_t size) {
         exe[n] = '\0';
         char *dir = dirname(exe);
         for (int up = 0; up < 3; up++) {
-            if (has(dir)) {
-                snprintf(out, size, "%s", dir);
+            // the folder itself (a build), or its share/pathformer (an install: PREFIX/bin's parent)
+            char shared[4096 + 32];
+            snprintf(shared, sizeof(shared), "%s/share/pathformer", dir);
+            const char *found = has(dir) ? dir : has(shared) ? shared : NULL;
+            if (found) {
+                snprintf(out, size, "%s", found);
                 return 1;
             }
             dir = dirname(dir);

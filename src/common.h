@@ -32,6 +32,8 @@ const char *pf_last_error(void);
 
 // Reads a whole file into a fresh buffer; returns NULL and sets the error on failure.
 char *pf_read_file(const char *path, size_t *size_out);
+// pf_read_file, with "-" meaning all of standard input.
+char *pf_read_input(const char *path, size_t *size_out);
 
 // Writes `size` bytes to `path` atomically: a temporary file in the same folder, fsync, rename, fsync
 // of the folder.
@@ -46,8 +48,8 @@ int pf_rename_durable(const char *from, const char *to);
 int pf_lock_folder(const char *dir, int *fd_out);
 void pf_unlock_folder(int fd);
 // The folder holding pathformer's own files (scripts, node_modules): $PATHFORMER_HOME when set (the
-// only one tried then), else the executable's folder or one of its two parents, else the current
-// folder; the first for which has(folder) is true goes to out. 1 when found, 0 when not.
+// only one tried then), else the executable's folder or one of its two parents (or its
+// share/pathformer, where `make install` puts them beside PREFIX/bin), else the current folder; the first for which has(folder) is true goes to out. 1 when found, 0 when not.
 int pf_find_home(int (*has)(const char *folder), char *out, size_t size);
 // A place where the kill tests may stop the process (PF_FAULT_KILL_AT=N: SIGKILL at the N-th).
 void pf_fault_point(void);

@@ -15,6 +15,7 @@ static int omp_get_thread_num(void) { return 0; }
 
 #include "batch.h"
 #include "common.h"
+#include "progress.h"
 
 void eval_result_init(EvalResult *result, const char *set, const DataConfig *cfg) {
     memset(result, 0, sizeof(*result));
@@ -101,6 +102,10 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
     BatchDistinct distinct;
     batch_distinct_create(&distinct, block, T);
     uint64_t step = eval_stream_step(set_name);
+    Progress progress;
+    char what[96];
+    snprintf(what, sizeof(what), "eval on %s", set_name);
+    progress_begin(&progress, what, "examples", count);
     for (long start = 0; start < count; start += block) {
         drawn.B = (int)(count - start < block ? count - start : block);
         batch_fill(&drawn, &set, cfg, seed, step, (uint64_t)start);
@@ -118,7 +123,9 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
                 eval_result_add(&partial[id], m->pred, run->labels + first, distinct.counts + first, B);
             }
         }
+        progress_add(&progress, drawn.B);
     }
+    progress_end(&progress);
     for (int id = 0; id < workers; id++) {
         eval_result_merge(result, &partial[id]);
         if (id > 0) model_free(&replicas[id]);

@@ -4,7 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "batch.h"
 #include "cli.h"
@@ -18,6 +22,7 @@
 #include "experiment/sweep.h"
 #include "model.h"
 #include "ops/ops.h"
+#include "predict.h"
 #include "train.h"
 #include "bfs/bfs_cli.h"
 
@@ -52,27 +57,35 @@ static void print_version(void) {
 
 static const char *USAGE =
     "usage: pathformer COMMAND [options]\n"
-    "  gen      --set NAME -n N [--seed S] [--step K] [-o FILE] [--histogram] [key=value ...]\n"
-    "           write N examples of a named data set as JSON Lines\n"
-    "  train    [--preset NAME] [--config FILE.json] [--out DIR] [--resume] [--stop-after N] [key=value ...]\n"
-    "           train a model into a run folder (presets: quick, blog-pretrain, blog-tune, tiny)\n"
-    "  run      [--preset NAME] [--from CHECKPOINT] [--out DIR] [--resume] [--phase NAME] [--stop-after N]\n"
+    "  gen      --set NAME -n N [--seed S] [--step K] [-o|--out FILE|-] [--threads T] [--histogram]\n"
     "           [key=value ...]\n"
-    "           the whole experiment and its report (presets: quick, blog, blog-as-written, tiny; run --help)\n"
+    "           write N examples of a named data set as JSON Lines (standard output by default)\n"
+    "  train    [--preset NAME] [--phase pretrain|tune] [--config FILE.json|-] [--out DIR] [--resume]\n"
+    "           [--stop-after N] [--seed S] [--threads T] [key=value ...]\n"
+    "           train a model into a run folder (presets: quick, standard, blog, blog-as-written, tiny)\n"
+    "  run      [--preset NAME] [--from CHECKPOINT] [--seeds 1,2,3] [--out DIR] [--resume] [--phase NAME]\n"
+    "           [--stop-after N] [--config FILE.json|-] [--seed S] [--threads T] [key=value ...]\n"
+    "           the whole experiment and its report (presets as train's; run --help)\n"
     "  eval     --checkpoint FILE --set NAME [-n N] [--seed S] [--json FILE|-] [--threads T] [--batch B]\n"
     "           [key=value ...]\n"
-    "           MSE, accuracy and per-label MSE, plus the output histogram as JSON\n"
-    "  predict  --checkpoint FILE [-i FILE] [-o FILE] [--threads T] [key=value ...]\n"
-    "           read graphs as JSON Lines {\"edges\": [[1,2],...], \"target\": t}, write predictions\n"
-    "  sweep    [--preset NAME] [--seeds 1,2,3] [--examples N | --seconds S] [--list FILE] [--out DIR]\n"
-    "           [--resume] [key=value ...]   training runs over a grid of settings and seeds, compared\n"
+    "           MSE, accuracy and per-label MSE on N fresh examples; the output histogram as JSON with --json\n"
+    "  predict  --checkpoint FILE [-i|--input FILE|-] [-o|--out FILE|-] [--skip-bad] [--threads T]\n"
+    "           a filter: each JSON line {\"edges\": [[1,2],...], \"target\": t, ...} answered as soon as it\n"
+    "           is read, with every key kept, \"distance\" (true, by BFS) and \"prediction\" set; lines that\n"
+    "           arrive together run as one batch. Limits fixed by the checkpoint (published model: at\n"
+    "           most 15 edges, vertices 1..15). A bad line stops it (lines before it answered);\n"
+    "           --skip-bad: one stderr line per bad line, the rest answered\n"
+    "  sweep    [--preset NAME] [--seeds 1,2,3 | --seed S] [--examples N | --seconds S] [--list FILE|-]\n"
+    "           [--out DIR] [--resume] [--threads T] [key=value ...]\n"
+    "           training runs over a grid of settings and seeds, compared\n"
     "  import   IN.pth OUT.safetensors [--n-heads H]\n"
     "           convert a PyTorch state_dict of the model (e.g. the original notebook's model.pth)\n"
     "  bfs      eval|sweep-n|robust|noise [options]   the hand-built BFS transformer (bfs --help)\n"
-    "  keys     list every setting with its default\n"
+    "  keys     [COMMAND] [--preset NAME]   every setting each command takes, with its starting value\n"
     "  --version  the version and what the binary was built with\n"
     "data sets: pretrain, tune, onpath-small-target, onpath-large-target, any-small,\n"
-    "           any-large-small-target, any-large-large-target\n";
+    "           any-large-small-target, any-large-large-target\n"
+    CLI_COMMON_OPTIONS;
 
 static FILE *open_output(const char *path) {
     if (!path || strcmp(path, "-") == 0) return stdout;
@@ -113,10 +126,48 @@ static int print_command_help(const char *command) {
     const char *end = strstr(line + 1, "\n  ");  // the next command's line
     while (end && end[3] == ' ') end = strstr(end + 1, "\n  ");
     printf("usage: pathformer %.*s\n", (int)((end ? end : line + strlen(line)) - line - 2), line + 2);
+    fputs(CLI_COMMON_OPTIONS, stdout);
     return 0;
 }
 
 static int is_help(const char *arg) { return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0; }
+
+// A JSON object of settings {"key": value, ...} from FILE (- for standard input), each applied in
+// order as key=value through `apply`; dies naming the file on the first refused one.
+static void apply_settings_file(const char *path, int (*apply)(void *target, const char *assignment), void *target) {
+    size_t size;
+    char *text = pf_read_input(path, &size);
+    if (!text) die_error();
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(root)) die("%s: not a JSON object of settings {\"key\": value, ...}", path);
+    for (cJSON *item = root->child; item; item = item->next) {
+        char assignment[PF_PATH_MAX + 64];
+        if (cJSON_IsString(item))
+            snprintf(assignment, sizeof(assignment), "%s=%s", item->string, item->valuestring);
+        else if (cJSON_IsNumber(item))
+            snprintf(assignment, sizeof(assignment), "%s=%.17g", item->string, item->valuedouble);
+        else
+            die("%s: setting %s must be a number or a string", path, item->string);
+        if (apply(target, assignment) != 0) die("%s: %s", path, pf_last_error());
+    }
+    cJSON_Delete(root);
+}
+
+static int apply_train_setting(void *cfg, const char *assignment) {
+    return config_set_for(cfg, assignment, SETTING_ALL, "train");
+}
+
+static int apply_run_setting(void *cfg, const char *assignment) { return experiment_set(cfg, assignment); }
+
+// --seed S and --threads T of train and run: their settings seed and threads.
+static int common_setting(char *out, size_t size, const char *option, const char *value) {
+    if (strcmp(option, "--seed") == 0) parse_u64("--seed", value);
+    else if (strcmp(option, "--threads") == 0) parse_long("--threads", value, 0, 1024);
+    else return 0;
+    snprintf(out, size, "%s=%s", option + 2, value);
+    return 1;
+}
 
 static int cmd_gen(int argc, char **argv) {
     RunConfig cfg;
@@ -130,12 +181,12 @@ static int cmd_gen(int argc, char **argv) {
         else if (strcmp(argv[i], "-n") == 0) count = parse_long("-n", need_value(argc, argv, &i), 0, 1L << 40);
         else if (strcmp(argv[i], "--seed") == 0) seed = parse_u64("--seed", need_value(argc, argv, &i));
         else if (strcmp(argv[i], "--step") == 0) step = parse_u64("--step", need_value(argc, argv, &i));
-        else if (strcmp(argv[i], "-o") == 0) out_path = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--out") == 0) out_path = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--threads") == 0)
             threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
         else if (strcmp(argv[i], "--histogram") == 0) histogram = 1;
         else if (strchr(argv[i], '=') && argv[i][0] != '-') {
-            if (config_set(&cfg, argv[i]) != 0) die_error();
+            if (config_set_for(&cfg, argv[i], SETTING_SAMPLER | SETTING_SHAPE, "gen") != 0) die_error();
         } else if (is_help(argv[i])) {
             return print_command_help("gen");
         } else die("gen: unknown option '%s'", argv[i]);
@@ -178,50 +229,71 @@ static int cmd_gen(int argc, char **argv) {
     return 0;
 }
 
+static void print_train_help(const char *preset, int tune) {
+    RunConfig cfg;
+    if ((tune ? config_preset_tune(&cfg, preset) : config_preset(&cfg, preset)) != 0) die_error();
+    printf("usage: pathformer train [--preset NAME] [--phase pretrain|tune] [--config FILE.json|-] [--out DIR]\n"
+           "       [--resume] [--stop-after N] [--seed S] [--threads T] [--quiet] [key=value ...]\n"
+           "trains a model into a run folder (DIR, default runs/PRESET-DATE-TIME): config.json, train.csv,\n"
+           "model.safetensors, optimizer.safetensors, summary.json. The settings start from the preset's\n"
+           "pre-training (--phase tune: its fine-tuning, which needs init_from=MODEL), then the --config\n"
+           "file's, then key=value. --resume continues the run DIR holds with its own settings (lr, steps,\n"
+           "clip_grad_norm, weight_decay, beta1, beta2, eps and checkpoint_every may change).\n"
+           "The run's length is steps=N, else the lr schedule's; lr=X alone is a constant rate.\n");
+    fputs(CLI_COMMON_OPTIONS, stdout);
+    presets_print(stdout);
+    printf("settings (preset %s%s):\n", preset, tune ? ", --phase tune" : "");
+    config_print_keys(stdout, &cfg);
+}
+
 static int cmd_train(int argc, char **argv) {
     RunConfig cfg;
-    const char *preset = "quick", *config_path = NULL, *out_dir = NULL;
-    int resume = 0;
+    const char *preset = NULL, *config_path = NULL, *out_dir = NULL, *phase = "pretrain";
+    int resume = 0, help = 0;
     long stop_after = 0;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--preset") == 0) preset = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--phase") == 0) phase = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--stop-after") == 0)
             stop_after = parse_long("--stop-after", need_value(argc, argv, &i), 1, 1L << 40);
         else if (strcmp(argv[i], "--config") == 0) config_path = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--out") == 0) out_dir = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--seed") == 0 || strcmp(argv[i], "--threads") == 0) need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--resume") == 0) resume = 1;
-        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            config_preset(&cfg, preset);
-            printf(
-                "usage: pathformer train [--preset NAME] [--config FILE.json] [--out DIR] [--resume] [--stop-after N]\n"
-                "       [key=value ...]\n"
-                "settings (preset %s):\n",
-                preset);
-            config_print_keys(stdout, &cfg);
-            return 0;
-        } else if (argv[i][0] == '-' || !strchr(argv[i], '=')) {
-            die("train: unknown option '%s'", argv[i]);
-        }
+        else if (is_help(argv[i])) help = 1;
+        else if (argv[i][0] == '-' || !strchr(argv[i], '=')) die("train: unknown option '%s'", argv[i]);
+    }
+    if (strcmp(phase, "pretrain") != 0 && strcmp(phase, "tune") != 0)
+        die("train: unknown phase '%s' (pretrain or tune)", phase);
+    int tune = strcmp(phase, "tune") == 0;
+    if (help) {
+        print_train_help(preset ? preset : DEFAULT_PRESET, tune);
+        return 0;
     }
     if (resume && !out_dir) die("train: --resume needs --out DIR (the run folder to continue)");
+    if (resume && (preset || tune))
+        die("train: --resume continues the run's own settings; %s is not used with --resume",
+            preset ? "--preset" : "--phase");
+    if (!preset) preset = DEFAULT_PRESET;
     if (resume) {
         // the run's own config, with any overrides given (which must then match it)
         if (train_load_run_config(&cfg, out_dir) != 0) die_error();
-    } else if (config_preset(&cfg, preset) != 0) {
+    } else if ((tune ? config_preset_tune(&cfg, preset) : config_preset(&cfg, preset)) != 0) {
         die_error();
     }
-    if (config_path) {
-        size_t size;
-        char *text = pf_read_file(config_path, &size);
-        if (!text) die_error();
-        if (config_from_json(&cfg, text) != 0) die("%s: %s", config_path, pf_last_error());
-        free(text);
-    }
+    if (config_path) apply_settings_file(config_path, apply_train_setting, &cfg);
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--preset") == 0 || strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--out") == 0 ||
-            strcmp(argv[i], "--stop-after") == 0)
+        char setting[128];
+        if (i + 1 < argc && common_setting(setting, sizeof(setting), argv[i], argv[i + 1])) {
+            if (config_set_for(&cfg, setting, SETTING_ALL, "train") != 0) die_error();
             i++;
-        else if (argv[i][0] != '-' && config_set(&cfg, argv[i]) != 0) die_error();
+        } else if (strcmp(argv[i], "--preset") == 0 || strcmp(argv[i], "--config") == 0 ||
+                   strcmp(argv[i], "--out") == 0 || strcmp(argv[i], "--stop-after") == 0 ||
+                   strcmp(argv[i], "--phase") == 0) {
+            i++;
+        } else if (argv[i][0] != '-' && config_set_for(&cfg, argv[i], SETTING_ALL, "train") != 0) {
+            die_error();
+        }
     }
     if (config_finalize(&cfg) != 0) die_error();
     char default_dir[256];
@@ -269,7 +341,7 @@ static int cmd_eval(int argc, char **argv) {
         else if (strcmp(argv[i], "--batch") == 0)
             capacity = (int)parse_long("--batch", need_value(argc, argv, &i), 1, 1 << 20);
         else if (strchr(argv[i], '=') && argv[i][0] != '-') {
-            if (config_set(&cfg, argv[i]) != 0) die_error();
+            if (config_set_for(&cfg, argv[i], SETTING_SAMPLER, "eval") != 0) die_error();
         } else if (is_help(argv[i])) {
             return print_command_help("eval");
         } else die("eval: unknown option '%s'", argv[i]);
@@ -310,57 +382,32 @@ static int cmd_predict(int argc, char **argv) {
     config_preset(&cfg, "blog-pretrain");
     const char *checkpoint = NULL, *in_path = NULL, *out_path = NULL;
     int threads = 0;
+    PredictOptions options = {0, NULL};
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--checkpoint") == 0) checkpoint = need_value(argc, argv, &i);
-        else if (strcmp(argv[i], "-i") == 0) in_path = need_value(argc, argv, &i);
-        else if (strcmp(argv[i], "-o") == 0) out_path = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--skip-bad") == 0) options.skip_bad = 1;
+        else if (strcmp(argv[i], "-i") == 0 || strcmp(argv[i], "--input") == 0) in_path = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--out") == 0) out_path = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--threads") == 0)
             threads = (int)parse_long("--threads", need_value(argc, argv, &i), 0, 1024);
         else if (strchr(argv[i], '=') && argv[i][0] != '-') {
-            if (config_set(&cfg, argv[i]) != 0) die_error();
+            if (config_set_for(&cfg, argv[i], 0, "predict") != 0) die_error();
         } else if (is_help(argv[i])) {
             return print_command_help("predict");
         } else die("predict: unknown option '%s'", argv[i]);
     }
     ops_set_threads(threads);
-    enum { CAPACITY = 256 };
+    enum { CAPACITY = 256 };  // the largest batch: lines that arrive together run as one
     Model model;
     load_for_inference(&model, &cfg, checkpoint, CAPACITY);
-    FILE *in = stdin;
-    if (in_path && strcmp(in_path, "-") != 0 && !(in = fopen(in_path, "r")))
+    int in_fd = STDIN_FILENO;
+    if (in_path && strcmp(in_path, "-") != 0 && (in_fd = open(in_path, O_RDONLY)) < 0)
         die("cannot open %s: %s", in_path, strerror(errno));
     FILE *out = open_output(out_path);
-    Batch batch;
-    batch_alloc(&batch, CAPACITY, model.config.seq_len);
-    Example example;
-    char *line = NULL;
-    size_t line_cap = 0;
-    long line_number = 0;
-    int B = 0;
-    for (;;) {
-        ssize_t len = getline(&line, &line_cap, in);
-        if (len > 0) {
-            line_number++;
-            while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
-            if (len == 0) continue;  // blank lines are allowed
-            if (example_parse_jsonl(&example, line, &cfg.data) != 0)
-                die("%s line %ld: %s", in_path ? in_path : "input", line_number, pf_last_error());
-            batch_encode(&batch, B++, &example, &cfg.data);
-        }
-        if (B == CAPACITY || (len < 0 && B > 0)) {
-            model_infer(&model, batch.tokens, NULL, B);
-            for (int b = 0; b < B; b++)
-                fprintf(out, "{\"target\": %d, \"prediction\": %.6f, \"distance\": %d}\n", batch.targets[b],
-                        model.pred[b], (int)batch.labels[b]);
-            B = 0;
-        }
-        if (len < 0) break;
-    }
-    if (ferror(in)) die("cannot read %s: %s", in_path ? in_path : "standard input", strerror(errno));
-    free(line);
-    if (in != stdin) fclose(in);
+    options.in_name = in_path && strcmp(in_path, "-") != 0 ? in_path : "input";
+    if (predict_stream(&model, &cfg.data, in_fd, out, &options) != 0) die_error();
+    if (in_fd != STDIN_FILENO) close(in_fd);
     close_output(out, out_path);
-    batch_free(&batch);
     model_free(&model);
     return 0;
 }
@@ -386,7 +433,7 @@ static int parse_seeds(const char *text, uint64_t *seeds, int capacity) {
 static int cmd_run(int argc, char **argv) {
     ExperimentConfig cfg;
     ExperimentOptions options = {0, -1, 0};
-    const char *preset = NULL, *out_dir = NULL, *from = NULL;
+    const char *preset = NULL, *out_dir = NULL, *from = NULL, *config_path = NULL;
     uint64_t seeds[MAX_SEEDS];
     int help = 0, num_seeds = 0;
     for (int i = 0; i < argc; i++) {
@@ -394,6 +441,8 @@ static int cmd_run(int argc, char **argv) {
         else if (strcmp(argv[i], "--seeds") == 0) num_seeds = parse_seeds(need_value(argc, argv, &i), seeds, MAX_SEEDS);
         else if (strcmp(argv[i], "--out") == 0) out_dir = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--from") == 0) from = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--config") == 0) config_path = need_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--seed") == 0 || strcmp(argv[i], "--threads") == 0) need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--resume") == 0) options.resume = 1;
         else if (strcmp(argv[i], "--phase") == 0) {
             if ((options.only_phase = phase_lookup(need_value(argc, argv, &i))) < 0) die_error();
@@ -407,11 +456,11 @@ static int cmd_run(int argc, char **argv) {
     if (experiment_preset(&cfg, preset) != 0) die_error();
     if (help) {
         printf("usage: pathformer run [--preset NAME] [--from CHECKPOINT] [--seeds 1,2,3] [--out DIR] [--resume]\n"
-               "       [--phase NAME] [--stop-after N] [key=value ...]\n"
-               "pre-train, evaluate, fine-tune, evaluate on the five test sets, write DIR/report.html\n"
-               "presets:\n");
-        for (int i = 0; EXPERIMENT_PRESETS[i]; i++)
-            printf("  %-16s %s\n", EXPERIMENT_PRESETS[i], experiment_preset_summary(EXPERIMENT_PRESETS[i]));
+               "       [--phase NAME] [--stop-after N] [--config FILE.json] [--seed S] [--threads T] [--quiet]\n"
+               "       [key=value ...]\n"
+               "pre-train, evaluate, fine-tune, evaluate on the five test sets, write DIR/report.html\n");
+        fputs(CLI_COMMON_OPTIONS, stdout);
+        presets_print(stdout);
         printf("--seeds 1,2,3: the experiment once per seed (DIR/seed-S), then every number as the mean with a\n"
                "  95%% interval and the per-seed values beside the published one (DIR/metrics.json, report.html)\n");
         printf("--from CHECKPOINT: no pre-training; the experiment starts from these weights (a model.safetensors,\n"
@@ -420,15 +469,12 @@ static int cmd_run(int argc, char **argv) {
                "phases (--phase runs one; --resume continues after the last finished one):\n"
                "  pretrain, eval-pretrained, tune, eval-tuned, report\n"
                "settings: key=value sets pre-training (data, model, seed, threads, micro_batch hold for\n"
-               "fine-tuning too); tune.KEY=value sets fine-tuning's batch_size, lr, weight_decay, beta1,\n"
-               "beta2, eps, checkpoint_every; tune_optimizer=continue|new|auto how fine-tuning gets its Adam\n"
-               "(continue: the pre-training one goes on, as the authors' code ran it; new: a fresh one; auto:\n"
-               "continue when there is a state to continue, else new); eval_examples=N the examples per\n"
-               "evaluation (preset %s: %ld, fine-tuning lr %s, batch %ld, weight_decay %g, tune_optimizer %s).\n"
-               "Pre-training settings:\n",
-               preset, cfg.eval_examples, cfg.tune.lr_schedule, cfg.tune.batch_size, (double)cfg.tune.weight_decay,
-               cfg.tune_optimizer);
-        config_print_keys(stdout, &cfg.pretrain);
+               "fine-tuning too); tune.KEY=value sets fine-tuning's own; tune_optimizer=continue|new|auto how\n"
+               "fine-tuning gets its Adam (continue: the pre-training one goes on, as the authors' code ran it;\n"
+               "new: a fresh one; auto: continue when there is a state to continue, else new); eval_examples=N\n"
+               "the examples per evaluation. Settings under preset %s:\n",
+               preset);
+        experiment_print_keys(stdout, &cfg, 1);
         return 0;
     }
     if (from && experiment_from_checkpoint(&cfg, from) != 0) die_error();
@@ -455,11 +501,20 @@ static int cmd_run(int argc, char **argv) {
         }
     }
     if (options.resume && !out_dir) die("run: --resume needs --out DIR (the run folder to continue)");
+    if (config_path) apply_settings_file(config_path, apply_run_setting, &cfg);
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--preset") == 0 || strcmp(argv[i], "--out") == 0 || strcmp(argv[i], "--phase") == 0 ||
-            strcmp(argv[i], "--stop-after") == 0 || strcmp(argv[i], "--from") == 0 || strcmp(argv[i], "--seeds") == 0)
+        char setting[128];
+        if (i + 1 < argc && common_setting(setting, sizeof(setting), argv[i], argv[i + 1])) {
+            if (experiment_set(&cfg, setting) != 0) die_error();
             i++;
-        else if (argv[i][0] != '-' && experiment_set(&cfg, argv[i]) != 0) die_error();
+        } else if (strcmp(argv[i], "--preset") == 0 || strcmp(argv[i], "--out") == 0 ||
+                   strcmp(argv[i], "--phase") == 0 || strcmp(argv[i], "--stop-after") == 0 ||
+                   strcmp(argv[i], "--from") == 0 || strcmp(argv[i], "--seeds") == 0 ||
+                   strcmp(argv[i], "--config") == 0) {
+            i++;
+        } else if (argv[i][0] != '-' && experiment_set(&cfg, argv[i]) != 0) {
+            die_error();
+        }
     }
     if (experiment_finalize(&cfg) != 0) die_error();
     char default_dir[256], name[96];
@@ -491,15 +546,24 @@ static int cmd_sweep(int argc, char **argv) {
         else if (strcmp(argv[i], "--list") == 0) list = need_value(argc, argv, &i);
         else if (strcmp(argv[i], "--resume") == 0) resume = 1;
         else if (strcmp(argv[i], "--seeds") == 0) num_seeds = parse_seeds(need_value(argc, argv, &i), seeds, 32);
-        else if (strcmp(argv[i], "--examples") == 0)
+        else if (strcmp(argv[i], "--seed") == 0) {
+            seeds[0] = parse_u64("--seed", need_value(argc, argv, &i));
+            num_seeds = 1;
+        } else if (strcmp(argv[i], "--threads") == 0) {
+            static char threads[64];
+            snprintf(threads, sizeof(threads), "threads=%ld", parse_long("--threads", need_value(argc, argv, &i), 0, 1024));
+            if (num_settings == 64) die("sweep: more than 64 settings");
+            settings[num_settings++] = threads;
+        } else if (strcmp(argv[i], "--examples") == 0)
             spec.budget_examples = parse_long("--examples", need_value(argc, argv, &i), 1, 1L << 50);
         else if (strcmp(argv[i], "--seconds") == 0)
             spec.budget_seconds = (double)parse_long("--seconds", need_value(argc, argv, &i), 1, 1L << 30);
         else if (strcmp(argv[i], "--eval-examples") == 0)
             spec.eval_examples = parse_long("--eval-examples", need_value(argc, argv, &i), 1, 1L << 30);
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: pathformer sweep [--preset NAME] [--seeds 1,2,3] [--examples N] [--seconds S]\n"
-                   "       [--eval-examples N] [--list FILE.jsonl] [--out DIR] [--resume] [key=value ...]\n"
+            printf("usage: pathformer sweep [--preset NAME] [--seeds 1,2,3 | --seed S] [--examples N] [--seconds S]\n"
+                   "       [--eval-examples N] [--list FILE.jsonl|-] [--out DIR] [--resume] [--threads T] [--quiet]\n"
+                   "       [key=value ...]\n"
                    "training runs that differ in settings and seed, each stopped at the same budget, evaluated\n"
                    "on fresh examples of its training set, and compared in DIR/sweep.csv, sweep.json and\n"
                    "report.html. A key given once holds for every run; a key given several times is an axis\n"
@@ -507,6 +571,7 @@ static int cmd_sweep(int argc, char **argv) {
                    "seed); --list reads one JSON object of settings per line instead. The budget stops each\n"
                    "run after N examples or S seconds of training (else at the end of its schedule).\n"
                    "--resume continues the sweep DIR holds. Presets as train's (default quick).\n");
+            fputs(CLI_COMMON_OPTIONS, stdout);
             return 0;
         } else if (argv[i][0] == '-' || !strchr(argv[i], '=')) {
             die("sweep: unknown option '%s'", argv[i]);
@@ -536,6 +601,7 @@ static int cmd_import(int argc, char **argv) {
                    "converts a PyTorch state_dict of the model (names as SPEC 3; a torch.compile '_orig_mod.'\n"
                    "prefix is dropped) into a checkpoint pathformer reads, with Debian's python3-torch\n"
                    "(scripts/pth_to_safetensors.py); --n-heads records the head count (default 2)\n");
+            fputs(CLI_COMMON_OPTIONS, stdout);
             return 0;
         } else if (argv[i][0] == '-' || num_paths == 2) {
             die("import: unexpected argument '%s' (usage: pathformer import IN.pth OUT.safetensors)", argv[i]);
@@ -551,7 +617,63 @@ static int cmd_import(int argc, char **argv) {
     return 0;
 }
 
+// The settings each command starts from, under a preset where the command takes one.
+static int cmd_keys(int argc, char **argv) {
+    const char *preset = DEFAULT_PRESET, *only = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--preset") == 0) preset = need_value(argc, argv, &i);
+        else if (is_help(argv[i])) {
+            printf("usage: pathformer keys [COMMAND] [--preset NAME]\n"
+                   "every setting (key=value) each command takes, with the value it starts from under the\n"
+                   "preset (default %s); COMMAND (train, run, sweep, gen, eval, predict) shows one\n",
+                   DEFAULT_PRESET);
+            fputs(CLI_COMMON_OPTIONS, stdout);
+            return 0;
+        } else if (argv[i][0] == '-' || only) die("keys: unexpected argument '%s'", argv[i]);
+        else only = argv[i];
+    }
+    static const char *const COMMANDS[] = {"train", "sweep", "run", "gen", "eval", "predict", NULL};
+    int known = 0;
+    for (int i = 0; COMMANDS[i]; i++) known |= only && strcmp(only, COMMANDS[i]) == 0;
+    if (only && !known) die("keys: '%s' takes no settings (commands with settings: train, run, sweep, gen, eval, predict)", only);
+    ExperimentConfig exp;
+    if (experiment_preset(&exp, preset) != 0) die_error();
+    RunConfig data;
+    config_preset(&data, DEFAULT_PRESET);
+    int all = !only;
+    if (all || !strcmp(only, "train") || !strcmp(only, "sweep")) {
+        printf("train and sweep (preset %s; train --phase tune starts from run's fine-tuning below):\n", preset);
+        config_print_keys(stdout, &exp.pretrain);
+    }
+    if (all || !strcmp(only, "run")) {
+        printf("run (preset %s): pre-training as train's%s, and fine-tuning:\n", preset, all ? " above" : "");
+        experiment_print_keys(stdout, &exp, !all);
+    }
+    if (all || !strcmp(only, "gen")) {
+        printf("gen (no preset; --seed S, --step K):\n");
+        config_print_keys_of(stdout, &data, SETTING_SAMPLER | SETTING_SHAPE, "");
+    }
+    if (all || !strcmp(only, "eval")) {
+        printf("eval (no preset; max_v and edges_per_vertex come from the checkpoint; --seed S):\n");
+        config_print_keys_of(stdout, &data, SETTING_SAMPLER, "");
+    }
+    if (all || !strcmp(only, "predict")) printf("predict: no settings (the checkpoint fixes everything)\n");
+    close_output(stdout, NULL);
+    return 0;
+}
+
+// Whatever a command wrote to standard output reached it, or the exit status says it did not
+// (`pathformer keys > /dev/full` fails): run at exit, after every command and every help text.
+static void check_stdout_at_exit(void) {
+    if (!cli_failed() && (fflush(stdout) != 0 || ferror(stdout))) {
+        fprintf(cli_errors(), "pathformer: cannot write standard output: %s\n", strerror(errno ? errno : EIO));
+        _exit(EXIT_FAILURE);
+    }
+}
+
 int main(int argc, char **argv) {
+    atexit(check_stdout_at_exit);
+    argv = cli_normalize(&argc, argv);
     if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_FAILURE : 0;
@@ -572,11 +694,6 @@ int main(int argc, char **argv) {
     if (strcmp(command, "eval") == 0) return cmd_eval(argc, argv);
     if (strcmp(command, "predict") == 0) return cmd_predict(argc, argv);
     if (strcmp(command, "bfs") == 0) return bfs_main(argc, argv);
-    if (strcmp(command, "keys") == 0) {
-        RunConfig cfg;
-        config_preset(&cfg, "blog-pretrain");
-        config_print_keys(stdout, &cfg);
-        return 0;
-    }
+    if (strcmp(command, "keys") == 0) return cmd_keys(argc, argv);
     die("unknown command '%s' (try: pathformer help)", command);
 }

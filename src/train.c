@@ -132,6 +132,38 @@ static long load_checkpoint(Model *model, AdamState *adam, const char *run_dir) 
     return model_step;
 }
 
+// The step of the folder's checkpoint after repair_checkpoint (0 without one), or -1 with the error set.
+static long checkpoint_step(const char *run_dir) {
+    if (repair_checkpoint(run_dir) != 0) return -1;
+    char path[PF_PATH_MAX + 32];
+    pf_path_join(path, sizeof(path), run_dir, "model.safetensors");
+    if (!pf_file_exists(path)) return 0;
+    StFile file;
+    if (st_load(&file, path) != 0) return -1;
+    long step = 0;
+    int rc = metadata_long(&file, "step", path, &step);
+    st_free(&file);
+    return rc == 0 ? step : -1;
+}
+
+// Whether the folder's run has reached total_steps and written its summary (a run killed between
+// its last checkpoint and its summary is not finished: the resume writes the summary).
+static int run_finished(const char *run_dir, long total_steps) {
+    char summary[PF_PATH_MAX + 32];
+    pf_path_join(summary, sizeof(summary), run_dir, "summary.json");
+    return pf_file_exists(summary) && checkpoint_step(run_dir) >= total_steps;
+}
+
+// After a start refused before anything was written: the lock file goes, and the folder too when
+// nothing else is in it (a folder that holds anything else stays as it was).
+static void remove_if_empty(const char *run_dir, int lock) {
+    char path[PF_PATH_MAX + 32];
+    pf_path_join(path, sizeof(path), run_dir, ".lock");
+    unlink(path);
+    pf_unlock_folder(lock);
+    rmdir(run_dir);
+}
+
 // Keeps the header and the rows of steps before `keep_steps` (a resumed run rewrites the rest).
 static int truncate_log(const char *path, long keep_steps) {
     size_t size;
@@ -308,8 +340,9 @@ typedef struct {
 } TrainRun;
 
 // The run folder: created, and config.json written for a fresh run (refused where a run is
-// already); for a resumed run, its config.json must equal cfg.
-static int prepare_folder(const RunConfig *cfg, const char *run_dir, int resume) {
+// already); for a resumed run, its config.json must equal cfg but for the settings a resume may
+// change. 0; 1 for a resumed run that is finished (nothing written); -1 with the error set.
+static int prepare_folder(const RunConfig *cfg, const char *run_dir, int resume, long total_steps) {
     char path[PF_PATH_MAX + 32];
     if (pf_mkdir_p(run_dir) != 0) return -1;
     char *config_json = config_to_json(cfg);
@@ -323,6 +356,10 @@ static int prepare_folder(const RunConfig *cfg, const char *run_dir, int resume)
         } else if ((rc = config_resume_changes(&saved, cfg, changes, sizeof(changes))) < 0) {
             rc = pf_fail("%s holds a run with a different config (%s); resume it without that override", run_dir,
                          pf_last_error());
+        } else if (run_finished(run_dir, total_steps)) {
+            fprintf(stderr, "%s: the run is finished (%ld of %ld steps); nothing to do (steps=N lengthens it)\n",
+                    run_dir, total_steps, total_steps);
+            rc = 1;
         } else if (rc == 1) {
             fprintf(stderr, "resuming with changed settings: %s\n", changes);
             rc = pf_write_file_atomic(path, config_json, strlen(config_json));
@@ -411,8 +448,8 @@ static int open_log(TrainRun *run, int resume) {
 }
 
 // One train.csv row: the step's rate, MSE and MSE per label (empty where the batch had none).
-static void log_step(TrainRun *run, long step, float lr, const BatchStats *stats, double examples_per_s,
-                     double elapsed) {
+static int log_step(TrainRun *run, long step, float lr, const BatchStats *stats, double examples_per_s,
+                    double elapsed) {
     fprintf(run->log, "%ld,%g,%.9g", step, lr, run->final_mse);
     for (int label = 1; label <= run->cfg->data.max_v; label++) {
         if (stats->label_count[label])
@@ -421,7 +458,9 @@ static void log_step(TrainRun *run, long step, float lr, const BatchStats *stats
             fprintf(run->log, ",");
     }
     fprintf(run->log, ",%.1f,%.3f\n", examples_per_s, elapsed);
-    fflush(run->log);
+    if (fflush(run->log) != 0 || ferror(run->log))
+        return pf_fail("cannot write %s/train.csv: %s", run->run_dir, strerror(errno));
+    return 0;
 }
 
 // The progress display: one line rewritten in place on a terminal, a line every 2 s in a pipe.
@@ -483,7 +522,7 @@ static int run_steps(TrainRun *run, long end_step) {
                          step, run->final_mse, run->saved_step);
             break;
         }
-        log_step(run, step, lr, &stats, examples_per_s, now - run->start_time);
+        if ((rc = log_step(run, step, lr, &stats, examples_per_s, now - run->start_time)) != 0) break;
         long done_steps = step + 1;
         print_progress(run, done_steps, lr, examples_per_s, now, terminal, &last_print);
         if (cfg->checkpoint_every > 0 && done_steps % cfg->checkpoint_every == 0 && done_steps < run->total_steps) {
@@ -567,15 +606,24 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
     TrainRun run = {.cfg = cfg, .run_dir = run_dir};
     if (dataset_lookup(&run.set, cfg->set, &cfg->data) != 0) return -1;
     if (lr_schedule_parse(&run.schedule, cfg->lr_schedule) != 0) return -1;
-    run.total_steps = lr_schedule_total_steps(&run.schedule);
+    run.total_steps = config_total_steps(cfg);
     int lock = -1;
     if (pf_mkdir_p(run_dir) != 0 || pf_lock_folder(run_dir, &lock) != 0) return -1;
-    if (prepare_folder(cfg, run_dir, resume) != 0) {
-        pf_unlock_folder(lock);
+    if (!resume && init_run(&run, 0) != 0) {
+        // the settings' files (init_from, init_optimizer) are checked before anything is written: a
+        // folder made for this run goes again, so that a retry starts clean
+        free_run(&run);
+        remove_if_empty(run_dir, lock);
         return -1;
     }
+    int prepared = prepare_folder(cfg, run_dir, resume, run.total_steps);
+    if (prepared != 0) {  // refused, or a finished run: nothing to do, and nothing touched
+        free_run(&run);
+        pf_unlock_folder(lock);
+        return prepared < 0 ? -1 : 0;
+    }
 
-    int rc = init_run(&run, resume);
+    int rc = resume ? init_run(&run, resume) : 0;
     if (rc == 0) rc = open_log(&run, resume);
     if (rc == 0) {
         // printed only once the folder is known good, so that a refused run fails with one line

@@ -48,6 +48,8 @@ browser_test() {
     return $rc
 }
 run "report_browser" browser_test
+# make install into a temporary DESTDIR; the installed binary writes a report (tests/install_test.sh)
+run "install" bash tests/install_test.sh
 # Each fuzz target briefly (FUZZ_SMOKE_SECONDS, default 10) from its seed corpus and the inputs that
 # once crashed it (fuzz/regressions/NAME, all run first); a long run is `make fuzz`.
 fuzz_smoke() {

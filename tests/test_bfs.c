@@ -464,11 +464,11 @@ static cJSON *read_json(const char *dir, const char *name) {
     return root;
 }
 
-// A Vega-Lite v5 spec with inlined data of at least `min_values` rows.
+// A Vega-Lite v6 (the main report's version) spec with inlined data of at least `min_values` rows.
 static void expect_vega_lite(const char *dir, const char *name, int min_values) {
     cJSON *spec = read_json(dir, name);
     const cJSON *schema = cJSON_GetObjectItem(spec, "$schema");
-    assert_true(cJSON_IsString(schema) && strstr(schema->valuestring, "vega-lite/v5"));
+    assert_true(cJSON_IsString(schema) && strstr(schema->valuestring, "vega-lite/v6"));
     const cJSON *values = cJSON_GetObjectItem(cJSON_GetObjectItem(spec, "data"), "values");
     assert_true(cJSON_IsArray(values));
     assert_true(cJSON_GetArraySize(values) >= min_values);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -237,6 +238,15 @@ static char *csv_without_timing(const char *csv) {
 }
 
 // Data rows must be numbered 0, 1, 2, ... with no gap or repeat; returns how many there are.
+static int csv_data_rows(const char *path) {
+    size_t size;
+    char *csv = pf_read_file(path, &size);
+    if (!csv) return 0;
+    int lines = count_lines(csv);
+    free(csv);
+    return lines > 0 ? lines - 1 : 0;
+}
+
 static int expect_consecutive_steps(const char *csv) {
     const char *row = strchr(csv, '\n');
     if (strncmp(csv, "step,", 5) != 0 || !row) fail_msg("train.csv has no header: %.80s", csv);
@@ -401,6 +411,147 @@ static void test_bad_command_line(void **state) {
     RUN_ERROR(NULL, "unknown option '--bogus'", "train", "--preset", "tiny", "--bogus");
 }
 
+// A setting the command does not use is refused in one line naming the commands that use it, and
+// nothing is written: eval and predict take the model and the token layout from the checkpoint.
+static void test_unused_settings_refused(void **state) {
+    (void)state;
+    char dir[600];
+    make_dir(dir, sizeof(dir), "unused");
+    RUN_ERROR(NULL, "not used by eval; give --seed", "eval", "--checkpoint", fixture_model, "--set", "tune", "seed=5");
+    RUN_ERROR(NULL, "the checkpoint fixes it", "eval", "--checkpoint", fixture_model, "--set", "tune", "d_model=99");
+    RUN_ERROR(NULL, "setting of gen, train, run and sweep", "eval", "--checkpoint", fixture_model, "--set", "tune",
+              "edges_per_vertex=3");
+    RUN_ERROR("", "'d_model' is not used by predict", "predict", "--checkpoint", fixture_model, "d_model=32");
+    RUN_ERROR("", "'min_v' is not used by predict", "predict", "--checkpoint", fixture_model, "min_v=4");
+    RUN_ERROR(NULL, "'lr' is not used by gen", "gen", "--set", "tune", "-n", "2", "lr=1e-3");
+    RUN_ERROR(NULL, "setting of run's fine-tuning", "train", "--preset", "tiny", "--out", dir, "tune.lr=1e-3");
+    RUN_ERROR(NULL, "'init_from' is not used by run", "run", "--preset", "tiny", "--out", dir, "init_from=x");
+    Snapshot before;
+    snapshot_take(&before, fixture_dir);
+    RUN_ERROR(NULL, "--preset is not used with --resume", "train", "--out", fixture_dir, "--resume", "--preset", "quick");
+    expect_unchanged(&before, fixture_dir);
+    snapshot_free(&before);
+    // a data setting eval does use changes its examples
+    TestResult plain = RUN(NULL, "eval", "--checkpoint", fixture_model, "--set", "tune", "-n", "64");
+    TestResult small = RUN(NULL, "eval", "--checkpoint", fixture_model, "--set", "tune", "-n", "64", "max_tune_v=4");
+    expect_success(&plain);
+    expect_success(&small);
+    assert_string_not_equal(plain.out, small.out);
+    test_result_free(&plain);
+    test_result_free(&small);
+}
+
+// steps=N sets a run's length (its schedule cut, or its last rate held); lr=X alone is a constant
+// rate over that length; a resume may lengthen the run.
+static void test_steps_and_constant_rate(void **state) {
+    (void)state;
+    char dir[600], run_dir[700], path[800];
+    make_dir(dir, sizeof(dir), "steps");
+    path_in(run_dir, sizeof(run_dir), dir, "cut");
+    TestResult cut = RUN(NULL, "train", "--preset", "tiny", "--out", run_dir, "steps=3");
+    expect_success(&cut);
+    test_result_free(&cut);
+    path_in(path, sizeof(path), run_dir, "train.csv");
+    assert_int_equal(csv_data_rows(path), 3);
+    TestResult longer = RUN(NULL, "train", "--out", run_dir, "--resume", "steps=5");
+    expect_success(&longer);
+    assert_non_null(strstr(longer.err, "steps 3 -> 5"));
+    test_result_free(&longer);
+    assert_int_equal(csv_data_rows(path), 5);
+
+    path_in(run_dir, sizeof(run_dir), dir, "constant");
+    TestResult constant = RUN(NULL, "train", "--preset", "tiny", "--out", run_dir, "lr=0.002", "steps=14");
+    expect_success(&constant);
+    test_result_free(&constant);
+    path_in(path, sizeof(path), run_dir, "train.csv");
+    char *csv = test_read_file(NULL, path);
+    assert_int_equal(expect_consecutive_steps(csv), 14);
+    int rows = 0;
+    for (const char *line = strchr(csv, '\n'); line && line[1]; line = strchr(line + 1, '\n'), rows++) {
+        const char *lr = strchr(line + 1, ',') + 1;
+        if (strncmp(lr, "0.002,", 6) != 0) fail_msg("row %d: lr is not 0.002: %.40s", rows, line + 1);
+    }
+    assert_int_equal(rows, 14);
+    free(csv);
+    RUN_ERROR(NULL, "not a rate", "train", "--preset", "tiny", "--out", run_dir, "lr=fast");
+    RUN_ERROR(NULL, "steps must be non-negative", "train", "--preset", "tiny", "--out", run_dir, "steps=-1");
+}
+
+// keys shows what each command starts from under a preset; train's and run's --help print the one
+// presets table, so quick means the same length under both.
+static void test_keys_and_presets(void **state) {
+    (void)state;
+    TestResult keys = RUN(NULL, "keys", "--preset", "tiny");
+    expect_success(&keys);
+    assert_non_null(strstr(keys.out, "\"1e-3@6,5e-4@4\""));  // tiny's pre-training schedule
+    assert_non_null(strstr(keys.out, "tune.lr"));
+    assert_non_null(strstr(keys.out, "predict: no settings"));
+    test_result_free(&keys);
+    TestResult quick = RUN(NULL, "keys", "train");
+    expect_success(&quick);
+    assert_non_null(strstr(quick.out, "3e-4@2000,1e-4@400"));
+    assert_null(strstr(quick.out, "tune.lr"));
+    test_result_free(&quick);
+    RUN_ERROR(NULL, "takes no settings", "keys", "import");
+    TestResult train_help = RUN(NULL, "train", "--help");
+    TestResult run_help = RUN(NULL, "run", "--help");
+    expect_success(&train_help);
+    expect_success(&run_help);
+    const char *table_train = strstr(train_help.out, "presets (");
+    const char *table_run = strstr(run_help.out, "presets (");
+    assert_non_null(table_train);
+    assert_non_null(table_run);
+    size_t len = strstr(table_train, "(blog-pretrain") - table_train;
+    assert_true(strncmp(table_train, table_run, len) == 0);
+    assert_non_null(strstr(table_train, "pre-training 2400 steps of 256"));
+    test_result_free(&train_help);
+    test_result_free(&run_help);
+}
+
+// One grammar: --name=value is --name value (-n=2 too); --seed and --threads are train's and run's
+// settings; --config - reads the settings from standard input; --quiet leaves errors only; every
+// command's --help prints its usage and the shared grammar on stdout.
+static void test_one_option_grammar(void **state) {
+    (void)state;
+    TestResult spaced = RUN(NULL, "gen", "--set", "tune", "-n", "3", "--seed", "4", "-o", "-");
+    TestResult joined = RUN(NULL, "gen", "--set=tune", "-n=3", "--seed=4", "--out=-");
+    expect_success(&spaced);
+    expect_success(&joined);
+    assert_int_equal(count_lines(spaced.out), 3);
+    assert_string_equal(spaced.out, joined.out);
+    test_result_free(&spaced);
+    test_result_free(&joined);
+
+    char dir[600], run_dir[700], path[800];
+    make_dir(dir, sizeof(dir), "grammar");
+    path_in(run_dir, sizeof(run_dir), dir, "seeded");
+    TestResult train = RUN("{\"batch_size\": 32, \"lr\": \"0.002@3\"}", "train", "--preset=tiny", "--config", "-",
+                           "--seed", "7", "--threads=1", "--out", run_dir, "--quiet");
+    expect_success(&train);
+    assert_string_equal(train.err, "");  // --quiet: nothing but errors
+    test_result_free(&train);
+    path_in(path, sizeof(path), run_dir, "config.json");
+    char *config = test_read_file(NULL, path);
+    assert_non_null(strstr(config, "\"seed\":\t\"7\""));
+    assert_non_null(strstr(config, "\"batch_size\":\t32"));
+    assert_non_null(strstr(config, "\"lr\":\t\"0.002@3\""));
+    free(config);
+    RUN_ERROR(NULL, "unknown setting 'bogus'", "train", "--preset", "tiny", "--out", run_dir, "-q", "bogus=1");
+    RUN_ERROR("[1]", "not a JSON object of settings", "run", "--preset", "tiny", "--out", run_dir, "--config=-");
+    RUN_ERROR(NULL, "--seed: 'x'", "run", "--preset", "tiny", "--out", run_dir, "--seed", "x");
+
+    const char *commands[] = {"gen", "eval", "predict", "train", "run", "sweep", "import", "keys", "bfs"};
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        for (int short_form = 0; short_form < 2; short_form++) {
+            TestResult help = RUN(NULL, commands[i], short_form ? "-h" : "--help");
+            expect_success(&help);
+            if (strncmp(help.out, "usage: pathformer ", 18) != 0 || !strstr(help.out, "--name=value"))
+                fail_msg("%s --help:\n%s", commands[i], help.out);
+            test_result_free(&help);
+        }
+    }
+}
+
 // Malformed JSON Lines: the error names the line (blank lines count) and the problem.
 static void test_predict_bad_lines(void **state) {
     (void)state;
@@ -509,6 +660,79 @@ static void test_predict_round_trip(void **state) {
     test_result_free(&predict);
 }
 
+// Reads one line from fd (a pipe) into line; fails the test when none comes within `seconds` (a
+// bound for a stuck filter, far above the milliseconds an answer takes).
+static void read_line_from_pipe(int fd, char *line, size_t size, int seconds) {
+    size_t used = 0;
+    while (used + 1 < size) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, seconds * 1000) != 1) fail_msg("no answer within %d s (read so far: '%.*s')", seconds, (int)used, line);
+        ssize_t n = read(fd, line + used, 1);
+        if (n != 1) fail_msg("the filter closed its output early ('%.*s')", (int)used, line);
+        if (line[used] == '\n') break;
+        used++;
+    }
+    line[used] = '\0';
+}
+
+// predict is a filter: with the writer still holding the pipe open, each line is answered before
+// the next is written; every input key comes back; --skip-bad answers the good lines around a bad
+// one and names it on stderr; strict mode answers the lines before a bad one, then fails naming it.
+static void test_predict_streams(void **state) {
+    (void)state;
+    int to_child[2], from_child[2], errors = test_temp_file();
+    assert_int_equal(pipe(to_child), 0);
+    assert_int_equal(pipe(from_child), 0);
+    const char *argv[] = {test_binary_path(), "predict", "--checkpoint", fixture_model, "--skip-bad", NULL};
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, to_child[0], STDIN_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, from_child[1], STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, errors, STDERR_FILENO);
+    posix_spawn_file_actions_addclose(&actions, to_child[1]);
+    posix_spawn_file_actions_addclose(&actions, from_child[0]);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, argv[0], &actions, NULL, (char *const *)argv, environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
+    close(to_child[0]);
+    close(from_child[1]);
+    const char *inputs[] = {"{\"id\": \"first\", \"edges\": [[1,2]], \"target\": 2}\n",
+                            "not json\n",
+                            "{\"edges\": [[1,3],[3,2]], \"target\": 2, \"id\": 7, \"note\": {\"x\": [1]}}\n"};
+    const char *expected[] = {"{\"id\":\"first\",\"edges\":[[1,2]],\"target\":2,\"distance\":1,\"prediction\":",
+                              NULL,
+                              "{\"edges\":[[1,3],[3,2]],\"target\":2,\"id\":7,\"note\":{\"x\":[1]},\"distance\":2,"
+                              "\"prediction\":"};
+    for (int i = 0; i < 3; i++) {
+        assert_true(write(to_child[1], inputs[i], strlen(inputs[i])) == (ssize_t)strlen(inputs[i]));
+        if (!expected[i]) continue;
+        char line[1024];
+        read_line_from_pipe(from_child[0], line, sizeof(line), 60);
+        if (strncmp(line, expected[i], strlen(expected[i])) != 0) fail_msg("answer %d: %s", i + 1, line);
+    }
+    close(to_child[1]);
+    char rest[64];
+    assert_int_equal(read(from_child[0], rest, sizeof(rest)), 0);  // nothing more
+    close(from_child[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    char *err = test_read_fd(errors);
+    close(errors);
+    if (count_lines(err) != 1 || !strstr(err, "input line 2: not valid JSON"))
+        fail_msg("stderr of --skip-bad: %s", err);
+    free(err);
+
+    // strict: the good line before a bad one is answered, then one error line
+    TestResult strict = RUN("{\"edges\": [[1,2]], \"target\": 2}\nnope\n{\"edges\": [[1,2]], \"target\": 2}\n", "predict",
+                            "--checkpoint", fixture_model);
+    expect_one_line_error(&strict, "input line 2");
+    assert_int_equal(count_lines(strict.out), 1);
+    test_result_free(&strict);
+    RUN_ERROR("{\"edges\": [[1,2]], \"target\": 2}\n", "cannot write", "predict", "--checkpoint", fixture_model, "-o",
+              "/dev/full");
+}
+
 // ---------------------------------------------------------------------------------------------
 // train
 
@@ -531,6 +755,35 @@ static void test_train_run_folder(void **state) {
     snapshot_take(&before, fixture_dir);
     RUN_ERROR(NULL, "already holds a run", "train", "--preset", "tiny", "--out", fixture_dir);
     expect_unchanged(&before, fixture_dir);
+    snapshot_free(&before);
+}
+
+// Nothing is written before the settings and their files are checked: a train whose init_from is
+// missing, a run --resume or --phase report on a folder with no run, leave no folder, and a plain
+// retry works; a resume of a finished run changes nothing and says so.
+static void test_failed_start_and_finished_resume(void **state) {
+    (void)state;
+    char dir[600], run_dir[700];
+    make_dir(dir, sizeof(dir), "retry");
+    path_in(run_dir, sizeof(run_dir), dir, "run");
+    RUN_ERROR(NULL, "/missing/model.safetensors", "train", "--preset", "tiny", "--out", run_dir,
+              "init_from=/missing/model.safetensors");
+    assert_false(pf_file_exists(run_dir));
+    RUN_ERROR(NULL, "holds no run to resume", "run", "--resume", "--out", run_dir);
+    assert_false(pf_file_exists(run_dir));
+    RUN_ERROR(NULL, "needs phase 'pretrain' finished first", "run", "--phase", "report", "--out", run_dir);
+    assert_false(pf_file_exists(run_dir));
+    TestResult retry = RUN(NULL, "train", "--preset", "tiny", "--out", run_dir, "-q");
+    expect_success(&retry);
+    test_result_free(&retry);
+
+    Snapshot before;
+    snapshot_take(&before, run_dir);
+    TestResult again = RUN(NULL, "train", "--out", run_dir, "--resume");
+    expect_success(&again);
+    if (!strstr(again.err, "the run is finished (10 of 10 steps); nothing to do")) fail_msg("stderr: %s", again.err);
+    test_result_free(&again);
+    expect_unchanged(&before, run_dir);
     snapshot_free(&before);
 }
 
@@ -577,14 +830,6 @@ static void test_resume_bit_identical(void **state) {
     test_result_free(&b2);
 }
 
-static int csv_data_rows(const char *path) {
-    size_t size;
-    char *csv = pf_read_file(path, &size);
-    if (!csv) return 0;
-    int lines = count_lines(csv);
-    free(csv);
-    return lines > 0 ? lines - 1 : 0;
-}
 
 // Runs the binary with PF_FAULT_KILL_AT=kill_at (0: none), output discarded; returns the exit status,
 // or -SIGNAL when it died of a signal. Without node on the PATH (without_node), a report skips its
@@ -849,6 +1094,90 @@ static void test_eval_outputs_and_version(void **state) {
     }
 }
 
+// Runs `pathformer args...` with its standard output on /dev/full; returns its stderr (the caller
+// frees) and the exit status in *status.
+static char *run_into_full_disk(const char *const *args, int *status) {
+    int errors = test_temp_file(), full = open("/dev/full", O_WRONLY);
+    assert_true(full >= 0);
+    int argc = 0;
+    while (args[argc]) argc++;
+    const char *argv[16];
+    assert_true(argc < 15);
+    argv[0] = test_binary_path();
+    for (int i = 0; i < argc; i++) argv[i + 1] = args[i];
+    argv[argc + 1] = NULL;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, full, STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, errors, STDERR_FILENO);
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, argv[0], &actions, NULL, (char *const *)argv, environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
+    close(full);
+    int wait_status;
+    assert_int_equal(waitpid(pid, &wait_status, 0), pid);
+    assert_true(WIFEXITED(wait_status));
+    *status = WEXITSTATUS(wait_status);
+    char *err = test_read_fd(errors);
+    close(errors);
+    return err;
+}
+
+// Every write to standard output is checked: a full disk is a one-line error and a non-zero exit,
+// for a command's output, a help text and --version alike; bfs eval --json - is standard output.
+static void test_stdout_write_errors(void **state) {
+    (void)state;
+    const char *const cases[][12] = {
+        {"gen", "--set", "tune", "-n", "50", NULL},
+        {"keys", NULL},
+        {"train", "--help", NULL},
+        {"--version", NULL},
+        {"bfs", "eval", "-n", "64", NULL},
+        {"eval", "--checkpoint", fixture_model, "--set", "tune", "-n", "32", NULL},
+        {"keys", "--quiet", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int status;
+        char *err = run_into_full_disk(cases[i], &status);
+        if (status == 0 || count_lines(err) != 1 || !strstr(err, "pathformer: cannot write standard output"))
+            fail_msg("%s into /dev/full: status %d, stderr:\n%s", cases[i][0], status, err);
+        free(err);
+    }
+    TestResult result = RUN(NULL, "bfs", "eval", "-n", "64", "--json", "-");
+    expect_success(&result);
+    assert_non_null(strstr(result.out, "\"max_error\""));
+    test_result_free(&result);
+    assert_false(pf_file_exists("-"));  // no file named '-' in the current folder
+}
+
+// Long work shows its progress on stderr, plain lines in a pipe (PF_PROGRESS_EVERY=0: every update,
+// from the start, so that short work shows it too): bfs robust per step, eval per block.
+static void test_progress_lines(void **state) {
+    (void)state;
+    char dir[600], out_dir[700];
+    make_dir(dir, sizeof(dir), "progress");
+    path_in(out_dir, sizeof(out_dir), dir, "robust");
+    setenv("PF_PROGRESS_EVERY", "0", 1);
+    TestResult robust = RUN(NULL, "bfs", "robust", "--steps", "4", "--seeds", "2", "--matrix", "reach_q", "-n", "64",
+                            "--batch", "16", "--threads", "1", "--out", out_dir);
+    TestResult eval = RUN(NULL, "eval", "--checkpoint", fixture_model, "--set", "tune", "-n", "100");
+    unsetenv("PF_PROGRESS_EVERY");
+    expect_success(&robust);
+    expect_success(&eval);
+    for (int step = 1; step <= 8; step++) {
+        char line[96];
+        snprintf(line, sizeof(line), "bfs robust: %d/8 steps (%.0f%%), ", step, 100.0 * step / 8);
+        const char *at = strstr(robust.err, line);
+        if (!at || (at != robust.err && at[-1] != '\n')) fail_msg("no line '%s' in:\n%s", line, robust.err);
+    }
+    assert_null(strstr(robust.err, "\r"));  // a pipe gets whole lines
+    assert_non_null(strstr(eval.err, "eval on tune: 100/100 examples (100%)"));
+    assert_non_null(strstr(eval.err, "ETA"));
+    test_result_free(&robust);
+    test_result_free(&eval);
+}
+
 // A second process on a run folder in use is refused at once, naming the holder's pid.
 static void test_locked_folder(void **state) {
     (void)state;
@@ -964,16 +1293,24 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_import_pth),
         cmocka_unit_test(test_bad_settings),
         cmocka_unit_test(test_bad_command_line),
+        cmocka_unit_test(test_unused_settings_refused),
+        cmocka_unit_test(test_steps_and_constant_rate),
+        cmocka_unit_test(test_keys_and_presets),
+        cmocka_unit_test(test_one_option_grammar),
         cmocka_unit_test(test_predict_bad_lines),
         cmocka_unit_test(test_gen),
         cmocka_unit_test(test_predict_round_trip),
+        cmocka_unit_test(test_predict_streams),
         cmocka_unit_test(test_train_run_folder),
         cmocka_unit_test(test_resume_bit_identical),
+        cmocka_unit_test(test_failed_start_and_finished_resume),
         cmocka_unit_test(test_interrupt_and_resume),
         cmocka_unit_test(test_kill_anywhere_resumes_identical),
         cmocka_unit_test(test_run_killed_anywhere_resumes_identical),
         cmocka_unit_test(test_locked_folder),
         cmocka_unit_test(test_eval_outputs_and_version),
+        cmocka_unit_test(test_stdout_write_errors),
+        cmocka_unit_test(test_progress_lines),
         cmocka_unit_test(test_divergence_then_lower_rate),
         cmocka_unit_test(test_output_under_a_file),
         cmocka_unit_test(test_read_only_folder),

@@ -278,7 +278,8 @@ static void test_experiment_config(void **state) {
     assert_int_equal(experiment_set(&cfg, "set=tune"), -1);
     assert_int_equal(experiment_set(&cfg, "eval_examples=0"), -1);
     assert_int_equal(experiment_set(&cfg, "noequals"), -1);
-    assert_int_equal(experiment_set(&cfg, "tune.lr=fast"), 0);
+    assert_int_equal(experiment_set(&cfg, "tune.lr=fast"), -1);  // not a rate, nor a schedule
+    assert_int_equal(experiment_set(&cfg, "tune.lr=1e-3@0"), 0);  // a schedule, checked as a whole
     assert_int_equal(experiment_finalize(&cfg), -1);
     // found by fuzzing (fuzz/regressions/settings): a count too large for a long is refused
     assert_int_equal(experiment_from_json(&back, "{\"preset\": \"tiny\", \"eval_examples\": 2.5e100, \"pretrain\": {}, "
@@ -311,6 +312,33 @@ static double csv_final_mse(const char *dir, const char *name) {
     return mse;
 }
 
+// The per-label charts of pre-training and fine-tuning give each label the same colour (one fixed
+// domain 1..15), a histogram's axis shows every label, and step axes tick at whole steps.
+static void check_figure_details(const char *dir) {
+    const char *label_charts[] = {"figures/pretrain-label-loss.vl.json", "figures/tune-label-loss.vl.json"};
+    char *domains[2];
+    for (int i = 0; i < 2; i++) {
+        cJSON *spec = read_json(dir, label_charts[i]);
+        const cJSON *layer = cJSON_GetArrayItem(cJSON_GetObjectItem(spec, "layer"), 0);
+        const cJSON *enc = cJSON_GetObjectItem(layer, "encoding");
+        const cJSON *domain = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(enc, "color"), "scale"),
+                                                  "domain");
+        assert_int_equal(cJSON_GetArraySize(domain), 15);
+        domains[i] = cJSON_PrintUnformatted(domain);
+        const cJSON *axis = cJSON_GetObjectItem(cJSON_GetObjectItem(enc, "x"), "axis");
+        assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(axis, "tickMinStep")), 1);
+        cJSON_Delete(spec);
+    }
+    assert_string_equal(domains[0], domains[1]);
+    free(domains[0]);
+    free(domains[1]);
+    cJSON *hist = read_json(dir, "figures/hist-tuned-any-small.vl.json");
+    const cJSON *layer = cJSON_GetArrayItem(cJSON_GetObjectItem(hist, "layer"), 0);
+    const cJSON *x = cJSON_GetObjectItem(cJSON_GetObjectItem(layer, "encoding"), "x");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetObjectItem(x, "scale"), "domain")), 15);
+    cJSON_Delete(hist);
+}
+
 static void check_run_folder(const char *dir) {
     const char *files[] = {"experiment.json", "state.json", "metrics.json", "report.html",
                            "pretrain/config.json", "pretrain/train.csv", "pretrain/model.safetensors",
@@ -320,6 +348,7 @@ static void check_run_folder(const char *dir) {
                            "figures/tune-loss.vl.json", "figures/label-distributions.vl.json"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
         if (!exists(dir, files[i])) fail_msg("%s/%s is missing or empty", dir, files[i]);
+    check_figure_details(dir);
     int have_node = system("node --version >/dev/null 2>&1") == 0;
     for (int i = 0; i < NUM_EVALS; i++) {
         char name[256];

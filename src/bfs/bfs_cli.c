@@ -17,7 +17,7 @@
 
 static const char *BFS_USAGE =
     "usage: pathformer bfs SUBCOMMAND [options]    the hand-built BFS transformer (SPEC 5)\n"
-    "  eval     [--n N] [--target-input] [--scale S] [-n COUNT] [--seed S] [--json FILE]\n"
+    "  eval     [--n N] [--target-input] [--scale S] [-n COUNT] [--seed S] [--json FILE|-]\n"
     "           MSE, accuracy and per-label MSE of the construction on COUNT random graphs\n"
     "  sweep-n  [--n-min A] [--n-max B] [--scale S] [-n COUNT] [--seed S] [--out DIR]\n"
     "           MSE for every N in A..B (default 3..15), dist(1,2) and dist(1,t) variants\n"
@@ -42,7 +42,7 @@ static const char *BFS_USAGE =
     "  -n COUNT         evaluation graphs (default 16384; robust/noise 4096)\n"
     "  --sigmas LIST    default 1e-6,1e-5,1e-4,1e-3,0.01,0.1,1\n"
     "  --seed S, --threads T, --out DIR (default runs/bfs-SUBCOMMAND)\n"
-    "files: sweep_n.{csv,json}, robust_loss.csv, robust.json, noise.{csv,json}, and Vega-Lite v5\n"
+    "files: sweep_n.{csv,json}, robust_loss.csv, robust.json, noise.{csv,json}, and Vega-Lite v6\n"
     "specs *.vl.json with their data inlined; report.html shows the settings, a summary table and\n"
     "the figures\n";
 
@@ -108,6 +108,7 @@ static int parse_command(BfsCommand *c, int argc, char **argv) {
         const char *o = argv[i];
         if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
             fputs(BFS_USAGE, stdout);
+            fputs(CLI_COMMON_OPTIONS, stdout);
             return 1;
         } else if (strcmp(o, "--n") == 0) {
             c->cfg.n = (int)parse_long(o, need_value(argc, argv, &i), -1000000, 1000000);
@@ -183,7 +184,14 @@ static int run_eval(const BfsCommand *c) {
     cJSON_AddNumberToObject(root, "mse", bfs_eval_mse(&r));
     cJSON_AddNumberToObject(root, "accuracy", (double)r.correct / r.count);
     cJSON_AddNumberToObject(root, "max_error", r.max_error);
-    int rc = pf_write_json_atomic(c->json_path, root, 1);
+    int rc = 0;
+    if (strcmp(c->json_path, "-") == 0) {  // standard output, after the table
+        char *text = cJSON_Print(root);
+        puts(text);
+        free(text);
+    } else {
+        rc = pf_write_json_atomic(c->json_path, root, 1);
+    }
     cJSON_Delete(root);
     if (rc != 0) die_error();
     return 0;
@@ -212,7 +220,9 @@ static int run_experiment(const BfsCommand *c, int argc, char **argv) {
 
 int bfs_main(int argc, char **argv) {
     if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 || strcmp(argv[0], "help") == 0) {
-        fputs(BFS_USAGE, argc < 1 ? stderr : stdout);
+        FILE *out = argc < 1 ? stderr : stdout;
+        fputs(BFS_USAGE, out);
+        fputs(CLI_COMMON_OPTIONS, out);
         return argc < 1 ? EXIT_FAILURE : 0;
     }
     BfsCommand command;

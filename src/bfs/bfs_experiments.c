@@ -13,6 +13,7 @@
 
 #include "adam.h"
 #include "common.h"
+#include "progress.h"
 #include "rng.h"
 
 BfsExperiment bfs_experiment_default(void) {
@@ -75,7 +76,7 @@ static int write_summary(int rc, const char *dir, const char *name, cJSON *root)
     return write_json(rc, dir, name, root, 1);
 }
 
-// A figure dir/name: a Vega-Lite v5 spec, the static part as JSON text, with `values` (taken over)
+// A figure dir/name: a Vega-Lite v6 spec (as the main report's), the static part as JSON text, with `values` (taken over)
 // inlined as its data.
 static int write_figure(int rc, const char *dir, const char *name, const char *spec_text, cJSON *values) {
     if (rc != 0) {
@@ -88,7 +89,7 @@ static int write_figure(int rc, const char *dir, const char *name, const char *s
         return pf_fail("internal error: bad Vega-Lite template for %s", name);
     }
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "$schema", "https://vega.github.io/schema/vega-lite/v5.json");
+    cJSON_AddStringToObject(root, "$schema", "https://vega.github.io/schema/vega-lite/v6.json");
     cJSON *data = cJSON_AddObjectToObject(root, "data");
     cJSON_AddItemToObject(data, "values", values);
     for (cJSON *item = spec->child; item;) {
@@ -148,7 +149,7 @@ static void fill_normal(float *w, size_t n, double sigma, int replace, Rng *rng)
 // below exp->threshold, or -1.
 typedef void (*StepLogger)(void *ctx, long step, double loss);
 static long train_adam(BfsModel *model, const BfsExperiment *exp, uint64_t data_seed, StepLogger log_step, void *ctx,
-                       double *final_loss) {
+                       double *final_loss, Progress *progress) {
     AdamState adam;
     adam_create(&adam, model->num_parameters);
     AdamConfig adam_cfg = adam_config_default();
@@ -164,6 +165,7 @@ static long train_adam(BfsModel *model, const BfsExperiment *exp, uint64_t data_
         bfs_zero_grad(model);
         bfs_backward(model, labels, exp->batch);
         adam_update(&adam, model->params_memory, model->grads_memory, (float)exp->lr, &adam_cfg);
+        progress_add(progress, 1);
     }
     *final_loss = loss;
     free(labels);
@@ -222,7 +224,8 @@ static int write_sweep_files(int rc, const char *out_dir, const BfsExperiment *e
         "{\"title\": \"Hand-built BFS transformer: MSE per N (floored at 1e-12)\","
         " \"width\": 400, \"height\": 250, \"mark\": {\"type\": \"line\", \"point\": true},"
         " \"encoding\": {"
-        "  \"x\": {\"field\": \"n\", \"type\": \"quantitative\", \"title\": \"N (vertices = layers)\"},"
+        "  \"x\": {\"field\": \"n\", \"type\": \"quantitative\", \"title\": \"N (vertices = layers)\","
+        "        \"axis\": {\"tickMinStep\": 1, \"format\": \"d\"}},"
         "  \"y\": {\"field\": \"mse\", \"type\": \"quantitative\", \"scale\": {\"type\": \"log\"},"
         "         \"title\": \"MSE\"},"
         "  \"color\": {\"field\": \"variant\", \"type\": \"nominal\"},"
@@ -236,8 +239,14 @@ int bfs_run_sweep_n(const BfsExperiment *exp, const char *out_dir) {
     if (!csv) return -1;
     cJSON *rows = cJSON_CreateArray(), *plot = cJSON_CreateArray();
     printf("%3s  %-10s %12s %10s %10s %14s\n", "N", "variant", "MSE", "accuracy", "max|err|", "MSE unreach.");
+    Progress progress;
+    progress_begin(&progress, "bfs sweep-n", "evaluations", 2L * (exp->n_max - exp->n_min + 1));
     for (int n = exp->n_min; n <= exp->n_max; n++)
-        for (int variant = 0; variant < 2; variant++) sweep_one(exp, n, variant, csv, rows, plot);
+        for (int variant = 0; variant < 2; variant++) {
+            sweep_one(exp, n, variant, csv, rows, plot);
+            progress_add(&progress, 1);
+        }
+    progress_end(&progress);
     int rc = close_csv(csv, "sweep_n.csv");
     return write_sweep_files(rc, out_dir, exp, rows, plot);
 }
@@ -252,6 +261,7 @@ typedef struct {
     int matrix, seed;
     cJSON *plot;      // thinned curve points for the figure
     long plot_every;
+    Progress *progress;
 } RobustLog;
 
 static void robust_log_step(void *ctx, long step, double loss) {
@@ -295,7 +305,8 @@ static cJSON *robust_kind(BfsModel *model, const BfsExperiment *exp, int list, R
         log->matrix = index;
         log->seed = s;
         double start = pf_now_seconds(), final_loss;
-        long at = train_adam(model, exp, retrain_seed(exp, s), robust_log_step, log, &final_loss);
+        long at = train_adam(model, exp, retrain_seed(exp, s), robust_log_step, log, &final_loss, log->progress);
+        if (exp->steps == 0) progress_add(log->progress, 1);
         double seconds = pf_now_seconds() - start;
         bfs_evaluate(&after, model, exp->seed, exp->eval_count);
         if (at >= 0) steps[recovered++] = (double)at;
@@ -376,7 +387,7 @@ static int write_robust_files(int rc, const char *out_dir, const BfsConfig *cfg,
     char spec[2048];
     snprintf(spec, sizeof(spec),
              "%s \"encoding\": {"
-             "  \"x\": {\"field\": \"step\", \"type\": \"quantitative\"},"
+             "  \"x\": {\"field\": \"step\", \"type\": \"quantitative\", \"axis\": {\"tickMinStep\": 1, \"format\": \"d\"}},"
              "  \"y\": {\"field\": \"loss\", \"type\": \"quantitative\", \"scale\": {\"type\": \"log\"},"
              "         \"title\": \"batch MSE\"},"
              "  \"color\": {\"field\": \"kind\", \"type\": \"nominal\", \"title\": \"damaged matrix\"},"
@@ -416,8 +427,13 @@ int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *o
     print_model_size(&model);
     printf("%-12s %4s %12s %12s %12s %10s\n", "matrix", "seed", "eval before", "final loss", "eval after",
            "recovered");
+    Progress progress;
+    progress_begin(&progress, "bfs robust", exp->steps > 0 ? "steps" : "runs",
+                   total_runs * (exp->steps > 0 ? exp->steps : 1));
+    log.progress = &progress;
     for (int list = 0; list < num_lists; list++)
         cJSON_AddItemToArray(table, robust_kind(&model, exp, list, &log, runs));
+    progress_end(&progress);
     bfs_model_free(&model);
     int rc = close_csv(csv, "robust_loss.csv");
     print_robust_table(table, exp);
@@ -429,7 +445,7 @@ int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *o
 
 // The runs at perturbation scale exp->sigmas[i], one per seed: CSV rows, figure points (before and,
 // with retraining, after), a printed line, and the returned summary row.
-static cJSON *noise_sigma(BfsModel *model, const BfsExperiment *exp, int i, FILE *csv, cJSON *plot) {
+static cJSON *noise_sigma(BfsModel *model, const BfsExperiment *exp, int i, FILE *csv, cJSON *plot, Progress *progress) {
     double sigma = exp->sigmas[i];
     double *mse_before = mallocCheck((size_t)exp->seeds * sizeof(double));
     double *acc_before = mallocCheck((size_t)exp->seeds * sizeof(double));
@@ -442,9 +458,10 @@ static cJSON *noise_sigma(BfsModel *model, const BfsExperiment *exp, int i, FILE
         bfs_evaluate(&before, model, exp->seed, exp->eval_count);
         if (exp->steps > 0) {
             double final_loss;
-            train_adam(model, exp, retrain_seed(exp, s), NULL, NULL, &final_loss);
+            train_adam(model, exp, retrain_seed(exp, s), NULL, NULL, &final_loss, progress);
             bfs_evaluate(&after, model, exp->seed, exp->eval_count);
         }
+        if (exp->steps == 0) progress_add(progress, 1);
         mse_before[s] = bfs_eval_mse(&before);
         acc_before[s] = (double)before.correct / before.count;
         mse_after[s] = exp->steps > 0 ? bfs_eval_mse(&after) : NAN;
@@ -532,7 +549,12 @@ int bfs_run_noise(const BfsConfig *cfg, const BfsExperiment *exp, const char *ou
     print_model_size(&model);
     printf("%10s %14s %14s %14s %14s\n", "sigma", "median MSE", "min..max", "median acc.",
            exp->steps > 0 ? "median MSE after" : "");
-    for (int i = 0; i < exp->num_sigmas; i++) cJSON_AddItemToArray(rows, noise_sigma(&model, exp, i, csv, plot));
+    Progress progress;
+    progress_begin(&progress, "bfs noise", exp->steps > 0 ? "steps" : "runs",
+                   (long)exp->num_sigmas * exp->seeds * (exp->steps > 0 ? exp->steps : 1));
+    for (int i = 0; i < exp->num_sigmas; i++)
+        cJSON_AddItemToArray(rows, noise_sigma(&model, exp, i, csv, plot, &progress));
+    progress_end(&progress);
     bfs_model_free(&model);
     int rc = close_csv(csv, "noise.csv");
     return write_noise_files(rc, out_dir, cfg, exp, rows, plot);

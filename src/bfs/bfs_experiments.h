@@ -5,7 +5,7 @@
 
 #include "bfs/bfs.h"
 
-// The settings of every experiment. Each experiment writes CSV, JSON and Vega-Lite v5 specs into
+// The settings of every experiment. Each experiment writes CSV, JSON and Vega-Lite v6 specs into
 // out_dir and prints a table.
 typedef struct {
     int n_min, n_max;      // sweep-n: sizes

@@ -250,9 +250,7 @@ static int prepare_folder(const ExperimentConfig *cfg, const char *run_dir, cons
 }
 
 static long schedule_examples(const RunConfig *cfg) {
-    LrSchedule schedule;
-    if (lr_schedule_parse(&schedule, cfg->lr_schedule) != 0) return 0;
-    return lr_schedule_total_steps(&schedule) * cfg->batch_size;
+    return config_total_steps(cfg) * cfg->batch_size;
 }
 
 static void format_minutes(char *out, size_t size, double seconds) {
@@ -292,6 +290,15 @@ int experiment_run(const ExperimentConfig *cfg, const char *run_dir, const Exper
             return pf_fail("tune_optimizer=continue: %s has no optimizer state beside it (%s); tune_optimizer=auto or "
                            "new fine-tunes with a new Adam instead",
                            cfg->from, path);
+    }
+    // refused before anything is written: a resume or a later phase of a folder that holds no run
+    char path[PF_PATH_MAX + 32];
+    pf_path_join(path, sizeof(path), run_dir, "experiment.json");
+    if (!pf_file_exists(path)) {
+        if (options->resume) return pf_fail("%s holds no run to resume (no experiment.json)", run_dir);
+        if (options->only_phase > PHASE_PRETRAIN)
+            return pf_fail("%s holds no run: phase '%s' needs phase 'pretrain' finished first", run_dir,
+                           PHASE_NAMES[options->only_phase]);
     }
     int lock = -1;
     if (pf_mkdir_p(run_dir) != 0 || pf_lock_folder(run_dir, &lock) != 0) return -1;

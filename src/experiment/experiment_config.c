@@ -12,7 +12,6 @@
 #include "safetensors.h"
 
 const char *const PHASE_NAMES[NUM_PHASES] = {"pretrain", "eval-pretrained", "tune", "eval-tuned", "report"};
-const char *const EXPERIMENT_PRESETS[] = {"quick", "standard", "blog", "blog-as-written", "tiny", NULL};
 const char *const TEST_SETS[NUM_TEST_SETS] = {"onpath-small-target", "onpath-large-target", "any-small",
                                               "any-large-small-target", "any-large-large-target"};
 
@@ -31,89 +30,24 @@ const EvalSpec EVALS[NUM_EVALS] = {
 };
 
 // Fine-tuning's own keys under "tune."; everything else is shared with pre-training.
-static const char *const TUNE_KEYS[] = {"batch_size", "lr", "weight_decay", "beta1", "beta2", "eps", "clip_grad_norm",
+static const char *const TUNE_KEYS[] = {"batch_size", "lr", "steps", "weight_decay", "beta1", "beta2", "eps", "clip_grad_norm",
                                         "checkpoint_every", NULL};
 
 int experiment_preset(ExperimentConfig *cfg, const char *name) {
     memset(cfg, 0, sizeof(*cfg));
-    snprintf(cfg->tune_optimizer, sizeof(cfg->tune_optimizer), TUNE_OPTIMIZER_NEW);
-    if (strcmp(name, "blog") == 0) {
-        // As the authors' notebook ran it (SPEC §4): its fine-tuning loop stepped the pre-training
-        // optimizer, so Adam went on with its moments and update count at the schedule's last rate,
-        // without weight decay, for 50 steps. From their weights this lands on the published test
-        // numbers; the protocol as written does not.
-        config_preset(&cfg->pretrain, "blog-pretrain");
-        config_preset(&cfg->tune, "blog-tune");
-        snprintf(cfg->tune.lr_schedule, sizeof(cfg->tune.lr_schedule), "1e-4@50");
-        cfg->tune.weight_decay = 0.0f;
-        snprintf(cfg->tune_optimizer, sizeof(cfg->tune_optimizer), TUNE_OPTIMIZER_CONTINUE);
-        cfg->eval_examples = 16384;
-    } else if (strcmp(name, "blog-as-written") == 0) {
-        config_preset(&cfg->pretrain, "blog-pretrain");
-        config_preset(&cfg->tune, "blog-tune");
-        cfg->eval_examples = 16384;
-    } else if (strcmp(name, "quick") == 0) {
-        // Found by experiment on the 2-core machine: 2,400 steps of 256 take the published model
-        // through the phase changes of labels 1 and 2 (3 and up follow more slowly), from MSE 60 to
-        // about 2; fine-tuning at 3e-4 (the blog's 1e-5 barely moves a model this young) takes the
-        // untuned MSE on `tune` from about 2 to about 0.015 in 300 steps.
-        config_preset(&cfg->pretrain, "quick");
-        snprintf(cfg->pretrain.lr_schedule, sizeof(cfg->pretrain.lr_schedule), "3e-4@2000,1e-4@400");
-        config_preset(&cfg->tune, "blog-tune");
-        cfg->tune.batch_size = 256;
-        snprintf(cfg->tune.lr_schedule, sizeof(cfg->tune.lr_schedule), "3e-4@300");
-        cfg->tune.checkpoint_every = 100;
-        cfg->eval_examples = 8192;
-    } else if (strcmp(name, "standard") == 0) {
-        // Found by `pathformer sweep` and full-length runs at equal examples (README: The recipe
-        // search): batch 256, a warm-up to 5e-4 and half a cosine down to 1e-5, Adam's beta2 at 0.99,
-        // the gradient's norm clipped to 1; 12.2 M pre-training examples (the blog's: 314 M). At 3 M
-        // examples its training MSE was 0.023 where a peak of 1e-3 was at 0.12 and batch 512 at 0.46.
-        // Fine-tuning goes on with the pre-training Adam, as the authors' code did, at 1e-4: 400 steps
-        // of 2,048 took `tune` to 0.0044 where 100 of 8,192 (the same examples) stopped at 0.13.
-        config_preset(&cfg->pretrain, "quick");
-        cfg->pretrain.batch_size = 256;
-        snprintf(cfg->pretrain.lr_schedule, sizeof(cfg->pretrain.lr_schedule), "0..5e-4@500,5e-4..1e-5@47000:cos");
-        cfg->pretrain.beta2 = 0.99f;
-        cfg->pretrain.clip_grad_norm = 1.0f;
-        cfg->pretrain.checkpoint_every = 2000;
-        config_preset(&cfg->tune, "blog-tune");
-        cfg->tune.batch_size = 2048;
-        snprintf(cfg->tune.lr_schedule, sizeof(cfg->tune.lr_schedule), "1e-4@400");
-        cfg->tune.weight_decay = 0.0f;
-        cfg->tune.beta2 = 0.99f;
-        cfg->tune.clip_grad_norm = 1.0f;
-        cfg->tune.checkpoint_every = 100;
-        snprintf(cfg->tune_optimizer, sizeof(cfg->tune_optimizer), TUNE_OPTIMIZER_CONTINUE);
-        cfg->eval_examples = 16384;
-    } else if (strcmp(name, "tiny") == 0) {
-        config_preset(&cfg->pretrain, "tiny");
-        cfg->pretrain.threads = 1;  // a model this small only waits on a second thread
-        config_preset(&cfg->tune, "blog-tune");
-        cfg->tune.batch_size = 64;
-        snprintf(cfg->tune.lr_schedule, sizeof(cfg->tune.lr_schedule), "1e-3@6");
-        cfg->tune.checkpoint_every = 3;
-        cfg->eval_examples = 256;
-    } else {
-        return pf_fail("unknown preset '%s' (known: quick, standard, blog, blog-as-written, tiny)", name);
-    }
+    const Preset *preset = preset_lookup(name);
+    if (!preset) return -1;
+    preset->pretrain(&cfg->pretrain);
+    preset->tune(&cfg->tune);
+    snprintf(cfg->tune_optimizer, sizeof(cfg->tune_optimizer), "%s", preset->tune_optimizer);
+    cfg->eval_examples = cfg->pretrain.eval_examples;
     snprintf(cfg->preset, sizeof(cfg->preset), "%s", name);
     return 0;
 }
 
 const char *experiment_preset_summary(const char *name) {
-    if (strcmp(name, "quick") == 0) return "the published model on a CPU budget of minutes (the default)";
-    if (strcmp(name, "standard") == 0)
-        return "the published model, a recipe found by sweeps: 12.2 M examples at batch 256 (warm-up to 5e-4, cosine, "
-               "beta2 0.99, clipping), then the Adam continued for 400 fine-tuning steps of 2,048";
-    if (strcmp(name, "blog") == 0)
-        return "SPEC 4 as the authors' code ran it: 9,600 steps of 2^15, then the pre-training Adam continued "
-               "at 1e-4 for 50 fine-tuning steps";
-    if (strcmp(name, "blog-as-written") == 0)
-        return "SPEC 4 as the blog describes it: 9,600 steps of 2^15, then a new Adam at 1e-5, weight decay 1e-5, "
-               "100 fine-tuning steps";
-    if (strcmp(name, "tiny") == 0) return "a 2-layer width-16 model for a few steps (tests)";
-    return "";
+    const Preset *preset = preset_lookup(name);
+    return preset ? preset->summary : "";
 }
 
 static int is_tune_key(const char *name, size_t len) {
@@ -145,16 +79,27 @@ int experiment_set(ExperimentConfig *cfg, const char *assignment) {
     }
     if (key_len > 5 && strncmp(assignment, "tune.", 5) == 0) {
         if (!is_tune_key(assignment + 5, key_len - 5))
-            return pf_fail("unknown fine-tuning setting '%.*s' (tune.KEY takes batch_size, lr, weight_decay, clip_grad_norm, beta1, "
+            return pf_fail("unknown fine-tuning setting '%.*s' (tune.KEY takes batch_size, lr, steps, weight_decay, clip_grad_norm, beta1, "
                            "beta2, eps, checkpoint_every)",
                            (int)key_len, assignment);
         return config_set(&cfg->tune, assignment + 5);
     }
     char key[64];
     snprintf(key, sizeof(key), "%.*s", (int)(key_len < sizeof(key) ? key_len : sizeof(key) - 1), assignment);
-    if (!config_has_key(key) || strcmp(key, "set") == 0 || strcmp(key, "init_from") == 0)
-        return pf_fail("unknown setting '%.*s' (see `pathformer run --help`)", (int)key_len, assignment);
+    if (!config_has_key(key)) return pf_fail("unknown setting '%s' (see `pathformer keys run`)", key);
+    if (strcmp(key, "set") == 0 || strcmp(key, "init_from") == 0 || strcmp(key, "init_optimizer") == 0)
+        return pf_fail("run: setting '%s' is not used by run: each phase has its own data set and weights (--from "
+                       "CHECKPOINT starts from given weights); it is a setting of train",
+                       key);
     return config_set(&cfg->pretrain, assignment);
+}
+
+void experiment_print_keys(FILE *out, const ExperimentConfig *cfg, int with_pretrain) {
+    if (with_pretrain) config_print_keys(out, &cfg->pretrain);
+    config_print_named_keys(out, &cfg->tune, TUNE_KEYS, "tune.");
+    fprintf(out, "  %-22s %-22s %s\n", "tune_optimizer", cfg->tune_optimizer,
+            "continue (the pre-training Adam goes on), new, or auto (continue when there is a state)");
+    fprintf(out, "  %-22s %-22ld %s\n", "eval_examples", cfg->eval_examples, "examples per evaluation set");
 }
 
 int experiment_finalize(ExperimentConfig *cfg) {

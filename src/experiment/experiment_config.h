@@ -31,7 +31,6 @@ typedef enum {
 } Phase;
 
 extern const char *const PHASE_NAMES[NUM_PHASES];  // pretrain, eval-pretrained, tune, eval-tuned, report
-extern const char *const EXPERIMENT_PRESETS[];     // quick, blog, blog-as-written, tiny (NULL-terminated)
 // The five generalization tests of SPEC §2.
 #define NUM_TEST_SETS 5
 extern const char *const TEST_SETS[NUM_TEST_SETS];
@@ -48,9 +47,8 @@ typedef struct {
 #define NUM_EVALS 9
 extern const EvalSpec EVALS[NUM_EVALS];
 
-// Presets: blog (SPEC §4 as the authors' code ran it: fine-tuning continues the pre-training Adam
-// at 1e-4 for 50 steps), blog-as-written (as the blog describes it: a new Adam at 1e-5, weight
-// decay 1e-5, 100 steps), quick (this machine's CPUs, minutes), tiny (tests).
+// The preset's pre-training and fine-tuning from the one table train and sweep share (PRESETS in
+// config.h): quick, standard, blog, blog-as-written, tiny.
 int experiment_preset(ExperimentConfig *cfg, const char *name);
 // One line on what a preset is, for help texts.
 const char *experiment_preset_summary(const char *name);
@@ -68,6 +66,9 @@ int experiment_from_checkpoint(ExperimentConfig *cfg, const char *path);
 // tune_optimizer and whether run_dir/pretrain/optimizer.safetensors exists. -1 with the error set
 // when continue is asked for and there is no state.
 int experiment_tune_optimizer_path(const ExperimentConfig *cfg, const char *run_dir, char *path, size_t size);
+// Prints run's settings with their values: pre-training's (with_pretrain), fine-tuning's tune.KEY,
+// tune_optimizer and eval_examples.
+void experiment_print_keys(FILE *out, const ExperimentConfig *cfg, int with_pretrain);
 // Derives the fine-tuning config's shared fields and checks everything; 0 or -1 with the error set.
 int experiment_finalize(ExperimentConfig *cfg);
 char *experiment_to_json(const ExperimentConfig *cfg);

@@ -115,7 +115,7 @@ static cJSON *loss_figure(const Training *t, const char *title) {
     cJSON_AddBoolToObject(line_mark, "tooltip", 0);
     cJSON_AddItemToObject(line, "mark", line_mark);
     cJSON *enc = cJSON_AddObjectToObject(line, "encoding");
-    cJSON_AddItemToObject(enc, "x", vl_channel("step", "quantitative", "step"));
+    cJSON_AddItemToObject(enc, "x", vl_integer_axis(vl_channel("step", "quantitative", "step")));
     cJSON_AddItemToObject(enc, "y", vl_log_scale(vl_channel("mse", "quantitative", "training MSE (log)")));
     const char *fields[] = {"step", "mse", "lr"}, *types[] = {"quantitative", "quantitative", "quantitative"};
     cJSON_AddItemToObject(enc, "tooltip", vl_tooltip(fields, types, 3));
@@ -209,9 +209,8 @@ static cJSON *label_loss_figure(const Training *t, const char *title, int mark_p
             cJSON_AddItemToArray(values, row);
         }
     }
-    cJSON *color = vl_channel("label", "ordinal", "label");
-    cJSON *scale = cJSON_AddObjectToObject(color, "scale");
-    cJSON_AddStringToObject(scale, "scheme", "turbo");
+    cJSON *color = vl_label_domain(vl_channel("label", "ordinal", "label"), log->max_label);
+    cJSON_AddStringToObject(cJSON_GetObjectItemCaseSensitive(color, "scale"), "scheme", "turbo");
 
     cJSON *line = cJSON_CreateObject();
     cJSON_AddItemToObject(line, "data", vl_values(values));
@@ -235,7 +234,7 @@ static cJSON *label_loss_figure(const Training *t, const char *title, int mark_p
     cJSON_AddItemToArray(params, pick);
     cJSON_AddItemToArray(params, vl_zoom());
     cJSON *enc = cJSON_AddObjectToObject(line, "encoding");
-    cJSON_AddItemToObject(enc, "x", vl_channel("step", "quantitative", "step"));
+    cJSON_AddItemToObject(enc, "x", vl_integer_axis(vl_channel("step", "quantitative", "step")));
     cJSON_AddItemToObject(enc, "y", vl_log_scale(vl_channel("mse", "quantitative", "MSE of the label (log)")));
     cJSON_AddItemToObject(enc, "color", color);
     cJSON *opacity = cJSON_AddObjectToObject(enc, "opacity");
@@ -287,8 +286,10 @@ static cJSON *histogram_figure(const cJSON *eval, const char *title) {
     double width = bins > 0 ? (hi - lo) / bins : 1.0;
     cJSON *values = cJSON_CreateArray(), *truth = cJSON_CreateArray();
     const cJSON *column;
+    double max_label = 1;
     cJSON_ArrayForEach(column, cJSON_GetObjectItemCaseSensitive(hist, "columns")) {
         double label = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(column, "label"));
+        if (label > max_label && label <= 64) max_label = label;
         const cJSON *counts = cJSON_GetObjectItemCaseSensitive(column, "counts");
         const cJSON *fraction = cJSON_GetObjectItemCaseSensitive(column, "fraction");
         for (int bin = 0; bin < bins; bin++) {
@@ -312,7 +313,7 @@ static cJSON *histogram_figure(const cJSON *eval, const char *title) {
     cJSON *width_step = cJSON_AddObjectToObject(spec, "width");
     cJSON_AddNumberToObject(width_step, "step", 34);
 
-    cJSON *x = vl_channel("label", "ordinal", "true label (15 = unreachable)");
+    cJSON *x = vl_label_domain(vl_channel("label", "ordinal", "true label (15 = unreachable)"), (int)max_label);
     cJSON *axis = cJSON_AddObjectToObject(x, "axis");
     cJSON_AddNumberToObject(axis, "labelAngle", 0);
     cJSON *y_scale_domain = cJSON_CreateArray();
@@ -474,7 +475,7 @@ static cJSON *tune_vs_authors_figure(const Training *t) {
     cJSON_AddBoolToObject(line_mark, "point", 1);
     cJSON_AddItemToObject(spec, "mark", line_mark);
     cJSON *enc = cJSON_AddObjectToObject(spec, "encoding");
-    cJSON_AddItemToObject(enc, "x", vl_channel("step", "quantitative", "fine-tuning step"));
+    cJSON_AddItemToObject(enc, "x", vl_integer_axis(vl_channel("step", "quantitative", "fine-tuning step")));
     cJSON_AddItemToObject(enc, "y", vl_log_scale(vl_channel("mse", "quantitative", "training MSE (log)")));
     cJSON_AddItemToObject(enc, "color", vl_channel("run", "nominal", "run"));
     const char *fields[] = {"run", "step", "mse"}, *types[] = {"nominal", "quantitative", "quantitative"};

@@ -318,6 +318,10 @@ static int build_html(const Report *report, const char *assets, Text *t) {
 static void export_svg(const char *assets, const char *figures_dir) {
     char script[PF_PATH_MAX * 2];
     snprintf(script, sizeof(script), "%s/scripts/vega_export.mjs", assets);
+    if (access(script, R_OK) != 0) {  // an installed pathformer has the libraries, not the exporter
+        fprintf(stderr, "report: figures not exported as SVG (no %s); report.html is complete\n", script);
+        return;
+    }
     char *argv[] = {"node", script, (char *)figures_dir, NULL};
     pid_t pid;
     int rc = posix_spawnp(&pid, "node", NULL, NULL, argv, environ);

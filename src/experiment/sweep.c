@@ -9,6 +9,7 @@
 
 #include "adam.h"
 #include "common.h"
+#include "progress.h"
 #include "eval.h"
 #include "experiment/losscurve.h"
 #include "model.h"
@@ -55,7 +56,7 @@ static int add_runs(SweepSpec *spec, int index, char settings[][SWEEP_SETTING_MA
 
 static int build_from_list(SweepSpec *spec, const char *path, const uint64_t *seeds, int num_seeds) {
     size_t size;
-    char *text = pf_read_file(path, &size);
+    char *text = pf_read_input(path, &size);
     if (!text) return -1;
     int rc = 0, index = 0, line_number = 0;
     char *save = NULL;
@@ -304,9 +305,7 @@ static int sweep_one(const SweepSpec *spec, const SweepRun *run, const char *dir
     snprintf(path, sizeof(path), "%s/eval.json", run_dir);
     *done = pf_file_exists(path);
     if (*done) return 0;
-    LrSchedule schedule;
-    lr_schedule_parse(&schedule, cfg.lr_schedule);
-    long total = lr_schedule_total_steps(&schedule);
+    long total = config_total_steps(&cfg);
     long budget_steps = spec->budget_examples > 0 ? (spec->budget_examples + cfg.batch_size - 1) / cfg.batch_size : total;
     if (budget_steps > total) budget_steps = total;
     long steps;
@@ -616,11 +615,23 @@ int sweep_run(const SweepSpec *given, const char *dir, int resume) {
     int lock = -1;  // a second sweep on the folder stops at once, naming this one's pid
     if (rc == 0) rc = pf_lock_folder(dir, &lock);
     int all_done = 1;
+    Progress progress;  // over the runs this session trains
+    long left = 0;
+    for (int i = 0; i < spec->num_runs; i++) {
+        char path[PF_PATH_MAX + 128];
+        snprintf(path, sizeof(path), "%s/runs/%s/eval.json", dir, spec->runs[i].name);
+        left += !pf_file_exists(path);
+    }
+    progress_begin(&progress, "sweep", "runs", left);
     for (int i = 0; i < spec->num_runs && rc == 0; i++) {
         int done;
+        char path[PF_PATH_MAX + 128];
+        snprintf(path, sizeof(path), "%s/runs/%s/eval.json", dir, spec->runs[i].name);
+        int trains = !pf_file_exists(path);
         rc = sweep_one(spec, &spec->runs[i], dir, &done);
         if (rc == 0 && !done) all_done = 0;
         if (rc == 0 && !done) break;  // stopped before its budget (a resume continues)
+        if (rc == 0 && trains) progress_line(&progress, 1);
     }
     if (rc == 0 && all_done) rc = write_results(spec, dir);
     pf_unlock_folder(lock);

@@ -24,6 +24,22 @@ cJSON *vl_log_scale(cJSON *c) {
     return c;
 }
 
+cJSON *vl_integer_axis(cJSON *c) {
+    cJSON *axis = cJSON_GetObjectItemCaseSensitive(c, "axis");
+    if (!axis) axis = cJSON_AddObjectToObject(c, "axis");
+    cJSON_AddNumberToObject(axis, "tickMinStep", 1);
+    cJSON_AddStringToObject(axis, "format", "d");
+    return c;
+}
+
+cJSON *vl_label_domain(cJSON *c, int max_label) {
+    cJSON *scale = cJSON_GetObjectItemCaseSensitive(c, "scale");
+    if (!scale) scale = cJSON_AddObjectToObject(c, "scale");
+    cJSON *domain = cJSON_AddArrayToObject(scale, "domain");
+    for (int label = 1; label <= max_label; label++) cJSON_AddItemToArray(domain, cJSON_CreateNumber(label));
+    return c;
+}
+
 cJSON *vl_tooltip(const char *const *fields, const char *const *types, int n) {
     cJSON *list = cJSON_CreateArray();
     for (int i = 0; i < n; i++) cJSON_AddItemToArray(list, vl_channel(fields[i], types[i], NULL));

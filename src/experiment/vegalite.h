@@ -11,6 +11,11 @@ cJSON *vl_spec(const char *title, int width, int height);
 cJSON *vl_channel(const char *field, const char *type, const char *title);
 // Adds a log scale to a channel; returns it.
 cJSON *vl_log_scale(cJSON *channel);
+// An axis of whole numbers (steps, sizes): no tick between two integers; returns the channel.
+cJSON *vl_integer_axis(cJSON *channel);
+// Fixes a channel's scale domain to the labels 1..max_label, so that every chart gives a label the
+// same place and colour, and shows labels that have no examples; returns the channel.
+cJSON *vl_label_domain(cJSON *channel, int max_label);
 // A tooltip list of n fields with their types.
 cJSON *vl_tooltip(const char *const *fields, const char *const *types, int n);
 // {"type": type}
