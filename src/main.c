@@ -20,6 +20,7 @@
 #include "ops/ops.h"
 #include "train.h"
 #include "bfs/bfs_cli.h"
+#include "interp/interp_cli.h"
 
 // What `pathformer --version` prints: the version and what this binary was built with.
 static void print_version(void) {
@@ -69,6 +70,8 @@ static const char *USAGE =
     "  import   IN.pth OUT.safetensors [--n-heads H]\n"
     "           convert a PyTorch state_dict of the model (e.g. the original notebook's model.pth)\n"
     "  bfs      eval|sweep-n|robust|noise [options]   the hand-built BFS transformer (bfs --help)\n"
+    "  probe    (--checkpoint FILE | --bfs N) [--set NAME] [-n N] [--seed S] [--ridge R] [--out DIR]\n"
+    "           linear probes from every layer's token states to graph facts, with controls (probe --help)\n"
     "  keys     list every setting with its default\n"
     "  --version  the version and what the binary was built with\n"
     "data sets: pretrain, tune, onpath-small-target, onpath-large-target, any-small,\n"
@@ -571,6 +574,7 @@ int main(int argc, char **argv) {
     if (strcmp(command, "sweep") == 0) return cmd_sweep(argc, argv);
     if (strcmp(command, "eval") == 0) return cmd_eval(argc, argv);
     if (strcmp(command, "predict") == 0) return cmd_predict(argc, argv);
+    if (strcmp(command, "probe") == 0) return interp_probe_main(argc + 1, argv - 1);
     if (strcmp(command, "bfs") == 0) return bfs_main(argc, argv);
     if (strcmp(command, "keys") == 0) {
         RunConfig cfg;

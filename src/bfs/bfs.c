@@ -398,6 +398,11 @@ void bfs_forward(BfsModel *m, int B) {
     bfs_readout_forward(m->pred, layer_input(m, m->L), B, T, C, m->out_off, N);
 }
 
+const float *bfs_layer_state(const BfsModel *m, int l) {
+    if (!m->training || l < 0 || l > m->L) return NULL;
+    return layer_input(m, l);
+}
+
 double bfs_mse(const BfsModel *m, const float *labels, int B) { return mse_forward(m->pred, labels, B) / B; }
 
 void bfs_zero_grad(BfsModel *m) { memset(m->grads_memory, 0, m->num_parameters * sizeof(float)); }

@@ -134,6 +134,10 @@ void bfs_readout_backward(float *dinp, const float *dpred, int B, int T, int C, 
 // --- the model ---
 // Forward on x[0] (B, T, C), filled by the caller (bfs_encode or bfs_make_batch); writes pred (B).
 void bfs_forward(BfsModel *model, int B);
+// The residual stream entering layer l (0..L; L is the final state) in the last forward, (B, T, C)
+// with example b at b T C: for interpretability (src/interp probes it). Needs a training model,
+// the one that keeps every layer (an inference model reuses two slots); NULL otherwise.
+const float *bfs_layer_state(const BfsModel *model, int l);
 // Mean squared error of pred against labels.
 double bfs_mse(const BfsModel *model, const float *labels, int B);
 void bfs_zero_grad(BfsModel *model);

@@ -1,0 +1,199 @@
+// The command line of src/interp: option parsing, loading, and writing each command's files.
+#include "interp/interp_cli.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+#include "common.h"
+#include "experiment/report.h"
+#include "interp/probe.h"
+#include "interp/probe_bfs.h"
+#include "model.h"
+#include "ops/ops.h"
+
+static int is_help(const char *arg) { return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0; }
+
+// A checkpoint for inference, with the data settings its vocabulary and sequence length imply.
+static void load_checkpoint(Model *model, DataConfig *data, const char *path, int capacity) {
+    StFile file;
+    if (model_open_checkpoint(&file, path) != 0) die_error();
+    *data = data_config_default();
+    ModelConfig mc = model_config_default();
+    mc.seq_len = data_config_seq_len(data);
+    if (model_config_from_file(&mc, &file) != 0) die("%s: %s", path, pf_last_error());
+    data->max_v = mc.vocab - 2;
+    if (data->max_v < 1 || (mc.seq_len - 1) % data->max_v != 0)
+        die("%s: vocabulary %d and sequence length %d do not fit any data settings", path, mc.vocab, mc.seq_len);
+    data->edges_per_vertex = (mc.seq_len - 1) / data->max_v;
+    if (data->max_tune_v > data->max_v) data->max_tune_v = data->max_v;
+    if (data_config_validate(data) != 0) die("%s: %s", path, pf_last_error());
+    model_create(model, &mc, capacity, 0);
+    if (model_load_params(model, &file) != 0) die("%s: %s", path, pf_last_error());
+    st_free(&file);
+}
+
+static void make_out_dir(const char *dir) {
+    if (pf_mkdir_p(dir) != 0) die("cannot create %s: %s", dir, pf_last_error());
+}
+
+static void write_json(const char *dir, const char *name, const cJSON *json) {
+    char path[PF_PATH_MAX];
+    if (pf_path_join(path, sizeof(path), dir, name) != 0 || pf_write_json_atomic(path, json, 1) != 0) die_error();
+}
+
+// ---------------------------------------------------------------------------------------------
+// probe
+
+static const char *PROBE_USAGE =
+    "usage: pathformer probe (--checkpoint FILE | --bfs N) [--set NAME] [-n COUNT] [--seed S] [--ridge R]\n"
+    "       [--no-random] [--threads T] [--out DIR]\n"
+    "  linear probes (ridge regression, closed form) from every layer's token states to graph facts,\n"
+    "  fitted on 4/5 of the examples and scored on the held-out 1/5:\n"
+    "    edge token (u, v): dist_u, dist_v (dist(1, .), unreachable = max_v; R^2) and within_k\n"
+    "    ([dist(1, u) <= k], k = 1..L; accuracy); target token: dist_t (R^2)\n"
+    "  controls per cell: the probe on shuffled training labels, and on a randomly initialized model\n"
+    "  --checkpoint FILE  a model of SPEC 3 (safetensors)\n"
+    "  --bfs N            instead, the hand-built BFS transformer on N vertices (3..31): vertex tokens\n"
+    "                     and the answer token; its random control has N(0,1) weights\n"
+    "  --set NAME         data set (default pretrain)\n"
+    "  -n COUNT           examples (default 8192)\n"
+    "  --seed S           data and shuffle seed (default 1)\n"
+    "  --ridge R          penalty relative to the Gram matrix's mean diagonal (default 1e-3)\n"
+    "  --no-random        skip the random-model control\n"
+    "  --out DIR          folder for probe.csv, probe.json, probe.vl.json and report.html (default\n"
+    "                     runs/probe)\n";
+
+static void print_probe_table(const ProbeTable *t) {
+    printf("layer   ");
+    for (int f = 0; f < t->num_facts; f++) printf(" %9.9s", t->names[f]);
+    printf("\n");
+    for (int l = 0; l < t->layers; l++) {
+        printf("%-8d", l);
+        for (int f = 0; f < t->num_facts; f++) printf(" %9.3f", probe_cell(t, l, f)->score);
+        printf("\n");
+    }
+    const char *rows[] = {"chance", "shuffled", "random"};
+    for (int r = 0; r < 3; r++) {
+        printf("%-8s", rows[r]);
+        for (int f = 0; f < t->num_facts; f++) {
+            // the controls' best layer: what they could reach anywhere
+            double best = -INFINITY;
+            for (int l = 0; l < t->layers; l++) {
+                const ProbeCell *c = probe_cell(t, l, f);
+                double v = r == 0 ? c->chance : r == 1 ? c->shuffled : c->random;
+                if (v > best) best = v;
+            }
+            printf(" %9.3f", best);
+        }
+        printf("\n");
+    }
+    printf("(score: accuracy for within_k, R^2 for distances; controls: their best layer)\n");
+}
+
+static int probe_write_outputs(const ProbeTable *t, const char *dir, const char *title) {
+    make_out_dir(dir);
+    char path[PF_PATH_MAX];
+    if (pf_path_join(path, sizeof(path), dir, "probe.csv") != 0 || probe_write_csv(t, path) != 0) die_error();
+    cJSON *json = probe_to_json(t);
+    cJSON_AddStringToObject(json, "title", title);
+    write_json(dir, "probe.json", json);
+    cJSON_Delete(json);
+    cJSON *spec = probe_heatmap_spec(t, title);
+    write_json(dir, "probe.vl.json", spec);
+    Report *report = report_create("pathformer probe");
+    report_add_section(report, "Linear probes");
+    report_add_text(report, title);
+    report_add_text(report, "Held-out accuracy (within_k) or R^2 (distances) of a ridge probe per layer (0: the "
+                            "input embedding) and fact. The tooltip gives the controls: the probe on shuffled "
+                            "labels, on a randomly initialized model, and the majority-class accuracy.");
+    if (report_add_vegalite(report, "probe", "Probe score per layer and fact", spec) != 0) die_error();
+    cJSON_Delete(spec);
+    int rc = report_write(report, dir);
+    report_free(report);
+    if (rc != 0) die_error();
+    return 0;
+}
+
+int interp_probe_main(int argc, char **argv) {
+    const char *checkpoint = NULL, *set = "pretrain", *out = "runs/probe";
+    int bfs_n = 0, random_control = 1, threads = 0;
+    long count = 8192;
+    uint64_t seed = 1;
+    double ridge = 1e-3;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (is_help(o)) {
+            fputs(PROBE_USAGE, stdout);
+            return 0;
+        } else if (strcmp(o, "--checkpoint") == 0) {
+            checkpoint = need_value(argc, argv, &i);
+        } else if (strcmp(o, "--bfs") == 0) {
+            bfs_n = (int)parse_long(o, need_value(argc, argv, &i), BFS_MIN_N, BFS_MAX_N);
+        } else if (strcmp(o, "--set") == 0) {
+            set = need_value(argc, argv, &i);
+        } else if (strcmp(o, "-n") == 0) {
+            count = parse_long(o, need_value(argc, argv, &i), 5, 1L << 22);
+        } else if (strcmp(o, "--seed") == 0) {
+            seed = parse_u64(o, need_value(argc, argv, &i));
+        } else if (strcmp(o, "--ridge") == 0) {
+            ridge = parse_double(o, need_value(argc, argv, &i), 1e-12, 1e6);
+        } else if (strcmp(o, "--no-random") == 0) {
+            random_control = 0;
+        } else if (strcmp(o, "--threads") == 0) {
+            threads = (int)parse_long(o, need_value(argc, argv, &i), 0, 1024);
+        } else if (strcmp(o, "--out") == 0) {
+            out = need_value(argc, argv, &i);
+        } else {
+            die("probe: unknown option '%s' (see pathformer probe --help)", o);
+        }
+    }
+    if (!checkpoint == !bfs_n) die("probe: give exactly one of --checkpoint FILE and --bfs N");
+    ops_set_threads(threads);
+    ProbeData data, random_data;
+    ProbeTable table, random_table;
+    char title[PF_PATH_MAX + 128];
+    double start = pf_now_seconds();
+    if (bfs_n) {
+        BfsConfig cfg = {bfs_n, 0, BFS_DEFAULT_SCALE};
+        BfsModel bfs;
+        bfs_model_create(&bfs, &cfg, 256, 1);
+        bfs_construct(&bfs);
+        if (probe_collect_bfs(&data, &bfs, seed, count) != 0) die_error();
+        if (random_control) {
+            probe_bfs_randomize(&bfs, seed);
+            if (probe_collect_bfs(&random_data, &bfs, seed, count) != 0) die_error();
+        }
+        bfs_model_free(&bfs);
+        snprintf(title, sizeof(title), "hand-built BFS transformer, N = %d, %ld graphs", bfs_n, count);
+    } else {
+        Model model;
+        DataConfig dc;
+        load_checkpoint(&model, &dc, checkpoint, 256);
+        if (probe_collect_model(&data, &model, set, &dc, seed, count, 256) != 0) die_error();
+        if (random_control) {
+            model_init(&model, seed, 1);
+            if (probe_collect_model(&random_data, &model, set, &dc, seed, count, 256) != 0) die_error();
+        }
+        model_free(&model);
+        snprintf(title, sizeof(title), "%s on %s, %ld examples", checkpoint, set, count);
+    }
+    if (probe_run(&table, &data, ridge, seed) != 0) die_error();
+    if (random_control) {
+        if (probe_run(&random_table, &random_data, ridge, seed) != 0) die_error();
+        if (probe_set_random_control(&table, &random_table) != 0) die_error();
+        probe_table_free(&random_table);
+        probe_data_free(&random_data);
+    }
+    printf("probe: %s (%.1f s)\n", title, pf_now_seconds() - start);
+    print_probe_table(&table);
+    probe_write_outputs(&table, out, title);
+    printf("wrote %s/probe.csv, probe.json, probe.vl.json, report.html\n", out);
+    probe_table_free(&table);
+    probe_data_free(&data);
+    return 0;
+}

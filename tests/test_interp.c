@@ -1,0 +1,324 @@
+// Interpretability (src/interp): the capture forward gives the model's own predictions and proper
+// attention; a ridge probe recovers a planted linear fact and its shuffled control cannot; on the
+// hand-built BFS transformer, whose algorithm is known, "vertex u is within k hops of vertex 1" is
+// decodable (>= 0.99) exactly from the state where the construction has computed it, and the state
+// before holds no more than k - 1 hops do; a random model's final states stay at chance; and the
+// commands write their promised files and give one-line errors on bad input.
+#include "testutil.h"
+
+#include <cjson/cJSON.h>
+
+#include "batch.h"
+#include "bfs/bfs.h"
+#include "interp/capture.h"
+#include "interp/probe.h"
+#include "interp/probe_bfs.h"
+#include "model.h"
+#include "rng.h"
+
+// ---------------------------------------------------------------------------------------------
+// The capture forward
+
+static void small_model(Model *model, int capacity, uint64_t seed) {
+    ModelConfig mc = model_config_default();
+    mc.n_layers = 3;
+    mc.d_model = 32;
+    mc.d_ff = 64;
+    model_create(model, &mc, capacity, 0);
+    model_init(model, seed, 0);
+}
+
+static void fill_batch(Batch *b, int B, const char *set_name, uint64_t seed) {
+    DataConfig dc = data_config_default();
+    DataSet set;
+    assert_int_equal(dataset_lookup(&set, set_name, &dc), 0);
+    batch_alloc(b, B, data_config_seq_len(&dc));
+    batch_fill(b, &set, &dc, seed, 0, 0);
+}
+
+static void test_capture_matches_model_forward(void **state) {
+    int B = 64;
+    Model model;
+    small_model(&model, B, 3);
+    Batch batch;
+    fill_batch(&batch, B, "pretrain", 5);
+    model_infer(&model, batch.tokens, NULL, B);
+    Capture cap;
+    capture_create(&cap, &model.config, B);
+    capture_forward(&cap, &model, batch.tokens, B, NULL, 0, 0);
+    double max_diff = 0.0;
+    for (int b = 0; b < B; b++) max_diff = fmax(max_diff, fabs((double)cap.pred[b] - model.pred[b]));
+    printf("  capture vs model_infer: max |pred diff| %.3e over %d examples\n", max_diff, B);
+    // the packed forward merges repeated pairs and sums in another order: float rounding only
+    assert_true(max_diff < 1e-4);
+    // every real query's attention is a distribution over the real keys, none on padding
+    int T = cap.T;
+    for (int l = 0; l < cap.L; l++)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < cap.NH; h++) {
+                const float *row = capture_attention(&cap, l, h, b, T - 1);
+                double sum = 0.0;
+                for (int s = 0; s < T; s++) {
+                    if (cap.pad[(size_t)b * T + s]) assert_true(row[s] == 0.0f);
+                    sum += row[s];
+                }
+                assert_true(fabs(sum - 1.0) < 1e-5);
+            }
+    capture_free(&cap);
+    batch_free(&batch);
+    model_free(&model);
+}
+
+static void test_ablation_changes_only_what_follows(void **state) {
+    int B = 32;
+    Model model;
+    small_model(&model, B, 4);
+    Batch batch;
+    fill_batch(&batch, B, "pretrain", 6);
+    Capture cap;
+    capture_create(&cap, &model.config, B);
+    capture_reset_means(&cap);
+    capture_forward(&cap, &model, batch.tokens, B, NULL, 0, 1);
+    assert_int_equal(capture_finish_means(&cap), 0);
+    float *base = malloc(B * sizeof(float));
+    memcpy(base, cap.pred, B * sizeof(float));
+    size_t plane = (size_t)B * cap.T * cap.C;
+    float *layer1 = malloc(plane * sizeof(float));
+    memcpy(layer1, cap.states + plane, plane * sizeof(float));
+    // a no-op ablation from layer 1 reproduces the whole forward bit for bit
+    Ablation none = {ABLATE_NONE, 0, 0};
+    capture_forward(&cap, &model, batch.tokens, B, &none, 1, 0);
+    assert_memory_equal(cap.pred, base, B * sizeof(float));
+    for (int mode = ABLATE_ZERO; mode <= ABLATE_MEAN; mode++) {
+        for (int head = -1; head < cap.NH; head++) {
+            Ablation a = {(AblationMode)mode, 1, head};
+            capture_forward(&cap, &model, batch.tokens, B, &a, 1, 0);
+            // layer 1's input is untouched, its output and the predictions move
+            assert_memory_equal(cap.states + plane, layer1, plane * sizeof(float));
+            double change = 0.0;
+            for (int b = 0; b < B; b++) change += fabs((double)cap.pred[b] - base[b]);
+            assert_true(change > 1e-6 * B);
+            // starting over from the tokens gives the same numbers
+            float *from_layer = malloc(B * sizeof(float));
+            memcpy(from_layer, cap.pred, B * sizeof(float));
+            capture_forward(&cap, &model, batch.tokens, B, &a, 0, 0);
+            assert_memory_equal(cap.pred, from_layer, B * sizeof(float));
+            free(from_layer);
+        }
+    }
+    free(layer1);
+    free(base);
+    capture_free(&cap);
+    batch_free(&batch);
+    model_free(&model);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ridge probes on planted facts
+
+static void test_probe_recovers_planted_fact(void **state) {
+    long n = 20000;
+    int D = 6, layers = 2;
+    ProbeData data;
+    probe_data_init(&data, layers, D);
+    int g = probe_add_group(&data, "tokens", n);
+    int fy = probe_add_fact(&data, "linear", g, 0), fb = probe_add_fact(&data, "sign", g, 1);
+    Rng rng = rng_stream(11, 0, 0);
+    for (long r = 0; r < n; r++) {
+        data.groups[g].example[r] = r / 2;  // two tokens per example
+        float *x0 = data.groups[g].states + (size_t)r * D, *x1 = data.groups[g].states + ((size_t)n + r) * D;
+        for (int i = 0; i < D; i++) {
+            x0[i] = (float)rng_normal(&rng);  // layer 0: noise only
+            x1[i] = (float)rng_normal(&rng);
+        }
+        // layer 1 holds the fact: y = 2 x1[0] - x1[3] + 0.5
+        data.facts[fy].labels[r] = 2.0f * x1[0] - x1[3] + 0.5f;
+        data.facts[fb].labels[r] = x1[2] > 0.3f;
+    }
+    ProbeTable t;
+    assert_int_equal(probe_run(&t, &data, 1e-6, 1), 0);
+    ProbeCell *c1 = probe_cell(&t, 1, fy), *c0 = probe_cell(&t, 0, fy), *b1 = probe_cell(&t, 1, fb);
+    ProbeCell *b0 = probe_cell(&t, 0, fb);
+    printf("  linear fact: R^2 %.4f at layer 1, %.4f at layer 0, shuffled %.4f\n", c1->score, c0->score, c1->shuffled);
+    printf("  binary fact: accuracy %.4f at layer 1, %.4f at layer 0 (chance %.4f), shuffled %.4f\n", b1->score,
+           b0->score, b1->chance, b1->shuffled);
+    assert_true(c1->score > 0.9999);
+    assert_true(fabs(c0->score) < 0.02 && fabs(c1->shuffled) < 0.02);
+    // the fitted weights of the 5 other features carry sampling noise (~1/sqrt(16,000) each), which
+    // blurs the cut for points next to it: about 1% of them
+    assert_true(b1->score > 0.98);
+    assert_true(fabs(b0->score - b1->chance) < 0.03 && fabs(b1->shuffled - b1->chance) < 0.03);
+    // the split is by example: both tokens of an example are on the same side
+    assert_int_equal(t.train[fy] + t.test[fy], n);
+    assert_int_equal(t.test[fy], 2 * (n / 2 / 5));
+    probe_table_free(&t);
+    probe_data_free(&data);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation on the BFS transformer
+
+// The probe table of the BFS model on N vertices (constructed, or with N(0,1) weights); data kept.
+static void bfs_table(ProbeTable *t, ProbeData *data, int n, long count, int random_weights) {
+    BfsConfig cfg = {n, 0, BFS_DEFAULT_SCALE};
+    BfsModel model;
+    bfs_model_create(&model, &cfg, 256, 1);
+    bfs_construct(&model);
+    if (random_weights) probe_bfs_randomize(&model, 9);
+    assert_int_equal(probe_collect_bfs(data, &model, 1, count), 0);
+    assert_int_equal(probe_run(t, data, 1e-3, 1), 0);
+    bfs_model_free(&model);
+}
+
+// The accuracy of answering within_k with within_{k-1}: all that a state knowing k - 1 hops has.
+static double previous_hop_accuracy(const ProbeData *data, int k) {
+    char name[32];
+    const ProbeFact *now = NULL, *before = NULL;
+    for (int f = 0; f < data->num_facts; f++) {
+        snprintf(name, sizeof(name), "within_%d", k);
+        if (strcmp(data->facts[f].name, name) == 0) now = &data->facts[f];
+        snprintf(name, sizeof(name), "within_%d", k - 1);
+        if (strcmp(data->facts[f].name, name) == 0) before = &data->facts[f];
+    }
+    assert_non_null(now);
+    assert_non_null(before);
+    long n = data->groups[now->group].n, same = 0;
+    for (long r = 0; r < n; r++) same += now->labels[r] == before->labels[r];
+    return (double)same / n;
+}
+
+static void test_bfs_probe_finds_hops_where_computed(void **state) {
+    int N = 8;
+    long count = test_under_sanitizer() ? 600 : 3000;
+    ProbeTable t;
+    ProbeData data;
+    bfs_table(&t, &data, N, count, 0);
+    for (int k = 1; k < N; k++) {
+        char name[32];
+        snprintf(name, sizeof(name), "within_%d", k);
+        int f = probe_fact_index(&t, name);
+        assert_true(f >= 0);
+        // the construction: entering layer l, token u's reach is the set within l + 1 hops of u, so
+        // within_k is computed by the state entering layer k - 1 (state 0 is the input)
+        int computed = k - 1;
+        const ProbeCell *at = probe_cell(&t, computed, f);
+        printf("  %s: state %d %.4f (chance %.4f, shuffled %.4f)", name, computed, at->score, at->chance, at->shuffled);
+        assert_true(at->score >= 0.99);
+        if (computed == 0) {
+            printf("\n");
+            continue;
+        }
+        // before it, the probe reads no more than the k - 1 hops the state holds (2 points of
+        // slack: a probe fitted on 4/5 of 3,000 graphs scores the other fifth)
+        double before = probe_cell(&t, computed - 1, f)->score, rule = previous_hop_accuracy(&data, k);
+        printf("; state %d %.4f, within_%d as within_%d %.4f\n", computed - 1, before, k - 1, k, rule);
+        assert_true(before <= rule + 0.02);
+        // and where k - 1 hops leave more than 3% of the answers open, the bar is not met before
+        if (rule < 0.97) assert_true(before < 0.99);
+    }
+    probe_table_free(&t);
+    probe_data_free(&data);
+}
+
+static void test_bfs_random_model_stays_at_chance(void **state) {
+    int N = 8;
+    ProbeTable t;
+    ProbeData data;
+    bfs_table(&t, &data, N, test_under_sanitizer() ? 600 : 3000, 1);
+    // the final state of a random model: the input is washed out and nothing is computed
+    for (int f = 0; f < t.num_facts; f++) {
+        const ProbeCell *c = probe_cell(&t, N, f);
+        printf("  random model, final state, %s: %.4f (chance %.4f)\n", t.names[f], c->score, c->chance);
+        if (t.binary[f])
+            assert_true(fabs(c->score - c->chance) < 0.03);
+        else
+            assert_true(c->score < 0.1);
+    }
+    probe_table_free(&t);
+    probe_data_free(&data);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+
+#define RUN(...) TEST_RUN(NULL, __VA_ARGS__)
+
+static void expect_error(const char *keyword, TestResult result) {
+    const char *err = result.err;
+    size_t len = strlen(err);
+    if (result.status == 0) fail_msg("exit status 0 on bad input; stderr: %s", err);
+    if (strncmp(err, "pathformer: ", 12) != 0 || len == 0 || err[len - 1] != '\n' || strchr(err, '\n') != err + len - 1)
+        fail_msg("stderr is not one line starting 'pathformer: ':\n%s", err);
+    if (!strstr(err, keyword)) fail_msg("error does not mention '%s': %s", keyword, err);
+    test_result_free(&result);
+}
+
+static void expect_ok(TestResult result) {
+    if (result.status != 0) fail_msg("exit status %d; stderr: %s", result.status, result.err);
+    test_result_free(&result);
+}
+
+// A small random checkpoint (3 layers, d 32) in dir/small.safetensors.
+static void write_small_checkpoint(const char *dir, char *path, size_t size) {
+    Model model;
+    small_model(&model, 8, 21);
+    snprintf(path, size, "%s/small.safetensors", dir);
+    assert_int_equal(model_save(&model, path, 0, NULL, NULL), 0);
+    model_free(&model);
+}
+
+static void check_probe_files(const char *out, int layers, int facts) {
+    char *csv = test_read_file(out, "probe.csv");
+    int lines = 0;
+    for (const char *c = csv; *c; c++) lines += *c == '\n';
+    assert_int_equal(lines, 1 + layers * facts);
+    free(csv);
+    char *text = test_read_file(out, "probe.json");
+    cJSON *json = cJSON_Parse(text);
+    assert_non_null(json);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(json, "facts")), facts);
+    assert_int_equal(cJSON_GetObjectItem(json, "layers")->valueint, layers);
+    cJSON_Delete(json);
+    free(text);
+    free(test_read_file(out, "probe.vl.json"));
+    char *html = test_read_file(out, "report.html");
+    assert_non_null(strstr(html, "Linear probes"));
+    free(html);
+}
+
+static void test_cli_probe(void **state) {
+    char dir[512], out[600], ckpt[700];
+    test_scratch_dir(dir, sizeof(dir), "probe");
+    snprintf(out, sizeof(out), "%s/bfs", dir);
+    TestResult r = RUN("probe", "--bfs", "4", "-n", "60", "--out", out);
+    if (r.status != 0) fail_msg("probe --bfs failed: %s", r.err);
+    assert_non_null(strstr(r.out, "within_3"));
+    test_result_free(&r);
+    check_probe_files(out, 5, 1 + 4 + 1);  // dist_u, within_1..4, dist_t over states 0..4
+    write_small_checkpoint(dir, ckpt, sizeof(ckpt));
+    snprintf(out, sizeof(out), "%s/ckpt", dir);
+    expect_ok(RUN("probe", "--checkpoint", ckpt, "--set", "tune", "-n", "40", "--out", out));
+    check_probe_files(out, 4, 2 + 3 + 1);  // dist_u, dist_v, within_1..3, dist_t over states 0..3
+    r = RUN("probe", "--help");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "usage: pathformer probe"));
+    test_result_free(&r);
+    expect_error("exactly one of", RUN("probe", "-n", "40"));
+    expect_error("exactly one of", RUN("probe", "--bfs", "4", "--checkpoint", ckpt));
+    expect_error("unknown option", RUN("probe", "--bfs", "4", "--bogus"));
+    expect_error("-n", RUN("probe", "--bfs", "4", "-n", "2"));
+    expect_error("--bfs", RUN("probe", "--bfs", "99"));
+    expect_error("nope", RUN("probe", "--checkpoint", ckpt, "--set", "nope", "--out", out));
+    expect_error("missing.safetensors", RUN("probe", "--checkpoint", "missing.safetensors"));
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_capture_matches_model_forward),
+    cmocka_unit_test(test_ablation_changes_only_what_follows),
+    cmocka_unit_test(test_probe_recovers_planted_fact),
+    cmocka_unit_test(test_bfs_probe_finds_hops_where_computed),
+    cmocka_unit_test(test_bfs_random_model_stays_at_chance),
+    cmocka_unit_test(test_cli_probe),
+};
+
+int main(void) { return cmocka_run_group_tests(tests, NULL, NULL); }
