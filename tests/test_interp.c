@@ -224,7 +224,7 @@ static void test_bfs_random_model_stays_at_chance(void **state) {
     int N = 8;
     ProbeTable t;
     ProbeData data;
-    bfs_table(&t, &data, N, test_under_sanitizer() ? 600 : 3000, 1);
+    bfs_table(&t, &data, N, 3000, 1);  // fewer answer tokens leave R^2 noise near 0.1
     // the final state of a random model: the input is washed out and nothing is computed
     for (int f = 0; f < t.num_facts; f++) {
         const ProbeCell *c = probe_cell(&t, N, f);
