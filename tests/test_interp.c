@@ -1,5 +1,6 @@
 // Interpretability (src/interp): the capture forward gives the model's own predictions and proper
-// attention; a ridge probe recovers a planted linear fact and its shuffled control cannot; on the
+// attention, and an ablation changes only the layers from its own on; inspect's JSON is the model's
+// prediction with whole attention distributions over the real tokens; a ridge probe recovers a planted linear fact and its shuffled control cannot; on the
 // hand-built BFS transformer, whose algorithm is known, "vertex u is within k hops of vertex 1" is
 // decodable (>= 0.99) exactly from the state where the construction has computed it, and the state
 // before holds no more than k - 1 hops do; a random model's final states stay at chance; and the
@@ -11,6 +12,7 @@
 #include "batch.h"
 #include "bfs/bfs.h"
 #include "interp/capture.h"
+#include "interp/inspect.h"
 #include "interp/probe.h"
 #include "interp/probe_bfs.h"
 #include "model.h"
@@ -110,6 +112,57 @@ static void test_ablation_changes_only_what_follows(void **state) {
     free(base);
     capture_free(&cap);
     batch_free(&batch);
+    model_free(&model);
+}
+
+static void test_inspect_example_is_the_model(void **state) {
+    Model model;
+    small_model(&model, 1, 8);
+    DataConfig dc = data_config_default();
+    DataSet set;
+    assert_int_equal(dataset_lookup(&set, "onpath-large-target", &dc), 0);
+    Example ex;
+    dataset_sample_keyed(&ex, &set, &dc, 3, 0, 5);
+    cJSON *json = inspect_example(&model, &ex, &dc);
+    Batch b;
+    batch_alloc(&b, 1, model.config.seq_len);
+    batch_encode(&b, 0, &ex, &dc);
+    model_infer(&model, b.tokens, NULL, 1);
+    assert_true(fabs(cJSON_GetObjectItem(json, "prediction")->valuedouble - model.pred[0]) < 1e-4);
+    int n = ex.graph.num_edges + 1;
+    const cJSON *tokens = cJSON_GetObjectItem(json, "tokens");
+    assert_int_equal(cJSON_GetArraySize(tokens), n);
+    // the last token is the target pair (t, TARGET)
+    const cJSON *last = cJSON_GetArrayItem(tokens, n - 1);
+    assert_int_equal(cJSON_GetArrayItem(last, 0)->valueint, ex.target);
+    assert_int_equal(cJSON_GetArrayItem(last, 1)->valueint, dc.max_v + 1);
+    const cJSON *att = cJSON_GetObjectItem(json, "attention");
+    assert_int_equal(cJSON_GetArraySize(att), model.config.n_layers);
+    for (int l = 0; l < model.config.n_layers; l++) {
+        const cJSON *layer = cJSON_GetArrayItem(att, l);
+        assert_int_equal(cJSON_GetArraySize(layer), model.config.n_heads);
+        for (int h = 0; h < model.config.n_heads; h++)
+            for (int q = 0; q < n; q++) {
+                // only real tokens are keys, so each row over them is a whole distribution
+                const cJSON *row = cJSON_GetArrayItem(cJSON_GetArrayItem(layer, h), q);
+                assert_int_equal(cJSON_GetArraySize(row), n);
+                double sum = 0.0;
+                for (int k = 0; k < n; k++) sum += cJSON_GetArrayItem(row, k)->valuedouble;
+                assert_true(fabs(sum - 1.0) < 1e-5);
+            }
+    }
+    const cJSON *norms = cJSON_GetObjectItem(json, "residual_norms");
+    assert_int_equal(cJSON_GetArraySize(norms), model.config.n_layers + 1);
+    // after a post-LayerNorm layer with unit gain and zero bias, every norm is sqrt(C)
+    double norm = cJSON_GetArrayItem(cJSON_GetArrayItem(norms, 1), 0)->valuedouble;
+    assert_true(fabs(norm - sqrt((double)model.config.d_model)) < 1e-3);
+    cJSON *specs[3] = {inspect_graph_spec(json), inspect_attention_spec(json), inspect_norms_spec(json)};
+    for (int i = 0; i < 3; i++) {
+        assert_non_null(cJSON_GetObjectItem(specs[i], "$schema"));
+        cJSON_Delete(specs[i]);
+    }
+    batch_free(&b);
+    cJSON_Delete(json);
     model_free(&model);
 }
 
@@ -312,13 +365,48 @@ static void test_cli_probe(void **state) {
     expect_error("missing.safetensors", RUN("probe", "--checkpoint", "missing.safetensors"));
 }
 
+static void test_cli_inspect(void **state) {
+    char dir[512], out[600], ckpt[700];
+    test_scratch_dir(dir, sizeof(dir), "inspect");
+    write_small_checkpoint(dir, ckpt, sizeof(ckpt));
+    snprintf(out, sizeof(out), "%s/stdin", dir);
+    TestResult r = TEST_RUN("\n{\"edges\": [[1,3],[3,4],[2,4]], \"target\": 4}\n", "inspect", "--checkpoint", ckpt,
+                            "--out", out);
+    if (r.status != 0) fail_msg("inspect failed: %s", r.err);
+    assert_non_null(strstr(r.out, "dist(1, 4) = 2"));
+    test_result_free(&r);
+    char *text = test_read_file(out, "inspect.json");
+    cJSON *json = cJSON_Parse(text);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(json, "tokens")), 4);
+    assert_int_equal(cJSON_GetObjectItem(json, "vertices")->valueint, 4);  // the largest id named
+    cJSON_Delete(json);
+    free(text);
+    char *html = test_read_file(out, "report.html");
+    assert_non_null(strstr(html, "One graph inside the model"));
+    free(html);
+    free(test_read_file(out, "figures/graph.vl.json"));
+    snprintf(out, sizeof(out), "%s/set", dir);
+    expect_ok(RUN("inspect", "--checkpoint", ckpt, "--set", "tune", "--seed", "4", "--index", "2", "--out", out));
+    free(test_read_file(out, "inspect.json"));
+    expect_error("--checkpoint", RUN("inspect", "--set", "tune"));
+    expect_error("not both", RUN("inspect", "--checkpoint", ckpt, "--set", "tune", "-i", "x.jsonl"));
+    expect_error("--set NAME", RUN("inspect", "--checkpoint", ckpt, "--seed", "3"));
+    expect_error("no graph", TEST_RUN("", "inspect", "--checkpoint", ckpt, "--out", out));
+    expect_error("out of range", TEST_RUN("{\"edges\": [[1,99]], \"target\": 2}", "inspect", "--checkpoint", ckpt,
+                                          "--out", out));
+    expect_error("unknown option", RUN("inspect", "--checkpoint", ckpt, "--layer", "3"));
+    expect_error("cannot read", RUN("inspect", "--checkpoint", ckpt, "-i", "/nonexistent/g.jsonl"));
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_capture_matches_model_forward),
     cmocka_unit_test(test_ablation_changes_only_what_follows),
+    cmocka_unit_test(test_inspect_example_is_the_model),
     cmocka_unit_test(test_probe_recovers_planted_fact),
     cmocka_unit_test(test_bfs_probe_finds_hops_where_computed),
     cmocka_unit_test(test_bfs_random_model_stays_at_chance),
     cmocka_unit_test(test_cli_probe),
+    cmocka_unit_test(test_cli_inspect),
 };
 
 int main(void) { return cmocka_run_group_tests(tests, NULL, NULL); }

@@ -1,6 +1,7 @@
 // The command line of src/interp: option parsing, loading, and writing each command's files.
 #include "interp/interp_cli.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,9 +9,11 @@
 
 #include <cjson/cJSON.h>
 
+#include "batch.h"
 #include "cli.h"
 #include "common.h"
 #include "experiment/report.h"
+#include "interp/inspect.h"
 #include "interp/probe.h"
 #include "interp/probe_bfs.h"
 #include "model.h"
@@ -195,5 +198,121 @@ int interp_probe_main(int argc, char **argv) {
     printf("wrote %s/probe.csv, probe.json, probe.vl.json, report.html\n", out);
     probe_table_free(&table);
     probe_data_free(&data);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// inspect
+
+static const char *INSPECT_USAGE =
+    "usage: pathformer inspect --checkpoint FILE [-i FILE | --set NAME [--seed S] [--index I]] [--out DIR]\n"
+    "  one graph through the model: its prediction, every layer's and head's attention between its\n"
+    "  tokens, and the residual stream's norms\n"
+    "  -i FILE       the graph as one JSON line {\"edges\": [[1,2],...], \"target\": t} (default: standard\n"
+    "                input)\n"
+    "  --set NAME    instead, example I (default 0) of a named data set drawn with seed S (default 1)\n"
+    "  --out DIR     folder for inspect.json and report.html (default runs/inspect): the graph drawn with\n"
+    "                the attention a token pays each edge, per layer and head (sliders), the token x\n"
+    "                token attention, and the residual norms\n";
+
+// The first non-empty line of a file (or standard input) as an example.
+static void read_example(Example *ex, const char *path, const DataConfig *cfg) {
+    FILE *f = stdin;
+    if (path && strcmp(path, "-") != 0) {
+        f = fopen(path, "r");
+        if (!f) die("cannot read %s: %s", path, strerror(errno));
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int found = 0;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        int blank = 1;
+        for (ssize_t i = 0; i < len; i++) blank &= line[i] == ' ' || line[i] == '\t' || line[i] == '\n' || line[i] == '\r';
+        if (blank) continue;
+        if (example_parse_jsonl(ex, line, cfg) != 0) die("%s: %s", path ? path : "standard input", pf_last_error());
+        // an edge list does not say how many vertices there are: draw up to the largest id named
+        int n = ex->target > 2 ? ex->target : 2;
+        for (int e = 0; e < ex->graph.num_edges; e++)
+            if (ex->graph.edges[e][1] > n) n = ex->graph.edges[e][1];
+        ex->graph.n = n;
+        found = 1;
+        break;
+    }
+    free(line);
+    if (f != stdin) fclose(f);
+    if (!found) die("%s: no graph (expected a JSON line {\"edges\": [[1,2],...], \"target\": t})", path ? path : "standard input");
+}
+
+int interp_inspect_main(int argc, char **argv) {
+    const char *checkpoint = NULL, *input = NULL, *set = NULL, *out = "runs/inspect";
+    uint64_t seed = 1;
+    long index = 0;
+    int seeded = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (is_help(o)) {
+            fputs(INSPECT_USAGE, stdout);
+            return 0;
+        } else if (strcmp(o, "--checkpoint") == 0) {
+            checkpoint = need_value(argc, argv, &i);
+        } else if (strcmp(o, "-i") == 0) {
+            input = need_value(argc, argv, &i);
+        } else if (strcmp(o, "--set") == 0) {
+            set = need_value(argc, argv, &i);
+        } else if (strcmp(o, "--seed") == 0) {
+            seed = parse_u64(o, need_value(argc, argv, &i));
+            seeded = 1;
+        } else if (strcmp(o, "--index") == 0) {
+            index = parse_long(o, need_value(argc, argv, &i), 0, 1L << 40);
+            seeded = 1;
+        } else if (strcmp(o, "--out") == 0) {
+            out = need_value(argc, argv, &i);
+        } else {
+            die("inspect: unknown option '%s' (see pathformer inspect --help)", o);
+        }
+    }
+    if (!checkpoint) die("inspect: --checkpoint FILE is required");
+    if (input && set) die("inspect: give -i FILE or --set NAME, not both");
+    if (seeded && !set) die("inspect: --seed and --index pick an example of --set NAME");
+    Model model;
+    DataConfig dc;
+    load_checkpoint(&model, &dc, checkpoint, 1);
+    Example ex;
+    if (set) {
+        DataSet ds;
+        if (dataset_lookup(&ds, set, &dc) != 0) die_error();
+        dataset_sample_keyed(&ex, &ds, &dc, seed, 0, (uint64_t)index);
+    } else {
+        read_example(&ex, input, &dc);
+    }
+    cJSON *inspected = inspect_example(&model, &ex, &dc);
+    model_free(&model);
+    make_out_dir(out);
+    write_json(out, "inspect.json", inspected);
+    Report *report = report_create("pathformer inspect");
+    report_add_section(report, "One graph inside the model");
+    char text[256];
+    snprintf(text, sizeof(text), "%s: a graph on %d vertices with %d edges, dist(1, %d) = %d, predicted %.4f.", checkpoint,
+             ex.graph.n, ex.graph.num_edges, ex.target, ex.label,
+             cJSON_GetObjectItem(inspected, "prediction")->valuedouble);
+    report_add_text(report, text);
+    cJSON *specs[3] = {inspect_graph_spec(inspected), inspect_attention_spec(inspected), inspect_norms_spec(inspected)};
+    const char *names[3] = {"graph", "attention", "norms"};
+    const char *captions[3] = {
+        "The graph, vertex 1 at the top; each edge token coloured and thickened by the attention the query token "
+        "(default: the target token) pays it in the chosen layer and head.",
+        "Every token's attention over the example's tokens in the chosen layer and head.",
+        "The L2 norm of each token's residual stream after each layer."};
+    for (int i = 0; i < 3; i++) {
+        if (report_add_vegalite(report, names[i], captions[i], specs[i]) != 0) die_error();
+        cJSON_Delete(specs[i]);
+    }
+    int rc = report_write(report, out);
+    report_free(report);
+    if (rc != 0) die_error();
+    printf("dist(1, %d) = %d, predicted %.4f; wrote %s/inspect.json and report.html\n", ex.target, ex.label,
+           cJSON_GetObjectItem(inspected, "prediction")->valuedouble, out);
+    cJSON_Delete(inspected);
     return 0;
 }
