@@ -74,6 +74,8 @@ static const char *USAGE =
     "           linear probes from every layer's token states to graph facts, with controls (probe --help)\n"
     "  inspect  --checkpoint FILE [-i FILE | --set NAME [--seed S] [--index I]] [--out DIR]\n"
     "           one graph's prediction, attention per layer and head, residual norms: JSON and a page\n"
+    "  ablate   --checkpoint FILE [--set NAME] [-n N] [--seed S] [--modes zero,mean] [--out DIR]\n"
+    "           each head and each feed-forward knocked out in turn: the change in MSE per label\n"
     "  keys     list every setting with its default\n"
     "  --version  the version and what the binary was built with\n"
     "data sets: pretrain, tune, onpath-small-target, onpath-large-target, any-small,\n"
@@ -578,6 +580,7 @@ int main(int argc, char **argv) {
     if (strcmp(command, "predict") == 0) return cmd_predict(argc, argv);
     if (strcmp(command, "probe") == 0) return interp_probe_main(argc + 1, argv - 1);
     if (strcmp(command, "inspect") == 0) return interp_inspect_main(argc + 1, argv - 1);
+    if (strcmp(command, "ablate") == 0) return interp_ablate_main(argc + 1, argv - 1);
     if (strcmp(command, "bfs") == 0) return bfs_main(argc, argv);
     if (strcmp(command, "keys") == 0) {
         RunConfig cfg;

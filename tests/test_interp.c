@@ -1,5 +1,6 @@
 // Interpretability (src/interp): the capture forward gives the model's own predictions and proper
-// attention, and an ablation changes only the layers from its own on; inspect's JSON is the model's
+// attention, and an ablation changes only the layers from its own on; knocking out a component
+// whose output is already zero changes the MSE by exactly nothing, and every other one moves it; inspect's JSON is the model's
 // prediction with whole attention distributions over the real tokens; a ridge probe recovers a planted linear fact and its shuffled control cannot; on the
 // hand-built BFS transformer, whose algorithm is known, "vertex u is within k hops of vertex 1" is
 // decodable (>= 0.99) exactly from the state where the construction has computed it, and the state
@@ -11,6 +12,7 @@
 
 #include "batch.h"
 #include "bfs/bfs.h"
+#include "interp/ablate.h"
 #include "interp/capture.h"
 #include "interp/inspect.h"
 #include "interp/probe.h"
@@ -163,6 +165,55 @@ static void test_inspect_example_is_the_model(void **state) {
     }
     batch_free(&b);
     cJSON_Delete(json);
+    model_free(&model);
+}
+
+// Knocking out a component whose output is already zero changes nothing, bit for bit; the intact
+// row is the model's own MSE; real components matter.
+static void test_ablation_of_silent_components_is_free(void **state) {
+    Model model;
+    small_model(&model, 8, 12);
+    int C = model.config.d_model, hs = C / model.config.n_heads;
+    // layer 1's feed-forward outputs 0; layer 2's head 0 feeds nothing through the output projection
+    LayerParams w1 = model_layer(&model, 1, 0).w, w2 = model_layer(&model, 2, 0).w;
+    memset(w1.linear2_w, 0, (size_t)C * model.config.d_ff * sizeof(float));
+    memset(w1.linear2_b, 0, (size_t)C * sizeof(float));
+    for (int o = 0; o < C; o++) memset(w2.out_proj_w + (size_t)o * C, 0, (size_t)hs * sizeof(float));
+    DataConfig dc = data_config_default();
+    AblationTable t;
+    long count = 100;
+    assert_int_equal(ablate_run(&t, &model, "pretrain", &dc, 2, count, 1 << ABLATE_ZERO | 1 << ABLATE_MEAN, 32), 0);
+    assert_int_equal(t.num_rows, 1 + model.config.n_layers * (model.config.n_heads + 1) * 2);
+    // the intact row against model_infer
+    Batch b;
+    DataSet set;
+    dataset_lookup(&set, "pretrain", &dc);
+    batch_alloc(&b, (int)count, model.config.seq_len);
+    batch_fill(&b, &set, &dc, 2, 0, 0);
+    Model big;
+    model_create(&big, &model.config, (int)count, 0);
+    memcpy(big.params_memory, model.params_memory, model.num_parameters * sizeof(float));
+    double sse = model_infer(&big, b.tokens, b.labels, (int)count);
+    printf("  intact MSE %.6f (model_infer %.6f)\n", ablate_mse(&t, 0), sse / count);
+    assert_true(fabs(ablate_mse(&t, 0) - sse / count) < 1e-4 * (1.0 + sse / count));
+    int silent = 0, moved = 0;
+    for (int r = 1; r < t.num_rows; r++) {
+        const AblationRow *row = &t.rows[r];
+        double delta = ablate_mse(&t, r) - ablate_mse(&t, 0);
+        if ((row->layer == 1 && row->head < 0) || (row->layer == 2 && row->head == 0)) {
+            assert_true(delta == 0.0);
+            silent++;
+        } else {
+            moved += delta != 0.0;
+        }
+    }
+    assert_int_equal(silent, 4);
+    assert_int_equal(moved, t.num_rows - 1 - 4);
+    cJSON *specs[2] = {ablate_bar_spec(&t, "x"), ablate_label_spec(&t, "y")};
+    for (int i = 0; i < 2; i++) cJSON_Delete(specs[i]);
+    ablate_table_free(&t);
+    batch_free(&b);
+    model_free(&big);
     model_free(&model);
 }
 
@@ -398,15 +449,47 @@ static void test_cli_inspect(void **state) {
     expect_error("cannot read", RUN("inspect", "--checkpoint", ckpt, "-i", "/nonexistent/g.jsonl"));
 }
 
+static void test_cli_ablate(void **state) {
+    char dir[512], out[600], ckpt[700];
+    test_scratch_dir(dir, sizeof(dir), "ablate");
+    write_small_checkpoint(dir, ckpt, sizeof(ckpt));
+    snprintf(out, sizeof(out), "%s/out", dir);
+    TestResult r = RUN("ablate", "--checkpoint", ckpt, "-n", "24", "--modes", "zero", "--out", out);
+    if (r.status != 0) fail_msg("ablate failed: %s", r.err);
+    assert_non_null(strstr(r.out, "L2 FFN"));
+    test_result_free(&r);
+    char *csv = test_read_file(out, "ablate.csv");
+    int lines = 0;
+    for (const char *c = csv; *c; c++) lines += *c == '\n';
+    assert_int_equal(lines, 1 + 1 + 3 * 3);  // header, intact, 3 layers x (2 heads + FFN), one mode
+    free(csv);
+    free(test_read_file(out, "ablate.json"));
+    free(test_read_file(out, "figures/ablate.vl.json"));
+    char *html = test_read_file(out, "report.html");
+    assert_non_null(strstr(html, "Ablations"));
+    free(html);
+    r = RUN("ablate", "--help");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "usage: pathformer ablate"));
+    test_result_free(&r);
+    expect_error("--checkpoint", RUN("ablate", "-n", "4"));
+    expect_error("unknown mode 'half'", RUN("ablate", "--checkpoint", ckpt, "--modes", "zero,half"));
+    expect_error("-n", RUN("ablate", "--checkpoint", ckpt, "-n", "0"));
+    expect_error("unknown option", RUN("ablate", "--checkpoint", ckpt, "--head", "1"));
+    expect_error("nope", RUN("ablate", "--checkpoint", ckpt, "--set", "nope", "--out", out));
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_capture_matches_model_forward),
     cmocka_unit_test(test_ablation_changes_only_what_follows),
     cmocka_unit_test(test_inspect_example_is_the_model),
+    cmocka_unit_test(test_ablation_of_silent_components_is_free),
     cmocka_unit_test(test_probe_recovers_planted_fact),
     cmocka_unit_test(test_bfs_probe_finds_hops_where_computed),
     cmocka_unit_test(test_bfs_random_model_stays_at_chance),
     cmocka_unit_test(test_cli_probe),
     cmocka_unit_test(test_cli_inspect),
+    cmocka_unit_test(test_cli_ablate),
 };
 
 int main(void) { return cmocka_run_group_tests(tests, NULL, NULL); }

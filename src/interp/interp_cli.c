@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "common.h"
 #include "experiment/report.h"
+#include "interp/ablate.h"
 #include "interp/inspect.h"
 #include "interp/probe.h"
 #include "interp/probe_bfs.h"
@@ -314,5 +315,116 @@ int interp_inspect_main(int argc, char **argv) {
     printf("dist(1, %d) = %d, predicted %.4f; wrote %s/inspect.json and report.html\n", ex.target, ex.label,
            cJSON_GetObjectItem(inspected, "prediction")->valuedouble, out);
     cJSON_Delete(inspected);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ablate
+
+static const char *ABLATE_USAGE =
+    "usage: pathformer ablate --checkpoint FILE [--set NAME] [-n COUNT] [--seed S] [--modes zero,mean]\n"
+    "       [--threads T] [--out DIR]\n"
+    "  knocks out each attention head's output (its slice before the output projection) and each\n"
+    "  layer's feed-forward output, one at a time, and measures the change in MSE, overall and per label\n"
+    "  --set NAME     data set (default pretrain)\n"
+    "  -n COUNT       examples (default 2048)\n"
+    "  --seed S       data seed (default 1)\n"
+    "  --modes LIST   zero (the output set to 0), mean (set to its mean over the set's real positions),\n"
+    "                 or both (default zero,mean)\n"
+    "  --out DIR      folder for ablate.csv, ablate.json, the figures and report.html (default runs/ablate)\n";
+
+static int parse_modes(const char *text) {
+    char buf[64];
+    if (strlen(text) >= sizeof(buf)) die("ablate: option --modes: list too long");
+    strcpy(buf, text);
+    int modes = 0;
+    for (char *save = NULL, *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        if (strcmp(item, "zero") == 0)
+            modes |= 1 << ABLATE_ZERO;
+        else if (strcmp(item, "mean") == 0)
+            modes |= 1 << ABLATE_MEAN;
+        else
+            die("ablate: option --modes: unknown mode '%s' (zero, mean)", item);
+    }
+    if (!modes) die("ablate: option --modes: empty list");
+    return modes;
+}
+
+// The ablation's files and page in `dir`.
+static void write_ablation(const AblationTable *t, const char *dir, const char *title) {
+    make_out_dir(dir);
+    char path[PF_PATH_MAX];
+    if (pf_path_join(path, sizeof(path), dir, "ablate.csv") != 0 || ablate_write_csv(t, path) != 0) die_error();
+    cJSON *json = ablate_to_json(t);
+    cJSON_AddStringToObject(json, "title", title);
+    write_json(dir, "ablate.json", json);
+    cJSON_Delete(json);
+    Report *report = report_create("pathformer ablate");
+    report_add_section(report, "Ablations");
+    report_add_text(report, title);
+    cJSON *bars = ablate_bar_spec(t, "change in MSE with one component knocked out");
+    cJSON *labels = ablate_label_spec(t, "change in MSE per true distance");
+    if (report_add_vegalite(report, "ablate", "Change in MSE when one head's or one feed-forward's output is zeroed "
+                                              "or replaced by its mean (symlog scale).", bars) != 0 ||
+        report_add_vegalite(report, "ablate-labels", "The same per label: which distances each component serves.",
+                            labels) != 0)
+        die_error();
+    cJSON_Delete(bars);
+    cJSON_Delete(labels);
+    int rc = report_write(report, dir);
+    report_free(report);
+    if (rc != 0) die_error();
+}
+
+int interp_ablate_main(int argc, char **argv) {
+    const char *checkpoint = NULL, *set = "pretrain", *out = "runs/ablate";
+    long count = 2048;
+    uint64_t seed = 1;
+    int modes = 1 << ABLATE_ZERO | 1 << ABLATE_MEAN, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (is_help(o)) {
+            fputs(ABLATE_USAGE, stdout);
+            return 0;
+        } else if (strcmp(o, "--checkpoint") == 0) {
+            checkpoint = need_value(argc, argv, &i);
+        } else if (strcmp(o, "--set") == 0) {
+            set = need_value(argc, argv, &i);
+        } else if (strcmp(o, "-n") == 0) {
+            count = parse_long(o, need_value(argc, argv, &i), 1, 1L << 24);
+        } else if (strcmp(o, "--seed") == 0) {
+            seed = parse_u64(o, need_value(argc, argv, &i));
+        } else if (strcmp(o, "--modes") == 0) {
+            modes = parse_modes(need_value(argc, argv, &i));
+        } else if (strcmp(o, "--threads") == 0) {
+            threads = (int)parse_long(o, need_value(argc, argv, &i), 0, 1024);
+        } else if (strcmp(o, "--out") == 0) {
+            out = need_value(argc, argv, &i);
+        } else {
+            die("ablate: unknown option '%s' (see pathformer ablate --help)", o);
+        }
+    }
+    if (!checkpoint) die("ablate: --checkpoint FILE is required");
+    ops_set_threads(threads);
+    Model model;
+    DataConfig dc;
+    load_checkpoint(&model, &dc, checkpoint, 1);
+    AblationTable t;
+    double start = pf_now_seconds();
+    if (ablate_run(&t, &model, set, &dc, seed, count, modes, 256) != 0) die_error();
+    model_free(&model);
+    char title[PF_PATH_MAX + 128];
+    snprintf(title, sizeof(title), "%s on %s, %ld examples", checkpoint, set, count);
+    printf("ablate: %s (%.1f s)\n%-12s %-5s %10s %10s\n", title, pf_now_seconds() - start, "component", "mode", "MSE",
+           "change");
+    for (int r = 0; r < t.num_rows; r++) {
+        char name[32];
+        ablate_component_name(name, sizeof(name), &t.rows[r]);
+        printf("%-12s %-5s %10.4g %+10.4g\n", name, t.rows[r].mode == ABLATE_ZERO ? "zero" : t.rows[r].mode ? "mean" : "",
+               ablate_mse(&t, r), ablate_mse(&t, r) - ablate_mse(&t, 0));
+    }
+    write_ablation(&t, out, title);
+    printf("wrote %s/ablate.csv, ablate.json, report.html\n", out);
+    ablate_table_free(&t);
     return 0;
 }
