@@ -76,6 +76,9 @@ static const char *USAGE =
     "           one graph's prediction, attention per layer and head, residual norms: JSON and a page\n"
     "  ablate   --checkpoint FILE [--set NAME] [-n N] [--seed S] [--modes zero,mean] [--out DIR]\n"
     "           each head and each feed-forward knocked out in turn: the change in MSE per label\n"
+    "  inside   --run DIR [--probe-n N] [--ablate-n N] [--graphs K] [--seed S]\n"
+    "           probes, ablations and example attention of a run's two models, for its report's\n"
+    "           \"Inside the model\" section (inside --help)\n"
     "  keys     list every setting with its default\n"
     "  --version  the version and what the binary was built with\n"
     "data sets: pretrain, tune, onpath-small-target, onpath-large-target, any-small,\n"
@@ -581,6 +584,7 @@ int main(int argc, char **argv) {
     if (strcmp(command, "probe") == 0) return interp_probe_main(argc + 1, argv - 1);
     if (strcmp(command, "inspect") == 0) return interp_inspect_main(argc + 1, argv - 1);
     if (strcmp(command, "ablate") == 0) return interp_ablate_main(argc + 1, argv - 1);
+    if (strcmp(command, "inside") == 0) return interp_inside_main(argc + 1, argv - 1);
     if (strcmp(command, "bfs") == 0) return bfs_main(argc, argv);
     if (strcmp(command, "keys") == 0) {
         RunConfig cfg;

@@ -14,6 +14,7 @@
 #include "bfs/bfs.h"
 #include "interp/ablate.h"
 #include "interp/capture.h"
+#include "interp/inside.h"
 #include "interp/inspect.h"
 #include "interp/probe.h"
 #include "interp/probe_bfs.h"
@@ -264,7 +265,7 @@ static void test_probe_recovers_planted_fact(void **state) {
 
 // The probe table of the BFS model on N vertices (constructed, or with N(0,1) weights); data kept.
 static void bfs_table(ProbeTable *t, ProbeData *data, int n, long count, int random_weights) {
-    BfsConfig cfg = {n, 0, BFS_DEFAULT_SCALE};
+    BfsConfig cfg = {n, 0, BFS_DEFAULT_SCALE, 0};
     BfsModel model;
     bfs_model_create(&model, &cfg, 256, 1);
     bfs_construct(&model);
@@ -479,6 +480,52 @@ static void test_cli_ablate(void **state) {
     expect_error("nope", RUN("ablate", "--checkpoint", ckpt, "--set", "nope", "--out", out));
 }
 
+// `inside` on a run folder with two small checkpoints: the manifest lists the probe comparison,
+// both ablations and the example graphs, each file there and a Vega-Lite spec.
+static void test_cli_inside(void **state) {
+    char dir[512], sub[700], ckpt[800];
+    test_scratch_dir(dir, sizeof(dir), "inside");
+    const char *models[2] = {"pretrain", "tune"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(sub, sizeof(sub), "%s/%s", dir, models[i]);
+        assert_int_equal(mkdir(sub, 0755), 0);
+        Model model;
+        small_model(&model, 8, 30 + (uint64_t)i);
+        snprintf(ckpt, sizeof(ckpt), "%s/model.safetensors", sub);
+        assert_int_equal(model_save(&model, ckpt, 0, NULL, NULL), 0);
+        model_free(&model);
+    }
+    TestResult r = RUN("inside", "--run", dir, "--probe-n", "40", "--ablate-n", "16", "--graphs", "2");
+    if (r.status != 0) fail_msg("inside failed: %s", r.err);
+    test_result_free(&r);
+    snprintf(sub, sizeof(sub), "%s/inside", dir);
+    char *text = test_read_file(sub, "inside.json");
+    cJSON *manifest = cJSON_Parse(text);
+    assert_non_null(manifest);
+    assert_string_equal(cJSON_GetObjectItem(manifest, "title")->valuestring, "Inside the model");
+    const cJSON *figures = cJSON_GetObjectItem(manifest, "figures");
+    assert_int_equal(cJSON_GetArraySize(figures), 1 + 2 + 2);  // probes, two ablations, two graphs
+    const cJSON *f;
+    cJSON_ArrayForEach(f, figures) {
+        char *spec_text = test_read_file(sub, cJSON_GetObjectItem(f, "file")->valuestring);
+        cJSON *spec = cJSON_Parse(spec_text);
+        assert_non_null(cJSON_GetObjectItem(spec, "$schema"));
+        cJSON_Delete(spec);
+        free(spec_text);
+    }
+    // the probe comparison: pre-trained, fine-tuned, and their difference
+    char *probes = test_read_file(sub, "probes.vl.json");
+    cJSON *spec = cJSON_Parse(probes);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(spec, "hconcat")), 3);
+    cJSON_Delete(spec);
+    free(probes);
+    cJSON_Delete(manifest);
+    free(text);
+    expect_error("--run", RUN("inside"));
+    expect_error("no pre-trained model", RUN("inside", "--run", sub));
+    expect_error("unknown option", RUN("inside", "--run", dir, "--layers", "2"));
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_capture_matches_model_forward),
     cmocka_unit_test(test_ablation_changes_only_what_follows),
@@ -490,6 +537,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_cli_probe),
     cmocka_unit_test(test_cli_inspect),
     cmocka_unit_test(test_cli_ablate),
+    cmocka_unit_test(test_cli_inside),
 };
 
 int main(void) { return cmocka_run_group_tests(tests, NULL, NULL); }

@@ -2,11 +2,44 @@
 #include "interp/capture.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
+#include "safetensors.h"
 #include "ops/ops.h"
+
+int capture_load_model(Model *model, DataConfig *data, const char *path, int capacity) {
+    StFile file;
+    if (model_open_checkpoint(&file, path) != 0) return -1;
+    *data = data_config_default();
+    ModelConfig mc = model_config_default();
+    mc.seq_len = data_config_seq_len(data);
+    int rc = model_config_from_file(&mc, &file);
+    if (rc == 0) {
+        data->max_v = mc.vocab - 2;
+        if (data->max_v < 1 || (mc.seq_len - 1) % data->max_v != 0)
+            rc = pf_fail("vocabulary %d and sequence length %d do not fit any data settings", mc.vocab, mc.seq_len);
+    }
+    if (rc == 0) {
+        data->edges_per_vertex = (mc.seq_len - 1) / data->max_v;
+        if (data->max_tune_v > data->max_v) data->max_tune_v = data->max_v;
+        rc = data_config_validate(data);
+    }
+    if (rc == 0) {
+        model_create(model, &mc, capacity, 0);
+        rc = model_load_params(model, &file);
+        if (rc != 0) model_free(model);
+    }
+    st_free(&file);
+    if (rc != 0) {
+        char message[512];
+        snprintf(message, sizeof(message), "%s", pf_last_error());
+        return pf_fail("%s: %s", path, message);
+    }
+    return 0;
+}
 
 void capture_create(Capture *cap, const ModelConfig *cfg, int capacity) {
     memset(cap, 0, sizeof(*cap));

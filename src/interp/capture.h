@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "graph.h"
 #include "model.h"
 
 typedef enum { ABLATE_NONE, ABLATE_ZERO, ABLATE_MEAN } AblationMode;
@@ -38,6 +39,10 @@ typedef struct {
     // scratch of one layer
     float *qkv, *atty, *res, *ln_mean, *ln_rstd, *fc, *ffn;
 } Capture;
+
+// Loads a checkpoint for inference (capacity examples per forward), with the data settings its
+// vocabulary and sequence length imply. 0 or -1 with the error set (prefixed with the path).
+int capture_load_model(Model *model, DataConfig *data, const char *path, int capacity);
 
 void capture_create(Capture *cap, const ModelConfig *cfg, int capacity);
 void capture_free(Capture *cap);

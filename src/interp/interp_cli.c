@@ -14,6 +14,8 @@
 #include "common.h"
 #include "experiment/report.h"
 #include "interp/ablate.h"
+#include "interp/capture.h"
+#include "interp/inside.h"
 #include "interp/inspect.h"
 #include "interp/probe.h"
 #include "interp/probe_bfs.h"
@@ -22,23 +24,8 @@
 
 static int is_help(const char *arg) { return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0; }
 
-// A checkpoint for inference, with the data settings its vocabulary and sequence length imply.
 static void load_checkpoint(Model *model, DataConfig *data, const char *path, int capacity) {
-    StFile file;
-    if (model_open_checkpoint(&file, path) != 0) die_error();
-    *data = data_config_default();
-    ModelConfig mc = model_config_default();
-    mc.seq_len = data_config_seq_len(data);
-    if (model_config_from_file(&mc, &file) != 0) die("%s: %s", path, pf_last_error());
-    data->max_v = mc.vocab - 2;
-    if (data->max_v < 1 || (mc.seq_len - 1) % data->max_v != 0)
-        die("%s: vocabulary %d and sequence length %d do not fit any data settings", path, mc.vocab, mc.seq_len);
-    data->edges_per_vertex = (mc.seq_len - 1) / data->max_v;
-    if (data->max_tune_v > data->max_v) data->max_tune_v = data->max_v;
-    if (data_config_validate(data) != 0) die("%s: %s", path, pf_last_error());
-    model_create(model, &mc, capacity, 0);
-    if (model_load_params(model, &file) != 0) die("%s: %s", path, pf_last_error());
-    st_free(&file);
+    if (capture_load_model(model, data, path, capacity) != 0) die_error();
 }
 
 static void make_out_dir(const char *dir) {
@@ -163,7 +150,7 @@ int interp_probe_main(int argc, char **argv) {
     char title[PF_PATH_MAX + 128];
     double start = pf_now_seconds();
     if (bfs_n) {
-        BfsConfig cfg = {bfs_n, 0, BFS_DEFAULT_SCALE};
+        BfsConfig cfg = {bfs_n, 0, BFS_DEFAULT_SCALE, 0};
         BfsModel bfs;
         bfs_model_create(&bfs, &cfg, 256, 1);
         bfs_construct(&bfs);
@@ -426,5 +413,53 @@ int interp_ablate_main(int argc, char **argv) {
     write_ablation(&t, out, title);
     printf("wrote %s/ablate.csv, ablate.json, report.html\n", out);
     ablate_table_free(&t);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// inside
+
+static const char *INSIDE_USAGE =
+    "usage: pathformer inside --run DIR [--probe-n N] [--ablate-n N] [--graphs K] [--seed S] [--threads T]\n"
+    "  the \"Inside the model\" section of an experiment's report: probes of DIR/pretrain/model.safetensors\n"
+    "  and DIR/tune/model.safetensors side by side (and their difference), each model's ablations, and\n"
+    "  the attention of K example graphs (onpath-large-target) in the fine-tuned model; written to\n"
+    "  DIR/inside/ (figures and the manifest inside.json). Then `pathformer run --out DIR --phase report`\n"
+    "  puts the section into DIR/report.html\n"
+    "  --probe-n N    examples per model for the probes (default 4096, pretrain)\n"
+    "  --ablate-n N   examples per model for the ablations (default 1024, pretrain)\n"
+    "  --graphs K     example graphs (default 3)\n";
+
+int interp_inside_main(int argc, char **argv) {
+    const char *run = NULL;
+    InsideOptions o = inside_options_default();
+    int threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (is_help(a)) {
+            fputs(INSIDE_USAGE, stdout);
+            return 0;
+        } else if (strcmp(a, "--run") == 0) {
+            run = need_value(argc, argv, &i);
+        } else if (strcmp(a, "--probe-n") == 0) {
+            o.probe_count = parse_long(a, need_value(argc, argv, &i), 5, 1L << 22);
+        } else if (strcmp(a, "--ablate-n") == 0) {
+            o.ablate_count = parse_long(a, need_value(argc, argv, &i), 1, 1L << 24);
+        } else if (strcmp(a, "--graphs") == 0) {
+            o.graphs = (int)parse_long(a, need_value(argc, argv, &i), 0, 100);
+        } else if (strcmp(a, "--seed") == 0) {
+            o.seed = parse_u64(a, need_value(argc, argv, &i));
+        } else if (strcmp(a, "--threads") == 0) {
+            threads = (int)parse_long(a, need_value(argc, argv, &i), 0, 1024);
+        } else {
+            die("inside: unknown option '%s' (see pathformer inside --help)", a);
+        }
+    }
+    if (!run) die("inside: --run DIR is required");
+    ops_set_threads(threads);
+    double start = pf_now_seconds();
+    if (inside_write(run, &o) != 0) die_error();
+    printf("wrote %s/inside/ (%.0f s); put it into the report with: pathformer run --out %s --phase report\n", run,
+           pf_now_seconds() - start, run);
     return 0;
 }

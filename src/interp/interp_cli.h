@@ -1,5 +1,6 @@
-// `pathformer probe`, `pathformer inspect` and `pathformer ablate`: looking inside a checkpoint
-// (and, for probe, inside the hand-built BFS transformer) from the command line.
+// `pathformer probe`, `pathformer inspect`, `pathformer ablate` and `pathformer inside`: looking
+// inside a checkpoint (for probe, also inside the hand-built BFS transformer; for inside, a run
+// folder's two models, for its report) from the command line.
 #ifndef PATHFORMER_INTERP_CLI_H
 #define PATHFORMER_INTERP_CLI_H
 
@@ -8,5 +9,6 @@
 int interp_probe_main(int argc, char **argv);
 int interp_inspect_main(int argc, char **argv);
 int interp_ablate_main(int argc, char **argv);
+int interp_inside_main(int argc, char **argv);
 
 #endif
