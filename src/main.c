@@ -25,6 +25,7 @@
 #include "predict.h"
 #include "train.h"
 #include "bfs/bfs_cli.h"
+#include "interp/interp_cli.h"
 
 // What `pathformer --version` prints: the version and what this binary was built with.
 static void print_version(void) {
@@ -81,6 +82,15 @@ static const char *USAGE =
     "  import   IN.pth OUT.safetensors [--n-heads H]\n"
     "           convert a PyTorch state_dict of the model (e.g. the original notebook's model.pth)\n"
     "  bfs      eval|sweep-n|robust|noise [options]   the hand-built BFS transformer (bfs --help)\n"
+    "  probe    (--checkpoint FILE | --bfs N) [--set NAME] [-n N] [--seed S] [--ridge R] [--out DIR]\n"
+    "           linear probes from every layer's token states to graph facts, with controls (probe --help)\n"
+    "  inspect  --checkpoint FILE [-i FILE | --set NAME [--seed S] [--index I]] [--out DIR]\n"
+    "           one graph's prediction, attention per layer and head, residual norms: JSON and a page\n"
+    "  ablate   --checkpoint FILE [--set NAME] [-n N] [--seed S] [--modes zero,mean] [--out DIR]\n"
+    "           each head and each feed-forward knocked out in turn: the change in MSE per label\n"
+    "  inside   --run DIR [--probe-n N] [--ablate-n N] [--graphs K] [--seed S]\n"
+    "           probes, ablations and example attention of a run's two models, for its report's\n"
+    "           \"Inside the model\" section (inside --help)\n"
     "  keys     [COMMAND] [--preset NAME]   every setting each command takes, with its starting value\n"
     "  --version  the version and what the binary was built with\n"
     "data sets: pretrain, tune, onpath-small-target, onpath-large-target, any-small,\n"
@@ -693,6 +703,10 @@ int main(int argc, char **argv) {
     if (strcmp(command, "sweep") == 0) return cmd_sweep(argc, argv);
     if (strcmp(command, "eval") == 0) return cmd_eval(argc, argv);
     if (strcmp(command, "predict") == 0) return cmd_predict(argc, argv);
+    if (strcmp(command, "probe") == 0) return interp_probe_main(argc + 1, argv - 1);
+    if (strcmp(command, "inspect") == 0) return interp_inspect_main(argc + 1, argv - 1);
+    if (strcmp(command, "ablate") == 0) return interp_ablate_main(argc + 1, argv - 1);
+    if (strcmp(command, "inside") == 0) return interp_inside_main(argc + 1, argv - 1);
     if (strcmp(command, "bfs") == 0) return bfs_main(argc, argv);
     if (strcmp(command, "keys") == 0) return cmd_keys(argc, argv);
     die("unknown command '%s' (try: pathformer help)", command);

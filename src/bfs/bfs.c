@@ -160,10 +160,15 @@ void bfs_construct(BfsModel *m) {
         float *q = p->reach_q + (size_t)(j - 1) * 2 * C, *k = p->reach_k + (size_t)(j - 1) * 2 * C;
         float *v = p->reach_v + (size_t)(j - 1) * N * C;
         q[m->reach_off + j - 1] = s * REACH_QUERY;  // a vertex that reaches j ...
-        q[C + m->notans_off] = 1.0f;            // ... and any vertex token ...
-        k[j] = 1.0f;                            // ... matches the neighbours of j ...
-        k[C + 0] = s * ANSWER_KEY;                  // ... or else the answer token, whose value is zero
-        for (int i = 0; i < N; i++) v[(size_t)i * C + m->self_off + i] = 1.0f;
+        q[C + m->notans_off] = 1.0f;                // ... and any vertex token ...
+        k[C + 0] = s * ANSWER_KEY;                  // ... matches the answer token, whose value is zero,
+        if (m->config.blog_reach) {
+            k[j] = 1.0f;  // ... unless it matches the neighbours of j, and reads who they are
+            for (int i = 0; i < N; i++) v[(size_t)i * C + m->self_off + i] = 1.0f;
+        } else {
+            k[m->self_off + j - 1] = 1.0f;  // ... unless it matches j itself, and reads j's neighbours
+            for (int i = 0; i < N; i++) v[(size_t)i * C + 1 + i] = 1.0f;
+        }
     }
     for (int l = 0; l < m->L; l++) {
         float *q = p->record_q + (size_t)l * RQ * C, *k = p->record_k + (size_t)l * RQ * C;
@@ -396,6 +401,11 @@ void bfs_forward(BfsModel *m, int B) {
         bfs_squash_forward(layer_input(m, l + 1), y, BT, C, m->reach_off, N);
     }
     bfs_readout_forward(m->pred, layer_input(m, m->L), B, T, C, m->out_off, N);
+}
+
+const float *bfs_layer_state(const BfsModel *m, int l) {
+    if (!m->training || l < 0 || l > m->L) return NULL;
+    return layer_input(m, l);
 }
 
 double bfs_mse(const BfsModel *m, const float *labels, int B) { return mse_forward(m->pred, labels, B) / B; }

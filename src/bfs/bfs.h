@@ -28,15 +28,25 @@
 // The published constants (scale 1) leave softmax leaks of e^-7 per layer in the record head and
 // e^-12 per head in the reach heads, which the squash (slope 2.5 at 0) amplifies layer after layer:
 // MSE ~8e-5 at N = 8, ~1e-2 at N = 9, and unreachable vertices look reachable from N = 10. Doubling
-// every score (scale 2) brings N = 8 to ~3e-11. Whatever the scale, a vertex reached through a hub
-// of degree k gets reach squash(1/k), and 30 squash(1/k) < 12 once k >= 6..7: BFS stalls a layer and
-// the answer is one too large (1..7 graphs in 16,384 for N = 11..15).
+// every score (scale 2) brings N = 8 to ~3e-11.
+//
+// Two ways to build the reach heads (BfsConfig.blog_reach):
+// - the blog's: in head j, a vertex that reaches j attends to the neighbours of j (key neighbour[j])
+//   and reads their self one-hots. The attention is split among the deg(j) neighbours, so a vertex
+//   reached through a hub of degree k gets reach squash(1/k), and 30 squash(1/k) < 12 once k >= 6..7:
+//   BFS stalls a layer and the answer is one too large (1..7 graphs in 16,384 for N = 11..15).
+// - the default ("direct"): in head j, a vertex that reaches j attends to token j itself (key
+//   self[j]) and reads j's neighbour section. One key matches, whatever j's degree, so every newly
+//   reached vertex gets at least squash(1) = 0.987 and the next layer's query is never short of the
+//   sink: exact for every N the tests reach (3..15, both variants). The same parameter shapes, the
+//   same "gather the neighbours of j", one hop per layer.
 #define BFS_DEFAULT_SCALE 2.0f
 
 typedef struct {
     int n;              // N: vertices per graph, layers, reach heads (published 8)
     int target_input;   // 0: answers dist(1, 2) (the blog); 1: dist(1, t) with t on the answer token
     float scale;        // multiplies every attention score of the construction (1: the published 12/30/42/7)
+    int blog_reach;     // 1: the blog's reach heads (attend to j's neighbours); 0: direct (attend to j)
 } BfsConfig;
 
 // 0, or -1 with the error set (N out of BFS_MIN_N..BFS_MAX_N, scale not in (0, 100]).
@@ -52,8 +62,8 @@ int bfs_kind_lookup(const char *name);
 
 typedef struct {
     float *reach_q;    // (N, 2, C)  head j: rows (30 reach[j], not-answer)
-    float *reach_k;    // (N, 2, C)  head j: rows (neighbour[j], 12 answer)
-    float *reach_v;    // (N, N, C)  the token's self one-hot
+    float *reach_k;    // (N, 2, C)  head j: rows (self[j], 12 answer); blog: (neighbour[j], 12 answer)
+    float *reach_v;    // (N, N, C)  the token's neighbour section; blog: its self one-hot
     float *record_q;   // (L, RQ, C) answer flag on every row (+ the target one-hot)
     float *record_k;   // (L, RQ, C)
     float *record_v;   // (L, N, C)  self[1] into out slot l
@@ -134,6 +144,10 @@ void bfs_readout_backward(float *dinp, const float *dpred, int B, int T, int C, 
 // --- the model ---
 // Forward on x[0] (B, T, C), filled by the caller (bfs_encode or bfs_make_batch); writes pred (B).
 void bfs_forward(BfsModel *model, int B);
+// The residual stream entering layer l (0..L; L is the final state) in the last forward, (B, T, C)
+// with example b at b T C: for interpretability (src/interp probes it). Needs a training model,
+// the one that keeps every layer (an inference model reuses two slots); NULL otherwise.
+const float *bfs_layer_state(const BfsModel *model, int l);
 // Mean squared error of pred against labels.
 double bfs_mse(const BfsModel *model, const float *labels, int B);
 void bfs_zero_grad(BfsModel *model);

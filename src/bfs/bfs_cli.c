@@ -17,14 +17,14 @@
 
 static const char *BFS_USAGE =
     "usage: pathformer bfs SUBCOMMAND [options]    the hand-built BFS transformer (SPEC 5)\n"
-    "  eval     [--n N] [--target-input] [--scale S] [-n COUNT] [--seed S] [--json FILE|-]\n"
+    "  eval     [--n N] [--target-input] [--scale S] [--blog-reach] [-n COUNT] [--seed S] [--json FILE|-]\n"
     "           MSE, accuracy and per-label MSE of the construction on COUNT random graphs\n"
-    "  sweep-n  [--n-min A] [--n-max B] [--scale S] [-n COUNT] [--seed S] [--out DIR]\n"
+    "  sweep-n  [--n-min A] [--n-max B] [--scale S] [--blog-reach] [-n COUNT] [--seed S] [--out DIR]\n"
     "           MSE for every N in A..B (default 3..15), dist(1,2) and dist(1,t) variants\n"
-    "  robust   [--n N] [--target-input] [--scale S] [--matrix LIST] [--index I] [--seeds K] [--steps S]\n"
+    "  robust   [--n N] [--target-input] [--scale S] [--blog-reach] [--matrix LIST] [--index I] [--seeds K] [--steps S]\n"
     "           [--lr X] [--batch B] [--threshold T] [-n COUNT] [--seed S] [--out DIR]\n"
     "           replace one weight matrix by N(0,1) entries, retrain with Adam, log the loss per step\n"
-    "  noise    [--n N] [--target-input] [--scale S] [--sigmas A,B,...] [--seeds K] [--steps S] [--lr X]\n"
+    "  noise    [--n N] [--target-input] [--scale S] [--blog-reach] [--sigmas A,B,...] [--seeds K] [--steps S] [--lr X]\n"
     "           [--batch B] [-n COUNT] [--seed S] [--out DIR]\n"
     "           add sigma N(0,1) to every weight; MSE per sigma (and after S Adam steps when S > 0)\n"
     "options:\n"
@@ -32,6 +32,9 @@ static const char *BFS_USAGE =
     "  --target-input   answer dist(1,t), t uniform in 2..N given on the answer token (default dist(1,2))\n"
     "  --scale S        multiplies every attention score of the construction (default 2; 1 = the\n"
     "                   published constants 12/30/42/7, MSE ~8e-5 at N = 8)\n"
+    "  --blog-reach     the blog's reach heads: attend to the neighbours of j and read who they are\n"
+    "                   (a hub of degree >= 6..7 stalls BFS a layer: wrong answers from N = 11); the\n"
+    "                   default attends to j itself and reads its neighbour list, exact for N <= 15\n"
     "  --matrix LIST    comma list of reach_q, reach_k, reach_v, record_q, record_k, record_v, random\n"
     "                   (a random kind per run, as the blog) or all (every kind; default)\n"
     "  --index I        which matrix of the kind, 0..N-1 (reach head j+1 or layer I; default random)\n"
@@ -98,7 +101,7 @@ static int parse_command(BfsCommand *c, int argc, char **argv) {
     c->is_noise = strcmp(c->sub, "noise") == 0;
     if (!c->is_eval && !c->is_sweep && !c->is_robust && !c->is_noise)
         die("bfs: unknown subcommand '%s' (eval, sweep-n, robust, noise; see pathformer bfs --help)", c->sub);
-    c->cfg = (BfsConfig){8, 0, BFS_DEFAULT_SCALE};
+    c->cfg = (BfsConfig){8, 0, BFS_DEFAULT_SCALE, 0};
     c->exp = bfs_experiment_default();
     c->exp.eval_count = (c->is_robust || c->is_noise) ? 4096 : 16384;
     c->exp.steps = c->is_noise ? 0 : c->exp.steps;
@@ -120,6 +123,8 @@ static int parse_command(BfsCommand *c, int argc, char **argv) {
             c->exp.seed = parse_u64(o, need_value(argc, argv, &i));
         } else if (strcmp(o, "--threads") == 0) {
             c->threads = (int)parse_long(o, need_value(argc, argv, &i), 0, 1024);
+        } else if (strcmp(o, "--blog-reach") == 0) {
+            c->cfg.blog_reach = c->exp.blog_reach = 1;
         } else if (strcmp(o, "--target-input") == 0 && !c->is_sweep) {
             c->cfg.target_input = 1;
         } else if (strcmp(o, "--json") == 0 && c->is_eval) {

@@ -130,6 +130,7 @@ static cJSON *config_json(const BfsConfig *cfg) {
     cJSON_AddNumberToObject(o, "n", cfg->n);
     cJSON_AddBoolToObject(o, "target_input", cfg->target_input);
     cJSON_AddNumberToObject(o, "scale", cfg->scale);
+    cJSON_AddStringToObject(o, "reach", cfg->blog_reach ? "blog" : "direct");
     return o;
 }
 
@@ -184,7 +185,7 @@ static uint64_t retrain_seed(const BfsExperiment *exp, int s) {
 // The construction at size n, one variant: a CSV row, a summary row and a figure point.
 static void sweep_one(const BfsExperiment *exp, int n, int variant, FILE *csv, cJSON *rows, cJSON *plot) {
     static const char *const variants[2] = {"dist(1,2)", "dist(1,t)"};
-    BfsConfig cfg = {n, variant, exp->scale};
+    BfsConfig cfg = {n, variant, exp->scale, exp->blog_reach};
     BfsModel model;
     bfs_model_create(&model, &cfg, 256, 0);
     bfs_construct(&model);
@@ -215,6 +216,7 @@ static int write_sweep_files(int rc, const char *out_dir, const BfsExperiment *e
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "experiment", "bfs sweep-n");
     cJSON_AddNumberToObject(root, "scale", exp->scale);
+    cJSON_AddStringToObject(root, "reach", exp->blog_reach ? "blog" : "direct");
     cJSON_AddNumberToObject(root, "seed", (double)exp->seed);
     cJSON_AddNumberToObject(root, "count", (double)exp->eval_count);
     cJSON_AddItemToObject(root, "rows", rows);

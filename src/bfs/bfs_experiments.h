@@ -10,6 +10,7 @@
 typedef struct {
     int n_min, n_max;      // sweep-n: sizes
     float scale;           // sweep-n: the construction's score scale
+    int blog_reach;        // sweep-n: the blog's reach heads (BfsConfig.blog_reach)
     long eval_count;       // graphs per evaluation
     uint64_t seed;
     int kinds[BFS_NUM_KINDS + 1];  // robust: kinds to damage (-1 = a random kind per run), ended by -2

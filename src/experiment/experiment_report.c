@@ -435,6 +435,44 @@ static int add_extra_figures(Report *report, const char *run_dir) {
     return rc;
 }
 
+// A section that another command prepared in run_dir/SUB: SUB/SUB.json holds {"title", "text",
+// "figures": [{"name", "file", "caption"}]}, each file a Vega-Lite spec in SUB (`pathformer inside`
+// writes inside/inside.json). Nothing when the manifest is missing.
+static int add_manifest_section(Report *report, const char *run_dir, const char *sub) {
+    char path[PF_PATH_MAX + 300];
+    snprintf(path, sizeof(path), "%s/%s/%s.json", run_dir, sub, sub);
+    if (!pf_file_exists(path)) return 0;
+    cJSON *manifest = report_read_json(path);
+    if (!manifest) return -1;
+    const cJSON *title = cJSON_GetObjectItemCaseSensitive(manifest, "title");
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(manifest, "text");
+    const cJSON *figures = cJSON_GetObjectItemCaseSensitive(manifest, "figures");
+    int rc = 0;
+    if (!cJSON_IsString(title) || !cJSON_IsArray(figures))
+        rc = pf_fail("%s: a manifest needs a \"title\" and a \"figures\" list", path);
+    if (rc == 0) {
+        report_add_section(report, title->valuestring);
+        if (cJSON_IsString(text) && text->valuestring[0]) report_add_text(report, text->valuestring);
+    }
+    const cJSON *figure;
+    cJSON_ArrayForEach(figure, figures) {
+        if (rc != 0) break;
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(figure, "name");
+        const cJSON *file = cJSON_GetObjectItemCaseSensitive(figure, "file");
+        const cJSON *caption = cJSON_GetObjectItemCaseSensitive(figure, "caption");
+        if (!cJSON_IsString(name) || !cJSON_IsString(file) || strchr(file->valuestring, '/')) {
+            rc = pf_fail("%s: each figure needs a \"name\" and a \"file\" in the same folder", path);
+            break;
+        }
+        char spec_path[PF_PATH_MAX + 600];
+        snprintf(spec_path, sizeof(spec_path), "%s/%s/%s", run_dir, sub, file->valuestring);
+        rc = report_add_vegalite_file(report, name->valuestring, cJSON_IsString(caption) ? caption->valuestring : "",
+                                      spec_path);
+    }
+    cJSON_Delete(manifest);
+    return rc;
+}
+
 // The fine-tuning loss the authors logged (reference/authors_tune_loss.txt: total MSE of each of
 // their 50 fine-tuning steps of 2^15 `tune` examples, the pre-training Adam stepped on; SPEC §4).
 static const double AUTHORS_TUNE_LOSS[] = {
@@ -803,6 +841,7 @@ static int write_html(const ReportInputs *in, const ExperimentConfig *cfg, const
                         distribution_figure(distribution, sets, 7));
     if (rc == 0) rc = add_pretraining(report, &figures, in, cfg);
     if (rc == 0) rc = add_histograms(report, &figures, in, cfg);
+    if (rc == 0) rc = add_manifest_section(report, run_dir, "inside");
     if (rc == 0) rc = add_extra_figures(report, run_dir);
     report_add_section(report, "Run");
     add_run_table(report, in, cfg);
