@@ -135,13 +135,18 @@ void pf_fault_point(void) {
     if (remaining > 0 && --remaining == 0) raise(SIGKILL);
 }
 
+// The folder holding path: "." for a bare name, "/" for a name at the root.
+static void parent_folder(char *out, size_t size, const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(out, size, ".");
+    else if (slash == path) snprintf(out, size, "/");
+    else snprintf(out, size, "%.*s", (int)(slash - path), path);
+}
+
 // fsync of the folder holding path, so that a rename in it survives a power loss.
 static int sync_parent(const char *path) {
     char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(dir, sizeof(dir), ".");
-    else if (slash == path) snprintf(dir, sizeof(dir), "/");
-    else snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    parent_folder(dir, sizeof(dir), path);
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     if (fd < 0) return pf_fail("cannot open folder %s: %s", dir, strerror(errno));
     int rc = fsync(fd) == 0 || errno == EINVAL ? 0 : pf_fail("cannot sync folder %s: %s", dir, strerror(errno));
@@ -208,10 +213,9 @@ static int write_in_place(const char *path, const void *data, size_t size) {
 // A writer killed between creating its temporary file and the rename leaves `path.tmp.PID`
 // behind; the next write of the same path removes those whose process is gone.
 static void remove_stale_temporaries(const char *path) {
-    const char *slash = strrchr(path, '/');
     char dir[4096];
-    if (!slash) snprintf(dir, sizeof(dir), ".");
-    else snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    parent_folder(dir, sizeof(dir), path);
+    const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
     size_t base_len = strlen(base);
     DIR *d = opendir(dir);

@@ -28,8 +28,7 @@ void progress_begin(Progress *p, const char *what, const char *unit, long total)
     }
 }
 
-// As train's progress writes it: 2m30s, 1h05m.
-static void format_duration(char *out, size_t size, double seconds) {
+void progress_format_duration(char *out, size_t size, double seconds) {
     if (!isfinite(seconds) || seconds < 0) seconds = 0;
     long s = (long)seconds;
     if (s >= 3600)
@@ -42,8 +41,8 @@ static void print_progress(Progress *p, double now, int whole_line) {
     p->last_print = now;
     double elapsed = now - p->start;
     char spent[32], eta[32];
-    format_duration(spent, sizeof(spent), elapsed);
-    format_duration(eta, sizeof(eta), elapsed / p->done * (double)(p->total - p->done));
+    progress_format_duration(spent, sizeof(spent), elapsed);
+    progress_format_duration(eta, sizeof(eta), elapsed / p->done * (double)(p->total - p->done));
     double percent = p->total > 0 ? 100.0 * p->done / p->total : 100.0;
     int in_place = p->terminal && !whole_line;
     fprintf(stderr, "%s%s: %ld/%ld %s (%.0f%%), %s, ETA %s%s", in_place ? "\r" : "", p->what, p->done, p->total,

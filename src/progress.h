@@ -4,6 +4,8 @@
 #ifndef PATHFORMER_PROGRESS_H
 #define PATHFORMER_PROGRESS_H
 
+#include <stddef.h>
+
 typedef struct {
     char what[64];     // "bfs robust"
     const char *unit;  // "steps"
@@ -23,5 +25,7 @@ void progress_add(Progress *p, long n);
 void progress_line(Progress *p, long n);
 // Ends the terminal's line when one is shown.
 void progress_end(Progress *p);
+// A duration as the progress lines (and train's) write it: 2m30s, 1h05m.
+void progress_format_duration(char *out, size_t size, double seconds);
 
 #endif

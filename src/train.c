@@ -19,6 +19,7 @@
 #include "eval.h"
 #include "model.h"
 #include "ops/ops.h"
+#include "progress.h"
 
 static volatile sig_atomic_t interrupted = 0;
 static double time_limit = 0.0;
@@ -182,15 +183,6 @@ static int truncate_log(const char *path, long keep_steps) {
     int rc = pf_write_file_atomic(path, text, keep);
     free(text);
     return rc;
-}
-
-static void format_duration(char *out, size_t size, double seconds) {
-    if (!isfinite(seconds) || seconds < 0) seconds = 0;
-    long s = (long)seconds;
-    if (s >= 3600)
-        snprintf(out, size, "%ldh%02ldm", s / 3600, (s % 3600) / 60);
-    else
-        snprintf(out, size, "%ldm%02lds", s / 60, s % 60);
 }
 
 static int write_summary(const RunConfig *cfg, const char *run_dir, long steps, double final_mse, double wall,
@@ -468,7 +460,7 @@ static void print_progress(const TrainRun *run, long done_steps, float lr, doubl
                            int terminal, double *last_print) {
     double eta = (now - run->start_time) / (done_steps - run->start_step) * (run->total_steps - done_steps);
     char eta_text[32];
-    format_duration(eta_text, sizeof(eta_text), eta);
+    progress_format_duration(eta_text, sizeof(eta_text), eta);
     if (terminal) {
         fprintf(stderr, "\rstep %ld/%ld | loss %.5f | lr %.2g | %.0f ex/s | ETA %s   ", done_steps, run->total_steps,
                 run->final_mse, lr, examples_per_s, eta_text);
