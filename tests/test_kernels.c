@@ -145,7 +145,7 @@ static void test_gemm_against_double(void **state) {
     if ((e = check_product(29, 40, 1100, 0, 1, &rng)) > bad_nn) bad_nn = e;
     if ((e = check_gradient_product(685, 256, 64, &rng)) > bad_tn) bad_tn = e;
     printf("gemm kernels (%s) against double loops, %d shapes: worst relative error nt %.2e, nn %.2e, tn %.2e\n",
-           gemm_available() ? "AVX-512" : "plain fallback", cases + 2, bad_nt, bad_nn, bad_tn);
+           ops_kernels_variant(), cases + 2, bad_nt, bad_nn, bad_tn);
     assert_true(bad_nt < GEMM_TOL);
     assert_true(bad_nn < GEMM_TOL);
     assert_true(bad_tn < GEMM_TOL);
