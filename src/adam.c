@@ -27,12 +27,21 @@ void adam_free(AdamState *state) {
     memset(state, 0, sizeof(*state));
 }
 
+// x^n by squaring: multiplications alone, so the same bits on every machine (the C library's pow
+// has a variant per instruction set on x86-64, which may differ in the last bit).
+static double power(double x, long n) {
+    double result = 1.0;
+    for (; n > 0; n >>= 1, x *= x)
+        if (n & 1) result *= x;
+    return result;
+}
+
 void adam_update(AdamState *state, float *params, const float *grads, float lr, const AdamConfig *cfg) {
     state->step++;
     // PyTorch computes the bias corrections in double precision (Python floats) and then applies
     // them to float tensors: step_size = lr / bc1, denom = sqrt(v) / sqrt(bc2) + eps.
-    double bc1 = 1.0 - pow((double)cfg->beta1, (double)state->step);
-    double bc2 = 1.0 - pow((double)cfg->beta2, (double)state->step);
+    double bc1 = 1.0 - power((double)cfg->beta1, state->step);
+    double bc2 = 1.0 - power((double)cfg->beta2, state->step);
     float step_size = (float)(lr / bc1);
     float bc2_sqrt = (float)sqrt(bc2);
     float beta1 = cfg->beta1, beta2 = cfg->beta2, eps = cfg->eps, wd = cfg->weight_decay;
@@ -185,6 +194,21 @@ long lr_schedule_segment_start(const LrSchedule *schedule, int i) {
     return start;
 }
 
+// cos(pi t) for t in [0, 1] by its Taylor series to x^22 on [0, pi/2] (truncation below 1e-19), the
+// other half by symmetry: additions and multiplications alone, so the same bits on every machine
+// (unlike the C library's cos, which has a variant per instruction set on x86-64).
+static double cos_pi(double t) {
+    if (t > 0.5) return -cos_pi(1.0 - t);
+    double x = M_PI * t, x2 = x * x, sum = 0.0, factorial = 1.0;
+    double terms[12];
+    for (int k = 0; k < 12; k++) {
+        terms[k] = (k % 2 ? -1.0 : 1.0) / factorial;  // (-1)^k / (2k)!
+        factorial *= (double)(2 * k + 1) * (double)(2 * k + 2);
+    }
+    for (int k = 11; k >= 0; k--) sum = sum * x2 + terms[k];
+    return sum;
+}
+
 double lr_schedule_at(const LrSchedule *schedule, long step) {
     for (int i = 0; i < schedule->num_segments; i++) {
         if (step < schedule->steps[i]) {
@@ -195,7 +219,7 @@ double lr_schedule_at(const LrSchedule *schedule, long step) {
             case LR_COSINE: {
                 // the weight first: (a - b) * 0.5 rounds a subnormal difference, and the rate at the
                 // segment's first step came out below 0 (found by fuzz_schedule)
-                double w = 0.5 * (1.0 + cos(M_PI * t));
+                double w = 0.5 * (1.0 + cos_pi(t));
                 return b + (a - b) * w;
             }
             }
