@@ -194,21 +194,6 @@ long lr_schedule_segment_start(const LrSchedule *schedule, int i) {
     return start;
 }
 
-// cos(pi t) for t in [0, 1] by its Taylor series to x^22 on [0, pi/2] (truncation below 1e-19), the
-// other half by symmetry: additions and multiplications alone, so the same bits on every machine
-// (unlike the C library's cos, which has a variant per instruction set on x86-64).
-static double cos_pi(double t) {
-    if (t > 0.5) return -cos_pi(1.0 - t);
-    double x = M_PI * t, x2 = x * x, sum = 0.0, factorial = 1.0;
-    double terms[12];
-    for (int k = 0; k < 12; k++) {
-        terms[k] = (k % 2 ? -1.0 : 1.0) / factorial;  // (-1)^k / (2k)!
-        factorial *= (double)(2 * k + 1) * (double)(2 * k + 2);
-    }
-    for (int k = 11; k >= 0; k--) sum = sum * x2 + terms[k];
-    return sum;
-}
-
 double lr_schedule_at(const LrSchedule *schedule, long step) {
     for (int i = 0; i < schedule->num_segments; i++) {
         if (step < schedule->steps[i]) {
@@ -219,7 +204,7 @@ double lr_schedule_at(const LrSchedule *schedule, long step) {
             case LR_COSINE: {
                 // the weight first: (a - b) * 0.5 rounds a subnormal difference, and the rate at the
                 // segment's first step came out below 0 (found by fuzz_schedule)
-                double w = 0.5 * (1.0 + cos_pi(t));
+                double w = 0.5 * (1.0 + pf_cos_pi(t));
                 return b + (a - b) * w;
             }
             }
