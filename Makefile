@@ -11,10 +11,14 @@
 #   make install / uninstall   PREFIX (default /usr/local) and DESTDIR, as Unix tools do
 
 CC ?= cc
-CFLAGS ?= -O3 -march=native
+# No -march: the kernels come in one variant per instruction set (below), chosen at run time, so a
+# binary built here runs at full speed on any x86-64 (or ARM64) machine.
+CFLAGS ?= -O3
 # `override`: a CFLAGS given on the command line (make CFLAGS="-O3 -march=x86-64-v3") replaces the
 # default above but still gets the flags the build needs, as one from the environment does.
-override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Isrc
+# -ffp-contract=off: the compiler fuses no multiply and add on its own, so every sum is the one the
+# source writes, on every instruction set (README: Reproducibility).
+override CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -ffp-contract=off -Isrc
 LDLIBS = -lcjson -lm
 BUILD ?= build
 SAN_FLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -47,12 +51,36 @@ endif
 HAVE_CJSON := $(call probe,cjson,-lcjson)
 HAVE_CMOCKA := $(call probe,cmocka,-lcmocka)
 
+# The kernels (src/ops/lanes.h) are compiled once per variant, each object named after its
+# variant (build/obj/ops/gemm-avx2.o): on x86-64 AVX-512, AVX2 + FMA and plain x86-64 (-mno-sse3:
+# the baseline's SSE2 alone, whatever CFLAGS says), on ARM64 NEON, elsewhere plain C.
+MACHINE := $(shell $(CC) -dumpmachine)
+ifneq ($(findstring x86_64,$(MACHINE)),)
+VARIANTS := avx512 avx2 plain
+override CFLAGS += -DPF_KERNELS_SIMD
+else ifneq ($(findstring aarch64,$(MACHINE)),)
+VARIANTS := neon
+else
+VARIANTS := plain
+endif
+VARIANT_FLAGS_avx512 = -DPF_VARIANT=avx512 -DPF_LANES_AVX512 -mavx512f -mavx512dq -mfma
+VARIANT_FLAGS_avx2 = -DPF_VARIANT=avx2 -DPF_LANES_AVX2 -mavx2 -mfma -mno-avx512f
+VARIANT_FLAGS_neon = -DPF_VARIANT=neon -DPF_LANES_NEON
+ifneq ($(findstring x86_64,$(MACHINE)),)
+VARIANT_FLAGS_plain = -DPF_VARIANT=plain -mno-sse3
+else
+VARIANT_FLAGS_plain = -DPF_VARIANT=plain
+endif
+KERNEL_SRC := src/ops/gemm.c src/ops/ops_kernels.c
+KERNEL_NAMES := $(KERNEL_SRC:src/%.c=%)
+
 # The core in src/, each area in a folder of its own (README: Layout). Objects mirror the source
 # tree (build/obj/ops/ops.o), so files of the same name in two areas do not collide.
 AREAS := ops experiment bfs interp
-LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c $(AREAS:%=src/%/*.c)))
-LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
-SAN_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/asan/%.o)
+LIB_SRC := $(filter-out src/main.c $(KERNEL_SRC),$(wildcard src/*.c $(AREAS:%=src/%/*.c)))
+KERNEL_OBJ = $(foreach v,$(VARIANTS),$(KERNEL_NAMES:%=$(1)/%-$(v).o))
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o) $(call KERNEL_OBJ,$(BUILD)/obj)
+SAN_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/asan/%.o) $(call KERNEL_OBJ,$(BUILD)/asan)
 HEADERS := $(wildcard src/*.h $(AREAS:%=src/%/*.h))
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/%)
@@ -77,6 +105,17 @@ $(BUILD)/obj/%.o: src/%.c $(HEADERS) Makefile
 $(BUILD)/asan/%.o: src/%.c $(HEADERS) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -c -o $@ $<
+
+# One rule per variant for the kernels' objects (optimized and sanitizer builds).
+define VARIANT_RULES
+$(BUILD)/obj/%-$(1).o: src/%.c $(HEADERS) Makefile
+	@mkdir -p $$(@D)
+	$$(CC) $$(CFLAGS) $$(VARIANT_FLAGS_$(1)) -c -o $$@ $$<
+$(BUILD)/asan/%-$(1).o: src/%.c $(HEADERS) Makefile
+	@mkdir -p $$(@D)
+	$$(CC) $$(CFLAGS) $$(SAN_FLAGS) $$(VARIANT_FLAGS_$(1)) -c -o $$@ $$<
+endef
+$(foreach v,$(VARIANTS),$(eval $(call VARIANT_RULES,$(v))))
 
 $(BUILD)/test_%: tests/test_%.c tests/testutil.h $(LIB_OBJ) $(HEADERS)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS) -lcmocka
@@ -138,19 +177,24 @@ uninstall:
 # libFuzzer targets (fuzz/fuzz_NAME.c, clang with ASan + UBSan) over every parser of outside input;
 # `make fuzz` runs each for FUZZ_SECONDS from its seed corpus (fuzz/corpus/NAME) and the inputs
 # that once crashed it (fuzz/regressions/NAME, each run first), keeping what it finds in
-# $(BUILD)/fuzz/corpus-NAME. Built for plain x86-64: the parsers are the target, and the
-# AVX-512 kernels under clang's sanitizers take minutes to compile.
+# $(BUILD)/fuzz/corpus-NAME. Built with the plain kernels alone: the parsers are the target, and
+# the AVX-512 kernels under clang's sanitizers take minutes to compile.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_FLAGS = -g -O1 -std=c11 -D_GNU_SOURCE -Isrc -Wno-unknown-pragmas -fno-omit-frame-pointer \
+FUZZ_FLAGS = -g -O1 -std=c11 -D_GNU_SOURCE -Isrc -Wno-unknown-pragmas -fno-omit-frame-pointer -ffp-contract=off \
 	-fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/fuzz/%.o)
+FUZZ_VARIANT := $(if $(findstring aarch64,$(MACHINE)),neon,plain)
+FUZZ_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/fuzz/%.o) $(KERNEL_NAMES:%=$(BUILD)/fuzz/%-$(FUZZ_VARIANT).o)
 FUZZ_TARGETS := $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
 FUZZERS := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 
 $(BUILD)/fuzz/%.o: src/%.c $(HEADERS) Makefile
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(BUILD)/fuzz/%-$(FUZZ_VARIANT).o: src/%.c $(HEADERS) Makefile
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) $(VARIANT_FLAGS_$(FUZZ_VARIANT)) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) -lcjson -lm

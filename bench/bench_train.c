@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__AVX512F__) || defined(__FMA__)
+#if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 #ifdef _OPENMP
@@ -70,62 +70,87 @@ static double gemm_peak_gflops(int threads, int repeats) {
 
 // The cores' single-precision multiply-add limit, GFLOP/s: `threads` threads each run 16
 // independent chains of vector FMAs on registers (no memory traffic), about 0.15 s, median of
-// `repeats`. 0 when the build targets neither AVX-512 nor FMA.
-#if defined(__AVX512F__)
-typedef __m512 FmaVec;
-#define FMA_LANES 16
-#define FMA_SET1 _mm512_set1_ps
-#define FMA_OP _mm512_fmadd_ps
-#define FMA_ADD _mm512_add_ps
-#define FMA_STORE _mm512_storeu_ps
-#elif defined(__FMA__)
-typedef __m256 FmaVec;
-#define FMA_LANES 8
-#define FMA_SET1 _mm256_set1_ps
-#define FMA_OP _mm256_fmadd_ps
-#define FMA_ADD _mm256_add_ps
-#define FMA_STORE _mm256_storeu_ps
+// `repeats`, with the widest vectors of the kernel variant in use (ops_kernels_variant: the binary
+// is built for plain x86-64, each measurement function for its own instruction set). 0 on a variant
+// without FMA.
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
 #endif
+}
+
+static int thread_count(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 #define FMA_CHAINS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+#define FMA_INIT(c) Vec acc##c = SET1((float)(c));
+#define FMA_STEP(c) acc##c = OP(acc##c, x, y);
+#define FMA_SUM(c) acc0 = c ? ADD(acc0, acc##c) : acc0;
+// SET1, OP (the FMA), ADD and STORE: the vector operations, defined around each use.
+#define DEFINE_FMA_PEAK(NAME, TARGET, VEC, LANES)                                                                  \
+    __attribute__((target(TARGET))) static double NAME(int threads, int repeats) {                                   \
+        typedef VEC Vec;                                                                                             \
+        enum { STEPS = 10000000, CHAINS = 16 };                                                                      \
+        double rates[101];                                                                                           \
+        float sums[256];                                                                                             \
+        int ran = 1; /* threads that really ran the chains */                                                        \
+        for (int r = 0; r <= repeats; r++) {                                                                         \
+            double start = pf_now_seconds();                                                                         \
+            _Pragma("omp parallel num_threads(threads)") {                                                           \
+                Vec x = SET1(0.999999f), y = SET1(1e-7f);                                                              \
+                FMA_CHAINS(FMA_INIT)                                                                                 \
+                for (int i = 0; i < STEPS; i++) {                                                                    \
+                    FMA_CHAINS(FMA_STEP)                                                                             \
+                }                                                                                                    \
+                FMA_CHAINS(FMA_SUM)                                                                                  \
+                float lanes[LANES];                                                                                  \
+                STORE(lanes, acc0);                                                                                  \
+                sums[thread_id() % 256] = lanes[0];                                                                  \
+                if (thread_id() == 0) ran = thread_count();                                                          \
+            }                                                                                                        \
+            double seconds = pf_now_seconds() - start;                                                               \
+            rates[r] = 2.0 * LANES * CHAINS * (double)STEPS * ran / seconds / 1e9;                                   \
+        }                                                                                                            \
+        if (sums[0] < 0.0f) printf("(%g)\n", sums[0]); /* keeps the chains' results alive */                         \
+        return median(rates + 1, repeats);                                                                           \
+    }
+
+#if defined(__x86_64__)
+#define SET1 _mm512_set1_ps
+#define OP _mm512_fmadd_ps
+#define ADD _mm512_add_ps
+#define STORE _mm512_storeu_ps
+DEFINE_FMA_PEAK(fma_peak_avx512, "avx512f,fma", __m512, 16)
+#undef SET1
+#undef OP
+#undef ADD
+#undef STORE
+#define SET1 _mm256_set1_ps
+#define OP _mm256_fmadd_ps
+#define ADD _mm256_add_ps
+#define STORE _mm256_storeu_ps
+DEFINE_FMA_PEAK(fma_peak_avx2, "avx2,fma", __m256, 8)
+#undef SET1
+#undef OP
+#undef ADD
+#undef STORE
+#endif
 
 static double fma_peak_gflops(int threads, int repeats) {
-#ifdef FMA_LANES
-    enum { STEPS = 10000000, CHAINS = 16 };
-    double rates[101];
-    float sums[256];
-    int ran = 1;  // threads that really ran the chains
-    for (int r = 0; r <= repeats; r++) {
-        double start = pf_now_seconds();
-#pragma omp parallel num_threads(threads)
-        {
-            FmaVec x = FMA_SET1(0.999999f), y = FMA_SET1(1e-7f);
-#define FMA_INIT(c) FmaVec acc##c = FMA_SET1((float)(c));
-            FMA_CHAINS(FMA_INIT)
-            for (int i = 0; i < STEPS; i++) {
-#define FMA_STEP(c) acc##c = FMA_OP(acc##c, x, y);
-                FMA_CHAINS(FMA_STEP)
-            }
-#define FMA_SUM(c) acc0 = c ? FMA_ADD(acc0, acc##c) : acc0;
-            FMA_CHAINS(FMA_SUM)
-            float lanes[FMA_LANES];
-            FMA_STORE(lanes, acc0);
-#ifdef _OPENMP
-            sums[omp_get_thread_num() % 256] = lanes[0];
-            if (omp_get_thread_num() == 0) ran = omp_get_num_threads();
-#else
-            sums[0] = lanes[0];
+#if defined(__x86_64__)
+    if (strcmp(ops_kernels_variant(), "avx512") == 0) return fma_peak_avx512(threads, repeats);
+    if (strcmp(ops_kernels_variant(), "avx2") == 0) return fma_peak_avx2(threads, repeats);
 #endif
-        }
-        double seconds = pf_now_seconds() - start;
-        rates[r] = 2.0 * FMA_LANES * CHAINS * (double)STEPS * ran / seconds / 1e9;
-    }
-    if (sums[0] < 0.0f) printf("(%g)\n", sums[0]);  // keeps the chains' results alive
-    return median(rates + 1, repeats);
-#else
     (void)threads;
     (void)repeats;
     return 0.0;
-#endif
 }
 
 // FLOPs this model really runs per example, averaged over a pretrain batch: packed rows only (n

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs what pathformer needs to build, run and test, when any of it is missing: Debian packages
 # (compiler, libraries, PyTorch for the parity test, Node.js for the report's plotting libraries,
-# Chromium for the report's browser test, clang with libFuzzer for the fuzz targets), then the npm packages pinned in package-lock.json.
+# Chromium for the report's browser test, clang with libFuzzer for the fuzz targets; on x86-64 the
+# ARM64 cross compiler, qemu-user and the ARM64 libraries through multiarch, for the ARM64 build of
+# scripts/variant_tests.sh), then the npm packages pinned in package-lock.json.
 # Needs root (or sudo) only when a Debian package has to be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(gcc make libc6-dev libcjson-dev libcmocka-dev libopenblas-dev python3-torch python3-numpy chromium clang
           libclang-rt-14-dev)
+cross=0
+if [ "$(dpkg --print-architecture)" = amd64 ]; then
+    packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libcjson-dev:arm64 libcmocka-dev:arm64 libgomp1:arm64)
+    dpkg --print-foreign-architectures | grep -qx arm64 || cross=1
+fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,6 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         sudo=sudo
     fi
     export DEBIAN_FRONTEND=noninteractive
+    [ $cross -eq 0 ] || $sudo dpkg --add-architecture arm64  # the ARM64 libraries (multiarch)
     $sudo apt-get update -q
     $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

@@ -27,12 +27,21 @@ void adam_free(AdamState *state) {
     memset(state, 0, sizeof(*state));
 }
 
+// x^n by squaring: multiplications alone, so the same bits on every machine (the C library's pow
+// has a variant per instruction set on x86-64, which may differ in the last bit).
+static double power(double x, long n) {
+    double result = 1.0;
+    for (; n > 0; n >>= 1, x *= x)
+        if (n & 1) result *= x;
+    return result;
+}
+
 void adam_update(AdamState *state, float *params, const float *grads, float lr, const AdamConfig *cfg) {
     state->step++;
     // PyTorch computes the bias corrections in double precision (Python floats) and then applies
     // them to float tensors: step_size = lr / bc1, denom = sqrt(v) / sqrt(bc2) + eps.
-    double bc1 = 1.0 - pow((double)cfg->beta1, (double)state->step);
-    double bc2 = 1.0 - pow((double)cfg->beta2, (double)state->step);
+    double bc1 = 1.0 - power((double)cfg->beta1, state->step);
+    double bc2 = 1.0 - power((double)cfg->beta2, state->step);
     float step_size = (float)(lr / bc1);
     float bc2_sqrt = (float)sqrt(bc2);
     float beta1 = cfg->beta1, beta2 = cfg->beta2, eps = cfg->eps, wd = cfg->weight_decay;
@@ -195,7 +204,7 @@ double lr_schedule_at(const LrSchedule *schedule, long step) {
             case LR_COSINE: {
                 // the weight first: (a - b) * 0.5 rounds a subnormal difference, and the rate at the
                 // segment's first step came out below 0 (found by fuzz_schedule)
-                double w = 0.5 * (1.0 + cos(M_PI * t));
+                double w = 0.5 * (1.0 + pf_cos_pi(t));
                 return b + (a - b) * w;
             }
             }

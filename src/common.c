@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <dirent.h>
+#include <math.h>
 #include <libgen.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -341,4 +342,32 @@ int pf_find_home(int (*has)(const char *folder), char *out, size_t size) {
     }
     snprintf(out, size, ".");
     return has(".");
+}
+
+double pf_cos_pi(double t) {
+    if (t > 1.0) t = 2.0 - t;               // cos(pi t) = cos(pi (2 - t))
+    if (t > 0.5) return -pf_cos_pi(1.0 - t);  // cos(pi t) = -cos(pi (1 - t)); 1 - t is exact here
+    // the Taylor series to x^22 on [0, pi/2]: truncation below 1e-19
+    double x = M_PI * t, x2 = x * x, sum = 0.0, factorial = 1.0;
+    double terms[12];
+    for (int k = 0; k < 12; k++) {
+        terms[k] = (k % 2 ? -1.0 : 1.0) / factorial;  // (-1)^k / (2k)!
+        factorial *= (double)(2 * k + 1) * (double)(2 * k + 2);
+    }
+    for (int k = 11; k >= 0; k--) sum = sum * x2 + terms[k];
+    return sum;
+}
+
+double pf_log(double x) {
+    // x = m 2^e with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172:
+    // the series s + s^3/3 + ... to s^41 leaves below 1e-32
+    int e;
+    double m = frexp(x, &e);  // exact: [1/2, 1)
+    if (m < M_SQRT1_2) {
+        m *= 2.0;
+        e--;
+    }
+    double s = (m - 1.0) / (m + 1.0), s2 = s * s, sum = 0.0;
+    for (int k = 20; k >= 0; k--) sum = sum * s2 + 1.0 / (double)(2 * k + 1);
+    return 2.0 * s * sum + (double)e * M_LN2;
 }

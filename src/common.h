@@ -68,4 +68,11 @@ int pf_mkdir_p(const char *path);
 
 double pf_now_seconds(void);
 
+// cos(pi t) for t in [0, 2] and the natural logarithm of x > 0, in double precision to within a few
+// units in the last place, by additions, multiplications and divisions alone: the same bits on every
+// machine (the C library's cos and log have a variant per instruction set on x86-64, which may
+// differ in the last bit). For what a training run computes: the cosine schedule, initial weights.
+double pf_cos_pi(double t);
+double pf_log(double x);
+
 #endif

@@ -58,18 +58,6 @@ uint64_t eval_stream_step(const char *set) {
 }
 
 // Adds src's counts into dst (same set and label range).
-static void eval_result_merge(EvalResult *dst, const EvalResult *src) {
-    dst->count += src->count;
-    dst->sse += src->sse;
-    dst->correct += src->correct;
-    for (int label = 0; label <= dst->max_label; label++) {
-        dst->label_count[label] += src->label_count[label];
-        dst->label_sse[label] += src->label_sse[label];
-        dst->label_correct[label] += src->label_correct[label];
-        for (int bin = 0; bin < EVAL_BINS; bin++) dst->hist[label][bin] += src->hist[label][bin];
-    }
-}
-
 // Examples drawn at a time: each block is reduced to its distinct examples (batch_distinct_collect),
 // which the threads then share; a repeat counts with its representative's prediction.
 enum { EVAL_BLOCK = 1 << 15 };
@@ -84,19 +72,16 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
                        model->config.vocab);
     eval_result_init(result, set_name, cfg);
     // Data-parallel like training: each thread runs whole chunks on its own replica of the model,
-    // and the partial results are merged in thread order.
+    // and each chunk's predictions join the result in chunk order (ordered), so the sums do not
+    // depend on the thread count.
     int capacity = model->batch_capacity, T = model->config.seq_len;
     int block = count < EVAL_BLOCK ? (int)(count > 0 ? count : 1) : EVAL_BLOCK;
     long max_chunks = (block + capacity - 1) / capacity;
     int threads = omp_get_max_threads();
     int workers = max_chunks < threads ? (int)max_chunks : threads;
     Model *replicas = mallocCheck(sizeof(Model) * workers);
-    EvalResult *partial = mallocCheck(sizeof(EvalResult) * workers);
     model_pack_weights(model);  // for every worker: the weights hold still throughout
-    for (int id = 0; id < workers; id++) {
-        if (id > 0) model_create_replica(&replicas[id], model, capacity);
-        eval_result_init(&partial[id], set_name, cfg);
-    }
+    for (int id = 1; id < workers; id++) model_create_replica(&replicas[id], model, capacity);
     Batch drawn;
     batch_alloc(&drawn, block, T);
     BatchDistinct distinct;
@@ -116,24 +101,22 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
         {
             int id = omp_get_thread_num();
             Model *m = id == 0 ? model : &replicas[id];
-            for (long k = id; k < chunks; k += workers) {
+#pragma omp for schedule(static, 1) ordered
+            for (long k = 0; k < chunks; k++) {
                 long first = k * capacity;
                 int B = (int)(run->B - first < capacity ? run->B - first : capacity);
                 model_infer(m, run->tokens + (size_t)first * T * 2, NULL, B);
-                eval_result_add(&partial[id], m->pred, run->labels + first, distinct.counts + first, B);
+#pragma omp ordered
+                eval_result_add(result, m->pred, run->labels + first, distinct.counts + first, B);
             }
         }
         progress_add(&progress, drawn.B);
     }
     progress_end(&progress);
-    for (int id = 0; id < workers; id++) {
-        eval_result_merge(result, &partial[id]);
-        if (id > 0) model_free(&replicas[id]);
-    }
+    for (int id = 1; id < workers; id++) model_free(&replicas[id]);
     model_unpack_weights(model);
     batch_free(&drawn);
     batch_distinct_free(&distinct);
-    free(partial);
     free(replicas);
     return 0;
 }

@@ -35,14 +35,8 @@ static void print_version(void) {
 #elif defined(__GNUC__)
     printf("compiler: gcc %s\n", __VERSION__);
 #endif
-#if defined(__AVX512F__)
-    const char *isa = "AVX-512";
-#elif defined(__AVX2__)
-    const char *isa = "AVX2";
-#else
-    const char *isa = "baseline";
-#endif
-    printf("instruction set: %s; matmul backend: %s\n", isa, ops_backend());
+    printf("kernels: %s (this CPU runs: %s; PF_KERNELS=NAME chooses); matmul backend: %s\n", ops_kernels_variant(),
+           ops_kernel_variants(), ops_backend());
 #ifdef PF_HAVE_BLAS
     printf("BLAS: OpenBLAS\n");
 #else

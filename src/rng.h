@@ -7,6 +7,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "common.h"
+
 typedef struct {
     uint64_t state;
 } Rng;
@@ -55,7 +57,7 @@ static inline double rng_normal(Rng *rng) {
     double u1 = rng_uniform(rng);
     double u2 = rng_uniform(rng);
     if (u1 < 1e-300) u1 = 1e-300;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+    return sqrt(-2.0 * pf_log(u1)) * pf_cos_pi(2.0 * u2);  // the same bits on every machine (common.h)
 }
 
 #endif

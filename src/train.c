@@ -211,17 +211,98 @@ static int write_summary(const RunConfig *cfg, const char *run_dir, long steps, 
     return rc;
 }
 
+// The sum of a step's micro-batch gradients in one binary tree over their index, built as they
+// arrive in order (a binary counter): level[j] holds the sum of a whole subtree of 2^j micro-batches
+// while bit j of the count is set, and each new gradient joins the subtrees it completes, left
+// operand first. What remains at the end is joined from the smallest subtree up: the tree that
+// splits n micro-batches at the largest power of two below n. The order of every addition follows
+// from the micro-batch index alone.
+enum { TREE_LEVELS = 64 };
+typedef struct {
+    size_t n;  // floats per gradient
+    long count;
+    float *level[TREE_LEVELS];
+    float **free;  // buffers not holding a subtree
+    int num_free;
+} GradientTree;
+
+static void gradient_tree_create(GradientTree *tree, size_t n, long max_count) {
+    memset(tree, 0, sizeof(*tree));
+    tree->n = n;
+    int buffers = 2;  // one per bit of max_count, plus the one being joined
+    while (max_count >>= 1) buffers++;
+    tree->free = mallocCheck(sizeof(float *) * buffers);
+    for (int i = 0; i < buffers; i++) tree->free[tree->num_free++] = mallocCheck(sizeof(float) * n);
+}
+
+static void gradient_tree_free(GradientTree *tree) {
+    for (int j = 0; j < TREE_LEVELS; j++)
+        if (tree->level[j]) tree->free[tree->num_free++] = tree->level[j];
+    for (int i = 0; i < tree->num_free; i++) free(tree->free[i]);
+    free(tree->free);
+}
+
+// left = left + right, element by element
+static void add_into(float *left, const float *right, size_t n) {
+    for (size_t i = 0; i < n; i++) left[i] = left[i] + right[i];
+}
+
+static void gradient_tree_add(GradientTree *tree, const float *gradient) {
+    long i = tree->count++;
+    float *acc;
+    int j = 0;
+    if (i & 1) {  // completes a pair: joined in place, no copy
+        acc = tree->level[0];
+        add_into(acc, gradient, tree->n);
+        tree->level[0] = NULL;
+        j = 1;
+    } else {
+        acc = tree->free[--tree->num_free];
+        memcpy(acc, gradient, sizeof(float) * tree->n);
+    }
+    for (; (i >> j) & 1; j++) {
+        float *left = tree->level[j];
+        add_into(left, acc, tree->n);
+        tree->free[tree->num_free++] = acc;
+        acc = left;
+        tree->level[j] = NULL;
+    }
+    tree->level[j] = acc;
+}
+
+// out = the sum of every gradient added (zeros for none); the tree is empty again.
+static void gradient_tree_sum(GradientTree *tree, float *out) {
+    float *acc = NULL;
+    for (int j = 0; j < TREE_LEVELS; j++) {
+        if (!tree->level[j]) continue;
+        if (acc) {
+            add_into(tree->level[j], acc, tree->n);
+            tree->free[tree->num_free++] = acc;
+        }
+        acc = tree->level[j];
+        tree->level[j] = NULL;
+    }
+    if (acc) {
+        memcpy(out, acc, sizeof(float) * tree->n);
+        tree->free[tree->num_free++] = acc;
+    } else {
+        memset(out, 0, sizeof(float) * tree->n);
+    }
+    tree->count = 0;
+}
+
 // One thread's share of a step: micro-batches k = id, id + W, id + 2W, ... of the step.
 typedef struct {
     Model *model;  // worker 0 uses the master model itself
     Model replica;
-    BatchStats stats;
+    BatchStats stats;  // of its current micro-batch
 } Worker;
 
 struct GradientWorkers {
     const RunConfig *cfg;
     int count;
     Worker *workers;
+    GradientTree tree;
     Batch drawn;             // the step's full batch as drawn
     BatchDistinct distinct;  // its distinct examples (cfg->dedupe)
 };
@@ -237,6 +318,7 @@ GradientWorkers *gradient_workers_create(Model *model, const RunConfig *cfg, int
         if (i > 0) model_create_replica(&w->replica, model, cfg->micro_batch);
         w->model = i == 0 ? model : &w->replica;
     }
+    gradient_tree_create(&gw->tree, model->num_parameters, num_micro);
     batch_alloc(&gw->drawn, (int)cfg->batch_size, cfg->model.seq_len);
     batch_distinct_create(&gw->distinct, (int)cfg->batch_size, cfg->model.seq_len);
     return gw;
@@ -250,6 +332,7 @@ const Batch *gradient_workers_last_batch(const GradientWorkers *gw) {
 
 void gradient_workers_free(GradientWorkers *gw) {
     for (int i = 1; i < gw->count; i++) model_free(&gw->workers[i].replica);
+    gradient_tree_free(&gw->tree);
     batch_free(&gw->drawn);
     batch_distinct_free(&gw->distinct);
     free(gw->workers);
@@ -270,6 +353,7 @@ int gradient_workers_step(GradientWorkers *gw, const DataSet *set, long step, Ba
     long num_micro = (run->B + cfg->micro_batch - 1) / cfg->micro_batch;
     float scale = 1.0f / (float)cfg->batch_size;
     Model *master = gw->workers[0].model;
+    memset(stats, 0, sizeof(*stats));
     model_pack_weights(master);  // for every worker: the weights hold still until the step's end
 #pragma omp parallel num_threads(gw->count)
     {
@@ -279,36 +363,41 @@ int gradient_workers_step(GradientWorkers *gw, const DataSet *set, long step, Ba
         int id = 0;
 #endif
         Worker *w = &gw->workers[id];
-        memset(&w->stats, 0, sizeof(w->stats));
-        model_zero_grad(w->model);
-        for (long k = id; k < num_micro && !interrupted; k += gw->count) {
-            long first = k * cfg->micro_batch;
-            int B = (int)(run->B - first < cfg->micro_batch ? run->B - first : cfg->micro_batch);
-            const float *labels = run->labels + first, *weights = counts ? counts + first : NULL;
-            model_forward(w->model, run->tokens + (size_t)first * T * 2, labels, B);
-            for (int b = 0; b < B; b++) {
-                int label = (int)labels[b];
-                double diff = (double)w->model->pred[b] - labels[b], copies = weights ? weights[b] : 1.0;
-                w->stats.sse += copies * diff * diff;
-                w->stats.label_sse[label] += copies * diff * diff;
-                w->stats.label_count[label] += (long)copies;
+        // Micro-batch k on worker k % W; each joins the tree and the statistics in turn (ordered),
+        // while the workers go on with their next micro-batches.
+#pragma omp for schedule(static, 1) ordered
+        for (long k = 0; k < num_micro; k++) {
+            int ran = !interrupted;
+            if (ran) {
+                long first = k * cfg->micro_batch;
+                int B = (int)(run->B - first < cfg->micro_batch ? run->B - first : cfg->micro_batch);
+                const float *labels = run->labels + first, *weights = counts ? counts + first : NULL;
+                memset(&w->stats, 0, sizeof(w->stats));
+                model_zero_grad(w->model);
+                model_forward(w->model, run->tokens + (size_t)first * T * 2, labels, B);
+                for (int b = 0; b < B; b++) {
+                    int label = (int)labels[b];
+                    double diff = (double)w->model->pred[b] - labels[b], copies = weights ? weights[b] : 1.0;
+                    w->stats.sse += copies * diff * diff;
+                    w->stats.label_sse[label] += copies * diff * diff;
+                    w->stats.label_count[label] += (long)copies;
+                }
+                model_backward(w->model, labels, weights, B, scale);
             }
-            model_backward(w->model, labels, weights, B, scale);
+#pragma omp ordered
+            if (ran) {
+                gradient_tree_add(&gw->tree, w->model->grads_memory);
+                stats->sse += w->stats.sse;
+                for (int label = 0; label <= PF_MAX_VERTICES; label++) {
+                    stats->label_sse[label] += w->stats.label_sse[label];
+                    stats->label_count[label] += w->stats.label_count[label];
+                }
+            }
         }
     }
     model_unpack_weights(master);
-    if (interrupted) return 1;
-    *stats = gw->workers[0].stats;
-    for (int i = 1; i < gw->count; i++) {
-        const Worker *w = &gw->workers[i];
-        for (size_t j = 0; j < master->num_parameters; j++) master->grads_memory[j] += w->model->grads_memory[j];
-        stats->sse += w->stats.sse;
-        for (int label = 0; label <= PF_MAX_VERTICES; label++) {
-            stats->label_sse[label] += w->stats.label_sse[label];
-            stats->label_count[label] += w->stats.label_count[label];
-        }
-    }
-    return 0;
+    gradient_tree_sum(&gw->tree, master->grads_memory);
+    return interrupted ? 1 : 0;
 }
 
 // A training run while it runs: what it trains, where, and how far it has come.

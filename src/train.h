@@ -14,9 +14,11 @@ typedef struct {
 } BatchStats;
 
 // Data-parallel gradient accumulation: each worker thread runs its own micro-batches of a step on
-// its own replica of the model (shared parameters, own gradients and activations); the gradients
-// are summed in a fixed order afterwards, so a step's result depends on the thread count but not on
-// timing, and threads never wait for each other inside a step.
+// its own replica of the model (shared parameters, own gradients and activations). The step's
+// gradient is the sum of the micro-batches' gradients in one binary tree over their index (pairs,
+// then pairs of pairs; a partial tree at the end), added in micro-batch order whichever thread ran
+// each, and the loss statistics are summed in micro-batch order: a step's result depends on neither
+// the thread count nor timing.
 typedef struct GradientWorkers GradientWorkers;
 GradientWorkers *gradient_workers_create(Model *model, const RunConfig *cfg, int threads);
 int gradient_workers_count(const GradientWorkers *workers);

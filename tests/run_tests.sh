@@ -29,6 +29,9 @@ for t in "$build"/asan/test_*; do
     run "asan/$(basename "$t")" env PF_SANITIZER=1 PF_BIN="$build/asan/pathformer" \
         ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "$t"
 done
+# The same bits on other builds: plain x86-64, AVX2, and ARM64 under qemu-user (each skipped, saying
+# so, where this machine cannot run it), all agreeing on the golden run (scripts/variant_tests.sh).
+run "variant_builds" bash scripts/variant_tests.sh "$build"
 # The layout's rules (scripts/check_layers.py): dependencies one way between the areas of src/, and
 # no cycle of includes or of symbols between modules.
 run "check_layers" python3 scripts/check_layers.py --objects "$build/obj"

@@ -1,7 +1,8 @@
-// Every op family on every backend this build has, against the reference ("loops"), as ggml's
-// test-backend-ops does: the same random inputs through both, forward and backward, on shapes the
-// fast kernels take and on shapes they hand back to the reference (each backend must be right on
-// both), at one thread and at two. Each output is judged relative to its largest reference value.
+// Every op family on every backend this build has (the kernels in every variant the CPU runs),
+// against the reference ("loops"), as ggml's test-backend-ops does: the same random inputs through
+// both, forward and backward, on shapes the fast kernels take and on shapes they hand back to the
+// reference (each backend must be right on both), at one thread and at two. Each output is judged
+// relative to its largest reference value.
 #include "testutil.h"
 
 #include "ops/gemm.h"
@@ -265,5 +266,14 @@ int main(void) {
         cmocka_unit_test(test_attention_on_every_backend),
         cmocka_unit_test(test_layernorm_on_every_backend),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    // every kernel variant this CPU runs (they give the same bits, test_determinism; each is held to
+    // the reference here)
+    char variants[128], *rest = NULL;
+    snprintf(variants, sizeof(variants), "%s", ops_kernel_variants());
+    int failed = 0;
+    for (char *v = strtok_r(variants, " ", &rest); v; v = strtok_r(NULL, " ", &rest)) {
+        assert_int_equal(ops_set_kernels_variant(v), 0);
+        failed += cmocka_run_group_tests_name(v, tests, NULL, NULL);
+    }
+    return failed;
 }

@@ -1,4 +1,5 @@
-// The fast kernels against plain references: the AVX-512 products (gemm.h) against double-precision
+// The fast kernels against plain references, on every kernel variant the CPU runs (AVX-512, AVX2,
+// plain; NEON): the matrix products (gemm.h) against double-precision
 // loops on every tile edge (rows, columns and depths around the 12 x 32 tiles, leading dimensions
 // wider than the matrices, accumulate on and off), the matmul ops through each backend this build
 // has against the plain-loop backend, and the backends that say a row's bits do not depend on the
@@ -145,7 +146,7 @@ static void test_gemm_against_double(void **state) {
     if ((e = check_product(29, 40, 1100, 0, 1, &rng)) > bad_nn) bad_nn = e;
     if ((e = check_gradient_product(685, 256, 64, &rng)) > bad_tn) bad_tn = e;
     printf("gemm kernels (%s) against double loops, %d shapes: worst relative error nt %.2e, nn %.2e, tn %.2e\n",
-           gemm_available() ? "AVX-512" : "plain fallback", cases + 2, bad_nt, bad_nn, bad_tn);
+           ops_kernels_variant(), cases + 2, bad_nt, bad_nn, bad_tn);
     assert_true(bad_nt < GEMM_TOL);
     assert_true(bad_nn < GEMM_TOL);
     assert_true(bad_tn < GEMM_TOL);
@@ -353,5 +354,14 @@ int main(void) {
         cmocka_unit_test(test_backward_relu_matches_separate_ops),
         cmocka_unit_test(test_independent_rows_keep_their_bits),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    // every kernel variant this CPU runs (they give the same bits, test_determinism; each is held to
+    // the reference here)
+    char variants[128], *rest = NULL;
+    snprintf(variants, sizeof(variants), "%s", ops_kernel_variants());
+    int failed = 0;
+    for (char *v = strtok_r(variants, " ", &rest); v; v = strtok_r(NULL, " ", &rest)) {
+        assert_int_equal(ops_set_kernels_variant(v), 0);
+        failed += cmocka_run_group_tests_name(v, tests, NULL, NULL);
+    }
+    return failed;
 }

@@ -1,7 +1,8 @@
 // The ops' backend seam (inside src/ops/ only; callers use ops.h). A backend is one table of the
 // ops that have more than one implementation, all with the signatures of ops.h: the reference
-// (ops_reference.c, plain loops, every op), OpenBLAS for the matmuls (ops_blas.c), and the AVX-512
-// kernels (ops_avx512.c, with gemm.c) for the matmuls, the attention and the layernorm. A NULL
+// (ops_reference.c, plain loops, every op), OpenBLAS for the matmuls (ops_blas.c), and the kernels
+// (ops_kernels.c with gemm.c, one variant per instruction set, kernels.h) for the matmuls, the
+// attention and the layernorm. A NULL
 // entry: the backend does not offer that op family. Where a fast kernel does not fit the shapes at
 // hand, its backend runs the reference op itself. ops.c chooses a backend per family at run time.
 #ifndef PATHFORMER_OPS_BACKEND_H
@@ -40,9 +41,7 @@ extern const OpsBackend OPS_REFERENCE;  // "loops"
 #ifdef PF_HAVE_BLAS
 extern const OpsBackend OPS_BLAS;       // "openblas"
 #endif
-#if defined(__AVX512F__)
-extern const OpsBackend OPS_KERNELS;    // "kernels"
-#endif
+// "kernels": one table per instruction set (kernels.h), the one in use chosen at start (ops.c)
 
 enum { LAYERNORM_BLOCK = 256 };  // columns per block of the layernorm backward's local buffers
 

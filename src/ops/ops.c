@@ -2,6 +2,8 @@
 // threads; and the ops that combine others.
 #include "ops/ops.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -10,19 +12,99 @@ void openblas_set_num_threads(int num_threads);  // OpenBLAS extension; not in e
 #endif
 
 #include "ops/backend.h"
+#include "ops/kernels.h"
 
-// The backends this build has, fastest first: the AVX-512 kernels measured fastest on the model's
-// shapes (see bench_train's per-backend lines), then OpenBLAS, then the reference loops.
-static const OpsBackend *const BACKENDS[] = {
-#if defined(__AVX512F__)
-    &OPS_KERNELS,
+// The kernels' variants this build has, fastest first: one per instruction set (lanes.h), all
+// giving the same bits. The fuzzing build has the plain one alone.
+static const KernelVariant VARIANTS[] = {
+#if defined(__x86_64__) && defined(PF_KERNELS_SIMD)
+    {"avx512", &GEMM_KERNELS_avx512, &OPS_KERNELS_avx512},
+    {"avx2", &GEMM_KERNELS_avx2, &OPS_KERNELS_avx2},
 #endif
-#ifdef PF_HAVE_BLAS
-    &OPS_BLAS,
+#if defined(__aarch64__)
+    {"neon", &GEMM_KERNELS_neon, &OPS_KERNELS_neon},
+#else
+    {"plain", &GEMM_KERNELS_plain, &OPS_KERNELS_plain},
 #endif
-    &OPS_REFERENCE,
 };
-enum { NUM_BACKENDS = sizeof(BACKENDS) / sizeof(BACKENDS[0]) };
+enum { NUM_VARIANTS = sizeof(VARIANTS) / sizeof(VARIANTS[0]) };
+
+static const KernelVariant *variant_named(const char *name) {
+    for (int i = 0; i < NUM_VARIANTS; i++)
+        if (strcmp(VARIANTS[i].name, name) == 0) return &VARIANTS[i];
+    return NULL;
+}
+
+// Whether this CPU (and its operating system) runs the variant's instructions.
+static int variant_runs(const KernelVariant *v) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (strcmp(v->name, "avx512") == 0) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+    if (strcmp(v->name, "avx2") == 0) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    (void)v;
+    return 1;
+}
+
+// The variant in use: the fastest this CPU runs, or the one PF_KERNELS names (checked at start).
+static const KernelVariant *variant = &VARIANTS[NUM_VARIANTS - 1];
+
+// The backend of each family: the kernels unless ops_set_backend chose another.
+static const OpsBackend *chosen[NUM_OP_FAMILIES];
+
+__attribute__((constructor)) static void choose_kernels(void) {
+    const char *forced = getenv("PF_KERNELS");
+    if (forced && *forced) {
+        const KernelVariant *v = variant_named(forced);
+        if (!v || !variant_runs(v)) {
+            fprintf(stderr, "error: PF_KERNELS=%s: %s (this build and CPU: %s)\n", forced,
+                    v ? "this CPU cannot run that variant" : "no such variant of the kernels", ops_kernel_variants());
+            exit(2);
+        }
+        variant = v;
+    } else {
+        for (int i = NUM_VARIANTS - 1; i >= 0; i--)
+            if (variant_runs(&VARIANTS[i])) variant = &VARIANTS[i];
+    }
+    for (int f = 0; f < NUM_OP_FAMILIES; f++) chosen[f] = variant->ops;
+}
+
+const char *ops_kernels_variant(void) { return variant->name; }
+
+const char *ops_kernel_variants(void) {
+    static char list[64];
+    list[0] = 0;
+    for (int i = 0; i < NUM_VARIANTS; i++)
+        if (variant_runs(&VARIANTS[i])) {
+            if (list[0]) strcat(list, " ");
+            strcat(list, VARIANTS[i].name);
+        }
+    return list;
+}
+
+int ops_set_kernels_variant(const char *name) {
+    const KernelVariant *v = variant_named(name);
+    if (!v || !variant_runs(v)) return -1;
+    for (int f = 0; f < NUM_OP_FAMILIES; f++)
+        if (chosen[f] == variant->ops) chosen[f] = v->ops;
+    variant = v;
+    return 0;
+}
+
+const GemmKernels *ops_kernels_gemm(void) { return variant->gemm; }
+
+// The backends, fastest first: the kernels, then OpenBLAS (matmul only, outside the guarantee of
+// the same bits everywhere), then the reference loops.
+static const OpsBackend *backend_at(int i) {
+    const OpsBackend *list[] = {
+        variant->ops,
+#ifdef PF_HAVE_BLAS
+        &OPS_BLAS,
+#endif
+        &OPS_REFERENCE,
+    };
+    return i < (int)(sizeof(list) / sizeof(list[0])) ? list[i] : NULL;
+}
 
 static const char *const FAMILY_NAMES[NUM_OP_FAMILIES] = {"matmul", "attention", "layernorm"};
 
@@ -34,35 +116,26 @@ static int offers(const OpsBackend *b, OpFamily family) {
     }
 }
 
-// The backend of each family: the fastest that offers it, unless ops_set_backend chose another.
-#if defined(__AVX512F__)
-static const OpsBackend *chosen[NUM_OP_FAMILIES] = {&OPS_KERNELS, &OPS_KERNELS, &OPS_KERNELS};
-#elif defined(PF_HAVE_BLAS)
-static const OpsBackend *chosen[NUM_OP_FAMILIES] = {&OPS_BLAS, &OPS_REFERENCE, &OPS_REFERENCE};
-#else
-static const OpsBackend *chosen[NUM_OP_FAMILIES] = {&OPS_REFERENCE, &OPS_REFERENCE, &OPS_REFERENCE};
-#endif
-
 static const OpsBackend *backend_of(OpFamily family) { return chosen[family]; }
 
 const char *ops_family_name(OpFamily family) { return FAMILY_NAMES[family]; }
 
 int ops_num_backends(OpFamily family) {
     int n = 0;
-    for (int i = 0; i < NUM_BACKENDS; i++) n += offers(BACKENDS[i], family);
+    for (int i = 0; backend_at(i); i++) n += offers(backend_at(i), family);
     return n;
 }
 
 const char *ops_backend_name(OpFamily family, int i) {
-    for (int b = 0; b < NUM_BACKENDS; b++)
-        if (offers(BACKENDS[b], family) && i-- == 0) return BACKENDS[b]->name;
+    for (int b = 0; backend_at(b); b++)
+        if (offers(backend_at(b), family) && i-- == 0) return backend_at(b)->name;
     return NULL;
 }
 
 int ops_set_backend(OpFamily family, const char *name) {
-    for (int i = 0; i < NUM_BACKENDS; i++)
-        if (strcmp(name, BACKENDS[i]->name) == 0 && offers(BACKENDS[i], family)) {
-            chosen[family] = BACKENDS[i];
+    for (int i = 0; backend_at(i); i++)
+        if (strcmp(name, backend_at(i)->name) == 0 && offers(backend_at(i), family)) {
+            chosen[family] = backend_at(i);
             return 0;
         }
     return -1;

@@ -16,10 +16,20 @@
 int ops_set_threads(int n);
 
 // Backends. The ops with more than one implementation come in families, and each family runs on
-// one backend, chosen at run time: "loops" (the reference, plain loops: every family), "openblas"
-// (matmul, when the build found a CBLAS) and "kernels" (AVX-512 on AVX-512 builds: matmul with
-// gemm.h's products, attention, layernorm). The default is the fastest this build has; the other
-// ops have one implementation. test_backends runs every family on every backend against "loops".
+// one backend, chosen at run time: "kernels" (the default: matmul with gemm.h's products, attention,
+// layernorm), "loops" (the reference, plain loops: every family) and "openblas" (matmul, when the
+// build found a CBLAS; outside the guarantee below). The other ops have one implementation.
+// test_backends runs every family on every backend against "loops".
+//
+// The kernels come in one variant per instruction set ("avx512", "avx2", "plain" on x86-64; "neon" on
+// ARM64), all in one binary: the fastest the CPU runs is chosen at start, or the one the environment
+// variable PF_KERNELS names (an unknown one, or one the CPU cannot run, stops the program with an
+// error). Every variant gives the same bits, so a run's results do not depend on the machine.
+const char *ops_kernels_variant(void);
+// The variants this build has that this CPU runs, fastest first, separated by spaces.
+const char *ops_kernel_variants(void);
+// Switches the kernels to the named variant; -1 when the build lacks it or the CPU cannot run it.
+int ops_set_kernels_variant(const char *name);
 typedef enum {
     OPS_MATMUL,     // matmul_forward(_fused), matmul_backward, matmul_backward_relu
     OPS_ATTENTION,  // attention_forward_packed, attention_backward_packed

@@ -140,6 +140,25 @@ static void matmul_backward_reference(float *dinp, float *dweight, float *dbias,
 // ---------------------------------------------------------------------------------------------
 // attention: over padded rows with a mask, and over packed rows (padding removed)
 
+// e^x for x <= 0 (scores minus their maximum), the kernels' polynomial (ops_kernels.c: exp_lanes)
+// one lane at a time: x = n ln2 + r, e^r by its Taylor series to r^7, times 2^n. The C library's
+// expf has a variant per instruction set on x86-64; this gives the same bits everywhere.
+static float exp_poly(float x) {
+    x = x > -87.0f ? x : -87.0f;
+    float n = nearbyintf(x * 1.44269504088896341f);
+    float r = fmaf(-n, 0.693145751953125f, x);
+    r = fmaf(-n, 1.42860682030941723212e-6f, r);
+    float p = 1.0f / 5040.0f;
+    p = fmaf(p, r, 1.0f / 720.0f);
+    p = fmaf(p, r, 1.0f / 120.0f);
+    p = fmaf(p, r, 1.0f / 24.0f);
+    p = fmaf(p, r, 1.0f / 6.0f);
+    p = fmaf(p, r, 0.5f);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    return ldexpf(p, (int)n);
+}
+
 void attention_forward(float *out, float *att, const float *qkv, const uint8_t *pad, int B, int T, int C, int NH) {
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
@@ -165,7 +184,7 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
                 }
                 float sum = 0.0f;
                 for (int s = 0; s < T; s++) {
-                    float e = pad_b[s] ? 0.0f : expf(a[s] - maxval);
+                    float e = pad_b[s] ? 0.0f : exp_poly(a[s] - maxval);
                     a[s] = e;
                     sum += e;
                 }
@@ -270,7 +289,7 @@ static void attention_forward_packed_reference(float *out, float *att, const flo
                 }
                 float sum = 0.0f;
                 for (int s = 0; s < len; s++) {
-                    a[s] = expf(a[s] - maxval);
+                    a[s] = exp_poly(a[s] - maxval);
                     if (key_counts) a[s] *= key_counts[first + s];
                     sum += a[s];
                 }
