@@ -71,7 +71,7 @@ x86_64)
         # NO_BLAS: OpenBLAS stays outside the guarantee; the ARM64 libraries come through multiarch.
         # -fno-tree-loop-vectorize: Debian's gcc 12 cross compiler stops with an internal error
         # (vect_transform_reduction) on two tests' reduction loops; the kernels use NEON explicitly.
-        build_and_run aarch64 "qemu-aarch64 -L /usr/aarch64-linux-gnu" CC=aarch64-linux-gnu-gcc NO_BLAS=1 \
+        build_and_run aarch64 "env PF_EMULATED=1 OMP_THREAD_LIMIT=1 qemu-aarch64 -L /usr/aarch64-linux-gnu" CC=aarch64-linux-gnu-gcc NO_BLAS=1 \
             CFLAGS="-O3 -fno-tree-loop-vectorize"
     else
         echo "--- aarch64: skipped (needs gcc-aarch64-linux-gnu, qemu-user and libcjson-dev:arm64, libcmocka-dev:arm64:" \

@@ -22,10 +22,17 @@
 
 #include "common.h"
 
-// True under the sanitizer build (tests/run_tests.sh sets PF_SANITIZER=1): slow tests size down.
+// True under an emulator (scripts/variant_tests.sh sets PF_EMULATED=1 under qemu-user).
+static inline int test_emulated(void) {
+    const char *e = getenv("PF_EMULATED");
+    return e && e[0] == '1';
+}
+
+// True under the sanitizer build (tests/run_tests.sh sets PF_SANITIZER=1) or an emulator: slow
+// tests size down.
 static inline int test_under_sanitizer(void) {
     const char *v = getenv("PF_SANITIZER");
-    return v && v[0] == '1';
+    return (v && v[0] == '1') || test_emulated();
 }
 
 // A fresh scratch folder under $TMPDIR (or /tmp), created once per call.
