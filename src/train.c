@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -803,6 +804,15 @@ static int follow_run(void) {
     return rc;
 }
 
+// A follower's exit on an interrupt waits first: the launcher ends the whole job as soon as one
+// rank exits non-zero, and rank 0 needs a moment to save its checkpoint (the launcher's own
+// SIGKILL, a second after its SIGTERM with mpirun's defaults, usually ends this wait).
+static int after_interrupt(void) {
+    struct timespec nap = {0, 100000000};
+    for (int i = 0; i < 100; i++) nanosleep(&nap, NULL);
+    return TRAIN_INTERRUPTED;
+}
+
 int train_follow(void) {
     struct sigaction action;
     memset(&action, 0, sizeof(action));
@@ -813,11 +823,12 @@ int train_follow(void) {
     dist_watch(&interrupted);
     for (;;) {
         DistControl order;
-        if (dist_control(&order) != 0) return TRAIN_INTERRUPTED;
+        if (dist_control(&order) != 0) return after_interrupt();
         if (order.kind == DIST_DONE) return order.status;
         int rc = order.kind == DIST_TRAIN ? follow_run()
                                           : pf_fail("rank %d: order %d from rank 0 between runs", dist_rank(), order.kind);
-        if (rc != 0) return rc < 0 ? 1 : rc;
+        if (rc == TRAIN_INTERRUPTED) return after_interrupt();
+        if (rc != 0) return 1;
     }
 }
 
