@@ -46,8 +46,9 @@ const char *dist_library(void);
 // The flag (a signal handler's) that ends every wait below: they return 1 once it is set.
 void dist_watch(volatile sig_atomic_t *stop);
 
-// Rank 0's instructions to the other ranks, which follow them (train.c: train_follow).
-typedef enum { DIST_TRAIN = 1, DIST_STEP, DIST_TRAIN_END, DIST_DONE } DistKind;
+// Rank 0's instructions to the other ranks, which follow them (train.c: train_follow): a training
+// run (then its steps, then its end), an evaluation (eval.c), the end of the process.
+typedef enum { DIST_TRAIN = 1, DIST_STEP, DIST_TRAIN_END, DIST_EVAL, DIST_DONE } DistKind;
 typedef struct {
     int kind;    // DistKind
     int status;  // DIST_DONE: the exit status

@@ -825,8 +825,13 @@ int train_follow(void) {
         DistControl order;
         if (dist_control(&order) != 0) return after_interrupt();
         if (order.kind == DIST_DONE) return order.status;
-        int rc = order.kind == DIST_TRAIN ? follow_run()
-                                          : pf_fail("rank %d: order %d from rank 0 between runs", dist_rank(), order.kind);
+        int rc;
+        if (order.kind == DIST_TRAIN)
+            rc = follow_run();
+        else if (order.kind == DIST_EVAL)
+            rc = eval_follow() == 1 ? TRAIN_INTERRUPTED : 0;  // its errors are rank 0's too
+        else
+            rc = pf_fail("rank %d: order %d from rank 0 between runs", dist_rank(), order.kind);
         if (rc == TRAIN_INTERRUPTED) return after_interrupt();
         if (rc != 0) return 1;
     }

@@ -41,7 +41,7 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
 
 // The life of an MPI rank other than 0 (dist.h): it follows rank 0's runs, each train_run of rank 0
 // (its settings, weights and optimizer state sent over), running its share of each step and the
-// same update, and writes nothing; rank 0's end of the process ends it. Returns the exit status:
+// same update, and each eval_model (its share of the predictions), and writes nothing; rank 0's end of the process ends it. Returns the exit status:
 // rank 0's, or TRAIN_INTERRUPTED after a Ctrl-C (SIGINT or SIGTERM).
 int train_follow(void);
 

@@ -11,7 +11,9 @@
 #       uninterrupted run's files;
 #   interrupt_saves  SIGINT to mpirun: a non-zero exit within LIMIT seconds, rank 0's checkpoint
 #       of the last step it logged ("interrupted: checkpoint saved"), and --resume (K = 2) ends with
-#       the uninterrupted run's files.
+#       the uninterrupted run's files;
+#   run_same_results  `pathformer run` (pre-training, fine-tuning, evaluations) with K = 3: the
+#       checkpoints and evaluations of the run without mpirun, and a report.
 # Skipped, saying so, where pathformer was built without MPI or mpirun is missing.
 # Usage: tests/mpi_test.sh [PATHFORMER]  (default ./pathformer)
 set -u
@@ -171,6 +173,24 @@ if start_long 2 60 "$dir/interrupted"; then
 else
     fail "the long run ended before 60 steps (or never wrote them)"
     tail -5 "$dir/interrupted.log"
+fi
+
+echo "--- run_same_results"
+# The whole experiment (pre-training, fine-tuning, the evaluations split across ranks, the report by
+# rank 0) with K = 3: the checkpoints and every evaluation of the run without mpirun.
+"$bin" run --preset tiny --threads 1 --out "$dir/run0" >"$dir/run0.log" 2>&1 || { cat "$dir/run0.log"; exit 1; }
+if timeout $LIMIT "${mpirun[@]}" -np 3 "$bin" run --preset tiny --threads 1 --out "$dir/run3" >"$dir/run3.log" 2>&1; then
+    compared=0
+    for f in $(cd "$dir/run0" && find . -name "*.safetensors" -o -name "*.json" -path "./eval/*" | sort); do
+        compared=$((compared + 1))
+        cmp -s "$dir/run0/$f" "$dir/run3/$f" || fail "run with K=3: $f differs"
+    done
+    [ $compared -ge 8 ] || fail "run: only $compared files to compare"
+    [ -f "$dir/run3/report.html" ] || fail "run with K=3: no report"
+    echo "run with K=3: $compared checkpoints and evaluations as without mpirun, and the report"
+else
+    fail "run with K=3: mpirun failed"
+    tail -20 "$dir/run3.log"
 fi
 
 [ $failed -eq 0 ] && echo "mpi test: passed" || echo "mpi test: FAILED"
