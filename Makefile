@@ -1,5 +1,5 @@
-# pathformer build. `make` probes for OpenMP and a CBLAS with a real compile, prints what it found,
-# and builds what it can. Switches: NO_OMP=1, NO_BLAS=1.
+# pathformer build. `make` probes for OpenMP, a CBLAS and MPI with a real compile, prints what it
+# found, and builds what it can. Switches: NO_OMP=1, NO_BLAS=1, NO_MPI=1.
 #   make run    install missing packages, build, and run the main job (`pathformer run`, quick preset)
 #   make test   install missing packages, build, and run every test (optimized + sanitizer + browser)
 #   make published  the published numbers in about five minutes: fine-tuning and every test from the
