@@ -4,10 +4,8 @@
 // polls). A rank that dies ends the job: MPI_COMM_WORLD keeps MPI's default handler (errors are
 // fatal) and the launcher (mpirun, srun) kills the other ranks when one exits abnormally; a rank
 // that hangs instead ends the job after PF_MPI_TIMEOUT seconds (default 600) in one exchange.
-#include <errno.h>
 #include <fcntl.h>
 #include <mpi.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +19,7 @@ static int started, rank, ranks = 1;
 static volatile sig_atomic_t *watched;
 static double exchange_timeout = 600.0;
 static int real_stderr = -1;  // a silenced rank's own stderr, for the message that ends the job
+static int *gather_counts;    // dist_gather's counts and offsets, per rank (allocated once)
 
 // Whether an MPI launcher started this process: Open MPI's mpirun, a PMI or PMIx one (srun, MPICH's
 // mpiexec). Without one, the binary runs as one process and never starts MPI.
@@ -39,6 +38,7 @@ int dist_init(int *argc, char ***argv) {
     started = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+    gather_counts = mallocCheck(sizeof(int) * 2 * (size_t)ranks);
     const char *timeout = getenv("PF_MPI_TIMEOUT");
     if (timeout && *timeout) {
         char *end;
@@ -117,7 +117,7 @@ int dist_broadcast(void *data, size_t bytes) {
 }
 
 int dist_gather(void *items, size_t item_bytes, long n) {
-    int *counts = mallocCheck(sizeof(int) * 2 * (size_t)ranks), *displs = counts + ranks;
+    int *counts = gather_counts, *displs = counts + ranks;
     for (int r = 0; r < ranks; r++) {
         long first, end;
         dist_range(n, r, ranks, &first, &end);
@@ -126,9 +126,7 @@ int dist_gather(void *items, size_t item_bytes, long n) {
     }
     MPI_Request request;
     MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_BYTE, items, counts, displs, MPI_BYTE, MPI_COMM_WORLD, &request);
-    int rc = wait_for(&request, exchange_timeout);
-    free(counts);
-    return rc;
+    return wait_for(&request, exchange_timeout);
 }
 
 struct DistExchange {
@@ -218,6 +216,7 @@ int dist_end(int status) {
         DistControl done = {.kind = DIST_DONE, .status = status};
         dist_control(&done);
     }
+    free(gather_counts);
     MPI_Finalize();
     return status;
 }

@@ -297,7 +297,6 @@ static void gradient_tree_sum(GradientTree *tree, float *out) {
 typedef struct {
     Model *model;  // worker 0 uses the master model itself
     Model replica;
-    BatchStats stats;  // of its current micro-batch
 } Worker;
 
 struct GradientWorkers {
