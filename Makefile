@@ -1,5 +1,5 @@
-# pathformer build. `make` probes for OpenMP and a CBLAS with a real compile, prints what it found,
-# and builds what it can. Switches: NO_OMP=1, NO_BLAS=1.
+# pathformer build. `make` probes for OpenMP, a CBLAS and MPI with a real compile, prints what it
+# found, and builds what it can. Switches: NO_OMP=1, NO_BLAS=1, NO_MPI=1.
 #   make run    install missing packages, build, and run the main job (`pathformer run`, quick preset)
 #   make test   install missing packages, build, and run every test (optimized + sanitizer + browser)
 #   make published  the published numbers in about five minutes: fine-tuning and every test from the
@@ -42,7 +42,10 @@ override CFLAGS += -DPF_HAVE_BLAS
 LDLIBS += -lopenblas
 endif
 
-# MPI (Debian: libopenmpi-dev): only the gradient-exchange benchmark uses it so far.
+# MPI (Debian: libopenmpi-dev): `pathformer` is then linked with it (src/dist_mpi.c, data-parallel
+# training under mpirun or srun; alone it still runs as one process) and the exchange benchmark is
+# built. Without it, src/dist_single.c stands in. Tests, sanitizer and fuzz builds always use the
+# one-process side; the MPI tests run the `pathformer` binary under mpirun (tests/mpi_test.sh).
 MPICC ?= mpicc
 ifeq ($(NO_MPI),)
 HAVE_MPI := $(shell $(MPICC) probe/mpi.c -o /dev/null >/dev/null 2>&1 && echo yes)
@@ -77,7 +80,7 @@ KERNEL_NAMES := $(KERNEL_SRC:src/%.c=%)
 # The core in src/, each area in a folder of its own (README: Layout). Objects mirror the source
 # tree (build/obj/ops/ops.o), so files of the same name in two areas do not collide.
 AREAS := ops experiment bfs interp
-LIB_SRC := $(filter-out src/main.c $(KERNEL_SRC),$(wildcard src/*.c $(AREAS:%=src/%/*.c)))
+LIB_SRC := $(filter-out src/main.c src/dist_mpi.c $(KERNEL_SRC),$(wildcard src/*.c $(AREAS:%=src/%/*.c)))
 KERNEL_OBJ = $(foreach v,$(VARIANTS),$(KERNEL_NAMES:%=$(1)/%-$(v).o))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o) $(call KERNEL_OBJ,$(BUILD)/obj)
 SAN_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/asan/%.o) $(call KERNEL_OBJ,$(BUILD)/asan)
@@ -95,8 +98,17 @@ probe:
 	@echo "pathformer build: cc=$(CC) openmp=$(or $(HAVE_OMP),no) blas=$(or $(HAVE_BLAS),no) cjson=$(or $(HAVE_CJSON),no) cmocka=$(or $(HAVE_CMOCKA),no) mpi=$(or $(HAVE_MPI),no)"
 	@test "$(HAVE_CJSON)" = yes || { echo "error: libcjson not found (apt-get install libcjson-dev)"; exit 1; }
 
+ifeq ($(HAVE_MPI),yes)
+pathformer: $(filter-out $(BUILD)/obj/dist_single.o,$(LIB_OBJ)) $(BUILD)/obj/dist_mpi.o $(BUILD)/obj/main.o
+	$(MPICC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+else
 pathformer: $(LIB_OBJ) $(BUILD)/obj/main.o
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+endif
+
+$(BUILD)/obj/dist_mpi.o: src/dist_mpi.c $(HEADERS) Makefile
+	@mkdir -p $(@D)
+	$(MPICC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/obj/%.o: src/%.c $(HEADERS) Makefile
 	@mkdir -p $(@D)
@@ -221,9 +233,9 @@ layers: pathformer
 # each next to its baseline (PyTorch, Python) measured in the same run.
 # The exchange of one step's gradient between K ranks on this machine (bench/mpi/bench_exchange.c);
 # README: Scaling out.
-$(BUILD)/bench_exchange: bench/mpi/bench_exchange.c
+$(BUILD)/bench_exchange: bench/mpi/bench_exchange.c $(BUILD)/obj/dist.o src/dist.h
 	@mkdir -p $(BUILD)
-	$(MPICC) -O3 -std=c11 -Wall -Wextra -o $@ $<
+	$(MPICC) $(CFLAGS) -o $@ $< $(BUILD)/obj/dist.o
 EXCHANGE_ROUNDS ?= 20
 bench-exchange: probe
 	@test "$(HAVE_MPI)" = yes || { echo "error: no MPI compiler (apt-get install libopenmpi-dev openmpi-bin)"; exit 1; }

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what pathformer needs to build, run and test, when any of it is missing: Debian packages
-# (compiler, libraries, PyTorch for the parity test, Node.js for the report's plotting libraries,
-# Chromium for the report's browser test, clang with libFuzzer for the fuzz targets; on x86-64 the
+# (compiler, libraries, Open MPI for data-parallel training and its tests, PyTorch for the parity test,
+# Node.js for the report's plotting libraries, Chromium for the report's browser test, clang with
+# libFuzzer for the fuzz targets; on x86-64 the
 # ARM64 cross compiler, qemu-user and the ARM64 libraries through multiarch, for the ARM64 build of
 # scripts/variant_tests.sh), then the npm packages pinned in package-lock.json.
 # Needs root (or sudo) only when a Debian package has to be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(gcc make libc6-dev libcjson-dev libcmocka-dev libopenblas-dev python3-torch python3-numpy chromium clang
-          libclang-rt-14-dev)
+          libclang-rt-14-dev libopenmpi-dev openmpi-bin)
 cross=0
 if [ "$(dpkg --print-architecture)" = amd64 ]; then
     packages+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libcjson-dev:arm64 libcmocka-dev:arm64 libgomp1:arm64)

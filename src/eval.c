@@ -15,6 +15,7 @@ static int omp_get_thread_num(void) { return 0; }
 
 #include "batch.h"
 #include "common.h"
+#include "dist.h"
 #include "progress.h"
 
 void eval_result_init(EvalResult *result, const char *set, const DataConfig *cfg) {
@@ -62,19 +63,25 @@ uint64_t eval_stream_step(const char *set) {
 // which the threads then share; a repeat counts with its representative's prediction.
 enum { EVAL_BLOCK = 1 << 15 };
 
-int eval_model(EvalResult *result, Model *model, const char *set_name, const DataConfig *cfg, uint64_t seed,
-               long count) {
-    DataSet set;
-    if (dataset_lookup(&set, set_name, cfg) != 0) return -1;
-    if (data_config_seq_len(cfg) != model->config.seq_len || data_config_vocab(cfg) != model->config.vocab)
-        return pf_fail("data settings (seq %d, vocab %d) do not match the model (seq %d, vocab %d)",
-                       data_config_seq_len(cfg), data_config_vocab(cfg), model->config.seq_len,
-                       model->config.vocab);
-    eval_result_init(result, set_name, cfg);
-    // Data-parallel like training: each thread runs whole chunks on its own replica of the model,
-    // and each chunk's predictions join the result in chunk order (ordered), so the sums do not
-    // depend on the thread count.
+// An evaluation that rank 0 shares with the other MPI ranks (dist.h): what to run, then the weights.
+typedef struct {
+    char set[64];
+    DataConfig data;
+    uint64_t seed;
+    long count;
+    ModelConfig model;
+    int capacity;
+} EvalOrder;
+
+// The examples of order through model: each block's distinct examples in chunks of the model's
+// capacity, this rank's share of the chunks (dist_range; all of them in one process) spread over
+// the threads, each on its own replica; then the predictions of every rank are gathered and join
+// the result in chunk order, so that its sums depend on neither the thread nor the rank count.
+// 0, or 1 when an MPI wait was interrupted.
+static int eval_run(EvalResult *result, Model *model, const DataSet *set, const EvalOrder *order) {
+    eval_result_init(result, order->set, &order->data);
     int capacity = model->batch_capacity, T = model->config.seq_len;
+    long count = order->count;
     int block = count < EVAL_BLOCK ? (int)(count > 0 ? count : 1) : EVAL_BLOCK;
     long max_chunks = (block + capacity - 1) / capacity;
     int threads = omp_get_max_threads();
@@ -86,29 +93,37 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
     batch_alloc(&drawn, block, T);
     BatchDistinct distinct;
     batch_distinct_create(&distinct, block, T);
-    uint64_t step = eval_stream_step(set_name);
+    float *pred = mallocCheck(sizeof(float) * (size_t)max_chunks * capacity);  // chunk k at k * capacity
+    uint64_t step = eval_stream_step(order->set);
     Progress progress;
     char what[96];
-    snprintf(what, sizeof(what), "eval on %s", set_name);
+    snprintf(what, sizeof(what), "eval on %s", order->set);
     progress_begin(&progress, what, "examples", count);
-    for (long start = 0; start < count; start += block) {
+    int rc = 0;
+    for (long start = 0; start < count && rc == 0; start += block) {
         drawn.B = (int)(count - start < block ? count - start : block);
-        batch_fill(&drawn, &set, cfg, seed, step, (uint64_t)start);
+        batch_fill(&drawn, set, &order->data, order->seed, step, (uint64_t)start);
         batch_distinct_collect(&distinct, &drawn);
         const Batch *run = &distinct.batch;
-        long chunks = (run->B + capacity - 1) / capacity;
+        long chunks = (run->B + capacity - 1) / capacity, first_chunk, end_chunk;
+        dist_range(chunks, dist_rank(), dist_size(), &first_chunk, &end_chunk);
 #pragma omp parallel num_threads(workers)
         {
             int id = omp_get_thread_num();
             Model *m = id == 0 ? model : &replicas[id];
-#pragma omp for schedule(static, 1) ordered
-            for (long k = 0; k < chunks; k++) {
+#pragma omp for schedule(static, 1)
+            for (long k = first_chunk; k < end_chunk; k++) {
                 long first = k * capacity;
                 int B = (int)(run->B - first < capacity ? run->B - first : capacity);
                 model_infer(m, run->tokens + (size_t)first * T * 2, NULL, B);
-#pragma omp ordered
-                eval_result_add(result, m->pred, run->labels + first, distinct.counts + first, B);
+                memcpy(pred + first, m->pred, sizeof(float) * B);
             }
+        }
+        if (dist_size() > 1 && dist_gather(pred, sizeof(float) * capacity, chunks) != 0) rc = 1;
+        for (long k = 0; k < chunks && rc == 0; k++) {
+            long first = k * capacity;
+            int B = (int)(run->B - first < capacity ? run->B - first : capacity);
+            eval_result_add(result, pred + first, run->labels + first, distinct.counts + first, B);
         }
         progress_add(&progress, drawn.B);
     }
@@ -117,8 +132,45 @@ int eval_model(EvalResult *result, Model *model, const char *set_name, const Dat
     model_unpack_weights(model);
     batch_free(&drawn);
     batch_distinct_free(&distinct);
+    free(pred);
     free(replicas);
+    return rc;
+}
+
+int eval_model(EvalResult *result, Model *model, const char *set_name, const DataConfig *cfg, uint64_t seed,
+               long count) {
+    DataSet set;
+    if (dataset_lookup(&set, set_name, cfg) != 0) return -1;
+    if (data_config_seq_len(cfg) != model->config.seq_len || data_config_vocab(cfg) != model->config.vocab)
+        return pf_fail("data settings (seq %d, vocab %d) do not match the model (seq %d, vocab %d)",
+                       data_config_seq_len(cfg), data_config_vocab(cfg), model->config.seq_len,
+                       model->config.vocab);
+    EvalOrder order = {.data = *cfg, .seed = seed, .count = count, .model = model->config,
+                       .capacity = model->batch_capacity};
+    snprintf(order.set, sizeof(order.set), "%s", set_name);
+    if (dist_size() > 1) {  // rank 0: the other ranks run their share (eval_follow)
+        DistControl share = {.kind = DIST_EVAL};
+        if (dist_control(&share) || dist_broadcast(&order, sizeof(order)) ||
+            dist_broadcast(model->params_memory, sizeof(float) * model->num_parameters))
+            return pf_fail("evaluation on %s interrupted", set_name);
+    }
+    if (eval_run(result, model, &set, &order) != 0) return pf_fail("evaluation on %s interrupted", set_name);
     return 0;
+}
+
+int eval_follow(void) {
+    EvalOrder order;
+    if (dist_broadcast(&order, sizeof(order)) != 0) return 1;
+    DataSet set;
+    if (dataset_lookup(&set, order.set, &order.data) != 0) return -1;  // rank 0 checked the same: not reached
+    Model model;
+    model_create(&model, &order.model, order.capacity, 0);
+    int rc = dist_broadcast(model.params_memory, sizeof(float) * model.num_parameters);
+    EvalResult *result = mallocCheck(sizeof(EvalResult));
+    if (rc == 0) rc = eval_run(result, &model, &set, &order);
+    free(result);
+    model_free(&model);
+    return rc;
 }
 
 void eval_print(const EvalResult *r, FILE *out) {

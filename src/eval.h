@@ -35,8 +35,13 @@ double eval_accuracy(const EvalResult *result);
 uint64_t eval_stream_step(const char *set);
 
 // Runs `count` fresh examples of the set through the model in micro-batches of
-// model->batch_capacity. 0 or -1 with the error set.
+// model->batch_capacity; under MPI, with every rank's share (the same result). 0 or -1 with the
+// error set.
 int eval_model(EvalResult *result, Model *model, const char *set, const DataConfig *cfg, uint64_t seed, long count);
+
+// Under MPI, a rank other than 0 in one eval_model of rank 0's (train_follow): its share of the
+// predictions. 0; 1 when interrupted; -1 with the error set.
+int eval_follow(void);
 
 // One-line summary and per-label table.
 void eval_print(const EvalResult *result, FILE *out);

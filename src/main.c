@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "common.h"
 #include "config.h"
+#include "dist.h"
 #include "eval.h"
 #include "experiment/experiment.h"
 #include "graph.h"
@@ -47,7 +48,7 @@ static void print_version(void) {
 #else
     printf("OpenMP: none\n");
 #endif
-    printf("MPI: none\n");
+    printf("MPI: %s\n", dist_library());
 }
 
 static const char *USAGE =
@@ -675,8 +676,7 @@ static void check_stdout_at_exit(void) {
     }
 }
 
-int main(int argc, char **argv) {
-    atexit(check_stdout_at_exit);
+static int run_command(int argc, char **argv) {
     argv = cli_normalize(&argc, argv);
     if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
@@ -704,4 +704,13 @@ int main(int argc, char **argv) {
     if (strcmp(command, "bfs") == 0) return bfs_main(argc, argv);
     if (strcmp(command, "keys") == 0) return cmd_keys(argc, argv);
     die("unknown command '%s' (try: pathformer help)", command);
+}
+
+// Under an MPI launcher (mpirun -np K pathformer ...), rank 0 runs the command and the other ranks
+// follow its training runs (train_follow); alone, the one process runs the command.
+int main(int argc, char **argv) {
+    atexit(check_stdout_at_exit);
+    dist_init(&argc, &argv);
+    if (dist_rank() != 0) return dist_end(train_follow());
+    return dist_end(run_command(argc, argv));
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -16,6 +17,7 @@
 #include "adam.h"
 #include "batch.h"
 #include "common.h"
+#include "dist.h"
 #include "eval.h"
 #include "model.h"
 #include "ops/ops.h"
@@ -295,7 +297,6 @@ static void gradient_tree_sum(GradientTree *tree, float *out) {
 typedef struct {
     Model *model;  // worker 0 uses the master model itself
     Model replica;
-    BatchStats stats;  // of its current micro-batch
 } Worker;
 
 struct GradientWorkers {
@@ -305,6 +306,12 @@ struct GradientWorkers {
     GradientTree tree;
     Batch drawn;             // the step's full batch as drawn
     BatchDistinct distinct;  // its distinct examples (cfg->dedupe)
+    BatchStats *micro_stats; // of each micro-batch of the step, summed in micro-batch order at its end
+    // Over MPI ranks (gradient_workers_distribute; NULL in one process): this rank's pieces of the
+    // step (dist.h), the sum of the one being run, and the exchange that combines every rank's.
+    DistExchange *exchange;
+    DistPiece *pieces;
+    float *piece_sum;
 };
 
 GradientWorkers *gradient_workers_create(Model *model, const RunConfig *cfg, int threads) {
@@ -321,7 +328,20 @@ GradientWorkers *gradient_workers_create(Model *model, const RunConfig *cfg, int
     gradient_tree_create(&gw->tree, model->num_parameters, num_micro);
     batch_alloc(&gw->drawn, (int)cfg->batch_size, cfg->model.seq_len);
     batch_distinct_create(&gw->distinct, (int)cfg->batch_size, cfg->model.seq_len);
+    gw->micro_stats = mallocCheck(sizeof(BatchStats) * (size_t)num_micro);
+    gw->exchange = NULL;
+    gw->pieces = NULL;
+    gw->piece_sum = NULL;
     return gw;
+}
+
+// Every step from now on is shared between the MPI ranks, each running its pieces of the step
+// (every rank must make this call on its own workers, and run the same steps).
+static void gradient_workers_distribute(GradientWorkers *gw, const Model *model) {
+    long max_micro = (gw->cfg->batch_size + gw->cfg->micro_batch - 1) / gw->cfg->micro_batch;
+    gw->exchange = dist_exchange_create(model->num_parameters, max_micro);
+    gw->pieces = mallocCheck(sizeof(DistPiece) * (size_t)dist_max_pieces(max_micro));
+    gw->piece_sum = mallocCheck(sizeof(float) * model->num_parameters);
 }
 
 int gradient_workers_count(const GradientWorkers *gw) { return gw->count; }
@@ -335,8 +355,57 @@ void gradient_workers_free(GradientWorkers *gw) {
     gradient_tree_free(&gw->tree);
     batch_free(&gw->drawn);
     batch_distinct_free(&gw->distinct);
+    free(gw->micro_stats);
+    dist_exchange_free(gw->exchange);
+    free(gw->pieces);
+    free(gw->piece_sum);
     free(gw->workers);
     free(gw);
+}
+
+// Micro-batches [first, end) of the step's examples `run` (weighted by counts, or NULL), spread over
+// the worker threads: out = the sum of their gradients in the tree over [first, end), and
+// gw->micro_stats[k] = the statistics of micro-batch k. The weights are packed.
+static void run_micro_batches(GradientWorkers *gw, const Batch *run, const float *counts, long first, long end,
+                              float *out) {
+    const RunConfig *cfg = gw->cfg;
+    int T = run->T;
+    float scale = 1.0f / (float)cfg->batch_size;
+#pragma omp parallel num_threads(gw->count)
+    {
+#ifdef _OPENMP
+        int id = omp_get_thread_num();
+#else
+        int id = 0;
+#endif
+        Worker *w = &gw->workers[id];
+        // Micro-batch k on worker k % W; each joins the tree in turn (ordered), while the workers go
+        // on with their next micro-batches.
+#pragma omp for schedule(static, 1) ordered
+        for (long k = first; k < end; k++) {
+            int ran = !interrupted;
+            BatchStats *stats = &gw->micro_stats[k];
+            memset(stats, 0, sizeof(*stats));
+            if (ran) {
+                long offset = k * cfg->micro_batch;
+                int B = (int)(run->B - offset < cfg->micro_batch ? run->B - offset : cfg->micro_batch);
+                const float *labels = run->labels + offset, *weights = counts ? counts + offset : NULL;
+                model_zero_grad(w->model);
+                model_forward(w->model, run->tokens + (size_t)offset * T * 2, labels, B);
+                for (int b = 0; b < B; b++) {
+                    int label = (int)labels[b];
+                    double diff = (double)w->model->pred[b] - labels[b], copies = weights ? weights[b] : 1.0;
+                    stats->sse += copies * diff * diff;
+                    stats->label_sse[label] += copies * diff * diff;
+                    stats->label_count[label] += (long)copies;
+                }
+                model_backward(w->model, labels, weights, B, scale);
+            }
+#pragma omp ordered
+            if (ran) gradient_tree_add(&gw->tree, w->model->grads_memory);
+        }
+    }
+    gradient_tree_sum(&gw->tree, out);
 }
 
 int gradient_workers_step(GradientWorkers *gw, const DataSet *set, long step, BatchStats *stats) {
@@ -349,54 +418,35 @@ int gradient_workers_step(GradientWorkers *gw, const DataSet *set, long step, Ba
         run = &gw->distinct.batch;
         counts = gw->distinct.counts;
     }
-    int T = run->T;
     long num_micro = (run->B + cfg->micro_batch - 1) / cfg->micro_batch;
-    float scale = 1.0f / (float)cfg->batch_size;
     Model *master = gw->workers[0].model;
-    memset(stats, 0, sizeof(*stats));
     model_pack_weights(master);  // for every worker: the weights hold still until the step's end
-#pragma omp parallel num_threads(gw->count)
-    {
-#ifdef _OPENMP
-        int id = omp_get_thread_num();
-#else
-        int id = 0;
-#endif
-        Worker *w = &gw->workers[id];
-        // Micro-batch k on worker k % W; each joins the tree and the statistics in turn (ordered),
-        // while the workers go on with their next micro-batches.
-#pragma omp for schedule(static, 1) ordered
-        for (long k = 0; k < num_micro; k++) {
-            int ran = !interrupted;
-            if (ran) {
-                long first = k * cfg->micro_batch;
-                int B = (int)(run->B - first < cfg->micro_batch ? run->B - first : cfg->micro_batch);
-                const float *labels = run->labels + first, *weights = counts ? counts + first : NULL;
-                memset(&w->stats, 0, sizeof(w->stats));
-                model_zero_grad(w->model);
-                model_forward(w->model, run->tokens + (size_t)first * T * 2, labels, B);
-                for (int b = 0; b < B; b++) {
-                    int label = (int)labels[b];
-                    double diff = (double)w->model->pred[b] - labels[b], copies = weights ? weights[b] : 1.0;
-                    w->stats.sse += copies * diff * diff;
-                    w->stats.label_sse[label] += copies * diff * diff;
-                    w->stats.label_count[label] += (long)copies;
-                }
-                model_backward(w->model, labels, weights, B, scale);
-            }
-#pragma omp ordered
-            if (ran) {
-                gradient_tree_add(&gw->tree, w->model->grads_memory);
-                stats->sse += w->stats.sse;
-                for (int label = 0; label <= PF_MAX_VERTICES; label++) {
-                    stats->label_sse[label] += w->stats.label_sse[label];
-                    stats->label_count[label] += w->stats.label_count[label];
-                }
-            }
+    if (!gw->exchange) {
+        run_micro_batches(gw, run, counts, 0, num_micro, master->grads_memory);
+    } else {
+        // This rank's pieces (each rank draws the whole batch, so that the distinct examples and
+        // their weights are those of the whole batch); then every rank's, combined.
+        long first, end;
+        dist_range(num_micro, dist_rank(), dist_size(), &first, &end);
+        int count = dist_pieces(gw->pieces, dist_max_pieces(num_micro), num_micro, first, end);
+        for (int i = 0; i < count && !interrupted; i++) {
+            run_micro_batches(gw, run, counts, gw->pieces[i].first, gw->pieces[i].end, gw->piece_sum);
+            dist_exchange_put(gw->exchange, i, count, gw->piece_sum);
         }
     }
     model_unpack_weights(master);
-    gradient_tree_sum(&gw->tree, master->grads_memory);
+    if (gw->exchange && (interrupted || dist_exchange_sum(gw->exchange, master->grads_memory, num_micro) != 0 ||
+                         dist_gather(gw->micro_stats, sizeof(BatchStats), num_micro) != 0))
+        return 1;
+    memset(stats, 0, sizeof(*stats));
+    for (long k = 0; k < num_micro; k++) {
+        const BatchStats *micro = &gw->micro_stats[k];
+        stats->sse += micro->sse;
+        for (int label = 0; label <= PF_MAX_VERTICES; label++) {
+            stats->label_sse[label] += micro->label_sse[label];
+            stats->label_count[label] += micro->label_count[label];
+        }
+    }
     return interrupted ? 1 : 0;
 }
 
@@ -408,6 +458,7 @@ typedef struct {
     LrSchedule schedule;
     long total_steps;
     int threads;
+    int distributed;      // shared with the other MPI ranks (rank 0's side; train_follow the others')
     Model model;
     GradientWorkers *workers;
     AdamState adam;
@@ -470,6 +521,7 @@ static int init_run(TrainRun *run, int resume) {
     run->threads = ops_set_threads(cfg->threads);
     model_create(&run->model, &cfg->model, cfg->micro_batch, 1);
     run->workers = gradient_workers_create(&run->model, cfg, run->threads);
+    if (run->distributed) gradient_workers_distribute(run->workers, &run->model);
     adam_create(&run->adam, run->model.num_parameters);
     run->adam_cfg = (AdamConfig){cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay};
     if (resume) {
@@ -569,6 +621,10 @@ static int run_steps(TrainRun *run, long end_step) {
     memset(&action, 0, sizeof(action));
     action.sa_handler = on_interrupt;
     sigaction(SIGINT, &action, &old_action);
+    // under MPI, a Ctrl-C reaches the ranks as the launcher's SIGTERM (SIGKILL follows, by default
+    // a second later: README, Scaling out)
+    struct sigaction old_term;
+    if (run->distributed) sigaction(SIGTERM, &action, &old_term);
     interrupted = 0;
 
     int rc = 0, terminal = isatty(STDERR_FILENO);
@@ -581,6 +637,8 @@ static int run_steps(TrainRun *run, long end_step) {
         double step_start = pf_now_seconds();
         if (time_limit > 0 && step_start - run->start_time >= time_limit) break;
         float lr = (float)lr_schedule_at(&run->schedule, step);
+        DistControl order = {.kind = DIST_STEP, .step = step};
+        if (run->distributed && dist_control(&order) != 0) break;
         int void_step = gradient_workers_step(run->workers, &run->set, step, &stats);
         if (void_step) break;  // a partly accumulated step is dropped; the checkpoint is the last full step
         // a gradient that is not finite would poison the weights: stop before the update
@@ -613,6 +671,7 @@ static int run_steps(TrainRun *run, long end_step) {
     }
     if (terminal) fprintf(stderr, "\n");
     sigaction(SIGINT, &old_action, NULL);
+    if (run->distributed) sigaction(SIGTERM, &old_term, NULL);
     return rc;
 }
 
@@ -689,8 +748,97 @@ double train_measure_rate(const RunConfig *cfg) {
     return rate;
 }
 
+// The weights and the optimizer state, rank 0's to every rank. 0, or 1 when interrupted.
+static int broadcast_state(Model *model, AdamState *adam) {
+    size_t bytes = sizeof(float) * model->num_parameters;
+    return dist_broadcast(model->params_memory, bytes) || dist_broadcast(adam->m, bytes) ||
+           dist_broadcast(adam->v, bytes) || dist_broadcast(&adam->step, sizeof(adam->step));
+}
+
+// Rank 0 hands its run to the other ranks (train_follow): the settings, then the weights and the
+// optimizer state it begins from. 0, or 1 when interrupted.
+static int share_run(TrainRun *run) {
+    DistControl order = {.kind = DIST_TRAIN};
+    RunConfig cfg = *run->cfg;
+    return dist_control(&order) || dist_broadcast(&cfg, sizeof(cfg)) || broadcast_state(&run->model, &run->adam);
+}
+
+// A rank other than 0 in one run of rank 0's: the same model, workers and optimizer, and each step
+// rank 0 orders (its pieces of the step, the exchange, the same update), writing nothing. 0 at the
+// run's end, TRAIN_INTERRUPTED, or -1 with the error set.
+static int follow_run(void) {
+    RunConfig cfg;
+    if (dist_broadcast(&cfg, sizeof(cfg)) != 0) return TRAIN_INTERRUPTED;
+    TrainRun run = {.cfg = &cfg, .distributed = 1};
+    int rc = dataset_lookup(&run.set, cfg.set, &cfg.data);
+    if (rc == 0) rc = lr_schedule_parse(&run.schedule, cfg.lr_schedule);
+    if (rc != 0) return -1;  // rank 0 checked the same settings: not reached
+    run.threads = ops_set_threads(cfg.threads);
+    model_create(&run.model, &cfg.model, cfg.micro_batch, 1);
+    run.workers = gradient_workers_create(&run.model, &cfg, run.threads);
+    gradient_workers_distribute(run.workers, &run.model);
+    adam_create(&run.adam, run.model.num_parameters);
+    AdamConfig adam_cfg = {cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay};
+    rc = broadcast_state(&run.model, &run.adam) ? TRAIN_INTERRUPTED : 0;
+    BatchStats stats;
+    while (rc == 0) {
+        DistControl order;
+        if (dist_control(&order) != 0) {
+            rc = TRAIN_INTERRUPTED;
+        } else if (order.kind == DIST_TRAIN_END) {
+            break;
+        } else if (order.kind != DIST_STEP) {
+            rc = pf_fail("rank %d: order %d from rank 0 in the middle of a run", dist_rank(), order.kind);
+        } else if (gradient_workers_step(run.workers, &run.set, order.step, &stats) != 0) {
+            rc = TRAIN_INTERRUPTED;
+        } else {
+            // rank 0 stops before an update from a gradient that is not finite; so does this one
+            float lr = (float)lr_schedule_at(&run.schedule, order.step);
+            double norm = clip_grad_norm(run.model.grads_memory, run.model.num_parameters,
+                                         cfg.clip_grad_norm > 0.0f ? cfg.clip_grad_norm : INFINITY);
+            if (isfinite(norm)) adam_update(&run.adam, run.model.params_memory, run.model.grads_memory, lr, &adam_cfg);
+        }
+    }
+    free_run(&run);
+    return rc;
+}
+
+// A follower's exit on an interrupt waits first: the launcher ends the whole job as soon as one
+// rank exits non-zero, and rank 0 needs a moment to save its checkpoint (the launcher's own
+// SIGKILL, a second after its SIGTERM with mpirun's defaults, usually ends this wait).
+static int after_interrupt(void) {
+    struct timespec nap = {0, 100000000};
+    for (int i = 0; i < 100; i++) nanosleep(&nap, NULL);
+    return TRAIN_INTERRUPTED;
+}
+
+int train_follow(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_handler = on_interrupt;
+    sigaction(SIGINT, &action, NULL);
+    sigaction(SIGTERM, &action, NULL);
+    interrupted = 0;
+    dist_watch(&interrupted);
+    for (;;) {
+        DistControl order;
+        if (dist_control(&order) != 0) return after_interrupt();
+        if (order.kind == DIST_DONE) return order.status;
+        int rc;
+        if (order.kind == DIST_TRAIN)
+            rc = follow_run();
+        else if (order.kind == DIST_EVAL)
+            rc = eval_follow() == 1 ? TRAIN_INTERRUPTED : 0;  // its errors are rank 0's too
+        else
+            rc = pf_fail("rank %d: order %d from rank 0 between runs", dist_rank(), order.kind);
+        if (rc == TRAIN_INTERRUPTED) return after_interrupt();
+        if (rc != 0) return 1;
+    }
+}
+
 int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_after) {
-    TrainRun run = {.cfg = cfg, .run_dir = run_dir};
+    TrainRun run = {.cfg = cfg, .run_dir = run_dir, .distributed = dist_size() > 1};
+    if (run.distributed) dist_watch(&interrupted);
     if (dataset_lookup(&run.set, cfg->set, &cfg->data) != 0) return -1;
     if (lr_schedule_parse(&run.schedule, cfg->lr_schedule) != 0) return -1;
     run.total_steps = config_total_steps(cfg);
@@ -721,9 +869,21 @@ int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_a
                 "matmul %s\n",
                 cfg->set, run.start_step, run.total_steps - 1, run.total_steps, cfg->batch_size, cfg->micro_batch,
                 cfg->lr_schedule, run.threads, gradient_workers_count(run.workers), ops_backend());
+        if (run.distributed)
+            fprintf(stderr, "over %d MPI ranks (%s), each with %d threads: the same bits as one process\n",
+                    dist_size(), dist_library(), run.threads);
         long end_step = stop_after > 0 && run.start_step + stop_after < run.total_steps ? run.start_step + stop_after
                                                                                            : run.total_steps;
+        if (run.distributed && share_run(&run) != 0) {
+            fclose(run.log);
+            run.log = NULL;
+            free_run(&run);
+            pf_unlock_folder(lock);
+            return TRAIN_INTERRUPTED;  // before any step: the folder is as it was
+        }
         rc = run_steps(&run, end_step);
+        DistControl end = {.kind = DIST_TRAIN_END};
+        if (run.distributed && !interrupted) dist_control(&end);
         fclose(run.log);
         run.log = NULL;
         if (rc == 0) rc = finish_run(&run);

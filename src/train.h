@@ -39,6 +39,12 @@ void gradient_workers_free(GradientWorkers *workers);
 // error set on failure.
 int train_run(const RunConfig *cfg, const char *run_dir, int resume, long stop_after);
 
+// The life of an MPI rank other than 0 (dist.h): it follows rank 0's runs, each train_run of rank 0
+// (its settings, weights and optimizer state sent over), running its share of each step and the
+// same update, and each eval_model (its share of the predictions), and writes nothing; rank 0's end of the process ends it. Returns the exit status:
+// rank 0's, or TRAIN_INTERRUPTED after a Ctrl-C (SIGINT or SIGTERM).
+int train_follow(void);
+
 // A wall-clock limit for the next train_run calls of this process: > 0 stops a run (checkpointed,
 // as stop_after does) once this many seconds of its session have passed; 0 = none.
 void train_set_time_limit(double seconds);

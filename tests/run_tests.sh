@@ -32,6 +32,9 @@ done
 # The same bits on other builds: plain x86-64, AVX2, and ARM64 under qemu-user (each skipped, saying
 # so, where this machine cannot run it), all agreeing on the golden run (scripts/variant_tests.sh).
 run "variant_builds" bash scripts/variant_tests.sh "$build"
+# Data-parallel training under mpirun: the one-process bits for 1 to 4 ranks, resume with another
+# rank count, a killed rank, Ctrl-C (tests/mpi_test.sh; skipped, saying so, without MPI).
+run "mpi" bash tests/mpi_test.sh "$root/pathformer"
 # The layout's rules (scripts/check_layers.py): dependencies one way between the areas of src/, and
 # no cycle of includes or of symbols between modules.
 run "check_layers" python3 scripts/check_layers.py --objects "$build/obj"

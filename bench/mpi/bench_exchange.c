@@ -3,17 +3,20 @@
 // same sum, added in one order that depends on neither the rank count nor MPI's own reduction.
 // Two ways are timed against each other:
 //   allgather  every rank receives every partial ((K-1) gradients in) and adds all K in a binary
-//              tree over rank index;
+//              tree over rank index (dist_combine, each rank's partial one piece);
 //   slices     rank s gathers slice s of every partial (all-to-all), adds them in the same tree,
 //              and the summed slices are gathered back (2 (K-1)/K gradients in and out per rank,
 //              as a ring all-reduce moves, whatever K is).
 // Both must give every rank the bits of the same tree added in one process; the program checks it
-// and exits non-zero otherwise. Run: mpirun -np K build/bench_exchange [rounds]
+// and exits non-zero otherwise. Training's own exchange (src/dist_mpi.c) is the slices one, over each
+// rank's pieces of the micro-batch tree. Run: mpirun -np K build/bench_exchange [rounds]
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "dist.h"
 
 enum { NUM_PARAMETERS = 550433 };
 
@@ -38,38 +41,29 @@ static void fill_partial(float *out, size_t n, int rank) {
     }
 }
 
-// parts[0..K) summed in place into parts[0] by a binary tree over their index: pairs (0,1), (2,3),
-// ..., then pairs of pairs; a part without a partner passes up unchanged.
-static void tree_sum(float **parts, int K, size_t n) {
-    for (int width = 1; width < K; width *= 2)
-        for (int left = 0; left + width < K; left += 2 * width) {
-            float *a = parts[left];
-            const float *b = parts[left + width];
-            for (size_t i = 0; i < n; i++) a[i] = a[i] + b[i];
-        }
+// parts[0..K) summed by the micro-batch tree (dist.h) over their index: pairs (0,1), (2,3), ..., then
+// pairs of pairs; a part without a partner passes up unchanged. The sum ends in parts[0].
+static void tree_sum(float **parts, DistPiece *units, int K, size_t n) {
+    for (int r = 0; r < K; r++) units[r] = (DistPiece){r, r + 1};
+    dist_combine(parts, units, K, K, n);
 }
 
-static void slice_bounds(int s, int K, size_t n, size_t *first, size_t *count) {
-    size_t base = n / (size_t)K, extra = n % (size_t)K;
-    *first = (size_t)s * base + ((size_t)s < extra ? (size_t)s : extra);
-    *count = base + ((size_t)s < extra ? 1 : 0);
-}
-
-static void exchange_allgather(float *sum, const float *partial, float *all, float **parts, int K, size_t n) {
+static void exchange_allgather(float *sum, const float *partial, float *all, float **parts, DistPiece *units, int K,
+                               size_t n) {
     MPI_Allgather(partial, (int)n, MPI_FLOAT, all, (int)n, MPI_FLOAT, MPI_COMM_WORLD);
     for (int r = 0; r < K; r++) parts[r] = all + (size_t)r * n;
-    tree_sum(parts, K, n);
+    tree_sum(parts, units, K, n);
     memcpy(sum, parts[0], sizeof(float) * n);
 }
 
-static void exchange_slices(float *sum, const float *partial, float *gathered, float **parts, int K, int rank,
-                            size_t n, int *counts, int *displs) {
+static void exchange_slices(float *sum, const float *partial, float *gathered, float **parts, DistPiece *units, int K,
+                            int rank, size_t n, int *counts, int *displs) {
     size_t first, mine;
-    slice_bounds(rank, K, n, &first, &mine);
+    dist_slice(rank, K, n, &first, &mine);
     int *recv_counts = counts + K, *recv_displs = displs + K;
     for (int s = 0; s < K; s++) {
         size_t f, c;
-        slice_bounds(s, K, n, &f, &c);
+        dist_slice(s, K, n, &f, &c);
         counts[s] = (int)c;  // my slice s goes to rank s
         displs[s] = (int)f;
         recv_counts[s] = (int)mine;  // rank s's copy of my slice
@@ -77,7 +71,7 @@ static void exchange_slices(float *sum, const float *partial, float *gathered, f
     }
     MPI_Alltoallv(partial, counts, displs, MPI_FLOAT, gathered, recv_counts, recv_displs, MPI_FLOAT, MPI_COMM_WORLD);
     for (int r = 0; r < K; r++) parts[r] = gathered + (size_t)r * mine;
-    tree_sum(parts, K, mine);
+    tree_sum(parts, units, K, mine);
     MPI_Allgatherv(parts[0], (int)mine, MPI_FLOAT, sum, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
 }
 
@@ -101,6 +95,7 @@ int main(int argc, char **argv) {
     float *partial = alloc_or_die(sizeof(float) * n), *sum = alloc_or_die(sizeof(float) * n);
     float *want = alloc_or_die(sizeof(float) * n), *all = alloc_or_die(sizeof(float) * n * (size_t)K);
     float **parts = alloc_or_die(sizeof(float *) * (size_t)K);
+    DistPiece *units = alloc_or_die(sizeof(DistPiece) * (size_t)K);
     int *counts = alloc_or_die(sizeof(int) * 2 * (size_t)K), *displs = alloc_or_die(sizeof(int) * 2 * (size_t)K);
     fill_partial(partial, n, rank);
 
@@ -109,7 +104,7 @@ int main(int argc, char **argv) {
         parts[r] = all + (size_t)r * n;
         fill_partial(parts[r], n, r);
     }
-    tree_sum(parts, K, n);
+    tree_sum(parts, units, K, n);
     memcpy(want, parts[0], sizeof(float) * n);
 
     double median_ms[2];
@@ -120,9 +115,9 @@ int main(int argc, char **argv) {
             MPI_Barrier(MPI_COMM_WORLD);
             double start = MPI_Wtime();
             if (method == 0)
-                exchange_allgather(sum, partial, all, parts, K, n);
+                exchange_allgather(sum, partial, all, parts, units, K, n);
             else
-                exchange_slices(sum, partial, all, parts, K, rank, n, counts, displs);
+                exchange_slices(sum, partial, all, parts, units, K, rank, n, counts, displs);
             double local = MPI_Wtime() - start, slowest;
             MPI_Allreduce(&local, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);  // timing only
             if (round >= 0) times[round] = slowest;
@@ -146,6 +141,7 @@ int main(int argc, char **argv) {
     free(want);
     free(all);
     free(parts);
+    free(units);
     free(counts);
     free(displs);
     MPI_Finalize();
