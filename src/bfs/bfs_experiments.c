@@ -604,13 +604,15 @@ int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *o
         pf_unlock_folder(lock);
         return -1;
     }
-    // The runs still to do (a resume keeps those whose results are on disk).
+    // The runs still to do (a resume keeps those whose results are on disk), seed number by seed
+    // number: all the kinds and rates of seed 0 first, so that a stop leaves every kind with runs.
     int *todo = mallocCheck((size_t)total_runs * sizeof(int)), num_todo = 0;
-    for (int run = 0; run < total_runs; run++) {
-        char path[4096];
-        run_path(path, sizeof(path), out_dir, run, "json");
-        if (!pf_file_exists(path)) todo[num_todo++] = run;
-    }
+    for (int s = 0; s < exp->seeds; s++)
+        for (int run = s; run < total_runs; run += exp->seeds) {
+            char path[4096];
+            run_path(path, sizeof(path), out_dir, run, "json");
+            if (!pf_file_exists(path)) todo[num_todo++] = run;
+        }
     if (num_todo < total_runs) printf("resuming: %d of %d runs done already\n", total_runs - num_todo, total_runs);
     double start = pf_now_seconds();
     Progress progress;
