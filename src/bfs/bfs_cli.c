@@ -23,6 +23,7 @@ static const char *BFS_USAGE =
     "           MSE for every N in A..B (default 3..15), dist(1,2) and dist(1,t) variants\n"
     "  robust   [--n N] [--target-input] [--scale S] [--blog-reach] [--matrix LIST] [--index I] [--seeds K] [--steps S]\n"
     "           [--lr X,...] [--batch B] [--threshold T] [-n COUNT] [--seed S] [--out DIR] [--resume]\n"
+    "           [--summarize]\n"
     "           replace one weight matrix by N(0,1) entries, retrain with Adam, log the loss per step;\n"
     "           the runs spread over the threads (one each), each saved as it ends in DIR/runs/\n"
     "  noise    [--n N] [--target-input] [--scale S] [--blog-reach] [--sigmas A,B,...] [--seeds K] [--steps S] [--lr X]\n"
@@ -44,6 +45,8 @@ static const char *BFS_USAGE =
     "  --lr X, --batch B   Adam learning rate and batch (default 1e-6, 512, as the blog); robust takes\n"
     "                   a comma list of rates, every run once per rate\n"
     "  --resume         robust: keep the runs DIR already finished (started with the same settings)\n"
+    "  --summarize      robust: no training; the summary, CSV, figures and report of the runs of DIR\n"
+    "                   finished so far (while or after a protocol runs there)\n"
     "  --threshold T    robust: a run has recovered once its batch MSE is below T (default 0.01)\n"
     "  -n COUNT         evaluation graphs (default 16384; robust/noise 4096)\n"
     "  --sigmas LIST    default 1e-6,1e-5,1e-4,1e-3,0.01,0.1,1\n"
@@ -159,6 +162,8 @@ static int parse_command(BfsCommand *c, int argc, char **argv) {
             c->exp.lr = parse_double(o, need_value(argc, argv, &i), 0.0, 10.0);
         } else if (strcmp(o, "--resume") == 0 && c->is_robust) {
             c->exp.resume = 1;
+        } else if (strcmp(o, "--summarize") == 0 && c->is_robust) {
+            c->exp.summarize = 1;
         } else if (strcmp(o, "--batch") == 0 && (c->is_robust || c->is_noise)) {
             c->exp.batch = (int)parse_long(o, need_value(argc, argv, &i), 1, 1 << 16);
         } else {

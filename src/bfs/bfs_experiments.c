@@ -289,6 +289,24 @@ static void run_path(char *out, size_t size, const char *dir, int run, const cha
     snprintf(out, size, "%s/runs/run-%04d.%s", dir, run, ext);
 }
 
+// 0 when DIR/robust_settings.json holds these settings; -1 with the error set otherwise.
+static int robust_check_settings(const char *out_dir, const cJSON *settings) {
+    char path[4096];
+    if (pf_path_join(path, sizeof(path), out_dir, "robust_settings.json") != 0) return -1;
+    size_t size;
+    char *text = pf_read_file(path, &size);
+    if (!text) return -1;
+    cJSON *old = cJSON_Parse(text);
+    free(text);
+    int same = old && cJSON_Compare(old, settings, 1);
+    cJSON_Delete(old);
+    if (!same)
+        return pf_fail("bfs robust: %s was started with other settings (see its robust_settings.json); "
+                       "give the same ones or use another --out",
+                       out_dir);
+    return 0;
+}
+
 // Starts the folder: a fresh start clears the run files of an earlier one; a resume checks that the
 // folder was started with the same settings. Then writes the settings.
 static int robust_prepare(const char *out_dir, const cJSON *settings, int resume, int total_runs) {
@@ -296,17 +314,7 @@ static int robust_prepare(const char *out_dir, const cJSON *settings, int resume
     if (pf_path_join(runs_dir, sizeof(runs_dir), out_dir, "runs") != 0 || pf_mkdir_p(runs_dir) != 0) return -1;
     if (pf_path_join(path, sizeof(path), out_dir, "robust_settings.json") != 0) return -1;
     if (resume && pf_file_exists(path)) {
-        size_t size;
-        char *text = pf_read_file(path, &size);
-        if (!text) return -1;
-        cJSON *old = cJSON_Parse(text);
-        free(text);
-        int same = old && cJSON_Compare(old, settings, 1);
-        cJSON_Delete(old);
-        if (!same)
-            return pf_fail("bfs robust: %s was started with other settings (see its robust_settings.json); "
-                           "resume with the same ones or use another --out",
-                           out_dir);
+        if (robust_check_settings(out_dir, settings) != 0) return -1;
     } else {
         for (int run = 0; run < total_runs; run++) {
             run_path(path, sizeof(path), out_dir, run, "json");
@@ -331,7 +339,8 @@ static int robust_one_run(BfsModel *model, const BfsExperiment *exp, const char 
     int index = exp->matrix_index >= 0 ? exp->matrix_index : (int)rng_below(&rng, (uint32_t)bfs_kind_count(model, kind));
     bfs_construct(model);
     size_t size;
-    fill_normal(bfs_matrix(model, &model->params, kind, index, &size), size, 1.0, 1, &rng);
+    float *damaged = bfs_matrix(model, &model->params, kind, index, &size);
+    fill_normal(damaged, size, 1.0, 1, &rng);
     BfsEval before, after;
     bfs_evaluate(&before, model, exp->seed, exp->eval_count);
 
@@ -411,16 +420,21 @@ static int robust_one_run(BfsModel *model, const BfsExperiment *exp, const char 
     return rc;
 }
 
-// The finished run's results, or NULL (with the error set) when it is missing or unreadable.
-static cJSON *read_run(const char *out_dir, int run) {
+// The finished run's results; NULL when the run has not finished (*bad = 0) or its file cannot be
+// read (*bad = 1, the error set).
+static cJSON *read_run(const char *out_dir, int run, int *bad) {
     char path[4096];
     run_path(path, sizeof(path), out_dir, run, "json");
+    *bad = 0;
+    if (!pf_file_exists(path)) return NULL;
+    *bad = 1;
     size_t size;
     char *text = pf_read_file(path, &size);
     if (!text) return NULL;
     cJSON *o = cJSON_Parse(text);
     free(text);
     if (!o) pf_fail("bfs robust: %s is not valid JSON", path);
+    *bad = !o;
     return o;
 }
 
@@ -429,25 +443,31 @@ static double json_number(const cJSON *o, const char *name) {
     return cJSON_IsNumber(item) ? item->valuedouble : NAN;
 }
 
-// The summary row of the runs [first, first + exp->seeds) (one kind list entry at one rate).
+// The summary row of the runs [first, first + exp->seeds) (one kind list entry at one rate); runs
+// not finished (NULL) are left out, and "runs" counts the finished ones.
 static cJSON *robust_row(cJSON *const *runs, int first, const BfsExperiment *exp) {
-    int n = exp->seeds, recovered = 0;
-    double *steps = mallocCheck((size_t)n * sizeof(double)), *befores = mallocCheck((size_t)n * sizeof(double));
-    double *finals = mallocCheck((size_t)n * sizeof(double)), *losses = mallocCheck((size_t)n * sizeof(double));
-    for (int s = 0; s < n; s++) {
+    int n = 0, recovered = 0, per_lr = robust_runs_per_lr(exp);
+    int list = (first % per_lr) / exp->seeds, lr_index = first / per_lr;
+    double *steps = mallocCheck((size_t)exp->seeds * sizeof(double));
+    double *befores = mallocCheck((size_t)exp->seeds * sizeof(double));
+    double *finals = mallocCheck((size_t)exp->seeds * sizeof(double));
+    double *losses = mallocCheck((size_t)exp->seeds * sizeof(double));
+    for (int s = 0; s < exp->seeds; s++) {
         const cJSON *r = runs[first + s];
+        if (!r) continue;
         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "recovered")))
             steps[recovered++] = json_number(r, "steps_to_recover");
-        befores[s] = json_number(cJSON_GetObjectItemCaseSensitive(r, "eval_before"), "mse");
-        finals[s] = json_number(cJSON_GetObjectItemCaseSensitive(r, "eval_after"), "mse");
-        losses[s] = json_number(r, "final_loss");
+        befores[n] = json_number(cJSON_GetObjectItemCaseSensitive(r, "eval_before"), "mse");
+        finals[n] = json_number(cJSON_GetObjectItemCaseSensitive(r, "eval_after"), "mse");
+        losses[n++] = json_number(r, "final_loss");
     }
     cJSON *row = cJSON_CreateObject();
-    cJSON_AddStringToObject(row, "kind", cJSON_GetObjectItemCaseSensitive(runs[first], "list")->valuestring);
-    cJSON_AddNumberToObject(row, "lr", json_number(runs[first], "lr"));
+    cJSON_AddStringToObject(row, "kind", exp->kinds[list] >= 0 ? BFS_KIND_NAMES[exp->kinds[list]] : "random");
+    cJSON_AddNumberToObject(row, "lr", exp->lrs[lr_index]);
     cJSON_AddNumberToObject(row, "runs", n);
+    cJSON_AddNumberToObject(row, "runs_planned", exp->seeds);
     cJSON_AddNumberToObject(row, "recovered", recovered);
-    cJSON_AddNumberToObject(row, "recovered_fraction", (double)recovered / n);
+    cJSON_AddNumberToObject(row, "recovered_fraction", n ? (double)recovered / n : NAN);
     cJSON_AddNumberToObject(row, "median_steps_to_recover", median(steps, recovered));
     cJSON_AddNumberToObject(row, "median_eval_mse_before", median(befores, n));
     cJSON_AddNumberToObject(row, "median_final_eval_mse", median(finals, n));
@@ -470,12 +490,13 @@ static void print_robust_table(const cJSON *table, const BfsExperiment *exp) {
            exp->steps);
 }
 
-// robust_loss.csv: every run's steps, in run order.
-static int write_robust_csv(const char *out_dir, int total_runs) {
+// robust_loss.csv: every finished run's steps, in run order.
+static int write_robust_csv(const char *out_dir, cJSON *const *runs, int total_runs) {
     FILE *csv = open_csv(out_dir, "robust_loss.csv", "run,kind,matrix,seed,lr,step,loss");
     if (!csv) return -1;
     char path[4096], buffer[1 << 16];
     for (int run = 0; run < total_runs; run++) {
+        if (!runs[run]) continue;
         run_path(path, sizeof(path), out_dir, run, "csv");
         FILE *f = fopen(path, "r");
         if (!f) {
@@ -492,7 +513,7 @@ static int write_robust_csv(const char *out_dir, int total_runs) {
 // robust.json, robust_loss.vl.json (the loss curves), robust_recovered.vl.json (a bar per kind) and,
 // with more than one rate, robust_lr.vl.json (recovered fraction and final MSE against the rate).
 static int write_robust_files(const char *out_dir, const BfsConfig *cfg, const BfsExperiment *exp, cJSON *table,
-                              cJSON *runs, double wall_seconds) {
+                              cJSON *runs, double wall_seconds, int finished) {
     cJSON *curves = cJSON_CreateArray();
     for (cJSON *run = runs->child; run; run = run->next) {
         cJSON *curve = cJSON_DetachItemFromObjectCaseSensitive(run, "curve");
@@ -524,6 +545,8 @@ static int write_robust_files(const char *out_dir, const BfsConfig *cfg, const B
     cJSON_AddNumberToObject(root, "batch", exp->batch);
     cJSON_AddNumberToObject(root, "threshold", exp->threshold);
     cJSON_AddNumberToObject(root, "eval_count", (double)exp->eval_count);
+    cJSON_AddNumberToObject(root, "runs_planned", robust_total_runs(exp));
+    cJSON_AddNumberToObject(root, "runs_finished", finished);
     cJSON_AddNumberToObject(root, "wall_seconds_last_invocation", wall_seconds);
     cJSON_AddItemToObject(root, "table", table);
     cJSON_AddItemToObject(root, "runs", runs);
@@ -587,23 +610,55 @@ static int write_robust_files(const char *out_dir, const BfsConfig *cfg, const B
     return write_figure(rc, out_dir, "robust_recovered.vl.json", spec, bars);
 }
 
+// The summary, the CSV of every step and the figures from the run files in run order (the finished
+// ones: all of them after a whole protocol, those done so far with --summarize).
+static int robust_summarize(const char *out_dir, const BfsConfig *cfg, const BfsExperiment *exp, double wall) {
+    int total_runs = robust_total_runs(exp), finished = 0, rc = 0;
+    cJSON **runs = mallocCheck((size_t)total_runs * sizeof(cJSON *));
+    for (int run = 0; run < total_runs; run++) {
+        int bad;
+        runs[run] = read_run(out_dir, run, &bad);
+        if (bad) rc = -1;
+        finished += runs[run] != NULL;
+    }
+    if (rc == 0 && finished == 0) rc = pf_fail("bfs robust: no run of %s has finished yet", out_dir);
+    cJSON *table = cJSON_CreateArray(), *run_list = cJSON_CreateArray();
+    if (rc == 0) {
+        for (int first = 0; first < total_runs; first += exp->seeds)
+            cJSON_AddItemToArray(table, robust_row(runs, first, exp));
+        if (finished < total_runs) printf("\n%d of %d runs finished\n", finished, total_runs);
+        print_robust_table(table, exp);
+        rc = write_robust_csv(out_dir, runs, total_runs);
+    }
+    for (int run = 0; run < total_runs; run++)
+        if (runs[run]) cJSON_AddItemToArray(run_list, runs[run]);
+    free(runs);
+    if (rc == 0) return write_robust_files(out_dir, cfg, exp, table, run_list, wall, finished);
+    cJSON_Delete(table);
+    cJSON_Delete(run_list);
+    return rc;
+}
+
 int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *out_dir) {
     if (bfs_config_validate(cfg) != 0) return -1;
     // Every kind has N matrices (N reach heads, L = N layers).
     if (exp->matrix_index >= cfg->n)
         return pf_fail("bfs: matrix index %d does not exist (each kind has %d matrices, 0..%d)", exp->matrix_index,
                        cfg->n, cfg->n - 1);
-    if (pf_mkdir_p(out_dir) != 0) return -1;
-    int lock;
-    if (pf_lock_folder(out_dir, &lock) != 0) return -1;
     int total_runs = robust_total_runs(exp);
     cJSON *settings = robust_settings_json(cfg, exp);
-    int rc = robust_prepare(out_dir, settings, exp->resume, total_runs);
-    cJSON_Delete(settings);
-    if (rc != 0) {
-        pf_unlock_folder(lock);
-        return -1;
+    if (exp->summarize) {  // a reader: no lock, so that it can look at a protocol while it runs
+        int rc = robust_check_settings(out_dir, settings);
+        cJSON_Delete(settings);
+        return rc == 0 ? robust_summarize(out_dir, cfg, exp, 0.0) : -1;
     }
+    int lock, rc = -1;
+    if (pf_mkdir_p(out_dir) == 0 && pf_lock_folder(out_dir, &lock) == 0) {
+        rc = robust_prepare(out_dir, settings, exp->resume, total_runs);
+        if (rc != 0) pf_unlock_folder(lock);
+    }
+    cJSON_Delete(settings);
+    if (rc != 0) return -1;
     // The runs still to do (a resume keeps those whose results are on disk), seed number by seed
     // number: all the kinds and rates of seed 0 first, so that a stop leaves every kind with runs.
     int *todo = mallocCheck((size_t)total_runs * sizeof(int)), num_todo = 0;
@@ -655,27 +710,7 @@ int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *o
     }
     printf("%d runs in %.1f s\n", num_todo, wall);
 
-    // The summary, from every run's file in run order.
-    cJSON **runs = mallocCheck((size_t)total_runs * sizeof(cJSON *));
-    for (int run = 0; run < total_runs && rc == 0; run++)
-        if (!(runs[run] = read_run(out_dir, run))) {
-            rc = -1;
-            for (int j = 0; j < run; j++) cJSON_Delete(runs[j]);
-        }
-    if (rc != 0) {
-        free(runs);
-        pf_unlock_folder(lock);
-        return -1;
-    }
-    cJSON *table = cJSON_CreateArray(), *run_list = cJSON_CreateArray();
-    for (int first = 0; first < total_runs; first += exp->seeds)
-        cJSON_AddItemToArray(table, robust_row(runs, first, exp));
-    for (int run = 0; run < total_runs; run++) cJSON_AddItemToArray(run_list, runs[run]);
-    free(runs);
-    print_robust_table(table, exp);
-    rc = write_robust_csv(out_dir, total_runs);
-    if (rc == 0) rc = write_robust_files(out_dir, cfg, exp, table, run_list, wall);
-    else cJSON_Delete(table), cJSON_Delete(run_list);
+    rc = robust_summarize(out_dir, cfg, exp, wall);
     pf_unlock_folder(lock);
     return rc;
 }

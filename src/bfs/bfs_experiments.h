@@ -21,6 +21,7 @@ typedef struct {
     double lrs[8];         // robust: Adam's rates, each run once per rate
     int num_lrs;
     int resume;            // robust: keep the finished runs of the folder (started with the same settings)
+    int summarize;         // robust: no training, the summary and figures of the runs finished so far
     int batch;
     double threshold;      // robust: a run has recovered when its batch loss falls below this
     double sigmas[32];     // noise: perturbation scales
