@@ -74,7 +74,7 @@ VARIANT_FLAGS_plain = -DPF_VARIANT=plain -mno-sse3
 else
 VARIANT_FLAGS_plain = -DPF_VARIANT=plain
 endif
-KERNEL_SRC := src/ops/gemm.c src/ops/ops_kernels.c
+KERNEL_SRC := src/ops/gemm.c src/ops/ops_kernels.c src/bfs/bfs_kernels.c
 KERNEL_NAMES := $(KERNEL_SRC:src/%.c=%)
 
 # The core in src/, each area in a folder of its own (README: Layout). Objects mirror the source

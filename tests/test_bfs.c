@@ -14,6 +14,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "adam.h"
 #include "bfs/bfs.h"
 #include "ops/ops.h"
 #include "rng.h"
@@ -430,11 +431,12 @@ static double model_loss(void *ctx) {
     return bfs_mse(c->model, c->labels, c->B) * c->B;  // a sum: larger differences over float round-off
 }
 
-static void check_model_gradient(int n, int target_input, int blog) {
+static void check_model_gradient(int n, int target_input, int blog, int training) {
     BfsConfig cfg = {n, target_input, BFS_DEFAULT_SCALE, blog};
     enum { B = 3 };
     BfsModel model;
-    bfs_model_create(&model, &cfg, B, 1);
+    bfs_model_create(&model, &cfg, B, training);
+    assert_int_equal(model.fast, training == BFS_TRAINING);
     // Small random weights plus a tenth of the construction: softmaxes away from saturation, so
     // every gradient is sizeable, and some structure so that the layers interact.
     bfs_construct(&model);
@@ -462,8 +464,8 @@ static void check_model_gradient(int n, int target_input, int blog) {
         size_t offset = (size_t)(w - model.params_memory);
         size_t count = model.param_sizes[kind];
         char what[64];
-        snprintf(what, sizeof(what), "bfs N=%d%s%s %s", n, target_input ? " target" : "", blog ? " blog" : "",
-                 BFS_KIND_NAMES[kind]);
+        snprintf(what, sizeof(what), "bfs %s N=%d%s%s %s", model.fast ? "fast" : "reference", n,
+                 target_input ? " target" : "", blog ? " blog" : "", BFS_KIND_NAMES[kind]);
         check_gradient(what, model_loss, &c, w, analytic + offset, count, 1e-2f);
         assert_memory_equal(model.x, input, (size_t)B * model.T * model.C * sizeof(float));  // input untouched
     }
@@ -473,9 +475,152 @@ static void check_model_gradient(int n, int target_input, int blog) {
 }
 
 static void test_model_backward(void **state) {
-    check_model_gradient(3, 0, 0);
-    check_model_gradient(4, 1, 0);
-    check_model_gradient(3, 0, 1);
+    for (int training = BFS_TRAINING; training <= BFS_TRAINING_REFERENCE; training++) {
+        check_model_gradient(3, 0, 0, training);
+        check_model_gradient(4, 1, 0, training);
+        check_model_gradient(3, 0, 1, training);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fast training path against the reference path
+
+// A model of the robustness experiment's kind: the construction with one matrix replaced by N(0, 1)
+// entries, plus small noise everywhere so that every gradient is nonzero.
+static void damaged_model(BfsModel *m, const BfsConfig *cfg, int B, int training, BfsKind kind) {
+    bfs_model_create(m, cfg, B, training);
+    bfs_construct(m);
+    Rng rng = rng_stream(31, (uint64_t)cfg->n, (uint64_t)kind);
+    size_t size;
+    float *w = bfs_matrix(m, &m->params, kind, cfg->n / 2, &size);
+    for (size_t i = 0; i < size; i++) w[i] = (float)rng_normal(&rng);
+    for (size_t i = 0; i < m->num_parameters; i++) m->params_memory[i] += (float)(0.01 * rng_normal(&rng));
+}
+
+// One forward and backward on batch (seed 5, step 0): the loss; gradients in the model.
+static double loss_and_gradient(BfsModel *m, float *labels, int B) {
+    bfs_make_batch(m, labels, 5, 0, B);
+    bfs_forward(m, B);
+    double loss = bfs_mse(m, labels, B);
+    bfs_zero_grad(m);
+    bfs_backward(m, labels, B);
+    return loss;
+}
+
+// Largest |a - b| over one kind's gradient, relative to the kind's largest |b|.
+static double relative_difference(const BfsModel *fast, const BfsModel *ref, int kind) {
+    size_t size = ref->param_sizes[kind], offset = 0;
+    for (int k = 0; k < kind; k++) offset += ref->param_sizes[k];
+    double diff = 0, scale = 1e-30;
+    for (size_t i = 0; i < size; i++) {
+        diff = fmax(diff, fabs((double)fast->grads_memory[offset + i] - ref->grads_memory[offset + i]));
+        scale = fmax(scale, fabs((double)ref->grads_memory[offset + i]));
+    }
+    return diff / scale;
+}
+
+// The two paths differ only in the order of float sums and in the exponential (the kernels' own
+// polynomial, within 1e-7 of expf): predictions, losses and gradients agree to float round-off,
+// amplified at most a few hundred times by the N squashed layers (slope 2.5).
+static void check_fast_matches_reference(int n, int target_input, int blog, BfsKind kind) {
+    BfsConfig cfg = {n, target_input, BFS_DEFAULT_SCALE, blog};
+    enum { B = 24 };
+    BfsModel fast, ref;
+    damaged_model(&fast, &cfg, B, BFS_TRAINING, kind);
+    damaged_model(&ref, &cfg, B, BFS_TRAINING_REFERENCE, kind);
+    assert_true(fast.fast && !ref.fast);
+    float labels[B];
+    double fast_loss = loss_and_gradient(&fast, labels, B), ref_loss = loss_and_gradient(&ref, labels, B);
+    double pred_diff = 0;
+    for (int b = 0; b < B; b++) pred_diff = fmax(pred_diff, fabs((double)fast.pred[b] - ref.pred[b]));
+    printf("  N=%d%s%s %s damaged: loss %.6g vs %.6g, max |pred diff| %.2e, gradients (relative):", n,
+           target_input ? " target" : "", blog ? " blog" : "", BFS_KIND_NAMES[kind], fast_loss, ref_loss, pred_diff);
+    assert_true(pred_diff <= 1e-4);
+    assert_true(fabs(fast_loss - ref_loss) <= 1e-4 * fmax(1.0, ref_loss));
+    for (int k = 0; k < BFS_NUM_KINDS; k++) {
+        double d = relative_difference(&fast, &ref, k);
+        printf(" %.1e", d);
+        if (d > 1e-3) fail_msg("%s gradient differs by %.3g of its largest entry", BFS_KIND_NAMES[k], d);
+    }
+    printf("\n");
+    // Twenty Adam steps at the protocol's rate (1e-6, fresh batches) keep the two paths together. (At
+    // high rates Adam's step of lr times the gradient's sign, for entries whose gradient is round-off
+    // either way, pulls the two apart after a few steps, as it would two runs of one path on two
+    // machines with different sums.)
+    AdamState adam_fast, adam_ref;
+    adam_create(&adam_fast, fast.num_parameters);
+    adam_create(&adam_ref, ref.num_parameters);
+    AdamConfig adam_cfg = adam_config_default();
+    for (int step = 0; step < 20; step++) {
+        BfsModel *models[2] = {&fast, &ref};
+        AdamState *adams[2] = {&adam_fast, &adam_ref};
+        double losses[2];
+        for (int i = 0; i < 2; i++) {
+            bfs_make_batch(models[i], labels, 6, (uint64_t)step, B);
+            bfs_forward(models[i], B);
+            losses[i] = bfs_mse(models[i], labels, B);
+            bfs_zero_grad(models[i]);
+            bfs_backward(models[i], labels, B);
+            adam_update(adams[i], models[i]->params_memory, models[i]->grads_memory, 1e-6f, &adam_cfg);
+        }
+        if (fabs(losses[0] - losses[1]) > 1e-4 * fmax(1.0, losses[1]))
+            fail_msg("step %d: loss %.9g on the fast path, %.9g on the reference", step, losses[0], losses[1]);
+    }
+    adam_free(&adam_fast);
+    adam_free(&adam_ref);
+    bfs_model_free(&fast);
+    bfs_model_free(&ref);
+}
+
+static void test_fast_matches_reference(void **state) {
+    for (int kind = 0; kind < BFS_NUM_KINDS; kind++) check_fast_matches_reference(8, 0, 0, kind);  // the protocol's
+    check_fast_matches_reference(5, 1, 0, BFS_RECORD_K);  // a wider record head (queries of 3 + N columns)
+    check_fast_matches_reference(4, 0, 1, BFS_REACH_V);
+    check_fast_matches_reference(15, 1, 0, BFS_REACH_Q);  // the largest the kernels take: 16 tokens
+    // beyond it the reference path trains
+    BfsConfig big = {16, 0, BFS_DEFAULT_SCALE, 0};
+    BfsModel m;
+    bfs_model_create(&m, &big, 2, BFS_TRAINING);
+    assert_false(m.fast);
+    bfs_model_free(&m);
+}
+
+// The fast path's results are the same bits on every instruction set this CPU runs and on any
+// thread count (each thread takes whole examples; each weight gradient row sums the whole batch).
+static void test_fast_same_bits_everywhere(void **state) {
+    BfsConfig cfg = {8, 0, BFS_DEFAULT_SCALE, 0};
+    enum { B = 40 };
+    BfsModel m;
+    damaged_model(&m, &cfg, B, BFS_TRAINING, BFS_REACH_K);
+    float labels[B];
+    char variants[64];
+    snprintf(variants, sizeof(variants), "%s", ops_kernel_variants());
+    const char *original = ops_kernels_variant();
+    float *first = NULL, first_pred[B];
+    int compared = 0;
+    for (char *save = NULL, *v = strtok_r(variants, " ", &save); v; v = strtok_r(NULL, " ", &save))
+        for (int threads = 1; threads <= 3; threads += 2) {
+            assert_int_equal(ops_set_kernels_variant(v), 0);
+            ops_set_threads(threads);
+            loss_and_gradient(&m, labels, B);
+            if (!first) {
+                first = mallocCheck(m.num_parameters * sizeof(float));
+                memcpy(first, m.grads_memory, m.num_parameters * sizeof(float));
+                memcpy(first_pred, m.pred, sizeof(first_pred));
+                continue;
+            }
+            if (memcmp(first, m.grads_memory, m.num_parameters * sizeof(float)) != 0 ||
+                memcmp(first_pred, m.pred, sizeof(first_pred)) != 0)
+                fail_msg("kernels %s on %d threads: other bits than the first variant on 1 thread", v, threads);
+            compared++;
+        }
+    printf("  %d variant x thread-count combinations gave the first one's bits (variants: %s)\n", compared,
+           ops_kernel_variants());
+    assert_true(compared >= 1);
+    ops_set_kernels_variant(original);
+    ops_set_threads(1);
+    free(first);
+    bfs_model_free(&m);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -617,6 +762,106 @@ static void test_cli_outputs(void **state) {
     remove_files(dir, names);
 }
 
+// The robustness protocol resumes: after a stop (one run's results missing, another run's step
+// log left half-written) --resume redoes only the runs not finished and ends with the very files of
+// an uninterrupted protocol; the thread count does not change them; a resume with other settings is
+// refused; --summarize reports the runs finished so far.
+#define ROBUST_ARGS                                                                                                \
+    "bfs", "robust", "--n", "4", "--matrix", "reach_k,record_v", "--seeds", "3", "--steps", "6", "--batch", "8", \
+        "-n", "32", "--lr", "1e-3,1e-2"
+
+static char *run_file(const char *dir, int run, const char *ext) {
+    static char path[1024];
+    snprintf(path, sizeof(path), "%s/runs/run-%04d.%s", dir, run, ext);
+    return path;
+}
+
+static cJSON *robust_table(const char *dir) {
+    cJSON *robust = read_json(dir, "robust.json");
+    cJSON *table = cJSON_DetachItemFromObject(robust, "table");
+    cJSON_Delete(robust);
+    return table;
+}
+
+static int count_lines(const char *text) {
+    int lines = 0;
+    for (; *text; text++) lines += *text == '\n';
+    return lines;
+}
+
+static void remove_tree(const char *dir) {
+    char command[1100];
+    snprintf(command, sizeof(command), "rm -rf '%s'", dir);
+    assert_int_equal(system(command), 0);
+}
+
+static void test_robust_resume(void **state) {
+    char dir[512], other[512];
+    test_scratch_dir(dir, sizeof(dir), "bfs-resume");
+    test_scratch_dir(other, sizeof(other), "bfs-threads");
+    TestResult r = RUN(ROBUST_ARGS, "--threads", "2", "--out", dir);
+    if (r.status != 0) fail_msg("bfs robust failed: %s", r.err);
+    test_result_free(&r);
+    char *whole = test_read_file(dir, "robust_loss.csv");
+    assert_int_equal(count_lines(whole), 1 + 12 * 6);  // 2 rates x 2 kinds x 3 seeds, 6 steps each
+    cJSON *table = robust_table(dir);
+    assert_int_equal(cJSON_GetArraySize(table), 4);
+
+    // A stop: run 4 finished its steps but not its results, run 7 was half-way through its steps.
+    assert_int_equal(unlink(run_file(dir, 4, "json")), 0);
+    assert_int_equal(unlink(run_file(dir, 7, "json")), 0);
+    assert_int_equal(rename(run_file(dir, 7, "csv"), run_file(dir, 7, "csv.tmp")), 0);
+    r = RUN(ROBUST_ARGS, "--threads", "2", "--out", dir, "--resume");
+    if (r.status != 0) fail_msg("bfs robust --resume failed: %s", r.err);
+    if (!strstr(r.out, "resuming: 10 of 12 runs done already")) fail_msg("no resume line:\n%s", r.out);
+    int redone = 0;  // a line per run, ending in its time "(0.1 s)"
+    for (char *at = strstr(r.out, " s)\n"); at; at = strstr(at + 1, " s)\n")) redone++;
+    assert_int_equal(redone, 2);
+    test_result_free(&r);
+    char *resumed = test_read_file(dir, "robust_loss.csv");
+    assert_string_equal(resumed, whole);
+    cJSON *resumed_table = robust_table(dir);
+    assert_true(cJSON_Compare(resumed_table, table, 1));
+    cJSON_Delete(resumed_table);
+    free(resumed);
+
+    // One thread instead of two: the same files.
+    r = RUN(ROBUST_ARGS, "--threads", "1", "--out", other);
+    if (r.status != 0) fail_msg("bfs robust on one thread failed: %s", r.err);
+    test_result_free(&r);
+    char *one_thread = test_read_file(other, "robust_loss.csv");
+    assert_string_equal(one_thread, whole);
+    free(one_thread);
+
+    // Other settings cannot resume the folder.
+    r = RUN("bfs", "robust", "--n", "4", "--matrix", "reach_k,record_v", "--seeds", "3", "--steps", "7", "--batch",
+            "8", "-n", "32", "--lr", "1e-3,1e-2", "--out", dir, "--resume");
+    expect_error("started with other settings", r);
+
+    // --summarize over a folder whose run 1 has not finished: 11 runs in the summary and the log.
+    assert_int_equal(unlink(run_file(dir, 1, "json")), 0);
+    r = RUN(ROBUST_ARGS, "--out", dir, "--summarize");
+    if (r.status != 0) fail_msg("bfs robust --summarize failed: %s", r.err);
+    if (!strstr(r.out, "11 of 12 runs finished")) fail_msg("no count of finished runs:\n%s", r.out);
+    test_result_free(&r);
+    cJSON *robust = read_json(dir, "robust.json");
+    assert_int_equal(cJSON_GetObjectItem(robust, "runs_finished")->valueint, 11);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(robust, "runs")), 11);
+    const cJSON *first_row = cJSON_GetArrayItem(cJSON_GetObjectItem(robust, "table"), 0);
+    assert_int_equal(cJSON_GetObjectItem(first_row, "runs")->valueint, 2);
+    cJSON_Delete(robust);
+    char *partial = test_read_file(dir, "robust_loss.csv");
+    assert_int_equal(count_lines(partial), 1 + 11 * 6);
+    free(partial);
+    expect_vega_lite(dir, "robust_lr.vl.json", 4);
+    expect_report(dir, (const char *const[]){"robust_loss", "robust_recovered", "robust_lr", NULL});
+
+    cJSON_Delete(table);
+    free(whole);
+    remove_tree(dir);
+    remove_tree(other);
+}
+
 int main(void) {
     ops_set_threads(1);  // small batches: threads only contend on a shared machine
     const struct CMUnitTest tests[] = {
@@ -627,8 +872,11 @@ int main(void) {
         cmocka_unit_test(test_attention_backward),
         cmocka_unit_test(test_squash_readout_backward),
         cmocka_unit_test(test_model_backward),
+        cmocka_unit_test(test_fast_matches_reference),
+        cmocka_unit_test(test_fast_same_bits_everywhere),
         cmocka_unit_test(test_cli_bad_settings),
         cmocka_unit_test(test_cli_outputs),
+        cmocka_unit_test(test_robust_resume),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

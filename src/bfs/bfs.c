@@ -8,7 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "common.h"
+#include "bfs/bfs_kernels.h"
+#include "ops/gemm.h"
 #include "ops/ops.h"
 #include "rng.h"
 
@@ -62,6 +68,34 @@ float *bfs_matrix(const BfsModel *model, const BfsParams *block, BfsKind kind, i
     return *param_slot((BfsParams *)block, kind) + per * (size_t)index;
 }
 
+// One zeroed allocation cut into the tensors of `sizes`; adds its floats to *count.
+static float *allocate_block(float **const *ptrs, const size_t *sizes, size_t num, size_t *count) {
+    size_t total = 0;
+    for (size_t i = 0; i < num; i++) total += sizes[i];
+    float *memory = callocCheck(total, sizeof(float)), *p = memory;
+    for (size_t i = 0; i < num; i++) {
+        *ptrs[i] = p;
+        p += sizes[i];
+    }
+    *count += total;
+    return memory;
+}
+
+// The fast path's tensors: each layer's projections of all heads of a kind in one row per token
+// (the kernels' layout), the probabilities with the query in the lanes, and the scratch of one layer.
+static void allocate_fast(BfsModel *m, size_t BT) {
+    size_t C = (size_t)m->C, L = (size_t)m->L, n = (size_t)m->N, B = (size_t)m->capacity, T = (size_t)m->T;
+    size_t acts[] = {(L + 1) * BT * C, L * BT * C, L * BT * (size_t)m->PR, L * BT * (size_t)m->PC,
+                     L * B * n * T * BFS_KERNEL_LANES, L * B * T * BFS_KERNEL_LANES, B};
+    float **act_ptrs[] = {&m->x, &m->y, &m->reach_proj, &m->record_proj, &m->reach_probs, &m->record_probs, &m->pred};
+    m->acts_memory = allocate_block(act_ptrs, acts, sizeof(acts) / sizeof(acts[0]), &m->num_activations);
+    size_t scratch[] = {BT * C, BT * C, BT * C, BT * (size_t)m->PR, BT * (size_t)m->PC, B, L * (size_t)m->PC * C,
+                        BT * (size_t)m->PR, BT * (size_t)m->PR};
+    float **scratch_ptrs[] = {&m->dx, &m->dx_next, &m->dy, &m->dreach_proj, &m->drecord_proj, &m->dpred,
+                              &m->record_packed, &m->reach_static, &m->dreach_sum};
+    m->scratch_memory = allocate_block(scratch_ptrs, scratch, sizeof(scratch) / sizeof(scratch[0]), &m->num_activations);
+}
+
 void bfs_model_create(BfsModel *model, const BfsConfig *cfg, int capacity, int training) {
     memset(model, 0, sizeof(*model));
     int N = cfg->n;
@@ -77,7 +111,11 @@ void bfs_model_create(BfsModel *model, const BfsConfig *cfg, int capacity, int t
     model->target_off = cfg->target_input ? 4 * N + 1 : -1;
     model->notans_off = model->C - 1;
     model->capacity = capacity;
-    model->training = training;
+    model->training = training != BFS_INFERENCE;
+    model->fast = training == BFS_TRAINING && model->T <= BFS_KERNEL_LANES && 2 * N <= BFS_KERNEL_MAX_QK &&
+                  model->RQ <= BFS_KERNEL_MAX_QK;
+    model->PR = 4 * N + N * N;
+    model->PC = 2 * model->RQ + N;
 
     size_t C = (size_t)model->C, L = (size_t)model->L, RQ = (size_t)model->RQ, n = (size_t)N;
     size_t sizes[BFS_NUM_KINDS] = {n * 2 * C, n * 2 * C, n * n * C, L * RQ * C, L * RQ * C, L * n * C};
@@ -96,6 +134,10 @@ void bfs_model_create(BfsModel *model, const BfsConfig *cfg, int capacity, int t
     // Activations: every layer when training (the backward pass reads them), else one slot reused.
     size_t slots = training ? L : 1, x_slots = training ? L + 1 : 2;
     size_t BT = (size_t)capacity * (size_t)model->T, TT = (size_t)model->T * (size_t)model->T;
+    if (model->fast) {
+        allocate_fast(model, BT);
+        return;
+    }
     size_t act_sizes[] = {
         x_slots * BT * C,                      // x
         slots * BT * C,                        // y
@@ -112,31 +154,16 @@ void bfs_model_create(BfsModel *model, const BfsConfig *cfg, int capacity, int t
     float **act_ptrs[] = {&model->x,        &model->y,        &model->reach_q,  &model->reach_k,
                           &model->reach_v,  &model->reach_att, &model->record_q, &model->record_k,
                           &model->record_v, &model->record_att, &model->pred};
-    size_t num_acts = sizeof(act_sizes) / sizeof(act_sizes[0]), total = 0;
-    for (size_t i = 0; i < num_acts; i++) total += act_sizes[i];
-    model->acts_memory = callocCheck(total, sizeof(float));
-    model->num_activations = total;
-    float *p = model->acts_memory;
-    for (size_t i = 0; i < num_acts; i++) {
-        *act_ptrs[i] = p;
-        p += act_sizes[i];
-    }
+    model->acts_memory = allocate_block(act_ptrs, act_sizes, sizeof(act_sizes) / sizeof(act_sizes[0]),
+                                        &model->num_activations);
     if (!training) return;
     size_t scratch_sizes[] = {BT * C, BT * C, BT * C, BT * 2 * n, BT * 2 * n, BT * n * n, BT * RQ, BT * RQ, BT * n,
                               (size_t)capacity};
     float **scratch_ptrs[] = {&model->dx,        &model->dx_next,   &model->dy,        &model->dreach_q,
                               &model->dreach_k,  &model->dreach_v,  &model->drecord_q, &model->drecord_k,
                               &model->drecord_v, &model->dpred};
-    size_t num_scratch = sizeof(scratch_sizes) / sizeof(scratch_sizes[0]);
-    total = 0;
-    for (size_t i = 0; i < num_scratch; i++) total += scratch_sizes[i];
-    model->scratch_memory = callocCheck(total, sizeof(float));
-    model->num_activations += total;
-    p = model->scratch_memory;
-    for (size_t i = 0; i < num_scratch; i++) {
-        *scratch_ptrs[i] = p;
-        p += scratch_sizes[i];
-    }
+    model->scratch_memory = allocate_block(scratch_ptrs, scratch_sizes, sizeof(scratch_sizes) / sizeof(scratch_sizes[0]),
+                                           &model->num_activations);
 }
 
 void bfs_model_free(BfsModel *model) {
@@ -378,7 +405,208 @@ static float *layer_input(const BfsModel *m, int l) {
     return m->x + slot * (size_t)m->capacity * m->T * m->C;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The fast path (BFS_TRAINING, bfs.h): per layer one product for the reach heads' q | k | v (their
+// parameters are one (PR, C) matrix), one for the record head's (its rows gathered per step), the
+// kernels' attention and squash, each thread on its own examples; the input gradient only in the
+// reach and out sections, the only ones a head writes (so the only ones whose gradient reaches a
+// parameter); the weight gradients with each output row's sum over the whole batch, rows split
+// between threads, so that the results do not depend on the thread count.
+
+static const BfsKernels *kernels(void) {
+    const char *name = ops_kernels_variant();
+#if defined(__x86_64__) && defined(PF_KERNELS_SIMD)
+    if (strcmp(name, "avx512") == 0) return &BFS_KERNELS_avx512;
+    if (strcmp(name, "avx2") == 0) return &BFS_KERNELS_avx2;
+#endif
+    (void)name;
+#if defined(__aarch64__)
+    return &BFS_KERNELS_neon;
+#else
+    return &BFS_KERNELS_plain;
+#endif
+}
+
+// The calling thread's share [lo, hi) of `total` items inside a parallel region.
+static void thread_range(int total, int *lo, int *hi) {
+#ifdef _OPENMP
+    int threads = omp_get_num_threads(), id = omp_get_thread_num();
+#else
+    int threads = 1, id = 0;
+#endif
+    *lo = (int)((long)total * id / threads);
+    *hi = (int)((long)total * (id + 1) / threads);
+}
+
+// Layer l's record head as one (PC, C) matrix: q rows, k rows, v rows.
+static void pack_record(BfsModel *m) {
+    size_t C = (size_t)m->C, RQ = (size_t)m->RQ, n = (size_t)m->N;
+    for (int l = 0; l < m->L; l++) {
+        float *dst = m->record_packed + (size_t)l * m->PC * C;
+        memcpy(dst, m->params.record_q + l * RQ * C, RQ * C * sizeof(float));
+        memcpy(dst + RQ * C, m->params.record_k + l * RQ * C, RQ * C * sizeof(float));
+        memcpy(dst + 2 * RQ * C, m->params.record_v + l * n * C, n * C * sizeof(float));
+    }
+}
+
+typedef struct {
+    float *x, *x_next, *reach_proj, *record_proj, *reach_probs, *record_probs;
+    float *y;  // the reach section before the squash (only those columns are kept)
+    const float *record_weight;
+} FastLayer;
+
+static FastLayer fast_layer(const BfsModel *m, int l) {
+    size_t rows = (size_t)m->capacity * m->T, C = (size_t)m->C, probs = (size_t)m->capacity * m->T * BFS_KERNEL_LANES;
+    FastLayer f = {
+        .x = m->x + l * rows * C,
+        .y = m->y + l * rows * C,
+        .x_next = m->x + (l + 1) * rows * C,
+        .reach_proj = m->reach_proj + l * rows * m->PR,
+        .record_proj = m->record_proj + l * rows * m->PC,
+        .reach_probs = m->reach_probs + l * probs * m->N,
+        .record_probs = m->record_probs + l * probs,
+        .record_weight = m->record_packed + (size_t)l * m->PC * C,
+    };
+    return f;
+}
+
+static void forward_fast(BfsModel *m, int B) {
+    const BfsKernels *k = kernels();
+    int N = m->N, T = m->T, C = m->C, RQ = m->RQ, PR = m->PR, PC = m->PC;
+    int dyn = m->reach_off, dyn_width = 2 * N, tail = dyn + dyn_width;  // the reach and out sections
+    const float *reach_w = m->params.reach_q;
+    pack_record(m);
+    // The reach heads' weights are shared by every layer, and the columns outside the reach and
+    // out sections never change: their share of the reach projections is computed once.
+#pragma omp parallel
+    {
+        int b0, b1;
+        thread_range(B, &b0, &b1);
+        if (b1 > b0) {
+            size_t r0 = (size_t)b0 * T, rows = (size_t)(b1 - b0) * T;
+            float *S = m->reach_static + r0 * PR;
+            const float *x = m->x + r0 * C;
+            gemm_nt(S, PR, x, C, reach_w, C, (int)rows, PR, dyn, NULL, NULL, 0, 0);
+            gemm_nt(S, PR, x + tail, C, reach_w + tail, C, (int)rows, PR, C - tail, NULL, S, PR, 0);
+        }
+    }
+    for (int l = 0; l < m->L; l++) {
+        FastLayer f = fast_layer(m, l);
+#pragma omp parallel
+        {
+            int b0, b1;
+            thread_range(B, &b0, &b1);
+            if (b1 > b0) {
+                size_t r0 = (size_t)b0 * T, rows = (size_t)(b1 - b0) * T;
+                gemm_nt(f.reach_proj + r0 * PR, PR, f.x + r0 * C + dyn, C, reach_w + dyn, C, (int)rows, PR, dyn_width,
+                        NULL, m->reach_static + r0 * PR, PR, 0);
+                gemm_nt(f.record_proj + r0 * PC, PC, f.x + r0 * C, C, f.record_weight, C, (int)rows, PC, C, NULL, NULL,
+                        0, 0);
+                // the heads add into the next layer's input; y keeps the reach section before the squash
+                memcpy(f.x_next + r0 * C, f.x + r0 * C, rows * C * sizeof(float));
+                k->attention_forward(f.x_next, f.reach_probs, f.reach_proj, PR, b0, b1, T, C,
+                                     m->reach_off, N, 2, N);
+                k->attention_forward(f.x_next, f.record_probs, f.record_proj, PC, b0, b1, T, C,
+                                     m->out_off, 1, RQ, N);
+                for (size_t r = r0; r < r0 + rows; r++)
+                    memcpy(f.y + r * C + m->reach_off, f.x_next + r * C + m->reach_off, N * sizeof(float));
+                k->squash_forward(f.x_next, f.y, (int)r0, (int)(r0 + rows), C, m->reach_off, N);
+            }
+        }
+    }
+    bfs_readout_forward(m->pred, layer_input(m, m->L), B, T, C, m->out_off, N);
+}
+
+// grad (rows, C) at columns [col, col + width) += dproj^T x over the batch's rows: one weight's
+// gradient from its columns of a projection's gradient (row stride ld).
+typedef struct {
+    float *grad;
+    const float *dproj;
+    int ld, rows, col, width;
+} GradRows;
+
+static void weight_gradients(const GradRows *parts, int num_parts, const float *x, int BT, int C) {
+    int total = 0;
+    for (int i = 0; i < num_parts; i++) total += parts[i].rows;
+#pragma omp parallel
+    {
+        int lo, hi;
+        thread_range(total, &lo, &hi);
+        for (int i = 0, base = 0; i < num_parts; base += parts[i].rows, i++) {
+            const GradRows *p = &parts[i];
+            int a = lo > base ? lo : base, b = hi < base + p->rows ? hi : base + p->rows;
+            if (b > a)
+                gemm_tn(p->grad + (size_t)(a - base) * C + p->col, C, p->dproj + (a - base), p->ld, x + p->col, C, BT,
+                        b - a, p->width);
+        }
+    }
+}
+
+static void backward_fast(BfsModel *m, const float *labels, int B) {
+    const BfsKernels *k = kernels();
+    int N = m->N, T = m->T, C = m->C, RQ = m->RQ, PR = m->PR, PC = m->PC, BT = B * T;
+    int dyn = m->reach_off, dyn_width = 2 * N, tail = dyn + dyn_width;  // the reach and out sections
+    mse_backward(m->dpred, m->pred, labels, NULL, B, 1.0f / B);
+    memset(m->dx, 0, (size_t)BT * C * sizeof(float));
+    bfs_readout_backward(m->dx, m->dpred, B, T, C, m->out_off, N);
+    for (int l = m->L - 1; l >= 0; l--) {
+        FastLayer f = fast_layer(m, l);
+#pragma omp parallel
+        {
+            int b0, b1;
+            thread_range(B, &b0, &b1);
+            if (b1 > b0) {
+                int r0 = b0 * T, r1 = b1 * T;
+                k->squash_backward(m->dy, m->dx, f.y, r0, r1, C, m->reach_off, N);
+                for (int r = r0; r < r1; r++)
+                    memcpy(m->dy + (size_t)r * C + m->out_off, m->dx + (size_t)r * C + m->out_off, N * sizeof(float));
+                k->attention_backward(m->dreach_proj, m->dy, f.reach_proj, f.reach_probs, PR, b0, b1,
+                                      T, C, m->reach_off, N, 2, N);
+                k->attention_backward(m->drecord_proj, m->dy, f.record_proj, f.record_probs, PC, b0, b1,
+                                      T, C, m->out_off, 1, RQ, N);
+                // the static columns' share of the reach gradient: the sum over layers, taken once
+                float *sum = m->dreach_sum + (size_t)r0 * PR;
+                const float *d = m->dreach_proj + (size_t)r0 * PR;
+                size_t count = (size_t)(r1 - r0) * PR;
+                if (l == m->L - 1) memcpy(sum, d, count * sizeof(float));
+                else for (size_t i = 0; i < count; i++) sum[i] += d[i];
+                if (l > 0) {  // the residual path, then each product's input gradient
+                    for (int r = r0; r < r1; r++)
+                        memcpy(m->dx_next + (size_t)r * C + dyn, m->dy + (size_t)r * C + dyn,
+                               (size_t)dyn_width * sizeof(float));
+                    gemm_nn(m->dx_next + (size_t)r0 * C + dyn, C, m->dreach_proj + (size_t)r0 * PR, PR,
+                            m->params.reach_q + dyn, C, r1 - r0, dyn_width, PR, 1);
+                    gemm_nn(m->dx_next + (size_t)r0 * C + dyn, C, m->drecord_proj + (size_t)r0 * PC, PC,
+                            f.record_weight + dyn, C, r1 - r0, dyn_width, PC, 1);
+                }
+            }
+        }
+        BfsParams *g = &m->grads;
+        GradRows parts[] = {
+            {g->reach_q, m->dreach_proj, PR, PR, dyn, dyn_width},  // reach q | k | v: one (PR, C) block
+            {g->record_q + (size_t)l * RQ * C, m->drecord_proj, PC, RQ, 0, C},
+            {g->record_k + (size_t)l * RQ * C, m->drecord_proj + RQ, PC, RQ, 0, C},
+            {g->record_v + (size_t)l * N * C, m->drecord_proj + 2 * RQ, PC, N, 0, C},
+        };
+        weight_gradients(parts, sizeof(parts) / sizeof(parts[0]), f.x, BT, C);
+        if (l > 0) {
+            float *swap = m->dx;
+            m->dx = m->dx_next;
+            m->dx_next = swap;
+        }
+    }
+    GradRows statics[] = {
+        {m->grads.reach_q, m->dreach_sum, PR, PR, 0, dyn},
+        {m->grads.reach_q, m->dreach_sum, PR, PR, tail, C - tail},
+    };
+    weight_gradients(statics, 2, m->x, BT, C);
+}
+
 void bfs_forward(BfsModel *m, int B) {
+    if (m->fast) {
+        forward_fast(m, B);
+        return;
+    }
     int N = m->N, T = m->T, C = m->C, RQ = m->RQ, BT = B * T;
     size_t TC = (size_t)T * C, TT = (size_t)T * T;
     for (int l = 0; l < m->L; l++) {
@@ -413,6 +641,10 @@ double bfs_mse(const BfsModel *m, const float *labels, int B) { return mse_forwa
 void bfs_zero_grad(BfsModel *m) { memset(m->grads_memory, 0, m->num_parameters * sizeof(float)); }
 
 void bfs_backward(BfsModel *m, const float *labels, int B) {
+    if (m->fast) {
+        backward_fast(m, labels, B);
+        return;
+    }
     int N = m->N, T = m->T, C = m->C, RQ = m->RQ, BT = B * T;
     size_t TC = (size_t)T * C, TT = (size_t)T * T, n_act = (size_t)BT * C;
     mse_backward(m->dpred, m->pred, labels, NULL, B, 1.0f / B);

@@ -82,6 +82,8 @@ typedef struct {
     BfsParams grads;
     int capacity;                // B, examples per forward
     int training;                // activations of every layer saved for the backward pass
+    int fast;                    // training through the kernels (see bfs_model_create); the per-head
+                                 // tensors below are then NULL and the fast path's are used
     // activations: per layer when training, one reused slot otherwise (x: two slots)
     size_t num_activations;      // floats in acts_memory and scratch_memory together
     float *acts_memory;
@@ -102,8 +104,28 @@ typedef struct {
     float *dreach_q, *dreach_k, *dreach_v; // as the activations
     float *drecord_q, *drecord_k, *drecord_v;
     float *dpred;                          // (B)
+    // the fast path: each layer's projections of all heads of a kind, one row per token (reach:
+    // q | k | v of the N heads, PR = 4N + N^2 columns, the parameters' own order; record: q | k | v,
+    // PC = 2 RQ + N), the probabilities with the query in the lanes (bfs_kernels.h), and each layer's
+    // record weights gathered into one (PC, C) matrix
+    int PR, PC;
+    float *reach_proj, *record_proj;       // (L, B, T, PR), (L, B, T, PC)
+    float *reach_probs, *record_probs;     // (L, B, N, T, 16), (L, B, 1, T, 16)
+    float *dreach_proj, *drecord_proj;     // (B, T, PR), (B, T, PC)
+    float *record_packed;                  // (L, PC, C)
+    // the reach projections' share from the columns no head writes (the same in every layer), and
+    // the reach projections' gradient summed over the layers (that share's weight gradient)
+    float *reach_static, *dreach_sum;      // (B, T, PR) each
 } BfsModel;
 
+// What a model is for. BFS_TRAINING takes the fast path when it fits (T <= 16, i.e. N <= 15): the
+// projections of all heads in one product per kind, the attention and the squash in the kernels of
+// bfs_kernels.h (one variant per instruction set, the same bits on each), single-threaded kernels
+// over example ranges, and the input gradient only where a parameter's gradient needs it (the reach
+// and out sections; the others never change). Its sums run in another order than the reference
+// path (BFS_TRAINING_REFERENCE, the ops above in plain loops), so the two agree to float round-off,
+// not bit for bit (test_bfs checks both against finite differences and against each other).
+enum { BFS_INFERENCE = 0, BFS_TRAINING = 1, BFS_TRAINING_REFERENCE = 2 };
 // Allocates a model for batches of up to `capacity` examples; weights zero (see bfs_construct).
 void bfs_model_create(BfsModel *model, const BfsConfig *cfg, int capacity, int training);
 void bfs_model_free(BfsModel *model);

@@ -22,8 +22,10 @@ static const char *BFS_USAGE =
     "  sweep-n  [--n-min A] [--n-max B] [--scale S] [--blog-reach] [-n COUNT] [--seed S] [--out DIR]\n"
     "           MSE for every N in A..B (default 3..15), dist(1,2) and dist(1,t) variants\n"
     "  robust   [--n N] [--target-input] [--scale S] [--blog-reach] [--matrix LIST] [--index I] [--seeds K] [--steps S]\n"
-    "           [--lr X] [--batch B] [--threshold T] [-n COUNT] [--seed S] [--out DIR]\n"
-    "           replace one weight matrix by N(0,1) entries, retrain with Adam, log the loss per step\n"
+    "           [--lr X,...] [--batch B] [--threshold T] [-n COUNT] [--seed S] [--out DIR] [--resume]\n"
+    "           [--summarize]\n"
+    "           replace one weight matrix by N(0,1) entries, retrain with Adam, log the loss per step;\n"
+    "           the runs spread over the threads (one each), each saved as it ends in DIR/runs/\n"
     "  noise    [--n N] [--target-input] [--scale S] [--blog-reach] [--sigmas A,B,...] [--seeds K] [--steps S] [--lr X]\n"
     "           [--batch B] [-n COUNT] [--seed S] [--out DIR]\n"
     "           add sigma N(0,1) to every weight; MSE per sigma (and after S Adam steps when S > 0)\n"
@@ -40,7 +42,11 @@ static const char *BFS_USAGE =
     "  --index I        which matrix of the kind, 0..N-1 (reach head j+1 or layer I; default random)\n"
     "  --seeds K        runs per matrix kind or per sigma (default 5)\n"
     "  --steps S        Adam steps per run (robust default 10000, noise default 0)\n"
-    "  --lr X, --batch B   Adam learning rate and batch (default 1e-6, 512, as the blog)\n"
+    "  --lr X, --batch B   Adam learning rate and batch (default 1e-6, 512, as the blog); robust takes\n"
+    "                   a comma list of rates, every run once per rate\n"
+    "  --resume         robust: keep the runs DIR already finished (started with the same settings)\n"
+    "  --summarize      robust: no training; the summary, CSV, figures and report of the runs of DIR\n"
+    "                   finished so far (while or after a protocol runs there)\n"
     "  --threshold T    robust: a run has recovered once its batch MSE is below T (default 0.01)\n"
     "  -n COUNT         evaluation graphs (default 16384; robust/noise 4096)\n"
     "  --sigmas LIST    default 1e-6,1e-5,1e-4,1e-3,0.01,0.1,1\n"
@@ -68,17 +74,18 @@ static void parse_kinds(BfsExperiment *exp, const char *text) {
     exp->kinds[count] = -2;
 }
 
-static void parse_sigmas(BfsExperiment *exp, const char *text) {
+// "A,B,..." into values[] (at most max, each in lo..hi); returns the count.
+static int parse_list(const char *option, const char *text, double *values, int max, double lo, double hi) {
     char buf[1024];
-    if (strlen(text) >= sizeof(buf)) die("option --sigmas: list too long");
+    if (strlen(text) >= sizeof(buf)) die("option %s: list too long", option);
     strcpy(buf, text);
-    int max = (int)(sizeof(exp->sigmas) / sizeof(exp->sigmas[0]));
-    exp->num_sigmas = 0;
+    int count = 0;
     for (char *save = NULL, *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
-        if (exp->num_sigmas == max) die("option --sigmas: at most %d values", max);
-        exp->sigmas[exp->num_sigmas++] = parse_double("--sigmas", item, 0.0, 1e3);
+        if (count == max) die("option %s: at most %d values", option, max);
+        values[count++] = parse_double(option, item, lo, hi);
     }
-    if (exp->num_sigmas == 0) die("option --sigmas: empty list");
+    if (count == 0) die("option %s: empty list", option);
+    return count;
 }
 
 // A parsed `bfs` command line.
@@ -142,13 +149,21 @@ static int parse_command(BfsCommand *c, int argc, char **argv) {
         } else if (strcmp(o, "--threshold") == 0 && c->is_robust) {
             c->exp.threshold = parse_double(o, need_value(argc, argv, &i), 0.0, 1e9);
         } else if (strcmp(o, "--sigmas") == 0 && c->is_noise) {
-            parse_sigmas(&c->exp, need_value(argc, argv, &i));
+            c->exp.num_sigmas = parse_list(o, need_value(argc, argv, &i), c->exp.sigmas,
+                                           (int)(sizeof(c->exp.sigmas) / sizeof(c->exp.sigmas[0])), 0.0, 1e3);
         } else if (strcmp(o, "--seeds") == 0 && (c->is_robust || c->is_noise)) {
             c->exp.seeds = (int)parse_long(o, need_value(argc, argv, &i), 1, 1000000);
         } else if (strcmp(o, "--steps") == 0 && (c->is_robust || c->is_noise)) {
             c->exp.steps = parse_long(o, need_value(argc, argv, &i), 0, 1L << 40);
-        } else if (strcmp(o, "--lr") == 0 && (c->is_robust || c->is_noise)) {
+        } else if (strcmp(o, "--lr") == 0 && c->is_robust) {
+            c->exp.num_lrs = parse_list(o, need_value(argc, argv, &i), c->exp.lrs,
+                                        (int)(sizeof(c->exp.lrs) / sizeof(c->exp.lrs[0])), 0.0, 10.0);
+        } else if (strcmp(o, "--lr") == 0 && c->is_noise) {
             c->exp.lr = parse_double(o, need_value(argc, argv, &i), 0.0, 10.0);
+        } else if (strcmp(o, "--resume") == 0 && c->is_robust) {
+            c->exp.resume = 1;
+        } else if (strcmp(o, "--summarize") == 0 && c->is_robust) {
+            c->exp.summarize = 1;
         } else if (strcmp(o, "--batch") == 0 && (c->is_robust || c->is_noise)) {
             c->exp.batch = (int)parse_long(o, need_value(argc, argv, &i), 1, 1 << 16);
         } else {

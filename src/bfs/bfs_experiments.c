@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -28,6 +29,8 @@ BfsExperiment bfs_experiment_default(void) {
         .seeds = 5,
         .steps = 10000,
         .lr = 1e-6,
+        .lrs = {1e-6},
+        .num_lrs = 1,
         .batch = 512,
         .threshold = 1e-2,
         .sigmas = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0},  // the basin is narrow: MSE ~0.1 at 3e-5 (N = 8)
@@ -145,33 +148,22 @@ static void fill_normal(float *w, size_t n, double sigma, int replace, Rng *rng)
     for (size_t i = 0; i < n; i++) w[i] = (float)(sigma * rng_normal(rng)) + (replace ? 0.0f : w[i]);
 }
 
-// Trains with Adam for exp->steps steps on fresh batches of data_seed; calls log_step with each
-// step's batch loss (measured before that step's update). Returns the first step whose loss is
-// below exp->threshold, or -1.
-typedef void (*StepLogger)(void *ctx, long step, double loss);
-static long train_adam(BfsModel *model, const BfsExperiment *exp, uint64_t data_seed, StepLogger log_step, void *ctx,
-                       double *final_loss, Progress *progress) {
+// Trains with Adam at exp->lr for exp->steps steps on fresh batches of data_seed (bfs noise).
+static void train_adam(BfsModel *model, const BfsExperiment *exp, uint64_t data_seed, Progress *progress) {
     AdamState adam;
     adam_create(&adam, model->num_parameters);
     AdamConfig adam_cfg = adam_config_default();
     float *labels = mallocCheck((size_t)exp->batch * sizeof(float));
-    long recovered_at = -1;
-    double loss = NAN;
     for (long step = 0; step < exp->steps; step++) {
         bfs_make_batch(model, labels, data_seed, (uint64_t)step, exp->batch);
         bfs_forward(model, exp->batch);
-        loss = bfs_mse(model, labels, exp->batch);
-        if (log_step) log_step(ctx, step, loss);
-        if (recovered_at < 0 && loss < exp->threshold) recovered_at = step;
         bfs_zero_grad(model);
         bfs_backward(model, labels, exp->batch);
         adam_update(&adam, model->params_memory, model->grads_memory, (float)exp->lr, &adam_cfg);
         progress_add(progress, 1);
     }
-    *final_loss = loss;
     free(labels);
     adam_free(&adam);
-    return recovered_at;
 }
 
 // The data of run s's retraining: the same batches for every run with the same seed number.
@@ -256,117 +248,290 @@ int bfs_run_sweep_n(const BfsExperiment *exp, const char *out_dir) {
 // ---------------------------------------------------------------------------------------------
 // robust
 
-typedef struct {
-    FILE *csv;
-    int run;
-    const char *kind;
-    int matrix, seed;
-    cJSON *plot;      // thinned curve points for the figure
-    long plot_every;
-    Progress *progress;
-} RobustLog;
+// The protocol's runs are independent: damage one matrix (drawn from the seed, the kind list entry
+// and the seed number), evaluate, retrain, evaluate again. They are spread over the threads, one run
+// per thread with its own model (the model's own threading then idles), and each run leaves its
+// files in DIR/runs/ when it ends: its steps (run-K.csv) and its results with a thinned loss curve
+// (run-K.json, written last, so that it marks the run done). --resume keeps the finished runs of a
+// folder started with the same settings; the summary, the CSV of every step and the figures are then
+// made from the run files in run order, so they do not depend on how the threads shared the runs.
 
-static void robust_log_step(void *ctx, long step, double loss) {
-    RobustLog *log = ctx;
-    fprintf(log->csv, "%d,%s,%d,%d,%ld,%.9g\n", log->run, log->kind, log->matrix, log->seed, step, loss);
-    if (step % log->plot_every != 0) return;
-    cJSON *point = cJSON_CreateObject();
-    cJSON_AddNumberToObject(point, "run", log->run);
-    char label[64];
-    snprintf(label, sizeof(label), "%s[%d] seed %d", log->kind, log->matrix, log->seed);
-    cJSON_AddStringToObject(point, "run_label", label);
-    cJSON_AddStringToObject(point, "kind", log->kind);
-    cJSON_AddNumberToObject(point, "step", (double)step);
-    cJSON_AddNumberToObject(point, "loss", plot_floor(loss));
-    cJSON_AddItemToArray(log->plot, point);
+enum { ROBUST_CURVE_POINTS = 5000 };  // the loss figure's inlined data, over all runs
+
+static int robust_runs_per_lr(const BfsExperiment *exp) {
+    int lists = 0;
+    while (exp->kinds[lists] != -2) lists++;
+    return lists * exp->seeds;
 }
 
-// The runs of kind list entry `list`, one per seed: damage a matrix, evaluate, retrain, evaluate
-// again. Appends each run to `runs`, logs its steps through `log`, prints a line per run, and
-// returns the kind's summary row.
-static cJSON *robust_kind(BfsModel *model, const BfsExperiment *exp, int list, RobustLog *log, cJSON *runs) {
+static int robust_total_runs(const BfsExperiment *exp) { return exp->num_lrs * robust_runs_per_lr(exp); }
+
+// The settings a run's results depend on (a resumed folder must have been started with them).
+static cJSON *robust_settings_json(const BfsConfig *cfg, const BfsExperiment *exp) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "model", config_json(cfg));
+    cJSON_AddNumberToObject(o, "seed", (double)exp->seed);
+    cJSON_AddNumberToObject(o, "seeds", exp->seeds);
+    cJSON *kinds = cJSON_AddArrayToObject(o, "kinds");
+    for (int i = 0; exp->kinds[i] != -2; i++)
+        cJSON_AddItemToArray(kinds, cJSON_CreateString(exp->kinds[i] >= 0 ? BFS_KIND_NAMES[exp->kinds[i]] : "random"));
+    cJSON_AddNumberToObject(o, "index", exp->matrix_index);
+    cJSON_AddNumberToObject(o, "steps", (double)exp->steps);
+    cJSON *lrs = cJSON_AddArrayToObject(o, "lrs");
+    for (int i = 0; i < exp->num_lrs; i++) cJSON_AddItemToArray(lrs, cJSON_CreateNumber(exp->lrs[i]));
+    cJSON_AddNumberToObject(o, "batch", exp->batch);
+    cJSON_AddNumberToObject(o, "threshold", exp->threshold);
+    cJSON_AddNumberToObject(o, "eval_count", (double)exp->eval_count);
+    return o;
+}
+
+static void run_path(char *out, size_t size, const char *dir, int run, const char *ext) {
+    snprintf(out, size, "%s/runs/run-%04d.%s", dir, run, ext);
+}
+
+// 0 when DIR/robust_settings.json holds these settings; -1 with the error set otherwise.
+static int robust_check_settings(const char *out_dir, const cJSON *settings) {
+    char path[4096];
+    if (pf_path_join(path, sizeof(path), out_dir, "robust_settings.json") != 0) return -1;
+    size_t size;
+    char *text = pf_read_file(path, &size);
+    if (!text) return -1;
+    cJSON *old = cJSON_Parse(text);
+    free(text);
+    int same = old && cJSON_Compare(old, settings, 1);
+    cJSON_Delete(old);
+    if (!same)
+        return pf_fail("bfs robust: %s was started with other settings (see its robust_settings.json); "
+                       "give the same ones or use another --out",
+                       out_dir);
+    return 0;
+}
+
+// Starts the folder: a fresh start clears the run files of an earlier one; a resume checks that the
+// folder was started with the same settings. Then writes the settings.
+static int robust_prepare(const char *out_dir, const cJSON *settings, int resume, int total_runs) {
+    char path[4096], runs_dir[4096];
+    if (pf_path_join(runs_dir, sizeof(runs_dir), out_dir, "runs") != 0 || pf_mkdir_p(runs_dir) != 0) return -1;
+    if (pf_path_join(path, sizeof(path), out_dir, "robust_settings.json") != 0) return -1;
+    if (resume && pf_file_exists(path)) {
+        if (robust_check_settings(out_dir, settings) != 0) return -1;
+    } else {
+        for (int run = 0; run < total_runs; run++) {
+            run_path(path, sizeof(path), out_dir, run, "json");
+            unlink(path);
+            run_path(path, sizeof(path), out_dir, run, "csv");
+            unlink(path);
+        }
+        if (pf_path_join(path, sizeof(path), out_dir, "robust_settings.json") != 0) return -1;
+    }
+    return pf_write_json_atomic(path, settings, 1);
+}
+
+// One run, on the calling thread's model: writes its CSV and then its JSON into DIR/runs/.
+static int robust_one_run(BfsModel *model, const BfsExperiment *exp, const char *out_dir, int run, Progress *progress) {
+    int per_lr = robust_runs_per_lr(exp);
+    int lr_index = run / per_lr, list = (run % per_lr) / exp->seeds, s = run % exp->seeds;
+    // The damage is drawn from (seed, kind list, seed number), the data from (seed, seed number):
+    // runs with the same seed number see the same batches whatever matrix they damaged, and every
+    // learning rate retrains the same damaged model.
+    Rng rng = rng_stream(exp->seed, 0xDA3A6EULL + (uint64_t)list, (uint64_t)s);
+    int kind = exp->kinds[list] >= 0 ? exp->kinds[list] : (int)rng_below(&rng, BFS_NUM_KINDS);
+    int index = exp->matrix_index >= 0 ? exp->matrix_index : (int)rng_below(&rng, (uint32_t)bfs_kind_count(model, kind));
+    bfs_construct(model);
+    size_t size;
+    float *damaged = bfs_matrix(model, &model->params, kind, index, &size);
+    fill_normal(damaged, size, 1.0, 1, &rng);
+    BfsEval before, after;
+    bfs_evaluate(&before, model, exp->seed, exp->eval_count);
+
+    char csv_path[4096], tmp_path[4200], json_path[4096];
+    run_path(csv_path, sizeof(csv_path), out_dir, run, "csv");
+    run_path(json_path, sizeof(json_path), out_dir, run, "json");
+    snprintf(tmp_path, sizeof(tmp_path), "%s.tmp", csv_path);
+    FILE *csv = fopen(tmp_path, "w");
+    if (!csv) return pf_fail("cannot write %s: %s", tmp_path, strerror(errno));
+    double lr = exp->lrs[lr_index];
+    long plot_every = (long)robust_total_runs(exp) * exp->steps / ROBUST_CURVE_POINTS + 1;
+    cJSON *curve = cJSON_CreateArray();
+    AdamState adam;
+    adam_create(&adam, model->num_parameters);
+    AdamConfig adam_cfg = adam_config_default();
+    float *labels = mallocCheck((size_t)exp->batch * sizeof(float));
+    long recovered_at = -1;
+    double loss = NAN, start = pf_now_seconds();
+    for (long step = 0; step < exp->steps; step++) {
+        bfs_make_batch(model, labels, retrain_seed(exp, s), (uint64_t)step, exp->batch);
+        bfs_forward(model, exp->batch);
+        loss = bfs_mse(model, labels, exp->batch);
+        fprintf(csv, "%d,%s,%d,%d,%g,%ld,%.9g\n", run, BFS_KIND_NAMES[kind], index, s, lr, step, loss);
+        if (step % plot_every == 0) {
+            cJSON *point = cJSON_CreateArray();
+            cJSON_AddItemToArray(point, cJSON_CreateNumber((double)step));
+            cJSON_AddItemToArray(point, cJSON_CreateNumber(plot_floor(loss)));
+            cJSON_AddItemToArray(curve, point);
+        }
+        if (recovered_at < 0 && loss < exp->threshold) recovered_at = step;
+        bfs_zero_grad(model);
+        bfs_backward(model, labels, exp->batch);
+        adam_update(&adam, model->params_memory, model->grads_memory, (float)lr, &adam_cfg);
+#pragma omp critical(bfs_robust_progress)
+        progress_add(progress, 1);
+    }
+    double seconds = pf_now_seconds() - start;
+    free(labels);
+    adam_free(&adam);
+    int ok = fflush(csv) == 0 && !ferror(csv) && fsync(fileno(csv)) == 0;
+    ok = fclose(csv) == 0 && ok;
+    if (!ok) {
+        cJSON_Delete(curve);
+        return pf_fail("cannot write %s: %s", tmp_path, strerror(errno));
+    }
+    if (pf_rename_durable(tmp_path, csv_path) != 0) {
+        cJSON_Delete(curve);
+        return -1;
+    }
+    bfs_evaluate(&after, model, exp->seed, exp->eval_count);
+
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "run", run);
+    cJSON_AddNumberToObject(o, "lr", lr);
+    cJSON_AddStringToObject(o, "kind", BFS_KIND_NAMES[kind]);
+    cJSON_AddStringToObject(o, "list", exp->kinds[list] >= 0 ? BFS_KIND_NAMES[kind] : "random");
+    cJSON_AddNumberToObject(o, "matrix", index);
+    cJSON_AddNumberToObject(o, "seed", s);
+    cJSON_AddItemToObject(o, "eval_before", eval_json(&before));
+    cJSON_AddItemToObject(o, "eval_after", eval_json(&after));
+    cJSON_AddNumberToObject(o, "final_loss", loss);
+    cJSON_AddBoolToObject(o, "recovered", recovered_at >= 0);
+    if (recovered_at >= 0) cJSON_AddNumberToObject(o, "steps_to_recover", (double)recovered_at);
+    else cJSON_AddNullToObject(o, "steps_to_recover");
+    cJSON_AddNumberToObject(o, "seconds", seconds);
+    cJSON_AddItemToObject(o, "curve", curve);
+    int rc = pf_write_json_atomic(json_path, o, 0);
+    char recovered_text[32] = "no";
+    if (recovered_at >= 0) snprintf(recovered_text, sizeof(recovered_text), "step %ld", recovered_at);
+#pragma omp critical(bfs_robust_print)
+    {
+        printf("%4d %-8s[%2d] %4d %8g %12.4g %12.4g %12.4g %10s  (%.1f s)\n", run, BFS_KIND_NAMES[kind], index, s, lr,
+               bfs_eval_mse(&before), loss, bfs_eval_mse(&after), recovered_text, seconds);
+        fflush(stdout);
+    }
+    cJSON_Delete(o);
+    return rc;
+}
+
+// The finished run's results; NULL when the run has not finished (*bad = 0) or its file cannot be
+// read (*bad = 1, the error set).
+static cJSON *read_run(const char *out_dir, int run, int *bad) {
+    char path[4096];
+    run_path(path, sizeof(path), out_dir, run, "json");
+    *bad = 0;
+    if (!pf_file_exists(path)) return NULL;
+    *bad = 1;
+    size_t size;
+    char *text = pf_read_file(path, &size);
+    if (!text) return NULL;
+    cJSON *o = cJSON_Parse(text);
+    free(text);
+    if (!o) pf_fail("bfs robust: %s is not valid JSON", path);
+    *bad = !o;
+    return o;
+}
+
+static double json_number(const cJSON *o, const char *name) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsNumber(item) ? item->valuedouble : NAN;
+}
+
+// The summary row of the runs [first, first + exp->seeds) (one kind list entry at one rate); runs
+// not finished (NULL) are left out, and "runs" counts the finished ones.
+static cJSON *robust_row(cJSON *const *runs, int first, const BfsExperiment *exp) {
+    int n = 0, recovered = 0, per_lr = robust_runs_per_lr(exp);
+    int list = (first % per_lr) / exp->seeds, lr_index = first / per_lr;
     double *steps = mallocCheck((size_t)exp->seeds * sizeof(double));
     double *befores = mallocCheck((size_t)exp->seeds * sizeof(double));
     double *finals = mallocCheck((size_t)exp->seeds * sizeof(double));
-    int recovered = 0;
+    double *losses = mallocCheck((size_t)exp->seeds * sizeof(double));
     for (int s = 0; s < exp->seeds; s++) {
-        // The damage is drawn from (seed, kind list, run), the data from (seed, run): runs with the
-        // same seed number see the same batches whatever matrix they damaged.
-        Rng rng = rng_stream(exp->seed, 0xDA3A6EULL + (uint64_t)list, (uint64_t)s);
-        int kind = exp->kinds[list] >= 0 ? exp->kinds[list] : (int)rng_below(&rng, BFS_NUM_KINDS);
-        int count = bfs_kind_count(model, kind);
-        int index = exp->matrix_index >= 0 ? exp->matrix_index : (int)rng_below(&rng, (uint32_t)count);
-        bfs_construct(model);
-        size_t size;
-        float *w = bfs_matrix(model, &model->params, kind, index, &size);
-        fill_normal(w, size, 1.0, 1, &rng);
-        BfsEval before, after;
-        bfs_evaluate(&before, model, exp->seed, exp->eval_count);
-        log->run = list * exp->seeds + s;
-        log->kind = BFS_KIND_NAMES[kind];
-        log->matrix = index;
-        log->seed = s;
-        double start = pf_now_seconds(), final_loss;
-        long at = train_adam(model, exp, retrain_seed(exp, s), robust_log_step, log, &final_loss, log->progress);
-        if (exp->steps == 0) progress_add(log->progress, 1);
-        double seconds = pf_now_seconds() - start;
-        bfs_evaluate(&after, model, exp->seed, exp->eval_count);
-        if (at >= 0) steps[recovered++] = (double)at;
-        befores[s] = bfs_eval_mse(&before);
-        finals[s] = bfs_eval_mse(&after);
-        char recovered_text[32];
-        if (at >= 0) snprintf(recovered_text, sizeof(recovered_text), "step %ld", at);
-        else snprintf(recovered_text, sizeof(recovered_text), "no");
-        printf("%-8s[%2d] %4d %12.4g %12.4g %12.4g %10s  (%.1f s)\n", BFS_KIND_NAMES[kind], index, s,
-               bfs_eval_mse(&before), final_loss, bfs_eval_mse(&after), recovered_text, seconds);
-        fflush(stdout);
-        cJSON *run = cJSON_CreateObject();
-        cJSON_AddNumberToObject(run, "run", log->run);
-        cJSON_AddStringToObject(run, "kind", BFS_KIND_NAMES[kind]);
-        cJSON_AddNumberToObject(run, "matrix", index);
-        cJSON_AddNumberToObject(run, "seed", s);
-        cJSON_AddItemToObject(run, "eval_before", eval_json(&before));
-        cJSON_AddItemToObject(run, "eval_after", eval_json(&after));
-        cJSON_AddNumberToObject(run, "final_loss", final_loss);
-        cJSON_AddBoolToObject(run, "recovered", at >= 0);
-        if (at >= 0) cJSON_AddNumberToObject(run, "steps_to_recover", (double)at);
-        else cJSON_AddNullToObject(run, "steps_to_recover");
-        cJSON_AddNumberToObject(run, "seconds", seconds);
-        cJSON_AddItemToArray(runs, run);
+        const cJSON *r = runs[first + s];
+        if (!r) continue;
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "recovered")))
+            steps[recovered++] = json_number(r, "steps_to_recover");
+        befores[n] = json_number(cJSON_GetObjectItemCaseSensitive(r, "eval_before"), "mse");
+        finals[n] = json_number(cJSON_GetObjectItemCaseSensitive(r, "eval_after"), "mse");
+        losses[n++] = json_number(r, "final_loss");
     }
     cJSON *row = cJSON_CreateObject();
     cJSON_AddStringToObject(row, "kind", exp->kinds[list] >= 0 ? BFS_KIND_NAMES[exp->kinds[list]] : "random");
-    cJSON_AddNumberToObject(row, "runs", exp->seeds);
+    cJSON_AddNumberToObject(row, "lr", exp->lrs[lr_index]);
+    cJSON_AddNumberToObject(row, "runs", n);
+    cJSON_AddNumberToObject(row, "runs_planned", exp->seeds);
     cJSON_AddNumberToObject(row, "recovered", recovered);
-    cJSON_AddNumberToObject(row, "recovered_fraction", (double)recovered / exp->seeds);
+    cJSON_AddNumberToObject(row, "recovered_fraction", n ? (double)recovered / n : NAN);
     cJSON_AddNumberToObject(row, "median_steps_to_recover", median(steps, recovered));
-    cJSON_AddNumberToObject(row, "median_eval_mse_before", median(befores, exp->seeds));
-    cJSON_AddNumberToObject(row, "median_final_eval_mse", median(finals, exp->seeds));
-    free(steps);
-    free(befores);
-    free(finals);
+    cJSON_AddNumberToObject(row, "median_eval_mse_before", median(befores, n));
+    cJSON_AddNumberToObject(row, "median_final_eval_mse", median(finals, n));
+    cJSON_AddNumberToObject(row, "median_final_loss", median(losses, n));
+    free(steps), free(befores), free(finals), free(losses);
     return row;
 }
 
 static void print_robust_table(const cJSON *table, const BfsExperiment *exp) {
-    printf("\n%-10s %6s %10s %14s %16s\n", "matrix", "runs", "recovered", "median steps", "median eval MSE");
+    printf("\n%-10s %8s %6s %10s %14s %16s\n", "matrix", "lr", "runs", "recovered", "median steps", "median eval MSE");
     for (const cJSON *row = table->child; row; row = row->next) {
-        double median_steps = cJSON_GetObjectItem(row, "median_steps_to_recover")->valuedouble;
         char steps_text[32] = "-";  // no run recovered
         if (cJSON_GetObjectItem(row, "recovered")->valueint > 0)
-            snprintf(steps_text, sizeof(steps_text), "%.0f", median_steps);
-        printf("%-10s %6d %9.0f%% %14s %16.4g\n", cJSON_GetObjectItem(row, "kind")->valuestring,
-               cJSON_GetObjectItem(row, "runs")->valueint,
-               100.0 * cJSON_GetObjectItem(row, "recovered_fraction")->valuedouble, steps_text,
-               cJSON_GetObjectItem(row, "median_final_eval_mse")->valuedouble);
+            snprintf(steps_text, sizeof(steps_text), "%.0f", json_number(row, "median_steps_to_recover"));
+        printf("%-10s %8g %6d %9.0f%% %14s %16.4g\n", cJSON_GetObjectItem(row, "kind")->valuestring,
+               json_number(row, "lr"), cJSON_GetObjectItem(row, "runs")->valueint,
+               100.0 * json_number(row, "recovered_fraction"), steps_text, json_number(row, "median_final_eval_mse"));
     }
     printf("(recovered: batch loss below %g within %ld steps; median steps over recovered runs)\n", exp->threshold,
            exp->steps);
 }
 
-// robust.json, robust_loss.vl.json (the loss curves) and robust_recovered.vl.json (a bar per kind).
-static int write_robust_files(int rc, const char *out_dir, const BfsConfig *cfg, const BfsExperiment *exp,
-                              cJSON *table, cJSON *runs, cJSON *curves) {
+// robust_loss.csv: every finished run's steps, in run order.
+static int write_robust_csv(const char *out_dir, cJSON *const *runs, int total_runs) {
+    FILE *csv = open_csv(out_dir, "robust_loss.csv", "run,kind,matrix,seed,lr,step,loss");
+    if (!csv) return -1;
+    char path[4096], buffer[1 << 16];
+    for (int run = 0; run < total_runs; run++) {
+        if (!runs[run]) continue;
+        run_path(path, sizeof(path), out_dir, run, "csv");
+        FILE *f = fopen(path, "r");
+        if (!f) {
+            fclose(csv);
+            return pf_fail("cannot read %s: %s", path, strerror(errno));
+        }
+        size_t got;
+        while ((got = fread(buffer, 1, sizeof(buffer), f)) > 0) fwrite(buffer, 1, got, csv);
+        fclose(f);
+    }
+    return close_csv(csv, "robust_loss.csv");
+}
+
+// robust.json, robust_loss.vl.json (the loss curves), robust_recovered.vl.json (a bar per kind) and,
+// with more than one rate, robust_lr.vl.json (recovered fraction and final MSE against the rate).
+static int write_robust_files(const char *out_dir, const BfsConfig *cfg, const BfsExperiment *exp, cJSON *table,
+                              cJSON *runs, double wall_seconds, int finished) {
+    cJSON *curves = cJSON_CreateArray();
+    for (cJSON *run = runs->child; run; run = run->next) {
+        cJSON *curve = cJSON_DetachItemFromObjectCaseSensitive(run, "curve");
+        char label[96];
+        snprintf(label, sizeof(label), "%s[%d] seed %d lr %g", cJSON_GetObjectItem(run, "kind")->valuestring,
+                 (int)json_number(run, "matrix"), (int)json_number(run, "seed"), json_number(run, "lr"));
+        for (const cJSON *point = curve ? curve->child : NULL; point; point = point->next) {
+            cJSON *p = cJSON_CreateObject();
+            cJSON_AddNumberToObject(p, "run", json_number(run, "run"));
+            cJSON_AddStringToObject(p, "run_label", label);
+            cJSON_AddStringToObject(p, "kind", cJSON_GetObjectItem(run, "kind")->valuestring);
+            cJSON_AddNumberToObject(p, "lr", json_number(run, "lr"));
+            cJSON_AddNumberToObject(p, "step", cJSON_GetArrayItem(point, 0)->valuedouble);
+            cJSON_AddNumberToObject(p, "loss", cJSON_GetArrayItem(point, 1)->valuedouble);
+            cJSON_AddItemToArray(curves, p);
+        }
+        cJSON_Delete(curve);
+    }
     cJSON *bars = cJSON_Duplicate(table, 1);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "experiment", "bfs robust");
@@ -374,19 +539,29 @@ static int write_robust_files(int rc, const char *out_dir, const BfsConfig *cfg,
     cJSON_AddNumberToObject(root, "seed", (double)exp->seed);
     cJSON_AddNumberToObject(root, "seeds", exp->seeds);
     cJSON_AddNumberToObject(root, "steps", (double)exp->steps);
-    cJSON_AddNumberToObject(root, "lr", exp->lr);
+    cJSON_AddNumberToObject(root, "lr", exp->lrs[0]);
+    cJSON *lrs = cJSON_AddArrayToObject(root, "lrs");
+    for (int i = 0; i < exp->num_lrs; i++) cJSON_AddItemToArray(lrs, cJSON_CreateNumber(exp->lrs[i]));
     cJSON_AddNumberToObject(root, "batch", exp->batch);
     cJSON_AddNumberToObject(root, "threshold", exp->threshold);
     cJSON_AddNumberToObject(root, "eval_count", (double)exp->eval_count);
+    cJSON_AddNumberToObject(root, "runs_planned", robust_total_runs(exp));
+    cJSON_AddNumberToObject(root, "runs_finished", finished);
+    cJSON_AddNumberToObject(root, "wall_seconds_last_invocation", wall_seconds);
     cJSON_AddItemToObject(root, "table", table);
     cJSON_AddItemToObject(root, "runs", runs);
-    rc = write_summary(rc, out_dir, "robust.json", root);
+    int rc = write_summary(0, out_dir, "robust.json", root);
     char title[256];
     snprintf(title, sizeof(title),
-             "{\"title\": \"Loss after randomizing one matrix (N = %d, Adam lr %g, batch %d)\","
+             "{\"title\": \"Loss after randomizing one matrix (N = %d, Adam lr %s, batch %d)\","
              " \"width\": 500, \"height\": 300, \"mark\": {\"type\": \"line\", \"opacity\": 0.7},",
-             cfg->n, exp->lr, exp->batch);
-    char spec[2048];
+             cfg->n, exp->num_lrs > 1 ? "per run" : "", exp->batch);
+    if (exp->num_lrs == 1)
+        snprintf(title, sizeof(title),
+                 "{\"title\": \"Loss after randomizing one matrix (N = %d, Adam lr %g, batch %d)\","
+                 " \"width\": 500, \"height\": 300, \"mark\": {\"type\": \"line\", \"opacity\": 0.7},",
+                 cfg->n, exp->lrs[0], exp->batch);
+    char spec[4096];
     snprintf(spec, sizeof(spec),
              "%s \"encoding\": {"
              "  \"x\": {\"field\": \"step\", \"type\": \"quantitative\", \"axis\": {\"tickMinStep\": 1, \"format\": \"d\"}},"
@@ -397,17 +572,71 @@ static int write_robust_files(int rc, const char *out_dir, const BfsConfig *cfg,
              "  \"tooltip\": [{\"field\": \"run_label\"}, {\"field\": \"step\"}, {\"field\": \"loss\"}]}}",
              title);
     rc = write_figure(rc, out_dir, "robust_loss.vl.json", spec, curves);
+    if (exp->num_lrs > 1) {
+        cJSON *points = cJSON_Duplicate(bars, 1);
+        snprintf(spec, sizeof(spec),
+                 "{\"title\": \"Recovery against the learning rate (%d runs each, %ld steps)\","
+                 " \"width\": 400, \"height\": 250,"
+                 " \"encoding\": {"
+                 "  \"x\": {\"field\": \"lr\", \"type\": \"quantitative\", \"scale\": {\"type\": \"log\"},"
+                 "         \"title\": \"Adam learning rate\"},"
+                 "  \"color\": {\"field\": \"kind\", \"type\": \"nominal\", \"title\": \"damaged matrix\"}},"
+                 " \"layer\": ["
+                 "  {\"mark\": {\"type\": \"line\", \"point\": true},"
+                 "   \"encoding\": {\"y\": {\"field\": \"median_final_loss\", \"type\": \"quantitative\","
+                 "                 \"scale\": {\"type\": \"log\"}, \"title\": \"median final batch MSE\"},"
+                 "    \"tooltip\": [{\"field\": \"kind\"}, {\"field\": \"lr\"}, {\"field\": \"recovered\"},"
+                 "                 {\"field\": \"runs\"}, {\"field\": \"median_final_loss\"},"
+                 "                 {\"field\": \"median_final_eval_mse\"}, {\"field\": \"median_steps_to_recover\"}]}},"
+                 "  {\"mark\": {\"type\": \"rule\", \"strokeDash\": [4, 4], \"color\": \"gray\"},"
+                 "   \"encoding\": {\"y\": {\"datum\": %g}}}]}",
+                 exp->seeds, exp->steps, exp->threshold);
+        rc = write_figure(rc, out_dir, "robust_lr.vl.json", spec, points);
+    }
     snprintf(spec, sizeof(spec),
              "{\"title\": \"Runs recovering below MSE %g within %ld steps\","
              " \"width\": 300, \"height\": 200, \"mark\": \"bar\","
              " \"encoding\": {"
              "  \"x\": {\"field\": \"kind\", \"type\": \"nominal\", \"title\": \"damaged matrix\", \"sort\": null},"
+             "  %s"
              "  \"y\": {\"field\": \"recovered_fraction\", \"type\": \"quantitative\","
              "         \"scale\": {\"domain\": [0, 1]}, \"title\": \"recovered fraction\"},"
-             "  \"tooltip\": [{\"field\": \"kind\"}, {\"field\": \"runs\"}, {\"field\": \"recovered\"},"
+             "  \"tooltip\": [{\"field\": \"kind\"}, {\"field\": \"lr\"}, {\"field\": \"runs\"}, {\"field\": \"recovered\"},"
              "              {\"field\": \"median_steps_to_recover\"}, {\"field\": \"median_final_eval_mse\"}]}}",
-             exp->threshold, exp->steps);
+             exp->threshold, exp->steps,
+             exp->num_lrs > 1 ? "\"xOffset\": {\"field\": \"lr\", \"type\": \"nominal\"},"
+                                " \"color\": {\"field\": \"lr\", \"type\": \"nominal\", \"title\": \"lr\"},"
+                              : "");
     return write_figure(rc, out_dir, "robust_recovered.vl.json", spec, bars);
+}
+
+// The summary, the CSV of every step and the figures from the run files in run order (the finished
+// ones: all of them after a whole protocol, those done so far with --summarize).
+static int robust_summarize(const char *out_dir, const BfsConfig *cfg, const BfsExperiment *exp, double wall) {
+    int total_runs = robust_total_runs(exp), finished = 0, rc = 0;
+    cJSON **runs = mallocCheck((size_t)total_runs * sizeof(cJSON *));
+    for (int run = 0; run < total_runs; run++) {
+        int bad;
+        runs[run] = read_run(out_dir, run, &bad);
+        if (bad) rc = -1;
+        finished += runs[run] != NULL;
+    }
+    if (rc == 0 && finished == 0) rc = pf_fail("bfs robust: no run of %s has finished yet", out_dir);
+    cJSON *table = cJSON_CreateArray(), *run_list = cJSON_CreateArray();
+    if (rc == 0) {
+        for (int first = 0; first < total_runs; first += exp->seeds)
+            cJSON_AddItemToArray(table, robust_row(runs, first, exp));
+        if (finished < total_runs) printf("\n%d of %d runs finished\n", finished, total_runs);
+        print_robust_table(table, exp);
+        rc = write_robust_csv(out_dir, runs, total_runs);
+    }
+    for (int run = 0; run < total_runs; run++)
+        if (runs[run]) cJSON_AddItemToArray(run_list, runs[run]);
+    free(runs);
+    if (rc == 0) return write_robust_files(out_dir, cfg, exp, table, run_list, wall, finished);
+    cJSON_Delete(table);
+    cJSON_Delete(run_list);
+    return rc;
 }
 
 int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *out_dir) {
@@ -416,30 +645,74 @@ int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *o
     if (exp->matrix_index >= cfg->n)
         return pf_fail("bfs: matrix index %d does not exist (each kind has %d matrices, 0..%d)", exp->matrix_index,
                        cfg->n, cfg->n - 1);
-    FILE *csv = open_csv(out_dir, "robust_loss.csv", "run,kind,matrix,seed,step,loss");
-    if (!csv) return -1;
-    int num_lists = 0;
-    while (exp->kinds[num_lists] != -2) num_lists++;
-    long total_runs = (long)num_lists * exp->seeds;
-    // Keep the figure's inlined data near 5,000 points whatever the run length.
-    RobustLog log = {.csv = csv, .plot = cJSON_CreateArray(), .plot_every = total_runs * exp->steps / 5000 + 1};
-    cJSON *runs = cJSON_CreateArray(), *table = cJSON_CreateArray();
-    BfsModel model;
-    bfs_model_create(&model, cfg, exp->batch, 1);
-    print_model_size(&model);
-    printf("%-12s %4s %12s %12s %12s %10s\n", "matrix", "seed", "eval before", "final loss", "eval after",
-           "recovered");
+    int total_runs = robust_total_runs(exp);
+    cJSON *settings = robust_settings_json(cfg, exp);
+    if (exp->summarize) {  // a reader: no lock, so that it can look at a protocol while it runs
+        int rc = robust_check_settings(out_dir, settings);
+        cJSON_Delete(settings);
+        return rc == 0 ? robust_summarize(out_dir, cfg, exp, 0.0) : -1;
+    }
+    int lock, rc = -1;
+    if (pf_mkdir_p(out_dir) == 0 && pf_lock_folder(out_dir, &lock) == 0) {
+        rc = robust_prepare(out_dir, settings, exp->resume, total_runs);
+        if (rc != 0) pf_unlock_folder(lock);
+    }
+    cJSON_Delete(settings);
+    if (rc != 0) return -1;
+    // The runs still to do (a resume keeps those whose results are on disk), seed number by seed
+    // number: all the kinds and rates of seed 0 first, so that a stop leaves every kind with runs.
+    int *todo = mallocCheck((size_t)total_runs * sizeof(int)), num_todo = 0;
+    for (int s = 0; s < exp->seeds; s++)
+        for (int run = s; run < total_runs; run += exp->seeds) {
+            char path[4096];
+            run_path(path, sizeof(path), out_dir, run, "json");
+            if (!pf_file_exists(path)) todo[num_todo++] = run;
+        }
+    if (num_todo < total_runs) printf("resuming: %d of %d runs done already\n", total_runs - num_todo, total_runs);
+    double start = pf_now_seconds();
     Progress progress;
-    progress_begin(&progress, "bfs robust", exp->steps > 0 ? "steps" : "runs",
-                   total_runs * (exp->steps > 0 ? exp->steps : 1));
-    log.progress = &progress;
-    for (int list = 0; list < num_lists; list++)
-        cJSON_AddItemToArray(table, robust_kind(&model, exp, list, &log, runs));
+    progress_begin(&progress, "bfs robust", "steps", (long)num_todo * exp->steps);
+    printf("%4s %-12s %4s %8s %12s %12s %12s %10s\n", "run", "matrix", "seed", "lr", "eval before", "final loss",
+           "eval after", "recovered");
+    int failed = 0, printed_size = 0;
+    char first_error[512] = "";
+#pragma omp parallel if (num_todo > 1)
+    {
+        BfsModel model;
+        bfs_model_create(&model, cfg, exp->batch, BFS_TRAINING);
+#pragma omp critical(bfs_robust_print)
+        if (!printed_size) {
+            print_model_size(&model);
+            printed_size = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int i = 0; i < num_todo; i++) {
+            int skip;
+#pragma omp atomic read
+            skip = failed;
+            if (skip) continue;
+            if (robust_one_run(&model, exp, out_dir, todo[i], &progress) != 0) {
+#pragma omp critical(bfs_robust_print)
+                if (!failed) {
+                    failed = 1;
+                    snprintf(first_error, sizeof(first_error), "%s", pf_last_error());
+                }
+            }
+        }
+        bfs_model_free(&model);
+    }
     progress_end(&progress);
-    bfs_model_free(&model);
-    int rc = close_csv(csv, "robust_loss.csv");
-    print_robust_table(table, exp);
-    return write_robust_files(rc, out_dir, cfg, exp, table, runs, log.plot);
+    free(todo);
+    double wall = pf_now_seconds() - start;
+    if (failed) {
+        pf_unlock_folder(lock);
+        return pf_fail("%s", first_error);
+    }
+    printf("%d runs in %.1f s\n", num_todo, wall);
+
+    rc = robust_summarize(out_dir, cfg, exp, wall);
+    pf_unlock_folder(lock);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -459,8 +732,7 @@ static cJSON *noise_sigma(BfsModel *model, const BfsExperiment *exp, int i, FILE
         BfsEval before, after = {0};
         bfs_evaluate(&before, model, exp->seed, exp->eval_count);
         if (exp->steps > 0) {
-            double final_loss;
-            train_adam(model, exp, retrain_seed(exp, s), NULL, NULL, &final_loss, progress);
+            train_adam(model, exp, retrain_seed(exp, s), progress);
             bfs_evaluate(&after, model, exp->seed, exp->eval_count);
         }
         if (exp->steps == 0) progress_add(progress, 1);

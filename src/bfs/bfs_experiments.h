@@ -17,7 +17,11 @@ typedef struct {
     int matrix_index;      // robust: which matrix of the kind (-1 = random per run)
     int seeds;             // runs per kind (robust) or per sigma (noise)
     long steps;            // Adam steps per run (noise: 0 = no retraining)
-    double lr;
+    double lr;             // noise: Adam's rate
+    double lrs[8];         // robust: Adam's rates, each run once per rate
+    int num_lrs;
+    int resume;            // robust: keep the finished runs of the folder (started with the same settings)
+    int summarize;         // robust: no training, the summary and figures of the runs finished so far
     int batch;
     double threshold;      // robust: a run has recovered when its batch loss falls below this
     double sigmas[32];     // noise: perturbation scales
@@ -27,8 +31,9 @@ typedef struct {
 BfsExperiment bfs_experiment_default(void);
 // MSE of the construction for N in n_min..n_max, both variants: sweep_n.{csv,json}, sweep_n.vl.json.
 int bfs_run_sweep_n(const BfsExperiment *exp, const char *out_dir);
-// Damage one matrix, retrain: robust_loss.csv (per step), robust.json (per run and per kind),
-// robust_loss.vl.json, robust_recovered.vl.json.
+// Damage one matrix, retrain: runs spread over the threads, each leaving runs/run-K.{csv,json} as
+// it ends (resumable); then robust_loss.csv (per step), robust.json (per run and per kind and rate),
+// robust_loss.vl.json, robust_recovered.vl.json and, with several rates, robust_lr.vl.json.
 int bfs_run_robust(const BfsConfig *cfg, const BfsExperiment *exp, const char *out_dir);
 // Perturb every weight by sigma N(0, 1): noise.csv, noise.json, noise.vl.json.
 int bfs_run_noise(const BfsConfig *cfg, const BfsExperiment *exp, const char *out_dir);

@@ -126,38 +126,53 @@ static int sweep_report(Report *report, const cJSON *summary, const char *dir) {
 }
 
 static int robust_report(Report *report, const cJSON *summary, const char *dir) {
-    char model[256], text[1024];
+    char model[256], text[1536], rates[256] = "";
     describe_model(model, sizeof(model), summary);
     double threshold = report_json_number(summary, "threshold"), steps = report_json_number(summary, "steps");
+    const cJSON *lrs = cJSON_GetObjectItemCaseSensitive(summary, "lrs"), *lr;
+    int num_lrs = cJSON_GetArraySize(lrs);
+    cJSON_ArrayForEach(lr, lrs) {
+        size_t used = strlen(rates);
+        snprintf(rates + used, sizeof(rates) - used, "%s%g", used ? ", " : "", lr->valuedouble);
+    }
     snprintf(text, sizeof(text),
              "The hand-built construction (%s) with one weight matrix replaced by N(0, 1) entries, then retrained "
-             "with Adam (lr %g, batch %.0f, %.0f steps on fresh graphs). %.0f runs (seeds 0..%.0f) per damaged-matrix "
-             "kind; 'random' draws the kind per run. A run recovers when its batch MSE falls below %g; the MSE before "
-             "and after retraining is measured on %.0f fresh graphs (seed %.0f).",
-             model, report_json_number(summary, "lr"), report_json_number(summary, "batch"), steps,
-             report_json_number(summary, "seeds"), report_json_number(summary, "seeds") - 1, threshold,
-             report_json_number(summary, "eval_count"), report_json_number(summary, "seed"));
+             "with Adam (lr %s, batch %.0f, %.0f steps on fresh graphs). %.0f runs (seeds 0..%.0f) per damaged-matrix "
+             "kind%s; 'random' draws the kind per run. A run recovers when its batch MSE falls below %g; the MSE before "
+             "and after retraining is measured on %.0f fresh graphs (seed %.0f). %.0f of the %.0f planned runs have "
+             "finished.",
+             model, rates, report_json_number(summary, "batch"), steps, report_json_number(summary, "seeds"),
+             report_json_number(summary, "seeds") - 1, num_lrs > 1 ? " and rate" : "", threshold,
+             report_json_number(summary, "eval_count"), report_json_number(summary, "seed"),
+             report_json_number(summary, "runs_finished"), report_json_number(summary, "runs_planned"));
     report_add_text(report, text);
 
     report_add_section(report, "Results");
-    const char *header[] = {"damaged matrix", "runs", "recovered", "median steps to recover",
-                            "median MSE before retraining", "median MSE after retraining"};
+    const char *header[] = {"damaged matrix", "lr", "runs", "recovered", "median steps to recover",
+                            "median MSE before retraining", "median MSE after retraining", "median final batch MSE"};
+    enum { COLUMNS = 8 };
     const cJSON *table = cJSON_GetObjectItemCaseSensitive(summary, "table");
     int table_rows = cJSON_GetArraySize(table), i = 0;
-    Cells c = cells_create(6 * table_rows);
+    Cells c = cells_create(COLUMNS * table_rows);
     const cJSON *row;
     cJSON_ArrayForEach(row, table) {
-        char (*cell)[CELL_SIZE] = &c.text[6 * i++];
+        char (*cell)[CELL_SIZE] = &c.text[COLUMNS * i++];
         const cJSON *kind = cJSON_GetObjectItemCaseSensitive(row, "kind");
+        double runs = report_json_number(row, "runs");
         snprintf(cell[0], CELL_SIZE, "%s", cJSON_IsString(kind) ? kind->valuestring : "?");
-        snprintf(cell[1], CELL_SIZE, "%.0f", report_json_number(row, "runs"));
-        snprintf(cell[2], CELL_SIZE, "%.0f (%.0f%%)", report_json_number(row, "recovered"),
-                 100.0 * report_json_number(row, "recovered_fraction"));
-        format_number(cell[3], report_json_number(row, "median_steps_to_recover"));
-        format_number(cell[4], report_json_number(row, "median_eval_mse_before"));
-        format_number(cell[5], report_json_number(row, "median_final_eval_mse"));
+        snprintf(cell[1], CELL_SIZE, "%g", report_json_number(row, "lr"));
+        snprintf(cell[2], CELL_SIZE, "%.0f of %.0f", runs, report_json_number(row, "runs_planned"));
+        if (runs > 0)
+            snprintf(cell[3], CELL_SIZE, "%.0f (%.0f%%)", report_json_number(row, "recovered"),
+                     100.0 * report_json_number(row, "recovered_fraction"));
+        else
+            snprintf(cell[3], CELL_SIZE, "—");
+        format_number(cell[4], report_json_number(row, "median_steps_to_recover"));
+        format_number(cell[5], report_json_number(row, "median_eval_mse_before"));
+        format_number(cell[6], report_json_number(row, "median_final_eval_mse"));
+        format_number(cell[7], report_json_number(row, "median_final_loss"));
     }
-    report_add_table(report, 6, header, table_rows, c.cells);
+    report_add_table(report, COLUMNS, header, table_rows, c.cells);
     cells_free(&c);
     report_add_text(report, "Median steps to recover: over the runs that recovered (— where none did).");
 
@@ -167,6 +182,13 @@ static int robust_report(Report *report, const cJSON *summary, const char *dir) 
     snprintf(text, sizeof(text), "Fraction of the runs of each kind whose batch MSE fell below %g within %.0f steps.",
              threshold, steps);
     if (rc == 0) rc = add_figure(report, dir, "robust_recovered", text);
+    if (rc == 0 && num_lrs > 1) {
+        snprintf(text, sizeof(text),
+                 "Median final batch MSE of each kind against Adam's learning rate (log scales); the dashed line is "
+                 "the recovery threshold %g.",
+                 threshold);
+        rc = add_figure(report, dir, "robust_lr", text);
+    }
     return rc;
 }
 

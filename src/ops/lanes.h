@@ -229,4 +229,23 @@ LANES_INLINE float v16_max_lane(v16 v) {
 }
 #endif
 
+// e^x on 16 lanes for x <= 0 (scores minus their maximum): x = n ln2 + r with |r| <= ln2 / 2, e^r by
+// its Taylor series to r^7 (truncation below 6e-9 relative), times 2^n. One polynomial, every variant
+// (the encoder's attention and the BFS transformer's kernels).
+LANES_INLINE v16 exp_lanes(v16 x) {
+    x = v16_max(x, v16_set1(-87.0f));
+    v16 n = v16_round(v16_mul(x, v16_set1(1.44269504088896341f)));
+    v16 r = v16_fnma(n, v16_set1(0.693145751953125f), x);  // ln2 in two parts
+    r = v16_fnma(n, v16_set1(1.42860682030941723212e-6f), r);
+    v16 p = v16_set1(1.0f / 5040.0f);
+    p = v16_fma(p, r, v16_set1(1.0f / 720.0f));
+    p = v16_fma(p, r, v16_set1(1.0f / 120.0f));
+    p = v16_fma(p, r, v16_set1(1.0f / 24.0f));
+    p = v16_fma(p, r, v16_set1(1.0f / 6.0f));
+    p = v16_fma(p, r, v16_set1(0.5f));
+    p = v16_fma(p, r, v16_set1(1.0f));
+    p = v16_fma(p, r, v16_set1(1.0f));
+    return v16_scale_pow2(p, n);
+}
+
 #endif

@@ -74,24 +74,6 @@ enum { FAST_KEYS = 16, FAST_HEAD = 64 };
 
 static int attention_fast_fits(int T, int hs) { return T <= FAST_KEYS && hs % 16 == 0 && hs <= FAST_HEAD; }
 
-// e^x on 16 lanes for x <= 0 (scores minus their maximum): x = n ln2 + r with |r| <= ln2 / 2, e^r by
-// its Taylor series to r^7 (truncation below 6e-9 relative), times 2^n. One polynomial, every variant.
-static inline v16 exp_lanes(v16 x) {
-    x = v16_max(x, v16_set1(-87.0f));
-    v16 n = v16_round(v16_mul(x, v16_set1(1.44269504088896341f)));
-    v16 r = v16_fnma(n, v16_set1(0.693145751953125f), x);  // ln2 in two parts
-    r = v16_fnma(n, v16_set1(1.42860682030941723212e-6f), r);
-    v16 p = v16_set1(1.0f / 5040.0f);
-    p = v16_fma(p, r, v16_set1(1.0f / 720.0f));
-    p = v16_fma(p, r, v16_set1(1.0f / 120.0f));
-    p = v16_fma(p, r, v16_set1(1.0f / 24.0f));
-    p = v16_fma(p, r, v16_set1(1.0f / 6.0f));
-    p = v16_fma(p, r, v16_set1(0.5f));
-    p = v16_fma(p, r, v16_set1(1.0f));
-    p = v16_fma(p, r, v16_set1(1.0f));
-    return v16_scale_pow2(p, n);
-}
-
 // rows (len, stride): this example's packed q | k | v (stride 3C) or output gradients (stride C).
 // Columns col .. col + hs, transposed for s < len into dst[i * 16 + s] (lanes from len on are zero).
 static inline void transpose_head(float *dst, const float *rows, size_t stride, int col, int hs, int len) {
