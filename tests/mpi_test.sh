@@ -92,8 +92,9 @@ resume 3 "$dir/resumed" || fail "resume with K=3: mpirun failed"
 same_run "$dir/plain" "$dir/resumed" && echo "2 steps with K=2, resumed with K=3: the uninterrupted run's files" ||
     fail "resumed run differs from the uninterrupted one"
 
-# A run long enough to be stopped part-way: 400 steps, a checkpoint every 20.
-long=(steps=400 checkpoint_every=20 micro_batch=8 eval_examples=0 lr=1e-3 seed=3)
+# A run long enough to be stopped part-way: 4,000 steps, a checkpoint every 20. (400 steps took
+# 0.5 s on the quiet machine: the run ended before mpirun's SIGTERM reached it.)
+long=(steps=4000 checkpoint_every=20 micro_batch=8 eval_examples=0 lr=1e-3 seed=3)
 train 0 "$dir/long" "${long[@]}" || { cat "$dir/long.log"; exit 1; }
 # Starts a K-rank run of the long settings in the background; sets $job to mpirun's pid once its
 # train.csv has $2 rows.
