@@ -15,16 +15,6 @@
 #include "ops/ops.h"
 #include "rng.h"
 
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *values, int n) {
-    qsort(values, n, sizeof(double), compare_doubles);
-    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
-
 static double cpu_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
@@ -78,8 +68,8 @@ int main(int argc, char **argv) {
         measure(&reference, steps, &ref_wall[r], &ref_cpu[r], &ref_loss);
         measure(&fast, steps, &fast_wall[r], &fast_cpu[r], &fast_loss);
     }
-    double rw = median(ref_wall, repeats), rc = median(ref_cpu, repeats);
-    double fw = median(fast_wall, repeats), fc = median(fast_cpu, repeats);
+    double rw = pf_median(ref_wall, repeats), rc = pf_median(ref_cpu, repeats);
+    double fw = pf_median(fast_wall, repeats), fc = pf_median(fast_cpu, repeats);
     printf("%-10s %16s %16s %14s\n", "path", "examples/s wall", "examples/s CPU", "last loss");
     printf("%-10s %16.0f %16.0f %14.6g\n", "reference", rw, rc, ref_loss);
     printf("%-10s %16.0f %16.0f %14.6g\n", "fast", fw, fc, fast_loss);

@@ -23,11 +23,6 @@ static void set_threads(int threads) {
 #endif
 }
 
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 // Median examples/s over RUNS runs; each run uses fresh steps so no run repeats another's examples.
 static double measure(Batch *batch, const DataSet *set, const DataConfig *cfg, int threads) {
     set_threads(threads);
@@ -39,8 +34,7 @@ static double measure(Batch *batch, const DataSet *set, const DataConfig *cfg, i
         double seconds = pf_now_seconds() - start;
         rates[run] = (double)BATCH * STEPS / seconds;
     }
-    qsort(rates, RUNS, sizeof(rates[0]), compare_doubles);
-    return rates[RUNS / 2];
+    return pf_median(rates, RUNS);
 }
 
 int main(void) {

@@ -28,16 +28,6 @@ void openblas_set_num_threads(int num_threads);
 #include "ops/ops.h"
 #include "train.h"
 
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *values, int n) {
-    qsort(values, n, sizeof(double), compare_doubles);
-    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
-
 // Median GFLOP/s of a 2048^3 single-precision GEMM through the BLAS with `threads` threads
 // (0 when the build has no BLAS). The BLAS is set back to one thread afterwards, as training uses it.
 static double gemm_peak_gflops(int threads, int repeats) {
@@ -60,7 +50,7 @@ static double gemm_peak_gflops(int threads, int repeats) {
     free(a);
     free(b);
     free(c);
-    return median(rates + 1, repeats);
+    return pf_median(rates + 1, repeats);
 #else
     (void)threads;
     (void)repeats;
@@ -119,7 +109,7 @@ static int thread_count(void) {
             rates[r] = 2.0 * LANES * CHAINS * (double)STEPS * ran / seconds / 1e9;                                   \
         }                                                                                                            \
         if (sums[0] < 0.0f) printf("(%g)\n", sums[0]); /* keeps the chains' results alive */                         \
-        return median(rates + 1, repeats);                                                                           \
+        return pf_median(rates + 1, repeats);                                                                           \
     }
 
 #if defined(__x86_64__)
@@ -230,14 +220,14 @@ int main(int argc, char **argv) {
     ops_set_matmul_backend(default_backend);
     double backend_train[2], backend_infer[2];
     for (int b = 0; b < num_backends; b++) {
-        backend_train[b] = median(rounds_train[b] + 1, repeats);
-        backend_infer[b] = median(rounds_infer[b] + 1, repeats);
+        backend_train[b] = pf_median(rounds_train[b] + 1, repeats);
+        backend_infer[b] = pf_median(rounds_infer[b] + 1, repeats);
         if (strcmp(backends[b], default_backend) == 0) {
             train = rounds_train[b];
             infer = rounds_infer[b];
         }
     }
-    double c_train = median(train + 1, repeats), c_infer = median(infer + 1, repeats);
+    double c_train = pf_median(train + 1, repeats), c_infer = pf_median(infer + 1, repeats);
     if (num_backends > 1)
         printf("matmuls     %s: train %.0f, inference %.0f examples/s; %s: train %.0f, inference %.0f examples/s "
                "(same rounds, interleaved)\n",
@@ -255,7 +245,7 @@ int main(int argc, char **argv) {
         adam_times[r] = pf_now_seconds() - start;
     }
     double step_time = batch_size / c_train;
-    double data_share = median(data_times, repeats) / step_time, adam_share = median(adam_times, repeats) / step_time;
+    double data_share = pf_median(data_times, repeats) / step_time, adam_share = pf_median(adam_times, repeats) / step_time;
     // The work per example drawn: a training step and an evaluation each run their batch's distinct
     // examples (the evaluation's batch is drawn again here as eval_model draws it).
     const Batch *ran = gradient_workers_last_batch(workers);

@@ -317,6 +317,17 @@ double pf_now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double pf_median(double *values, int n) {
+    if (n <= 0) return NAN;
+    qsort(values, (size_t)n, sizeof(double), compare_doubles);
+    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
 int pf_find_home(int (*has)(const char *folder), char *out, size_t size) {
     const char *home = getenv("PATHFORMER_HOME");
     if (home && home[0]) {

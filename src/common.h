@@ -67,6 +67,8 @@ int pf_write_json_atomic(const char *path, const struct cJSON *json, int pretty)
 int pf_mkdir_p(const char *path);
 
 double pf_now_seconds(void);
+// The median of n values (sorted in place); NaN when n = 0.
+double pf_median(double *values, int n);
 
 // cos(pi t) for t in [0, 2] and the natural logarithm of x > 0, in double precision to within a few
 // units in the last place, by additions, multiplications and divisions alone: the same bits on every

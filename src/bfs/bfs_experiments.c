@@ -107,18 +107,6 @@ static int write_figure(int rc, const char *dir, const char *name, const char *s
 // Log scales cannot show 0: plotted values are clamped to this floor (the tables keep the raw value).
 static double plot_floor(double x) { return x > 1e-12 ? x : 1e-12; }
 
-static int compare_doubles(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-// Median of n values (sorted in place); NaN when n = 0.
-static double median(double *v, int n) {
-    if (n == 0) return NAN;
-    qsort(v, (size_t)n, sizeof(double), compare_doubles);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static cJSON *eval_json(const BfsEval *r) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "count", (double)r->count);
@@ -468,10 +456,10 @@ static cJSON *robust_row(cJSON *const *runs, int first, const BfsExperiment *exp
     cJSON_AddNumberToObject(row, "runs_planned", exp->seeds);
     cJSON_AddNumberToObject(row, "recovered", recovered);
     cJSON_AddNumberToObject(row, "recovered_fraction", n ? (double)recovered / n : NAN);
-    cJSON_AddNumberToObject(row, "median_steps_to_recover", median(steps, recovered));
-    cJSON_AddNumberToObject(row, "median_eval_mse_before", median(befores, n));
-    cJSON_AddNumberToObject(row, "median_final_eval_mse", median(finals, n));
-    cJSON_AddNumberToObject(row, "median_final_loss", median(losses, n));
+    cJSON_AddNumberToObject(row, "median_steps_to_recover", pf_median(steps, recovered));
+    cJSON_AddNumberToObject(row, "median_eval_mse_before", pf_median(befores, n));
+    cJSON_AddNumberToObject(row, "median_final_eval_mse", pf_median(finals, n));
+    cJSON_AddNumberToObject(row, "median_final_loss", pf_median(losses, n));
     free(steps), free(befores), free(finals), free(losses);
     return row;
 }
@@ -759,8 +747,8 @@ static cJSON *noise_sigma(BfsModel *model, const BfsExperiment *exp, int i, FILE
         lo = fmin(lo, mse_before[s]);
         hi = fmax(hi, mse_before[s]);
     }
-    double med = median(mse_before, exp->seeds), med_acc = median(acc_before, exp->seeds);
-    double med_after = exp->steps > 0 ? median(mse_after, exp->seeds) : NAN;
+    double med = pf_median(mse_before, exp->seeds), med_acc = pf_median(acc_before, exp->seeds);
+    double med_after = exp->steps > 0 ? pf_median(mse_after, exp->seeds) : NAN;
     char range[64];
     snprintf(range, sizeof(range), "%.2g..%.2g", lo, hi);
     printf("%10g %14.4g %14s %14.4f", sigma, med, range, med_acc);
