@@ -266,14 +266,6 @@ int main(void) {
         cmocka_unit_test(test_attention_on_every_backend),
         cmocka_unit_test(test_layernorm_on_every_backend),
     };
-    // every kernel variant this CPU runs (they give the same bits, test_determinism; each is held to
-    // the reference here)
-    char variants[128], *rest = NULL;
-    snprintf(variants, sizeof(variants), "%s", ops_kernel_variants());
-    int failed = 0;
-    for (char *v = strtok_r(variants, " ", &rest); v; v = strtok_r(NULL, " ", &rest)) {
-        assert_int_equal(ops_set_kernels_variant(v), 0);
-        failed += cmocka_run_group_tests_name(v, tests, NULL, NULL);
-    }
-    return failed;
+    // every kernel variant this CPU runs, each held to the reference
+    return test_run_per_variant(tests);
 }

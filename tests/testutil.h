@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "common.h"
+#include "ops/ops.h"
 
 // True under an emulator (scripts/variant_tests.sh sets PF_EMULATED=1 under qemu-user).
 static inline int test_emulated(void) {
@@ -34,6 +35,24 @@ static inline int test_under_sanitizer(void) {
     const char *v = getenv("PF_SANITIZER");
     return (v && v[0] == '1') || test_emulated();
 }
+
+// Runs the cmocka group once for every kernel variant this CPU runs (ops_kernel_variants), each
+// run named after its variant; returns the failures of all runs together. The variants give the
+// same bits (test_determinism); a test that holds each to the reference runs its group here.
+static inline int test_run_group_per_variant(const struct CMUnitTest *tests, size_t count) {
+    char variants[128], *rest = NULL;
+    snprintf(variants, sizeof(variants), "%s", ops_kernel_variants());
+    int failed = 0;
+    for (char *v = strtok_r(variants, " ", &rest); v; v = strtok_r(NULL, " ", &rest)) {
+        if (ops_set_kernels_variant(v) != 0) {
+            fprintf(stderr, "cannot select kernel variant %s\n", v);
+            return failed + 1;
+        }
+        failed += _cmocka_run_group_tests(v, tests, count, NULL, NULL);
+    }
+    return failed;
+}
+#define test_run_per_variant(tests) test_run_group_per_variant((tests), sizeof(tests) / sizeof((tests)[0]))
 
 // A fresh scratch folder under $TMPDIR (or /tmp), created once per call.
 static inline void test_scratch_dir(char *out, size_t size, const char *tag) {
