@@ -28,108 +28,112 @@ enum { PANEL = GEMM_PANEL, KCHUNK = GEMM_KCHUNK, MCHUNK = GEMM_MCHUNK, WT_FLOATS
 // op, then the ReLU op; the mask is relu_backward's).
 typedef struct {
     int accumulate, relu, ldr, ldm;
-    const float *bias;      // (columns) or NULL
-    const float *residual;  // rows with stride ldr, or NULL
-    const float *mask;      // rows with stride ldm, or NULL: outputs where it is <= 0 become 0
+    const float *bias;     // (columns) or NULL
+    const float *residual; // rows with stride ldr, or NULL
+    const float *mask;     // rows with stride ldm, or NULL: outputs where it is <= 0 become 0
 } Epilogue;
 
 // C[i, 0..w) = epilogue(sum_k A[i, k] B[k, 0..w)) for i < mr; w0, w1: the live lanes of the two
-// vectors (w0 = min(w, 16), w1 = w - 16).
-static ALWAYS_INLINE void tile_ab(const int mr, float *C, int ldc, const float *A, int lda, const float *B, int ldb,
-                                  int K, int w0, int w1, const Epilogue *e) {
+// vectors (w0 = min(w, 16), w1 = w - 16). With two = 0 (w <= 16) the second vector, whose lanes are
+// all dead, is left out: the same sums at half the work (the BFS model's 16-wide products).
+static ALWAYS_INLINE void tile_ab(const int mr, const int two, float *C, int ldc, const float *A, int lda,
+                                  const float *B, int ldb, int K, int w0, int w1, const Epilogue *e) {
     v16 c0[ROWS], c1[ROWS];
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) c0[i] = c1[i] = v16_zero();
     for (int k = 0; k < K; k++) {
         const float *b = B + (size_t)k * ldb;
-        v16 b0 = v16_load_n(b, w0), b1 = v16_load_n(b + 16, w1);
+        v16 b0 = v16_load_n(b, w0), b1 = two ? v16_load_n(b + 16, w1) : v16_zero();
 #pragma GCC unroll 12
         for (int i = 0; i < mr; i++) {
             v16 a = v16_set1(A[(size_t)i * lda + k]);
             c0[i] = v16_fma(a, b0, c0[i]);
-            c1[i] = v16_fma(a, b1, c1[i]);
+            if (two) c1[i] = v16_fma(a, b1, c1[i]);
         }
     }
     v16 bias0 = v16_zero(), bias1 = v16_zero();
     if (e->bias) {
         bias0 = v16_load_n(e->bias, w0);
-        bias1 = v16_load_n(e->bias + 16, w1);
+        if (two) bias1 = v16_load_n(e->bias + 16, w1);
     }
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
         float *c = C + (size_t)i * ldc;
         if (e->accumulate) {
             c0[i] = v16_add(v16_load_n(c, w0), c0[i]);
-            c1[i] = v16_add(v16_load_n(c + 16, w1), c1[i]);
+            if (two) c1[i] = v16_add(v16_load_n(c + 16, w1), c1[i]);
         }
         if (e->bias) {
             c0[i] = v16_add(bias0, c0[i]);
-            c1[i] = v16_add(bias1, c1[i]);
+            if (two) c1[i] = v16_add(bias1, c1[i]);
         }
         if (e->residual) {
             const float *r = e->residual + (size_t)i * e->ldr;
             c0[i] = v16_add(v16_load_n(r, w0), c0[i]);
-            c1[i] = v16_add(v16_load_n(r + 16, w1), c1[i]);
+            if (two) c1[i] = v16_add(v16_load_n(r + 16, w1), c1[i]);
         }
         if (e->relu) {
             c0[i] = v16_max(c0[i], v16_zero());
-            c1[i] = v16_max(c1[i], v16_zero());
+            if (two) c1[i] = v16_max(c1[i], v16_zero());
         }
         if (e->mask) {
             const float *r = e->mask + (size_t)i * e->ldm;
             c0[i] = v16_where_positive(v16_load_n(r, w0), c0[i]);
-            c1[i] = v16_where_positive(v16_load_n(r + 16, w1), c1[i]);
+            if (two) c1[i] = v16_where_positive(v16_load_n(r + 16, w1), c1[i]);
         }
         v16_store_n(c, c0[i], w0);
-        v16_store_n(c + 16, c1[i], w1);
+        if (two) v16_store_n(c + 16, c1[i], w1);
     }
 }
 
 // C[i, 0..w) += sum_m A[m, i] B[m, 0..w) for i < nr: the reduction runs over the M rows with the
 // tile of C held in registers throughout, from zero; the sum is added to C at the end.
-static ALWAYS_INLINE void tile_atb(const int nr, float *C, int ldc, const float *A, int lda, const float *B, int ldb,
-                                   int M, int w0, int w1) {
+static ALWAYS_INLINE void tile_atb(const int nr, const int two, float *C, int ldc, const float *A, int lda,
+                                   const float *B, int ldb, int M, int w0, int w1) {
     v16 c0[ROWS], c1[ROWS];
 #pragma GCC unroll 12
     for (int i = 0; i < nr; i++) c0[i] = c1[i] = v16_zero();
     for (int m = 0; m < M; m++) {
         const float *b = B + (size_t)m * ldb, *a = A + (size_t)m * lda;
-        v16 b0 = v16_load_n(b, w0), b1 = v16_load_n(b + 16, w1);
+        v16 b0 = v16_load_n(b, w0), b1 = two ? v16_load_n(b + 16, w1) : v16_zero();
 #pragma GCC unroll 12
         for (int i = 0; i < nr; i++) {
             v16 ai = v16_set1(a[i]);
             c0[i] = v16_fma(ai, b0, c0[i]);
-            c1[i] = v16_fma(ai, b1, c1[i]);
+            if (two) c1[i] = v16_fma(ai, b1, c1[i]);
         }
     }
 #pragma GCC unroll 12
     for (int i = 0; i < nr; i++) {
         float *c = C + (size_t)i * ldc;
         v16_store_n(c, v16_add(v16_load_n(c, w0), c0[i]), w0);
-        v16_store_n(c + 16, v16_add(v16_load_n(c + 16, w1), c1[i]), w1);
+        if (two) v16_store_n(c + 16, v16_add(v16_load_n(c + 16, w1), c1[i]), w1);
     }
 }
 
-// Every tile height as its own fully unrolled kernel, so the accumulators stay in registers.
+// Every tile height as its own fully unrolled kernel, so the accumulators stay in registers; each
+// in a one-vector form for panels of at most 16 live columns.
+#define TILE(kernel, rows, ...) (w1 > 0 ? kernel(rows, 1, __VA_ARGS__) : kernel(rows, 0, __VA_ARGS__))
+// clang-format off
 static void tile_ab_rows(int rows, float *C, int ldc, const float *A, int lda, const float *B, int ldb, int K, int w0,
                          int w1, const Epilogue *e) {
     switch (rows) {
 #if defined(PF_LANES_AVX512)
-    case 12: tile_ab(12, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 11: tile_ab(11, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 10: tile_ab(10, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 9: tile_ab(9, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 8: tile_ab(8, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 7: tile_ab(7, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 6: tile_ab(6, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 5: tile_ab(5, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 4: tile_ab(4, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
+    case 12: TILE(tile_ab, 12, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
+    case 11: TILE(tile_ab, 11, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
+    case 10: TILE(tile_ab, 10, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
+    case 9: TILE(tile_ab, 9, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
+    case 8: TILE(tile_ab, 8, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
+    case 7: TILE(tile_ab, 7, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
+    case 6: TILE(tile_ab, 6, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
+    case 5: TILE(tile_ab, 5, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
+    case 4: TILE(tile_ab, 4, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
 #endif
 #if defined(PF_LANES_AVX512) || defined(PF_LANES_AVX2)
-    case 3: tile_ab(3, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
+    case 3: TILE(tile_ab, 3, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
 #endif
-    case 2: tile_ab(2, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    default: tile_ab(1, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
+    case 2: TILE(tile_ab, 2, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
+    default: TILE(tile_ab, 1, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
     }
 }
 
@@ -137,23 +141,24 @@ static void tile_atb_rows(int rows, float *C, int ldc, const float *A, int lda, 
                           int w1) {
     switch (rows) {
 #if defined(PF_LANES_AVX512)
-    case 12: tile_atb(12, C, ldc, A, lda, B, ldb, M, w0, w1); break;
-    case 11: tile_atb(11, C, ldc, A, lda, B, ldb, M, w0, w1); break;
-    case 10: tile_atb(10, C, ldc, A, lda, B, ldb, M, w0, w1); break;
-    case 9: tile_atb(9, C, ldc, A, lda, B, ldb, M, w0, w1); break;
-    case 8: tile_atb(8, C, ldc, A, lda, B, ldb, M, w0, w1); break;
-    case 7: tile_atb(7, C, ldc, A, lda, B, ldb, M, w0, w1); break;
-    case 6: tile_atb(6, C, ldc, A, lda, B, ldb, M, w0, w1); break;
-    case 5: tile_atb(5, C, ldc, A, lda, B, ldb, M, w0, w1); break;
-    case 4: tile_atb(4, C, ldc, A, lda, B, ldb, M, w0, w1); break;
+    case 12: TILE(tile_atb, 12, C, ldc, A, lda, B, ldb, M, w0, w1); break;
+    case 11: TILE(tile_atb, 11, C, ldc, A, lda, B, ldb, M, w0, w1); break;
+    case 10: TILE(tile_atb, 10, C, ldc, A, lda, B, ldb, M, w0, w1); break;
+    case 9: TILE(tile_atb, 9, C, ldc, A, lda, B, ldb, M, w0, w1); break;
+    case 8: TILE(tile_atb, 8, C, ldc, A, lda, B, ldb, M, w0, w1); break;
+    case 7: TILE(tile_atb, 7, C, ldc, A, lda, B, ldb, M, w0, w1); break;
+    case 6: TILE(tile_atb, 6, C, ldc, A, lda, B, ldb, M, w0, w1); break;
+    case 5: TILE(tile_atb, 5, C, ldc, A, lda, B, ldb, M, w0, w1); break;
+    case 4: TILE(tile_atb, 4, C, ldc, A, lda, B, ldb, M, w0, w1); break;
 #endif
 #if defined(PF_LANES_AVX512) || defined(PF_LANES_AVX2)
-    case 3: tile_atb(3, C, ldc, A, lda, B, ldb, M, w0, w1); break;
+    case 3: TILE(tile_atb, 3, C, ldc, A, lda, B, ldb, M, w0, w1); break;
 #endif
-    case 2: tile_atb(2, C, ldc, A, lda, B, ldb, M, w0, w1); break;
-    default: tile_atb(1, C, ldc, A, lda, B, ldb, M, w0, w1); break;
+    case 2: TILE(tile_atb, 2, C, ldc, A, lda, B, ldb, M, w0, w1); break;
+    default: TILE(tile_atb, 1, C, ldc, A, lda, B, ldb, M, w0, w1); break;
     }
 }
+// clang-format on
 
 // C (M, N) = epilogue(A (M, K) B) where column panel p of B (K x PANEL, row stride ldb) starts at
 // B + p * panel_step. Panels go in the outer loop, so one panel (K x PANEL: 8 KiB at K = 64) stays in
@@ -233,7 +238,7 @@ void gemm_nt(float *C, int ldc, const float *A, int lda, const float *W, int ldw
     float wt[WT_FLOATS] __attribute__((aligned(64)));
     for (int k0 = 0; k0 < K; k0 += KCHUNK) {
         int kc = K - k0 < KCHUNK ? K - k0 : KCHUNK;
-        int block = WT_FLOATS / (kc * PANEL) * PANEL;  // columns per packing
+        int block = WT_FLOATS / (kc * PANEL) * PANEL; // columns per packing
         for (int n0 = 0; n0 < N; n0 += block) {
             int width = N - n0 < block ? N - n0 : block;
             pack_block(wt, W, ldw, n0, width, k0, kc);
@@ -255,8 +260,7 @@ void gemm_nt_packed(float *C, int ldc, const float *A, int lda, const float *pac
     for (int k0 = 0; k0 < K; k0 += KCHUNK) {
         int kc = K - k0 < KCHUNK ? K - k0 : KCHUNK;
         Epilogue e = chunk_epilogue(k0, kc, K, 0, bias, residual, ldr, relu);
-        product(C, ldc, A + k0, lda, packed + (size_t)k0 * padded_columns(N), PANEL, (size_t)kc * PANEL, M, N, kc,
-                e);
+        product(C, ldc, A + k0, lda, packed + (size_t)k0 * padded_columns(N), PANEL, (size_t)kc * PANEL, M, N, kc, e);
     }
 }
 
