@@ -31,7 +31,10 @@ static inline void lanes_to_columns(float *rows, size_t stride, int col, int n, 
     }
 }
 
-static void attention_forward(float *y, float *att, const float *proj, int PW, int b0, int b1, int T, int C, int offset, int H, int QK, int HV) {
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static ALWAYS_INLINE void attention_forward_body(float *y, float *att, const float *proj, int PW, int b0, int b1,
+                                                 const int T, int C, int offset, int H, int QK, int HV) {
     int qcol = 0, kcol = H * QK, vcol = 2 * H * QK;
     v16 q[BFS_KERNEL_MAX_QK + L16];  // every head's query columns, the token in the lanes
     for (int b = b0; b < b1; b++) {
@@ -69,8 +72,9 @@ static void attention_forward(float *y, float *att, const float *proj, int PW, i
     }
 }
 
-static void attention_backward(float *dproj, const float *dy, const float *proj, const float *att, int PW, int b0,
-                               int b1, int T, int C, int offset, int H, int QK, int HV) {
+static ALWAYS_INLINE void attention_backward_body(float *dproj, const float *dy, const float *proj, const float *att,
+                                                  int PW, int b0, int b1, const int T, int C, int offset, int H, int QK,
+                                                  int HV) {
     int qcol = 0, kcol = H * QK, vcol = 2 * H * QK;
     v16 dcol[2 * BFS_KERNEL_MAX_QK + L16];  // the example's q and k gradients, a vector (over tokens) per column
     for (int b = b0; b < b1; b++) {
@@ -81,35 +85,41 @@ static void attention_backward(float *dproj, const float *dy, const float *proj,
             const float *p = att + ((size_t)b * H + h) * T * L16;
             v16 P[L16], ds[L16];  // lane: query t
             // through the weighted sum: dp_s = dout_t . v_s; then the softmax
-            v16 dp_dot_p = v16_zero();
+            // (every key's sum advances together, each in its own order: no chain waits on another)
             for (int s = 0; s < T; s++) {
                 P[s] = v16_load(p + (size_t)s * L16);
-                const float *vs = rows + (size_t)s * PW + vcol + h * HV;
-                v16 dp = v16_zero();
-                for (int i = 0; i < HV; i++) dp = v16_fma(dout[i], v16_set1(vs[i]), dp);
-                ds[s] = dp;
-                dp_dot_p = v16_fma(P[s], dp, dp_dot_p);
+                ds[s] = v16_zero();
             }
+            for (int i = 0; i < HV; i++) {
+                const float *vi = rows + vcol + h * HV + i;
+                for (int s = 0; s < T; s++) ds[s] = v16_fma(dout[i], v16_set1(vi[(size_t)s * PW]), ds[s]);
+            }
+            v16 dp_dot_p = v16_zero();
+            for (int s = 0; s < T; s++) dp_dot_p = v16_fma(P[s], ds[s], dp_dot_p);
             for (int s = 0; s < T; s++) ds[s] = v16_mul(P[s], v16_sub(ds[s], dp_dot_p));
             // dq_t = sum over s of ds_ts k_s (lane: query t)
             for (int c = 0; c < QK; c++) {
                 v16 acc = v16_zero();
-                for (int s = 0; s < T; s++) acc = v16_fma(ds[s], v16_set1(rows[(size_t)s * PW + kcol + h * QK + c]), acc);
+                for (int s = 0; s < T; s++)
+                    acc = v16_fma(ds[s], v16_set1(rows[(size_t)s * PW + kcol + h * QK + c]), acc);
                 dcol[qcol + h * QK + c] = acc;
             }
-            // dv_s = sum over t of p_ts dout_t: a row of the value's columns (lane: i)
-            for (int s = 0; s < T; s++) {
-                v16 acc = v16_zero();
-                for (int t = 0; t < T; t++)
-                    acc = v16_fma(v16_set1(p[(size_t)s * L16 + t]), v16_load_n(dyrows + (size_t)t * C + offset, HV), acc);
-                v16_store_n(dproj + ((size_t)b * T + s) * PW + vcol + h * HV, acc, HV);
+            // dv_s = sum over t of p_ts dout_t: a row of the value's columns (lane: i), every key's sum
+            // advancing together over t
+            v16 dv[L16];
+            for (int s = 0; s < T; s++) dv[s] = v16_zero();
+            for (int t = 0; t < T; t++) {
+                v16 dyt = v16_load_n(dyrows + (size_t)t * C + offset, HV);
+                for (int s = 0; s < T; s++) dv[s] = v16_fma(v16_set1(p[(size_t)s * L16 + t]), dyt, dv[s]);
             }
+            for (int s = 0; s < T; s++) v16_store_n(dproj + ((size_t)b * T + s) * PW + vcol + h * HV, dv[s], HV);
             // dk_s = sum over t of ds_ts q_t: key s in the lanes
             for (int s = T; s < L16; s++) ds[s] = v16_zero();
             v16_transpose(ds);
             for (int c = 0; c < QK; c++) {
                 v16 acc = v16_zero();
-                for (int t = 0; t < T; t++) acc = v16_fma(ds[t], v16_set1(rows[(size_t)t * PW + qcol + h * QK + c]), acc);
+                for (int t = 0; t < T; t++)
+                    acc = v16_fma(ds[t], v16_set1(rows[(size_t)t * PW + qcol + h * QK + c]), acc);
                 dcol[kcol + h * QK + c] = acc;
             }
         }
@@ -117,6 +127,24 @@ static void attention_backward(float *dproj, const float *dy, const float *proj,
             lanes_to_columns(dproj + (size_t)b * T * PW, (size_t)PW, qcol + c0, min_int(L16, 2 * H * QK - c0), T,
                              dcol + qcol + c0, 0);
     }
+}
+
+// The kernels with the token count a constant where it is N = 8's (T = 9, the published size and
+// bfs robust's): the loops over tokens unroll and their vectors stay in registers (the same sums).
+static void attention_forward(float *y, float *att, const float *proj, int PW, int b0, int b1, int T, int C, int offset,
+                              int H, int QK, int HV) {
+    if (T == 9)
+        attention_forward_body(y, att, proj, PW, b0, b1, 9, C, offset, H, QK, HV);
+    else
+        attention_forward_body(y, att, proj, PW, b0, b1, T, C, offset, H, QK, HV);
+}
+
+static void attention_backward(float *dproj, const float *dy, const float *proj, const float *att, int PW, int b0,
+                               int b1, int T, int C, int offset, int H, int QK, int HV) {
+    if (T == 9)
+        attention_backward_body(dproj, dy, proj, att, PW, b0, b1, 9, C, offset, H, QK, HV);
+    else
+        attention_backward_body(dproj, dy, proj, att, PW, b0, b1, T, C, offset, H, QK, HV);
 }
 
 // sigmoid(z) from e = e^-|z| <= 1, so that the exponential never overflows: 1 / (1 + e) for z > 0,
