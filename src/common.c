@@ -99,6 +99,16 @@ char *pf_read_input(const char *path, size_t *size_out) {
     return data;
 }
 
+cJSON *pf_read_json(const char *path) {
+    size_t size;
+    char *text = pf_read_file(path, &size);
+    if (!text) return NULL;
+    cJSON *json = cJSON_Parse(text);
+    free(text);
+    if (!json) pf_fail("%s is not valid JSON", path);
+    return json;
+}
+
 char *pf_read_file(const char *path, size_t *size_out) {
     FILE *f = fopen(path, "rb");
     if (!f) {

@@ -34,6 +34,10 @@ const char *pf_last_error(void);
 char *pf_read_file(const char *path, size_t *size_out);
 // pf_read_file, with "-" meaning all of standard input.
 char *pf_read_input(const char *path, size_t *size_out);
+// A whole JSON file parsed (free with cJSON_Delete); NULL with the error set when it cannot be read
+// or is not valid JSON.
+struct cJSON;
+struct cJSON *pf_read_json(const char *path);
 
 // Writes `size` bytes to `path` atomically: a temporary file in the same folder, fsync, rename, fsync
 // of the folder.

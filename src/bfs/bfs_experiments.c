@@ -281,12 +281,9 @@ static void run_path(char *out, size_t size, const char *dir, int run, const cha
 static int robust_check_settings(const char *out_dir, const cJSON *settings) {
     char path[4096];
     if (pf_path_join(path, sizeof(path), out_dir, "robust_settings.json") != 0) return -1;
-    size_t size;
-    char *text = pf_read_file(path, &size);
-    if (!text) return -1;
-    cJSON *old = cJSON_Parse(text);
-    free(text);
-    int same = old && cJSON_Compare(old, settings, 1);
+    cJSON *old = pf_read_json(path);
+    if (!old) return -1;
+    int same = cJSON_Compare(old, settings, 1);
     cJSON_Delete(old);
     if (!same)
         return pf_fail("bfs robust: %s was started with other settings (see its robust_settings.json); "
@@ -415,13 +412,7 @@ static cJSON *read_run(const char *out_dir, int run, int *bad) {
     run_path(path, sizeof(path), out_dir, run, "json");
     *bad = 0;
     if (!pf_file_exists(path)) return NULL;
-    *bad = 1;
-    size_t size;
-    char *text = pf_read_file(path, &size);
-    if (!text) return NULL;
-    cJSON *o = cJSON_Parse(text);
-    free(text);
-    if (!o) pf_fail("bfs robust: %s is not valid JSON", path);
+    cJSON *o = pf_read_json(path);
     *bad = !o;
     return o;
 }

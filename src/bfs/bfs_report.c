@@ -18,7 +18,7 @@
 static cJSON *read_summary(const char *dir, const char *name) {
     char path[PF_PATH_MAX + 64];
     pf_path_join(path, sizeof(path), dir, name);
-    return report_read_json(path);
+    return pf_read_json(path);
 }
 
 static void format_number(char *out, double v) {

@@ -404,7 +404,7 @@ static void format_seconds(char *out, size_t size, double s) {
 static void read_phase_seconds(const char *run_dir, double seconds[NUM_PHASES]) {
     char path[PF_PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/state.json", run_dir);
-    cJSON *state = report_read_json(path);
+    cJSON *state = pf_read_json(path);
     cJSON *phases = cJSON_GetObjectItemCaseSensitive(state, "phases");
     for (int i = 0; i < NUM_PHASES; i++)
         seconds[i] = report_json_number(cJSON_GetObjectItemCaseSensitive(phases, PHASE_NAMES[i]), "seconds");
@@ -442,7 +442,7 @@ static int add_manifest_section(Report *report, const char *run_dir, const char 
     char path[PF_PATH_MAX + 300];
     snprintf(path, sizeof(path), "%s/%s/%s.json", run_dir, sub, sub);
     if (!pf_file_exists(path)) return 0;
-    cJSON *manifest = report_read_json(path);
+    cJSON *manifest = pf_read_json(path);
     if (!manifest) return -1;
     const cJSON *title = cJSON_GetObjectItemCaseSensitive(manifest, "title");
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(manifest, "text");
@@ -577,7 +577,7 @@ static int load_inputs(ReportInputs *in, const ExperimentConfig *cfg, const char
     if (rc == 0) rc = load_training(&in->tune, "tune", &cfg->tune, run_dir);
     for (int i = 0; i < NUM_EVALS && rc == 0; i++) {
         snprintf(path, sizeof(path), "%s/eval/%s.json", run_dir, EVALS[i].name);
-        if (!(in->evals[i] = report_read_json(path))) rc = -1;
+        if (!(in->evals[i] = pf_read_json(path))) rc = -1;
     }
     if (rc == 0) rc = describe_protocol(in, cfg, run_dir);
     if (rc != 0) {

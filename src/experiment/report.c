@@ -361,16 +361,6 @@ int report_write(const Report *report, const char *dir) {
     return rc;
 }
 
-cJSON *report_read_json(const char *path) {
-    size_t size;
-    char *text = pf_read_file(path, &size);
-    if (!text) return NULL;
-    cJSON *json = cJSON_Parse(text);
-    free(text);
-    if (!json) pf_fail("%s is not valid JSON", path);
-    return json;
-}
-
 double report_json_number(const cJSON *object, const char *key) {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
     return cJSON_IsNumber(item) ? item->valuedouble : NAN;

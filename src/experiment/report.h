@@ -37,9 +37,6 @@ int report_add_vegalite_file(Report *report, const char *name, const char *capti
 // (a missing Node is reported on one line and is not an error). 0 or -1 with the error set.
 int report_write(const Report *report, const char *dir);
 
-// Reads a JSON file (a summary another step wrote); NULL with the error set when it is missing or
-// not valid JSON. The caller frees it with cJSON_Delete.
-cJSON *report_read_json(const char *path);
 // The number under `key` of a JSON object, NaN where it is missing or null (cJSON writes NaN as null).
 double report_json_number(const cJSON *object, const char *key);
 

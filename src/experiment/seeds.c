@@ -123,7 +123,7 @@ static int write_summary(const uint64_t *seeds, int n, const char *dir, const Ex
         char path[PF_PATH_MAX + 96];
         seed_dir(path, sizeof(path), dir, seeds[s]);
         strncat(path, "/metrics.json", sizeof(path) - strlen(path) - 1);
-        cJSON *metrics = report_read_json(path);
+        cJSON *metrics = pf_read_json(path);
         if (!metrics) return -1;
         cJSON *evals = cJSON_GetObjectItemCaseSensitive(metrics, "evaluations");
         for (int k = 0; k < NUM_EVALS; k++) numbers[k].values[s] = report_json_number(cJSON_GetArrayItem(evals, k), "mse");

@@ -366,7 +366,7 @@ static int load_result(RunResult *r, const SweepSpec *spec, const SweepRun *run,
     snprintf(path, sizeof(path), "%s/runs/%s/train.csv", dir, run->name);
     if (losslog_read(&r->log, path) != 0) return -1;
     snprintf(path, sizeof(path), "%s/runs/%s/eval.json", dir, run->name);
-    if (!(r->eval = report_read_json(path))) return -1;
+    if (!(r->eval = pf_read_json(path))) return -1;
     const LossLog *log = &r->log;
     r->seconds = mallocCheck(sizeof(double) * (size_t)(log->n + 1));
     double t = 0.0;
@@ -590,7 +590,7 @@ int sweep_run(const SweepSpec *given, const char *dir, int resume) {
     SweepSpec *spec = mallocCheck(sizeof(SweepSpec));
     int rc = 0;
     if (resume) {
-        cJSON *root = report_read_json(path);
+        cJSON *root = pf_read_json(path);
         if (!root) rc = pf_fail("%s holds no sweep to resume (%s)", dir, pf_last_error());
         if (rc == 0 && spec_from_json(spec, root) != 0) rc = pf_fail("%s: %s", path, pf_last_error());
         cJSON_Delete(root);
