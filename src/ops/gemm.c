@@ -10,11 +10,15 @@
 // A register tile is ROWS rows x PANEL columns of C (two 16-lane vectors per row). With AVX-512:
 // 24 accumulators, two vectors of the streamed operand and one broadcast, within the 32 vector
 // registers. Narrower registers take fewer rows (the tile's height changes how many sums run at
-// once, never any one sum). WT_FLOATS bounds gemm_nt's packed weights (64 KiB on the stack).
+// once, never any one sum). AVX2's 16 registers hold a tile of 6 rows x one vector instead (12
+// accumulators, B's vector in two, one broadcast): a 32-wide panel goes as two such tiles side by
+// side, each sum still over k in order. (3 rows x two vectors needed 17 registers and spilled.)
+// WT_FLOATS bounds gemm_nt's packed weights (64 KiB on the stack).
 #if defined(PF_LANES_AVX512)
 enum { ROWS = 12 };
 #elif defined(PF_LANES_AVX2)
-enum { ROWS = 3 };
+enum { ROWS = 6 };
+#define SPLIT_PANELS 1
 #else
 enum { ROWS = 2 };
 #endif
@@ -112,11 +116,26 @@ static ALWAYS_INLINE void tile_atb(const int nr, const int two, float *C, int ld
 }
 
 // Every tile height as its own fully unrolled kernel, so the accumulators stay in registers; each
-// in a one-vector form for panels of at most 16 live columns.
+// in a one-vector form for panels of at most 16 live columns (the only form where SPLIT_PANELS).
+#if defined(SPLIT_PANELS)
+#define TILE(kernel, rows, ...) kernel(rows, 0, __VA_ARGS__)
+#else
 #define TILE(kernel, rows, ...) (w1 > 0 ? kernel(rows, 1, __VA_ARGS__) : kernel(rows, 0, __VA_ARGS__))
+#endif
 // clang-format off
 static void tile_ab_rows(int rows, float *C, int ldc, const float *A, int lda, const float *B, int ldb, int K, int w0,
                          int w1, const Epilogue *e) {
+#if defined(SPLIT_PANELS)
+    if (w1 > 0) {  // columns 16 .. 16 + w1 as a tile of their own, after the first 16
+        Epilogue right = *e;
+        if (right.bias) right.bias += 16;
+        if (right.residual) right.residual += 16;
+        if (right.mask) right.mask += 16;
+        tile_ab_rows(rows, C, ldc, A, lda, B, ldb, K, w0, 0, e);
+        tile_ab_rows(rows, C + 16, ldc, A, lda, B + 16, ldb, K, w1, 0, &right);
+        return;
+    }
+#endif
     switch (rows) {
 #if defined(PF_LANES_AVX512)
     case 12: TILE(tile_ab, 12, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
@@ -125,11 +144,11 @@ static void tile_ab_rows(int rows, float *C, int ldc, const float *A, int lda, c
     case 9: TILE(tile_ab, 9, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
     case 8: TILE(tile_ab, 8, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
     case 7: TILE(tile_ab, 7, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
+#endif
+#if defined(PF_LANES_AVX512) || defined(PF_LANES_AVX2)
     case 6: TILE(tile_ab, 6, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
     case 5: TILE(tile_ab, 5, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
     case 4: TILE(tile_ab, 4, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-#endif
-#if defined(PF_LANES_AVX512) || defined(PF_LANES_AVX2)
     case 3: TILE(tile_ab, 3, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
 #endif
     case 2: TILE(tile_ab, 2, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
@@ -139,6 +158,13 @@ static void tile_ab_rows(int rows, float *C, int ldc, const float *A, int lda, c
 
 static void tile_atb_rows(int rows, float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int w0,
                           int w1) {
+#if defined(SPLIT_PANELS)
+    if (w1 > 0) {
+        tile_atb_rows(rows, C, ldc, A, lda, B, ldb, M, w0, 0);
+        tile_atb_rows(rows, C + 16, ldc, A, lda, B + 16, ldb, M, w1, 0);
+        return;
+    }
+#endif
     switch (rows) {
 #if defined(PF_LANES_AVX512)
     case 12: TILE(tile_atb, 12, C, ldc, A, lda, B, ldb, M, w0, w1); break;
@@ -147,11 +173,11 @@ static void tile_atb_rows(int rows, float *C, int ldc, const float *A, int lda, 
     case 9: TILE(tile_atb, 9, C, ldc, A, lda, B, ldb, M, w0, w1); break;
     case 8: TILE(tile_atb, 8, C, ldc, A, lda, B, ldb, M, w0, w1); break;
     case 7: TILE(tile_atb, 7, C, ldc, A, lda, B, ldb, M, w0, w1); break;
+#endif
+#if defined(PF_LANES_AVX512) || defined(PF_LANES_AVX2)
     case 6: TILE(tile_atb, 6, C, ldc, A, lda, B, ldb, M, w0, w1); break;
     case 5: TILE(tile_atb, 5, C, ldc, A, lda, B, ldb, M, w0, w1); break;
     case 4: TILE(tile_atb, 4, C, ldc, A, lda, B, ldb, M, w0, w1); break;
-#endif
-#if defined(PF_LANES_AVX512) || defined(PF_LANES_AVX2)
     case 3: TILE(tile_atb, 3, C, ldc, A, lda, B, ldb, M, w0, w1); break;
 #endif
     case 2: TILE(tile_atb, 2, C, ldc, A, lda, B, ldb, M, w0, w1); break;

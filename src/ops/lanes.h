@@ -174,6 +174,32 @@ LANES_INLINE v16 v16_load(const float *p) { LANES_MAP(PART_LOAD(p + j * PART_WID
 LANES_INLINE void v16_store(float *p, v16 v) {
     for (int j = 0; j < LANES_PARTS; j++) PART_STORE(p + j * PART_WIDTH, v.p[j]);
 }
+#if defined(PF_LANES_AVX2)
+// The first n lanes through masked loads and stores (a part's lanes from n on are neither read nor
+// written; a load gives them 0).
+static inline __m256i lanes_avx2_mask_(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+LANES_INLINE v16 v16_load_n(const float *p, int n) {
+    if (n >= 16) return v16_load(p);
+    v16 r;
+    r.p[0] = n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes_avx2_mask_(n));
+    r.p[1] = n > 8 ? _mm256_maskload_ps(p + 8, lanes_avx2_mask_(n - 8)) : _mm256_setzero_ps();
+    return r;
+}
+LANES_INLINE void v16_store_n(float *p, v16 v, int n) {
+    if (n >= 16) {
+        v16_store(p, v);
+        return;
+    }
+    if (n >= 8) {
+        _mm256_storeu_ps(p, v.p[0]);
+        if (n > 8) _mm256_maskstore_ps(p + 8, lanes_avx2_mask_(n - 8), v.p[1]);
+    } else if (n > 0) {
+        _mm256_maskstore_ps(p, lanes_avx2_mask_(n), v.p[0]);
+    }
+}
+#else
 LANES_INLINE v16 v16_load_n(const float *p, int n) {
     if (n >= 16) return v16_load(p);
     float buf[16] = {0};
@@ -189,6 +215,7 @@ LANES_INLINE void v16_store_n(float *p, v16 v, int n) {
     v16_store(buf, v);
     if (n > 0) memcpy(p, buf, sizeof(float) * (size_t)n);
 }
+#endif
 LANES_INLINE v16 v16_add(v16 a, v16 b) { LANES_MAP(PART_ADD(a.p[j], b.p[j])); }
 LANES_INLINE v16 v16_sub(v16 a, v16 b) { LANES_MAP(PART_SUB(a.p[j], b.p[j])); }
 LANES_INLINE v16 v16_mul(v16 a, v16 b) { LANES_MAP(PART_MUL(a.p[j], b.p[j])); }
@@ -200,6 +227,45 @@ LANES_INLINE v16 v16_fnma(v16 a, v16 b, v16 c) { LANES_MAP(PART_FNMA(a.p[j], b.p
 LANES_INLINE v16 v16_round(v16 x) { LANES_MAP(PART_ROUND(x.p[j])); }
 LANES_INLINE v16 v16_scale_pow2(v16 x, v16 n) { LANES_MAP(PART_MUL(x.p[j], PART_POW2(n.p[j]))); }
 LANES_INLINE v16 v16_where_positive(v16 m, v16 v) { LANES_MAP(PART_WHERE_POSITIVE(m.p[j], v.p[j])); }
+#if defined(PF_LANES_AVX2)
+LANES_INLINE v16 v16_first(v16 v, int n) {
+    v.p[0] = _mm256_and_ps(v.p[0], _mm256_castsi256_ps(lanes_avx2_mask_(n)));
+    v.p[1] = _mm256_and_ps(v.p[1], _mm256_castsi256_ps(lanes_avx2_mask_(n - 8)));
+    return v;
+}
+// An 8 x 8 block transposed in registers: rows interleaved in pairs, then pairs of pairs, then the
+// 128-bit halves exchanged (24 shuffles).
+static inline void lanes_avx2_transpose8_(__m256 out[8], const __m256 in[8]) {
+    __m256 t[8], s[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(in[i], in[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(in[i], in[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        out[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        out[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    }
+}
+// 16 x 16 as four 8 x 8 blocks, each transposed, the off-diagonal two exchanged.
+LANES_INLINE void v16_transpose(v16 r[16]) {
+    __m256 in[4][8], out[4][8];  // blocks: rows 0-7 | 8-15, lanes 0-7 | 8-15
+    for (int i = 0; i < 8; i++)
+        for (int b = 0; b < 4; b++) in[b][i] = r[(b / 2) * 8 + i].p[b % 2];
+    for (int b = 0; b < 4; b++) lanes_avx2_transpose8_(out[b], in[b]);
+    for (int i = 0; i < 8; i++) {
+        r[i].p[0] = out[0][i];
+        r[i].p[1] = out[2][i];
+        r[i + 8].p[0] = out[1][i];
+        r[i + 8].p[1] = out[3][i];
+    }
+}
+#else
 LANES_INLINE v16 v16_first(v16 v, int n) {
     float buf[16];
     v16_store(buf, v);
@@ -213,6 +279,7 @@ LANES_INLINE void v16_transpose(v16 r[16]) {
         for (int j = 0; j < 16; j++) t[j][i] = a[i][j];
     for (int i = 0; i < 16; i++) r[i] = v16_load(t[i]);
 }
+#endif
 LANES_INLINE float v16_sum(v16 v) {
     float l[16];
     v16_store(l, v);
