@@ -58,7 +58,7 @@ static double gemm_peak_gflops(int threads, int repeats) {
 #endif
 }
 
-// The cores' single-precision multiply-add limit, GFLOP/s: `threads` threads each run 16
+// The cores' single-precision multiply-add limit, GFLOP/s: `threads` threads each run 16 (AVX2: 12)
 // independent chains of vector FMAs on registers (no memory traffic), about 0.15 s, median of
 // `repeats`, with the widest vectors of the kernel variant in use (ops_kernels_variant: the binary
 // is built for plain x86-64, each measurement function for its own instruction set). 0 on a variant
@@ -79,15 +79,19 @@ static int thread_count(void) {
 #endif
 }
 
-#define FMA_CHAINS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+// 16 chains for AVX-512's 32 registers; 12 for AVX2's 16 (16 chains, x and y need 18 ymm registers:
+// three chains then went through the stack, and the limit measured 130 GFLOP/s on 2 cores where the
+// kernels reached more). Either is more than the 8 that two FMA units of latency 4 keep busy.
+#define FMA_CHAINS16(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+#define FMA_CHAINS12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define FMA_INIT(c) Vec acc##c = SET1((float)(c));
 #define FMA_STEP(c) acc##c = OP(acc##c, x, y);
 #define FMA_SUM(c) acc0 = c ? ADD(acc0, acc##c) : acc0;
 // SET1, OP (the FMA), ADD and STORE: the vector operations, defined around each use.
-#define DEFINE_FMA_PEAK(NAME, TARGET, VEC, LANES)                                                                  \
+#define DEFINE_FMA_PEAK(NAME, TARGET, VEC, LANES, N)                                                                \
     __attribute__((target(TARGET))) static double NAME(int threads, int repeats) {                                   \
         typedef VEC Vec;                                                                                             \
-        enum { STEPS = 10000000, CHAINS = 16 };                                                                      \
+        enum { STEPS = 10000000, CHAINS = N };                                                                        \
         double rates[101];                                                                                           \
         float sums[256];                                                                                             \
         int ran = 1; /* threads that really ran the chains */                                                        \
@@ -95,11 +99,11 @@ static int thread_count(void) {
             double start = pf_now_seconds();                                                                         \
             _Pragma("omp parallel num_threads(threads)") {                                                           \
                 Vec x = SET1(0.999999f), y = SET1(1e-7f);                                                              \
-                FMA_CHAINS(FMA_INIT)                                                                                 \
+                FMA_CHAINS##N(FMA_INIT)                                                                                 \
                 for (int i = 0; i < STEPS; i++) {                                                                    \
-                    FMA_CHAINS(FMA_STEP)                                                                             \
+                    FMA_CHAINS##N(FMA_STEP)                                                                             \
                 }                                                                                                    \
-                FMA_CHAINS(FMA_SUM)                                                                                  \
+                FMA_CHAINS##N(FMA_SUM)                                                                                  \
                 float lanes[LANES];                                                                                  \
                 STORE(lanes, acc0);                                                                                  \
                 sums[thread_id() % 256] = lanes[0];                                                                  \
@@ -117,7 +121,7 @@ static int thread_count(void) {
 #define OP _mm512_fmadd_ps
 #define ADD _mm512_add_ps
 #define STORE _mm512_storeu_ps
-DEFINE_FMA_PEAK(fma_peak_avx512, "avx512f,fma", __m512, 16)
+DEFINE_FMA_PEAK(fma_peak_avx512, "avx512f,fma", __m512, 16, 16)
 #undef SET1
 #undef OP
 #undef ADD
@@ -126,7 +130,7 @@ DEFINE_FMA_PEAK(fma_peak_avx512, "avx512f,fma", __m512, 16)
 #define OP _mm256_fmadd_ps
 #define ADD _mm256_add_ps
 #define STORE _mm256_storeu_ps
-DEFINE_FMA_PEAK(fma_peak_avx2, "avx2,fma", __m256, 8)
+DEFINE_FMA_PEAK(fma_peak_avx2, "avx2,fma", __m256, 8, 12)
 #undef SET1
 #undef OP
 #undef ADD
