@@ -4,7 +4,7 @@
 # Node.js for the report's plotting libraries, Chromium for the report's browser test, clang with
 # libFuzzer for the fuzz targets; on x86-64 the
 # ARM64 cross compiler, qemu-user and the ARM64 libraries through multiarch, for the ARM64 build of
-# scripts/variant_tests.sh), then the npm packages pinned in package-lock.json.
+# scripts/variant_tests.sh and its run on an emulated AVX2-only CPU), then the npm packages pinned in package-lock.json.
 # Needs root (or sudo) only when a Debian package has to be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
