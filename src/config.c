@@ -474,11 +474,14 @@ void config_print_named_keys(FILE *out, const RunConfig *cfg, const char *const 
     free(json);
 }
 
+void config_take_free_settings(RunConfig *saved, const RunConfig *now) { saved->threads = now->threads; }
+
 int config_resume_changes(const RunConfig *saved, const RunConfig *now, char *changes, size_t size) {
     static const char *const RESUMABLE[] = {"lr", "steps", "clip_grad_norm", "weight_decay", "beta1", "beta2", "eps",
                                             "checkpoint_every", NULL};
-    // threads: free to change, as the run's bits do not depend on it (test_determinism)
-    char *a_text = config_to_json(saved), *b_text = config_to_json(now);
+    RunConfig old = *saved;
+    config_take_free_settings(&old, now);
+    char *a_text = config_to_json(&old), *b_text = config_to_json(now);
     cJSON *a = cJSON_Parse(a_text), *b = cJSON_Parse(b_text);
     free(a_text);
     free(b_text);
@@ -488,7 +491,7 @@ int config_resume_changes(const RunConfig *saved, const RunConfig *now, char *ch
     for (int i = 0; i < NUM_KEYS && rc >= 0; i++) {
         char *va = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(a, KEYS[i].name));
         char *vb = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(b, KEYS[i].name));
-        if (va && vb && strcmp(va, vb) != 0 && strcmp(KEYS[i].name, "threads") != 0) {
+        if (va && vb && strcmp(va, vb) != 0) {
             int resumable = 0;
             for (int k = 0; RESUMABLE[k]; k++) resumable |= strcmp(RESUMABLE[k], KEYS[i].name) == 0;
             if (!resumable) {

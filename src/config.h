@@ -81,6 +81,10 @@ int config_from_json(RunConfig *cfg, const char *text);
 // differs, 1 when only those do (changes gets "key old -> new; ..."), -1 with the error naming the
 // first other setting that differs.
 int config_resume_changes(const RunConfig *saved, const RunConfig *now, char *changes, size_t size);
+// The settings a run may be resumed with other values of, as none of its bits depends on them
+// (test_determinism): the thread count. Copies them from now into saved, so that comparing the two
+// compares the rest.
+void config_take_free_settings(RunConfig *saved, const RunConfig *now);
 // Prints every key with its value and meaning.
 void config_print_keys(FILE *out, const RunConfig *cfg);
 // Prints the keys of the given kinds (SETTING_*), each name after `prefix` (e.g. "tune.").

@@ -14,6 +14,7 @@
 
 #include "adam.h"
 #include "common.h"
+#include "experiment/report.h"
 #include "progress.h"
 #include "rng.h"
 
@@ -417,11 +418,6 @@ static cJSON *read_run(const char *out_dir, int run, int *bad) {
     return o;
 }
 
-static double json_number(const cJSON *o, const char *name) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(o, name);
-    return cJSON_IsNumber(item) ? item->valuedouble : NAN;
-}
-
 // The summary row of the runs [first, first + exp->seeds) (one kind list entry at one rate); runs
 // not finished (NULL) are left out, and "runs" counts the finished ones.
 static cJSON *robust_row(cJSON *const *runs, int first, const BfsExperiment *exp) {
@@ -435,10 +431,10 @@ static cJSON *robust_row(cJSON *const *runs, int first, const BfsExperiment *exp
         const cJSON *r = runs[first + s];
         if (!r) continue;
         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "recovered")))
-            steps[recovered++] = json_number(r, "steps_to_recover");
-        befores[n] = json_number(cJSON_GetObjectItemCaseSensitive(r, "eval_before"), "mse");
-        finals[n] = json_number(cJSON_GetObjectItemCaseSensitive(r, "eval_after"), "mse");
-        losses[n++] = json_number(r, "final_loss");
+            steps[recovered++] = report_json_number(r, "steps_to_recover");
+        befores[n] = report_json_number(cJSON_GetObjectItemCaseSensitive(r, "eval_before"), "mse");
+        finals[n] = report_json_number(cJSON_GetObjectItemCaseSensitive(r, "eval_after"), "mse");
+        losses[n++] = report_json_number(r, "final_loss");
     }
     cJSON *row = cJSON_CreateObject();
     cJSON_AddStringToObject(row, "kind", exp->kinds[list] >= 0 ? BFS_KIND_NAMES[exp->kinds[list]] : "random");
@@ -460,10 +456,11 @@ static void print_robust_table(const cJSON *table, const BfsExperiment *exp) {
     for (const cJSON *row = table->child; row; row = row->next) {
         char steps_text[32] = "-";  // no run recovered
         if (cJSON_GetObjectItem(row, "recovered")->valueint > 0)
-            snprintf(steps_text, sizeof(steps_text), "%.0f", json_number(row, "median_steps_to_recover"));
+            snprintf(steps_text, sizeof(steps_text), "%.0f", report_json_number(row, "median_steps_to_recover"));
         printf("%-10s %8g %6d %9.0f%% %14s %16.4g\n", cJSON_GetObjectItem(row, "kind")->valuestring,
-               json_number(row, "lr"), cJSON_GetObjectItem(row, "runs")->valueint,
-               100.0 * json_number(row, "recovered_fraction"), steps_text, json_number(row, "median_final_eval_mse"));
+               report_json_number(row, "lr"), cJSON_GetObjectItem(row, "runs")->valueint,
+               100.0 * report_json_number(row, "recovered_fraction"), steps_text,
+               report_json_number(row, "median_final_eval_mse"));
     }
     printf("(recovered: batch loss below %g within %ld steps; median steps over recovered runs)\n", exp->threshold,
            exp->steps);
@@ -498,13 +495,14 @@ static int write_robust_files(const char *out_dir, const BfsConfig *cfg, const B
         cJSON *curve = cJSON_DetachItemFromObjectCaseSensitive(run, "curve");
         char label[96];
         snprintf(label, sizeof(label), "%s[%d] seed %d lr %g", cJSON_GetObjectItem(run, "kind")->valuestring,
-                 (int)json_number(run, "matrix"), (int)json_number(run, "seed"), json_number(run, "lr"));
+                 (int)report_json_number(run, "matrix"), (int)report_json_number(run, "seed"),
+                 report_json_number(run, "lr"));
         for (const cJSON *point = curve ? curve->child : NULL; point; point = point->next) {
             cJSON *p = cJSON_CreateObject();
-            cJSON_AddNumberToObject(p, "run", json_number(run, "run"));
+            cJSON_AddNumberToObject(p, "run", report_json_number(run, "run"));
             cJSON_AddStringToObject(p, "run_label", label);
             cJSON_AddStringToObject(p, "kind", cJSON_GetObjectItem(run, "kind")->valuestring);
-            cJSON_AddNumberToObject(p, "lr", json_number(run, "lr"));
+            cJSON_AddNumberToObject(p, "lr", report_json_number(run, "lr"));
             cJSON_AddNumberToObject(p, "step", cJSON_GetArrayItem(point, 0)->valuedouble);
             cJSON_AddNumberToObject(p, "loss", cJSON_GetArrayItem(point, 1)->valuedouble);
             cJSON_AddItemToArray(curves, p);

@@ -235,9 +235,8 @@ static int prepare_folder(const ExperimentConfig *cfg, const char *run_dir, cons
         if (!options->resume && options->only_phase < 0) {
             rc = pf_fail("%s already holds a run; continue it with --resume or choose another --out", run_dir);
         } else if ((rc = experiment_load(&saved, run_dir)) == 0) {
-            // the thread count may change: a run's bits do not depend on it (test_determinism)
-            saved.pretrain.threads = cfg->pretrain.threads;
-            saved.tune.threads = cfg->tune.threads;
+            config_take_free_settings(&saved.pretrain, &cfg->pretrain);
+            config_take_free_settings(&saved.tune, &cfg->tune);
             char *saved_json = experiment_to_json(&saved);
             if (strcmp(saved_json, json) != 0)
                 rc = pf_fail("%s holds a run with a different config; resume it without overrides", run_dir);
