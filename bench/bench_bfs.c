@@ -38,10 +38,9 @@ static void measure(BfsModel *m, int steps, double *wall_rate, double *cpu_rate,
     double wall = pf_now_seconds(), cpu = cpu_seconds();
     for (int step = 0; step < steps; step++) {
         bfs_make_batch(m, labels, 7, (uint64_t)step, BATCH);
-        bfs_forward(m, BATCH);
-        *loss = bfs_mse(m, labels, BATCH);
         bfs_zero_grad(m);
-        bfs_backward(m, labels, BATCH);
+        bfs_forward_backward(m, labels, BATCH);
+        *loss = bfs_mse(m, labels, BATCH);
         adam_update(&adam, m->params_memory, m->grads_memory, 1e-6f, &cfg);
     }
     *wall_rate = (double)steps * BATCH / (pf_now_seconds() - wall);

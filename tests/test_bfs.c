@@ -585,12 +585,15 @@ static void test_fast_matches_reference(void **state) {
     bfs_model_free(&m);
 }
 
-// The fast path's results are the same bits on every instruction set this CPU runs and on any
-// thread count (each thread takes whole examples; each weight gradient row sums the whole batch).
+// The fast path's results are the same bits on every instruction set this CPU runs, on any thread
+// count, and through bfs_forward_backward as through bfs_forward and bfs_backward (each thread takes
+// whole micro-batches; their gradient shares are added in micro-batch order). B spans four
+// micro-batches, the last one partial.
 static void test_fast_same_bits_everywhere(void **state) {
     BfsConfig cfg = {8, 0, BFS_DEFAULT_SCALE, 0};
-    enum { B = 40 };
+    enum { B = 3 * BFS_MICRO_BATCH + 4 };
     BfsModel m;
+    ops_set_threads(3);
     damaged_model(&m, &cfg, B, BFS_TRAINING, BFS_REACH_K);
     float labels[B];
     char variants[64];
@@ -599,24 +602,32 @@ static void test_fast_same_bits_everywhere(void **state) {
     float *first = NULL, first_pred[B];
     int compared = 0;
     for (char *save = NULL, *v = strtok_r(variants, " ", &save); v; v = strtok_r(NULL, " ", &save))
-        for (int threads = 1; threads <= 3; threads += 2) {
-            assert_int_equal(ops_set_kernels_variant(v), 0);
-            ops_set_threads(threads);
-            loss_and_gradient(&m, labels, B);
-            if (!first) {
-                first = mallocCheck(m.num_parameters * sizeof(float));
-                memcpy(first, m.grads_memory, m.num_parameters * sizeof(float));
-                memcpy(first_pred, m.pred, sizeof(first_pred));
-                continue;
+        for (int threads = 1; threads <= 3; threads += 2)
+            for (int fused = 0; fused <= 1; fused++) {
+                assert_int_equal(ops_set_kernels_variant(v), 0);
+                ops_set_threads(threads);
+                if (fused) {
+                    bfs_make_batch(&m, labels, 5, 0, B);
+                    bfs_zero_grad(&m);
+                    bfs_forward_backward(&m, labels, B);
+                } else {
+                    loss_and_gradient(&m, labels, B);
+                }
+                if (!first) {
+                    first = mallocCheck(m.num_parameters * sizeof(float));
+                    memcpy(first, m.grads_memory, m.num_parameters * sizeof(float));
+                    memcpy(first_pred, m.pred, sizeof(first_pred));
+                    continue;
+                }
+                if (memcmp(first, m.grads_memory, m.num_parameters * sizeof(float)) != 0 ||
+                    memcmp(first_pred, m.pred, sizeof(first_pred)) != 0)
+                    fail_msg("kernels %s on %d threads%s: other bits than the first variant on 1 thread", v, threads,
+                             fused ? ", bfs_forward_backward" : "");
+                compared++;
             }
-            if (memcmp(first, m.grads_memory, m.num_parameters * sizeof(float)) != 0 ||
-                memcmp(first_pred, m.pred, sizeof(first_pred)) != 0)
-                fail_msg("kernels %s on %d threads: other bits than the first variant on 1 thread", v, threads);
-            compared++;
-        }
-    printf("  %d variant x thread-count combinations gave the first one's bits (variants: %s)\n", compared,
+    printf("  %d variant x thread-count x call combinations gave the first one's bits (variants: %s)\n", compared,
            ops_kernel_variants());
-    assert_true(compared >= 1);
+    assert_true(compared >= 3);
     ops_set_kernels_variant(original);
     ops_set_threads(1);
     free(first);

@@ -81,19 +81,82 @@ static float *allocate_block(float **const *ptrs, const size_t *sizes, size_t nu
     return memory;
 }
 
+// One thread's workspace on the fast path, for one micro-batch (MB = BFS_MICRO_BATCH examples, MBT
+// = MB T rows): the activations of every layer (bfs_forward_backward's; bfs_forward keeps them in
+// the model's whole-batch tensors instead) and the backward pass's scratch.
+typedef struct {
+    float *x;                                   // (L, MBT, C) the inputs of layers 1..L
+    float *y;                                   // (L, MBT, C)
+    float *reach_proj, *record_proj;            // (L, MBT, PR), (L, MBT, PC)
+    float *reach_probs, *record_probs;          // (L, MB, N, T, 16), (L, MB, 1, T, 16)
+    float *dx, *dx_next, *dy;                   // (MBT, C)
+    float *dreach_proj, *drecord_proj;          // (MBT, PR), (MBT, PC)
+    // the reach projections' share from the columns no head writes (the same in every layer), and
+    // the reach projections' gradient summed over the layers (that share's weight gradient)
+    float *reach_static, *dreach_sum;           // (MBT, PR) each
+} Workspace;
+
+enum { WORKSPACE_TENSORS = 13 };
+
+static size_t workspace_layout(const BfsModel *m, float ***ptrs, Workspace *w, size_t *sizes) {
+    size_t C = (size_t)m->C, L = (size_t)m->L, n = (size_t)m->N, T = (size_t)m->T, MB = BFS_MICRO_BATCH;
+    size_t MBT = MB * T, PR = (size_t)m->PR, PC = (size_t)m->PC, probs = MB * T * BFS_KERNEL_LANES;
+    size_t s[WORKSPACE_TENSORS] = {L * MBT * C, L * MBT * C, L * MBT * PR, L * MBT * PC, L * probs * n, L * probs,
+                                   MBT * C,     MBT * C,     MBT * C,      MBT * PR,     MBT * PC,      MBT * PR,
+                                   MBT * PR};
+    float **p[WORKSPACE_TENSORS] = {&w->x,  &w->y,       &w->reach_proj,  &w->record_proj,  &w->reach_probs,
+                                    &w->record_probs,    &w->dx,          &w->dx_next,      &w->dy,
+                                    &w->dreach_proj,     &w->drecord_proj, &w->reach_static, &w->dreach_sum};
+    size_t total = 0;
+    for (int i = 0; i < WORKSPACE_TENSORS; i++) {
+        total += s[i];
+        if (ptrs) ptrs[i] = p[i];
+        if (sizes) sizes[i] = s[i];
+    }
+    return total;
+}
+
+static size_t workspace_floats(const BfsModel *m) {
+    Workspace w;
+    return workspace_layout(m, NULL, &w, NULL);
+}
+
+// Thread `id`'s workspace.
+static Workspace workspace(const BfsModel *m, int id) {
+    Workspace w;
+    float **ptrs[WORKSPACE_TENSORS];
+    size_t sizes[WORKSPACE_TENSORS];
+    workspace_layout(m, ptrs, &w, sizes);
+    float *p = m->workspace_memory + (size_t)id * m->workspace_floats;
+    for (int i = 0; i < WORKSPACE_TENSORS; i++) {
+        *ptrs[i] = p;
+        p += sizes[i];
+    }
+    return w;
+}
+
 // The fast path's tensors: each layer's projections of all heads of a kind in one row per token
-// (the kernels' layout), the probabilities with the query in the lanes, and the scratch of one layer.
+// (the kernels' layout), the probabilities with the query in the lanes, the threads' workspaces and
+// the micro-batches' gradient shares.
 static void allocate_fast(BfsModel *m, size_t BT) {
     size_t C = (size_t)m->C, L = (size_t)m->L, n = (size_t)m->N, B = (size_t)m->capacity, T = (size_t)m->T;
     size_t acts[] = {(L + 1) * BT * C, L * BT * C, L * BT * (size_t)m->PR, L * BT * (size_t)m->PC,
                      L * B * n * T * BFS_KERNEL_LANES, L * B * T * BFS_KERNEL_LANES, B};
     float **act_ptrs[] = {&m->x, &m->y, &m->reach_proj, &m->record_proj, &m->reach_probs, &m->record_probs, &m->pred};
     m->acts_memory = allocate_block(act_ptrs, acts, sizeof(acts) / sizeof(acts[0]), &m->num_activations);
-    size_t scratch[] = {BT * C, BT * C, BT * C, BT * (size_t)m->PR, BT * (size_t)m->PC, B, L * (size_t)m->PC * C,
-                        BT * (size_t)m->PR, BT * (size_t)m->PR};
-    float **scratch_ptrs[] = {&m->dx, &m->dx_next, &m->dy, &m->dreach_proj, &m->drecord_proj, &m->dpred,
-                              &m->record_packed, &m->reach_static, &m->dreach_sum};
+    size_t scratch[] = {B, L * (size_t)m->PC * C};
+    float **scratch_ptrs[] = {&m->dpred, &m->record_packed};
     m->scratch_memory = allocate_block(scratch_ptrs, scratch, sizeof(scratch) / sizeof(scratch[0]), &m->num_activations);
+#ifdef _OPENMP
+    m->workspaces = omp_get_max_threads();
+#else
+    m->workspaces = 1;
+#endif
+    m->workspace_floats = workspace_floats(m);
+    m->workspace_memory = callocCheck((size_t)m->workspaces * m->workspace_floats, sizeof(float));
+    size_t parts = (B + BFS_MICRO_BATCH - 1) / BFS_MICRO_BATCH;
+    m->grad_parts = callocCheck(parts * m->num_parameters, sizeof(float));
+    m->num_activations += (size_t)m->workspaces * m->workspace_floats + parts * m->num_parameters;
 }
 
 void bfs_model_create(BfsModel *model, const BfsConfig *cfg, int capacity, int training) {
@@ -171,6 +234,8 @@ void bfs_model_free(BfsModel *model) {
     free(model->grads_memory);
     free(model->acts_memory);
     free(model->scratch_memory);
+    free(model->workspace_memory);
+    free(model->grad_parts);
     memset(model, 0, sizeof(*model));
 }
 
@@ -408,10 +473,11 @@ static float *layer_input(const BfsModel *m, int l) {
 // ---------------------------------------------------------------------------------------------
 // The fast path (BFS_TRAINING, bfs.h): per layer one product for the reach heads' q | k | v (their
 // parameters are one (PR, C) matrix), one for the record head's (its rows gathered per step), the
-// kernels' attention and squash, each thread on its own examples; the input gradient only in the
-// reach and out sections, the only ones a head writes (so the only ones whose gradient reaches a
-// parameter); the weight gradients with each output row's sum over the whole batch, rows split
-// between threads, so that the results do not depend on the thread count.
+// kernels' attention and squash; the input gradient only in the reach and out sections, the only
+// ones a head writes (so the only ones whose gradient reaches a parameter). The batch goes in
+// micro-batches, each through every layer by one thread; each micro-batch's weight gradients are
+// summed from zero into its own share, and the shares are added in micro-batch order, so that the
+// results depend on neither the thread count nor the calls (bfs_forward_backward or the two).
 
 static const BfsKernels *kernels(void) {
     const char *name = ops_kernels_variant();
@@ -438,6 +504,25 @@ static void thread_range(int total, int *lo, int *hi) {
     *hi = (int)((long)total * (id + 1) / threads);
 }
 
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+// Threads for a parallel region over the micro-batches: as many as OpenMP would start, at most one
+// per workspace.
+static int micro_threads(const BfsModel *m) {
+#ifdef _OPENMP
+    int threads = omp_get_max_threads();
+    return threads < m->workspaces ? threads : m->workspaces;
+#else
+    return 1;
+#endif
+}
+
 // Layer l's record head as one (PC, C) matrix: q rows, k rows, v rows.
 static void pack_record(BfsModel *m) {
     size_t C = (size_t)m->C, RQ = (size_t)m->RQ, n = (size_t)m->N;
@@ -449,162 +534,185 @@ static void pack_record(BfsModel *m) {
     }
 }
 
+// Where a micro-batch keeps its activations: in the model's whole-batch tensors (bfs_forward, which
+// keeps every layer's state) or in its thread's workspace (bfs_forward_backward). Pointers at the
+// micro-batch's first example; `slot`: examples between one layer's tensor and the next one's.
 typedef struct {
-    float *x, *x_next, *reach_proj, *record_proj, *reach_probs, *record_probs;
+    const float *x0;   // the input (the model's x[0])
+    float *x;          // layer 1's input
+    float *y, *reach_proj, *record_proj, *reach_probs, *record_probs;  // layer 0's
+    size_t slot;
+} Acts;
+
+static Acts model_acts(const BfsModel *m, int b0) {
+    size_t T = (size_t)m->T, slot = (size_t)m->capacity, b = (size_t)b0, probs = T * BFS_KERNEL_LANES;
+    Acts a = {
+        .x0 = m->x + b * T * m->C,
+        .x = m->x + (slot + b) * T * m->C,
+        .y = m->y + b * T * m->C,
+        .reach_proj = m->reach_proj + b * T * m->PR,
+        .record_proj = m->record_proj + b * T * m->PC,
+        .reach_probs = m->reach_probs + b * m->N * probs,
+        .record_probs = m->record_probs + b * probs,
+        .slot = slot,
+    };
+    return a;
+}
+
+static Acts workspace_acts(const BfsModel *m, const Workspace *w, int b0) {
+    Acts a = {
+        .x0 = m->x + (size_t)b0 * m->T * m->C,
+        .x = w->x,
+        .y = w->y,
+        .reach_proj = w->reach_proj,
+        .record_proj = w->record_proj,
+        .reach_probs = w->reach_probs,
+        .record_probs = w->record_probs,
+        .slot = BFS_MICRO_BATCH,
+    };
+    return a;
+}
+
+typedef struct {
+    const float *x;
+    float *x_next, *reach_proj, *record_proj, *reach_probs, *record_probs;
     float *y;  // the reach section before the squash (only those columns are kept)
     const float *record_weight;
 } FastLayer;
 
-static FastLayer fast_layer(const BfsModel *m, int l) {
-    size_t rows = (size_t)m->capacity * m->T, C = (size_t)m->C, probs = (size_t)m->capacity * m->T * BFS_KERNEL_LANES;
+static FastLayer fast_layer(const BfsModel *m, const Acts *a, int l) {
+    size_t rows = a->slot * m->T, C = (size_t)m->C, probs = a->slot * m->T * BFS_KERNEL_LANES;
     FastLayer f = {
-        .x = m->x + l * rows * C,
-        .y = m->y + l * rows * C,
-        .x_next = m->x + (l + 1) * rows * C,
-        .reach_proj = m->reach_proj + l * rows * m->PR,
-        .record_proj = m->record_proj + l * rows * m->PC,
-        .reach_probs = m->reach_probs + l * probs * m->N,
-        .record_probs = m->record_probs + l * probs,
+        .x = l == 0 ? a->x0 : a->x + (size_t)(l - 1) * rows * C,
+        .x_next = a->x + (size_t)l * rows * C,
+        .y = a->y + (size_t)l * rows * C,
+        .reach_proj = a->reach_proj + (size_t)l * rows * m->PR,
+        .record_proj = a->record_proj + (size_t)l * rows * m->PC,
+        .reach_probs = a->reach_probs + (size_t)l * probs * m->N,
+        .record_probs = a->record_probs + (size_t)l * probs,
         .record_weight = m->record_packed + (size_t)l * m->PC * C,
     };
     return f;
 }
 
-static void forward_fast(BfsModel *m, int B) {
+// Forward through every layer of examples [b0, b0 + n) (n <= BFS_MICRO_BATCH); pred written.
+static void forward_micro(BfsModel *m, const Workspace *w, const Acts *a, int b0, int n) {
     const BfsKernels *k = kernels();
-    int N = m->N, T = m->T, C = m->C, RQ = m->RQ, PR = m->PR, PC = m->PC;
+    int N = m->N, T = m->T, C = m->C, RQ = m->RQ, PR = m->PR, PC = m->PC, rows = n * T;
     int dyn = m->reach_off, dyn_width = 2 * N, tail = dyn + dyn_width;  // the reach and out sections
     const float *reach_w = m->params.reach_q;
-    pack_record(m);
     // The reach heads' weights are shared by every layer, and the columns outside the reach and
     // out sections never change: their share of the reach projections is computed once.
-#pragma omp parallel
-    {
-        int b0, b1;
-        thread_range(B, &b0, &b1);
-        if (b1 > b0) {
-            size_t r0 = (size_t)b0 * T, rows = (size_t)(b1 - b0) * T;
-            float *S = m->reach_static + r0 * PR;
-            const float *x = m->x + r0 * C;
-            gemm_nt(S, PR, x, C, reach_w, C, (int)rows, PR, dyn, NULL, NULL, 0, 0);
-            gemm_nt(S, PR, x + tail, C, reach_w + tail, C, (int)rows, PR, C - tail, NULL, S, PR, 0);
-        }
-    }
+    gemm_nt(w->reach_static, PR, a->x0, C, reach_w, C, rows, PR, dyn, NULL, NULL, 0, 0);
+    gemm_nt(w->reach_static, PR, a->x0 + tail, C, reach_w + tail, C, rows, PR, C - tail, NULL, w->reach_static, PR, 0);
+    const float *x = a->x0;
     for (int l = 0; l < m->L; l++) {
-        FastLayer f = fast_layer(m, l);
-#pragma omp parallel
-        {
-            int b0, b1;
-            thread_range(B, &b0, &b1);
-            if (b1 > b0) {
-                size_t r0 = (size_t)b0 * T, rows = (size_t)(b1 - b0) * T;
-                gemm_nt(f.reach_proj + r0 * PR, PR, f.x + r0 * C + dyn, C, reach_w + dyn, C, (int)rows, PR, dyn_width,
-                        NULL, m->reach_static + r0 * PR, PR, 0);
-                gemm_nt(f.record_proj + r0 * PC, PC, f.x + r0 * C, C, f.record_weight, C, (int)rows, PC, C, NULL, NULL,
-                        0, 0);
-                // the heads add into the next layer's input; y keeps the reach section before the squash
-                memcpy(f.x_next + r0 * C, f.x + r0 * C, rows * C * sizeof(float));
-                k->attention_forward(f.x_next, f.reach_probs, f.reach_proj, PR, b0, b1, T, C,
-                                     m->reach_off, N, 2, N);
-                k->attention_forward(f.x_next, f.record_probs, f.record_proj, PC, b0, b1, T, C,
-                                     m->out_off, 1, RQ, N);
-                for (size_t r = r0; r < r0 + rows; r++)
-                    memcpy(f.y + r * C + m->reach_off, f.x_next + r * C + m->reach_off, N * sizeof(float));
-                k->squash_forward(f.x_next, f.y, (int)r0, (int)(r0 + rows), C, m->reach_off, N);
-            }
-        }
+        FastLayer f = fast_layer(m, a, l);
+        gemm_nt(f.reach_proj, PR, f.x + dyn, C, reach_w + dyn, C, rows, PR, dyn_width, NULL, w->reach_static, PR, 0);
+        gemm_nt(f.record_proj, PC, f.x, C, f.record_weight, C, rows, PC, C, NULL, NULL, 0, 0);
+        // the heads add into the next layer's input; y keeps the reach section before the squash
+        memcpy(f.x_next, f.x, (size_t)rows * C * sizeof(float));
+        k->attention_forward(f.x_next, f.reach_probs, f.reach_proj, PR, 0, n, T, C, m->reach_off, N, 2, N);
+        k->attention_forward(f.x_next, f.record_probs, f.record_proj, PC, 0, n, T, C, m->out_off, 1, RQ, N);
+        for (size_t r = 0; r < (size_t)rows; r++)
+            memcpy(f.y + r * C + m->reach_off, f.x_next + r * C + m->reach_off, N * sizeof(float));
+        k->squash_forward(f.x_next, f.y, 0, rows, C, m->reach_off, N);
+        x = f.x_next;
     }
-    bfs_readout_forward(m->pred, layer_input(m, m->L), B, T, C, m->out_off, N);
+    bfs_readout_forward(m->pred + b0, x, n, T, C, m->out_off, N);
 }
 
-// grad (rows, C) at columns [col, col + width) += dproj^T x over the batch's rows: one weight's
-// gradient from its columns of a projection's gradient (row stride ld).
-typedef struct {
-    float *grad;
-    const float *dproj;
-    int ld, rows, col, width;
-} GradRows;
+// Backward through every layer of examples [b0, b0 + n) from dpred: their weight gradients added
+// into `grads` (a block laid out as the parameters).
+static void backward_micro(const BfsModel *m, const Workspace *w, const Acts *a, int b0, int n, float *grads) {
+    const BfsKernels *k = kernels();
+    int N = m->N, T = m->T, C = m->C, RQ = m->RQ, PR = m->PR, PC = m->PC, rows = n * T;
+    int dyn = m->reach_off, dyn_width = 2 * N, tail = dyn + dyn_width;  // the reach and out sections
+    BfsParams g;
+    point_params(&g, grads, m->param_sizes);
+    float *dx = w->dx, *dx_next = w->dx_next, *dy = w->dy;
+    memset(dx, 0, (size_t)rows * C * sizeof(float));
+    bfs_readout_backward(dx, m->dpred + b0, n, T, C, m->out_off, N);
+    for (int l = m->L - 1; l >= 0; l--) {
+        FastLayer f = fast_layer(m, a, l);
+        k->squash_backward(dy, dx, f.y, 0, rows, C, m->reach_off, N);
+        for (int r = 0; r < rows; r++)
+            memcpy(dy + (size_t)r * C + m->out_off, dx + (size_t)r * C + m->out_off, N * sizeof(float));
+        k->attention_backward(w->dreach_proj, dy, f.reach_proj, f.reach_probs, PR, 0, n, T, C, m->reach_off, N, 2, N);
+        k->attention_backward(w->drecord_proj, dy, f.record_proj, f.record_probs, PC, 0, n, T, C, m->out_off, 1, RQ,
+                              N);
+        // the static columns' share of the reach gradient: the sum over layers, taken once
+        size_t count = (size_t)rows * PR;
+        if (l == m->L - 1) memcpy(w->dreach_sum, w->dreach_proj, count * sizeof(float));
+        else for (size_t i = 0; i < count; i++) w->dreach_sum[i] += w->dreach_proj[i];
+        if (l > 0) {  // the residual path, then each product's input gradient
+            for (int r = 0; r < rows; r++)
+                memcpy(dx_next + (size_t)r * C + dyn, dy + (size_t)r * C + dyn, (size_t)dyn_width * sizeof(float));
+            gemm_nn(dx_next + dyn, C, w->dreach_proj, PR, m->params.reach_q + dyn, C, rows, dyn_width, PR, 1);
+            gemm_nn(dx_next + dyn, C, w->drecord_proj, PC, f.record_weight + dyn, C, rows, dyn_width, PC, 1);
+        }
+        // the weight gradients: reach q | k | v as one (PR, C) block, in its dynamic columns
+        gemm_tn(g.reach_q + dyn, C, w->dreach_proj, PR, f.x + dyn, C, rows, PR, dyn_width);
+        gemm_tn(g.record_q + (size_t)l * RQ * C, C, w->drecord_proj, PC, f.x, C, rows, RQ, C);
+        gemm_tn(g.record_k + (size_t)l * RQ * C, C, w->drecord_proj + RQ, PC, f.x, C, rows, RQ, C);
+        gemm_tn(g.record_v + (size_t)l * N * C, C, w->drecord_proj + 2 * RQ, PC, f.x, C, rows, N, C);
+        float *swap = dx;
+        dx = dx_next;
+        dx_next = swap;
+    }
+    gemm_tn(g.reach_q, C, w->dreach_sum, PR, a->x0, C, rows, PR, dyn);
+    gemm_tn(g.reach_q + tail, C, w->dreach_sum, PR, a->x0 + tail, C, rows, PR, C - tail);
+}
 
-static void weight_gradients(const GradRows *parts, int num_parts, const float *x, int BT, int C) {
-    int total = 0;
-    for (int i = 0; i < num_parts; i++) total += parts[i].rows;
-#pragma omp parallel
+static int micro_batches(int B) { return (B + BFS_MICRO_BATCH - 1) / BFS_MICRO_BATCH; }
+
+// grads += the micro-batches' shares, added in micro-batch order.
+static void add_grad_parts(BfsModel *m, int parts) {
+    size_t P = m->num_parameters;
+#pragma omp parallel num_threads(micro_threads(m))
     {
         int lo, hi;
-        thread_range(total, &lo, &hi);
-        for (int i = 0, base = 0; i < num_parts; base += parts[i].rows, i++) {
-            const GradRows *p = &parts[i];
-            int a = lo > base ? lo : base, b = hi < base + p->rows ? hi : base + p->rows;
-            if (b > a)
-                gemm_tn(p->grad + (size_t)(a - base) * C + p->col, C, p->dproj + (a - base), p->ld, x + p->col, C, BT,
-                        b - a, p->width);
+        thread_range((int)P, &lo, &hi);
+        for (size_t i = (size_t)lo; i < (size_t)hi; i++) {
+            float sum = m->grad_parts[i];
+            for (int p = 1; p < parts; p++) sum += m->grad_parts[(size_t)p * P + i];
+            m->grads_memory[i] += sum;
         }
     }
 }
 
-static void backward_fast(BfsModel *m, const float *labels, int B) {
-    const BfsKernels *k = kernels();
-    int N = m->N, T = m->T, C = m->C, RQ = m->RQ, PR = m->PR, PC = m->PC, BT = B * T;
-    int dyn = m->reach_off, dyn_width = 2 * N, tail = dyn + dyn_width;  // the reach and out sections
-    mse_backward(m->dpred, m->pred, labels, NULL, B, 1.0f / B);
-    memset(m->dx, 0, (size_t)BT * C * sizeof(float));
-    bfs_readout_backward(m->dx, m->dpred, B, T, C, m->out_off, N);
-    for (int l = m->L - 1; l >= 0; l--) {
-        FastLayer f = fast_layer(m, l);
-#pragma omp parallel
-        {
-            int b0, b1;
-            thread_range(B, &b0, &b1);
-            if (b1 > b0) {
-                int r0 = b0 * T, r1 = b1 * T;
-                k->squash_backward(m->dy, m->dx, f.y, r0, r1, C, m->reach_off, N);
-                for (int r = r0; r < r1; r++)
-                    memcpy(m->dy + (size_t)r * C + m->out_off, m->dx + (size_t)r * C + m->out_off, N * sizeof(float));
-                k->attention_backward(m->dreach_proj, m->dy, f.reach_proj, f.reach_probs, PR, b0, b1,
-                                      T, C, m->reach_off, N, 2, N);
-                k->attention_backward(m->drecord_proj, m->dy, f.record_proj, f.record_probs, PC, b0, b1,
-                                      T, C, m->out_off, 1, RQ, N);
-                // the static columns' share of the reach gradient: the sum over layers, taken once
-                float *sum = m->dreach_sum + (size_t)r0 * PR;
-                const float *d = m->dreach_proj + (size_t)r0 * PR;
-                size_t count = (size_t)(r1 - r0) * PR;
-                if (l == m->L - 1) memcpy(sum, d, count * sizeof(float));
-                else for (size_t i = 0; i < count; i++) sum[i] += d[i];
-                if (l > 0) {  // the residual path, then each product's input gradient
-                    for (int r = r0; r < r1; r++)
-                        memcpy(m->dx_next + (size_t)r * C + dyn, m->dy + (size_t)r * C + dyn,
-                               (size_t)dyn_width * sizeof(float));
-                    gemm_nn(m->dx_next + (size_t)r0 * C + dyn, C, m->dreach_proj + (size_t)r0 * PR, PR,
-                            m->params.reach_q + dyn, C, r1 - r0, dyn_width, PR, 1);
-                    gemm_nn(m->dx_next + (size_t)r0 * C + dyn, C, m->drecord_proj + (size_t)r0 * PC, PC,
-                            f.record_weight + dyn, C, r1 - r0, dyn_width, PC, 1);
-                }
+enum { PASS_FORWARD = 1, PASS_BACKWARD = 2 };
+
+// The fast path over the batch: forward (into the model's tensors), backward (from them), or both
+// per micro-batch (in the workspaces).
+static void run_fast(BfsModel *m, const float *labels, int B, int passes) {
+    int parts = micro_batches(B);
+    if (passes & PASS_FORWARD) pack_record(m);
+    if (passes == PASS_BACKWARD) mse_backward(m->dpred, m->pred, labels, NULL, B, 1.0f / B);
+#pragma omp parallel num_threads(micro_threads(m))
+    {
+        int lo, hi;
+        thread_range(parts, &lo, &hi);
+        Workspace w = workspace(m, thread_id());
+        for (int p = lo; p < hi; p++) {
+            int b0 = p * BFS_MICRO_BATCH, n = B - b0 < BFS_MICRO_BATCH ? B - b0 : BFS_MICRO_BATCH;
+            Acts a = passes == (PASS_FORWARD | PASS_BACKWARD) ? workspace_acts(m, &w, b0) : model_acts(m, b0);
+            if (passes & PASS_FORWARD) forward_micro(m, &w, &a, b0, n);
+            if (passes & PASS_BACKWARD) {
+                float *part = m->grad_parts + (size_t)p * m->num_parameters;
+                if (passes & PASS_FORWARD)
+                    mse_backward(m->dpred + b0, m->pred + b0, labels + b0, NULL, n, 1.0f / B);
+                memset(part, 0, m->num_parameters * sizeof(float));
+                backward_micro(m, &w, &a, b0, n, part);
             }
         }
-        BfsParams *g = &m->grads;
-        GradRows parts[] = {
-            {g->reach_q, m->dreach_proj, PR, PR, dyn, dyn_width},  // reach q | k | v: one (PR, C) block
-            {g->record_q + (size_t)l * RQ * C, m->drecord_proj, PC, RQ, 0, C},
-            {g->record_k + (size_t)l * RQ * C, m->drecord_proj + RQ, PC, RQ, 0, C},
-            {g->record_v + (size_t)l * N * C, m->drecord_proj + 2 * RQ, PC, N, 0, C},
-        };
-        weight_gradients(parts, sizeof(parts) / sizeof(parts[0]), f.x, BT, C);
-        if (l > 0) {
-            float *swap = m->dx;
-            m->dx = m->dx_next;
-            m->dx_next = swap;
-        }
     }
-    GradRows statics[] = {
-        {m->grads.reach_q, m->dreach_sum, PR, PR, 0, dyn},
-        {m->grads.reach_q, m->dreach_sum, PR, PR, tail, C - tail},
-    };
-    weight_gradients(statics, 2, m->x, BT, C);
+    if (passes & PASS_BACKWARD) add_grad_parts(m, parts);
 }
 
 void bfs_forward(BfsModel *m, int B) {
     if (m->fast) {
-        forward_fast(m, B);
+        run_fast(m, NULL, B, PASS_FORWARD);
         return;
     }
     int N = m->N, T = m->T, C = m->C, RQ = m->RQ, BT = B * T;
@@ -642,7 +750,7 @@ void bfs_zero_grad(BfsModel *m) { memset(m->grads_memory, 0, m->num_parameters *
 
 void bfs_backward(BfsModel *m, const float *labels, int B) {
     if (m->fast) {
-        backward_fast(m, labels, B);
+        run_fast(m, labels, B, PASS_BACKWARD);
         return;
     }
     int N = m->N, T = m->T, C = m->C, RQ = m->RQ, BT = B * T;
@@ -692,6 +800,15 @@ void bfs_backward(BfsModel *m, const float *labels, int B) {
             m->dx_next = swap;
         }
     }
+}
+
+void bfs_forward_backward(BfsModel *m, const float *labels, int B) {
+    if (m->fast) {
+        run_fast(m, labels, B, PASS_FORWARD | PASS_BACKWARD);
+        return;
+    }
+    bfs_forward(m, B);
+    bfs_backward(m, labels, B);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -145,9 +145,8 @@ static void train_adam(BfsModel *model, const BfsExperiment *exp, uint64_t data_
     float *labels = mallocCheck((size_t)exp->batch * sizeof(float));
     for (long step = 0; step < exp->steps; step++) {
         bfs_make_batch(model, labels, data_seed, (uint64_t)step, exp->batch);
-        bfs_forward(model, exp->batch);
         bfs_zero_grad(model);
-        bfs_backward(model, labels, exp->batch);
+        bfs_forward_backward(model, labels, exp->batch);
         adam_update(&adam, model->params_memory, model->grads_memory, (float)exp->lr, &adam_cfg);
         progress_add(progress, 1);
     }
@@ -347,7 +346,8 @@ static int robust_one_run(BfsModel *model, const BfsExperiment *exp, const char 
     double loss = NAN, start = pf_now_seconds();
     for (long step = 0; step < exp->steps; step++) {
         bfs_make_batch(model, labels, retrain_seed(exp, s), (uint64_t)step, exp->batch);
-        bfs_forward(model, exp->batch);
+        bfs_zero_grad(model);
+        bfs_forward_backward(model, labels, exp->batch);
         loss = bfs_mse(model, labels, exp->batch);
         fprintf(csv, "%d,%s,%d,%d,%g,%ld,%.9g\n", run, BFS_KIND_NAMES[kind], index, s, lr, step, loss);
         if (step % plot_every == 0) {
@@ -357,8 +357,6 @@ static int robust_one_run(BfsModel *model, const BfsExperiment *exp, const char 
             cJSON_AddItemToArray(curve, point);
         }
         if (recovered_at < 0 && loss < exp->threshold) recovered_at = step;
-        bfs_zero_grad(model);
-        bfs_backward(model, labels, exp->batch);
         adam_update(&adam, model->params_memory, model->grads_memory, (float)lr, &adam_cfg);
 #pragma omp critical(bfs_robust_progress)
         progress_add(progress, 1);
