@@ -622,14 +622,19 @@ static void forward_micro(BfsModel *m, const Workspace *w, const Acts *a, int b0
     bfs_readout_forward(m->pred + b0, x, n, T, C, m->out_off, N);
 }
 
+// A micro-batch's share of the weight gradients: the reach heads' (PR, C) block as in the parameters,
+// then each layer's record head as one (PC, C) matrix like record_packed (its q, k and v gradients
+// in one product: 14 of 16 lanes busy at N = 8 where three products kept 3, 3 and 8).
+static float *record_part(const BfsModel *m, float *part, int l) {
+    return part + (size_t)m->PR * m->C + (size_t)l * m->PC * m->C;
+}
+
 // Backward through every layer of examples [b0, b0 + n) from dpred: their weight gradients added
-// into `grads` (a block laid out as the parameters).
-static void backward_micro(const BfsModel *m, const Workspace *w, const Acts *a, int b0, int n, float *grads) {
+// into `part` (record_part's layout).
+static void backward_micro(const BfsModel *m, const Workspace *w, const Acts *a, int b0, int n, float *part) {
     const BfsKernels *k = kernels();
     int N = m->N, T = m->T, C = m->C, RQ = m->RQ, PR = m->PR, PC = m->PC, rows = n * T;
     int dyn = m->reach_off, dyn_width = 2 * N, tail = dyn + dyn_width;  // the reach and out sections
-    BfsParams g;
-    point_params(&g, grads, m->param_sizes);
     float *dx = w->dx, *dx_next = w->dx_next, *dy = w->dy;
     memset(dx, 0, (size_t)rows * C * sizeof(float));
     bfs_readout_backward(dx, m->dpred + b0, n, T, C, m->out_off, N);
@@ -651,33 +656,39 @@ static void backward_micro(const BfsModel *m, const Workspace *w, const Acts *a,
             gemm_nn(dx_next + dyn, C, w->dreach_proj, PR, m->params.reach_q + dyn, C, rows, dyn_width, PR, 1);
             gemm_nn(dx_next + dyn, C, w->drecord_proj, PC, f.record_weight + dyn, C, rows, dyn_width, PC, 1);
         }
-        // the weight gradients: reach q | k | v as one (PR, C) block, in its dynamic columns
-        gemm_tn(g.reach_q + dyn, C, w->dreach_proj, PR, f.x + dyn, C, rows, PR, dyn_width);
-        gemm_tn(g.record_q + (size_t)l * RQ * C, C, w->drecord_proj, PC, f.x, C, rows, RQ, C);
-        gemm_tn(g.record_k + (size_t)l * RQ * C, C, w->drecord_proj + RQ, PC, f.x, C, rows, RQ, C);
-        gemm_tn(g.record_v + (size_t)l * N * C, C, w->drecord_proj + 2 * RQ, PC, f.x, C, rows, N, C);
+        // the weight gradients: reach q | k | v in their dynamic columns, the record head whole
+        gemm_tn(part + dyn, C, w->dreach_proj, PR, f.x + dyn, C, rows, PR, dyn_width);
+        gemm_tn(record_part(m, part, l), C, w->drecord_proj, PC, f.x, C, rows, PC, C);
         float *swap = dx;
         dx = dx_next;
         dx_next = swap;
     }
-    gemm_tn(g.reach_q, C, w->dreach_sum, PR, a->x0, C, rows, PR, dyn);
-    gemm_tn(g.reach_q + tail, C, w->dreach_sum, PR, a->x0 + tail, C, rows, PR, C - tail);
+    gemm_tn(part, C, w->dreach_sum, PR, a->x0, C, rows, PR, dyn);
+    gemm_tn(part + tail, C, w->dreach_sum, PR, a->x0 + tail, C, rows, PR, C - tail);
 }
 
 static int micro_batches(int B) { return (B + BFS_MICRO_BATCH - 1) / BFS_MICRO_BATCH; }
 
-// grads += the micro-batches' shares, added in micro-batch order.
-static void add_grad_parts(BfsModel *m, int parts) {
+// grads[dst, dst + count) += the micro-batches' shares at [src, src + count), added in micro-batch order.
+static void add_parts(BfsModel *m, int parts, float *dst, size_t src, size_t count) {
     size_t P = m->num_parameters;
-#pragma omp parallel num_threads(micro_threads(m))
-    {
-        int lo, hi;
-        thread_range((int)P, &lo, &hi);
-        for (size_t i = (size_t)lo; i < (size_t)hi; i++) {
-            float sum = m->grad_parts[i];
-            for (int p = 1; p < parts; p++) sum += m->grad_parts[(size_t)p * P + i];
-            m->grads_memory[i] += sum;
-        }
+    for (size_t i = 0; i < count; i++) {
+        float sum = m->grad_parts[src + i];
+        for (int p = 1; p < parts; p++) sum += m->grad_parts[(size_t)p * P + src + i];
+        dst[i] += sum;
+    }
+}
+
+// grads += the micro-batches' shares (record_part's layout).
+static void add_grad_parts(BfsModel *m, int parts) {
+    size_t C = (size_t)m->C, RQ = (size_t)m->RQ, n = (size_t)m->N;
+    BfsParams *g = &m->grads;
+    add_parts(m, parts, g->reach_q, 0, (size_t)m->PR * C);  // reach q, k and v: one block
+    for (int l = 0; l < m->L; l++) {
+        size_t at = (size_t)(record_part(m, m->grad_parts, l) - m->grad_parts);
+        add_parts(m, parts, g->record_q + l * RQ * C, at, RQ * C);
+        add_parts(m, parts, g->record_k + l * RQ * C, at + RQ * C, RQ * C);
+        add_parts(m, parts, g->record_v + l * n * C, at + 2 * RQ * C, n * C);
     }
 }
 

@@ -34,7 +34,8 @@ static inline void lanes_to_columns(float *rows, size_t stride, int col, int n, 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
 static ALWAYS_INLINE void attention_forward_body(float *y, float *att, const float *proj, int PW, int b0, int b1,
-                                                 const int T, int C, int offset, int H, int QK, int HV) {
+                                                 const int T, int C, int offset, const int H, const int QK,
+                                                 const int HV) {
     int qcol = 0, kcol = H * QK, vcol = 2 * H * QK;
     v16 q[BFS_KERNEL_MAX_QK + L16];  // every head's query columns, the token in the lanes
     for (int b = b0; b < b1; b++) {
@@ -73,8 +74,8 @@ static ALWAYS_INLINE void attention_forward_body(float *y, float *att, const flo
 }
 
 static ALWAYS_INLINE void attention_backward_body(float *dproj, const float *dy, const float *proj, const float *att,
-                                                  int PW, int b0, int b1, const int T, int C, int offset, int H, int QK,
-                                                  int HV) {
+                                                  int PW, int b0, int b1, const int T, int C, int offset,
+                                                  const int H, const int QK, const int HV) {
     int qcol = 0, kcol = H * QK, vcol = 2 * H * QK;
     v16 dcol[2 * BFS_KERNEL_MAX_QK + L16];  // the example's q and k gradients, a vector (over tokens) per column
     for (int b = b0; b < b1; b++) {
@@ -129,22 +130,28 @@ static ALWAYS_INLINE void attention_backward_body(float *dproj, const float *dy,
     }
 }
 
-// The kernels with the token count a constant where it is N = 8's (T = 9, the published size and
-// bfs robust's): the loops over tokens unroll and their vectors stay in registers (the same sums).
+// The kernels with the sizes constants where they are N = 8's (T = 9 tokens, the published size and
+// bfs robust's; the reach heads H = 8, QK = 2, HV = 8, the record head H = 1, QK = 3, HV = 8): the
+// loops unroll and their vectors stay in registers (the same sums). Measured: the constant token
+// count alone left the loops over heads' columns as runtime branches that cost about a third.
+#define BFS_SHAPES(body, ...)                                                     \
+    do {                                                                          \
+        if (T == 9 && H == 8 && QK == 2 && HV == 8)                               \
+            body(__VA_ARGS__, 9, C, offset, 8, 2, 8);                             \
+        else if (T == 9 && H == 1 && QK == 3 && HV == 8)                          \
+            body(__VA_ARGS__, 9, C, offset, 1, 3, 8);                             \
+        else                                                                      \
+            body(__VA_ARGS__, T, C, offset, H, QK, HV);                           \
+    } while (0)
+
 static void attention_forward(float *y, float *att, const float *proj, int PW, int b0, int b1, int T, int C, int offset,
                               int H, int QK, int HV) {
-    if (T == 9)
-        attention_forward_body(y, att, proj, PW, b0, b1, 9, C, offset, H, QK, HV);
-    else
-        attention_forward_body(y, att, proj, PW, b0, b1, T, C, offset, H, QK, HV);
+    BFS_SHAPES(attention_forward_body, y, att, proj, PW, b0, b1);
 }
 
 static void attention_backward(float *dproj, const float *dy, const float *proj, const float *att, int PW, int b0,
                                int b1, int T, int C, int offset, int H, int QK, int HV) {
-    if (T == 9)
-        attention_backward_body(dproj, dy, proj, att, PW, b0, b1, 9, C, offset, H, QK, HV);
-    else
-        attention_backward_body(dproj, dy, proj, att, PW, b0, b1, T, C, offset, H, QK, HV);
+    BFS_SHAPES(attention_backward_body, dproj, dy, proj, att, PW, b0, b1);
 }
 
 // sigmoid(z) from e = e^-|z| <= 1, so that the exponential never overflows: 1 / (1 + e) for z > 0,
