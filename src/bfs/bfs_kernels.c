@@ -95,8 +95,11 @@ static ALWAYS_INLINE void attention_backward_body(float *dproj, const float *dy,
                 const float *vi = rows + vcol + h * HV + i;
                 for (int s = 0; s < T; s++) ds[s] = v16_fma(dout[i], v16_set1(vi[(size_t)s * PW]), ds[s]);
             }
-            v16 dp_dot_p = v16_zero();
-            for (int s = 0; s < T; s++) dp_dot_p = v16_fma(P[s], ds[s], dp_dot_p);
+            // sum over s of p_s dp_s in three chains (s mod 3), so that the subtraction below does not
+            // wait on one chain of T fused multiply-adds
+            v16 part[3] = {v16_zero(), v16_zero(), v16_zero()};
+            for (int s = 0; s < T; s++) part[s % 3] = v16_fma(P[s], ds[s], part[s % 3]);
+            v16 dp_dot_p = v16_add(v16_add(part[0], part[1]), part[2]);
             for (int s = 0; s < T; s++) ds[s] = v16_mul(P[s], v16_sub(ds[s], dp_dot_p));
             // dq_t = sum over s of ds_ts k_s (lane: query t)
             for (int c = 0; c < QK; c++) {
