@@ -113,13 +113,14 @@ typedef struct {
     float *reach_probs, *record_probs;     // (L, B, N, T, 16), (L, B, 1, T, 16)
     float *record_packed;                  // (L, PC, C)
     // The fast path works in micro-batches of BFS_MICRO_BATCH examples, each thread on whole ones:
-    // per thread a workspace (one micro-batch's activations of every layer, for bfs_train_step, and
-    // its backward scratch), and each micro-batch's share of the weight gradients, added up in
-    // micro-batch order (so that the sums depend on neither the thread count nor the path).
+    // per thread a workspace (one micro-batch's activations of every layer, for
+    // bfs_forward_backward, and its backward scratch), and each micro-batch's share of the weight
+    // gradients, added up in micro-batch order (so the sums depend on neither threads nor calls).
     int workspaces;                        // threads that can work at once
     size_t workspace_floats;
     float *workspace_memory;               // (workspaces, workspace_floats)
-    float *grad_parts;                     // (micro-batches in `capacity`, num_parameters)
+    float *grad_parts;                     // (micro-batches in `capacity`, num_parameters), each
+                                           // with the record heads' rows packed per layer (bfs.c)
 } BfsModel;
 
 // What a model is for. BFS_TRAINING takes the fast path when it fits (T <= 16, i.e. N <= 15): the
@@ -184,8 +185,8 @@ void bfs_zero_grad(BfsModel *model);
 // Backward of the mean squared error (needs a training model and a forward on the same batch).
 void bfs_backward(BfsModel *model, const float *labels, int B);
 // bfs_forward then bfs_backward in one call, with the same bits. On the fast path each micro-batch
-// goes through every layer and back while its activations are in cache (measured N = 8, batch 512:
-// ~1.4x the two calls); the layer states (bfs_layer_state) are then not kept.
+// goes through every layer and back while its activations are in cache (N = 8, batch 512: 1.35-1.6x
+// the examples/s of whole-batch layers); the layer states (bfs_layer_state) are then not kept.
 void bfs_forward_backward(BfsModel *model, const float *labels, int B);
 
 // --- evaluation ---
