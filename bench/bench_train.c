@@ -63,22 +63,6 @@ static double gemm_peak_gflops(int threads, int repeats) {
 // `repeats`, with the widest vectors of the kernel variant in use (ops_kernels_variant: the binary
 // is built for plain x86-64, each measurement function for its own instruction set). 0 on a variant
 // without FMA.
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int thread_count(void) {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-
 // 16 chains for AVX-512's 32 registers; 12 for AVX2's 16 (16 chains, x and y need 18 ymm registers:
 // three chains then went through the stack, and the limit measured 130 GFLOP/s on 2 cores where the
 // kernels reached more). Either is more than the 8 that two FMA units of latency 4 keep busy.
@@ -106,8 +90,8 @@ static int thread_count(void) {
                 FMA_CHAINS##N(FMA_SUM)                                                                                  \
                 float lanes[LANES];                                                                                  \
                 STORE(lanes, acc0);                                                                                  \
-                sums[thread_id() % 256] = lanes[0];                                                                  \
-                if (thread_id() == 0) ran = thread_count();                                                          \
+                sums[pf_thread_id() % 256] = lanes[0];                                                                  \
+                if (pf_thread_id() == 0) ran = pf_thread_count();                                                          \
             }                                                                                                        \
             double seconds = pf_now_seconds() - start;                                                               \
             rates[r] = 2.0 * LANES * CHAINS * (double)STEPS * ran / seconds / 1e9;                                   \

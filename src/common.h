@@ -7,6 +7,10 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #define PF_VERSION "0.1.0"
 // Longest path a run folder or checkpoint setting may hold.
 #define PF_PATH_MAX 1024
@@ -24,6 +28,30 @@ void fclose_check(FILE *stream, const char *file, int line);
 #define freadCheck(ptr, size, count, stream) fread_check(ptr, size, count, stream, __FILE__, __LINE__)
 #define fwriteCheck(ptr, size, count, stream) fwrite_check(ptr, size, count, stream, __FILE__, __LINE__)
 #define fcloseCheck(stream) fclose_check(stream, __FILE__, __LINE__)
+
+// The calling thread's number in its parallel region and the region's thread count (0 and 1 outside
+// one, or without OpenMP), and its share [lo, hi) of `total` items split in contiguous ranges.
+static inline int pf_thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static inline int pf_thread_count(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+static inline void pf_thread_share(int total, int *lo, int *hi) {
+    int threads = pf_thread_count(), id = pf_thread_id();
+    *lo = (int)((long)total * id / threads);
+    *hi = (int)((long)total * (id + 1) / threads);
+}
 
 // Records a one-line message for the caller (printf-style) and returns -1, so that
 // `return pf_fail("bad thing %d", x);` reads naturally in functions returning int.

@@ -493,25 +493,6 @@ static const BfsKernels *kernels(void) {
 #endif
 }
 
-// The calling thread's share [lo, hi) of `total` items inside a parallel region.
-static void thread_range(int total, int *lo, int *hi) {
-#ifdef _OPENMP
-    int threads = omp_get_num_threads(), id = omp_get_thread_num();
-#else
-    int threads = 1, id = 0;
-#endif
-    *lo = (int)((long)total * id / threads);
-    *hi = (int)((long)total * (id + 1) / threads);
-}
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
 // Threads for a parallel region over the micro-batches: as many as OpenMP would start, at most one
 // per workspace.
 static int micro_threads(const BfsModel *m) {
@@ -703,8 +684,8 @@ static void run_fast(BfsModel *m, const float *labels, int B, int passes) {
 #pragma omp parallel num_threads(micro_threads(m))
     {
         int lo, hi;
-        thread_range(parts, &lo, &hi);
-        Workspace w = workspace(m, thread_id());
+        pf_thread_share(parts, &lo, &hi);
+        Workspace w = workspace(m, pf_thread_id());
         for (int p = lo; p < hi; p++) {
             int b0 = p * BFS_MICRO_BATCH, n = B - b0 < BFS_MICRO_BATCH ? B - b0 : BFS_MICRO_BATCH;
             Acts a = passes == (PASS_FORWARD | PASS_BACKWARD) ? workspace_acts(m, &w, b0) : model_acts(m, b0);

@@ -11,9 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "common.h"  // pf_thread_share
 
 typedef struct {
     const char *name;
@@ -44,17 +42,6 @@ extern const OpsBackend OPS_BLAS;       // "openblas"
 // "kernels": one table per instruction set (kernels.h), the one in use chosen at start (ops.c)
 
 enum { LAYERNORM_BLOCK = 256 };  // columns per block of the layernorm backward's local buffers
-
-// The calling thread's share [lo, hi) of `total` rows inside a parallel region.
-static inline void thread_share(int total, int *lo, int *hi) {
-#ifdef _OPENMP
-    int threads = omp_get_num_threads(), id = omp_get_thread_num();
-#else
-    int threads = 1, id = 0;
-#endif
-    *lo = (int)((long)total * id / threads);
-    *hi = (int)((long)total * (id + 1) / threads);
-}
 
 // dbias[lo..hi) += column sums of dout (N, OC) over those columns (every matmul backend's bias
 // gradient, so that it is the same bits whichever computes the products).

@@ -11,7 +11,7 @@ static void matmul_forward_blas(float *out, const float *inp, const float *weigh
 #pragma omp parallel
     {
         int lo, hi;
-        thread_share(N, &lo, &hi);
+        pf_thread_share(N, &lo, &hi);
         if (hi > lo) {
             // The bias goes in first and the product is added to it (beta 1): with beta 0 OpenBLAS
             // clears the output in a separate pass, which cost about 9% of inference.
@@ -28,11 +28,11 @@ static void matmul_backward_blas(float *dinp, float *dweight, float *dbias, cons
 #pragma omp parallel
     {
         int lo, hi;
-        thread_share(N, &lo, &hi);  // dinp: rows of the batch
+        pf_thread_share(N, &lo, &hi);  // dinp: rows of the batch
         if (dinp && hi > lo)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, hi - lo, C, OC, 1.0f, dout + (size_t)lo * OC, OC,
                         weight, C, 1.0f, dinp + (size_t)lo * C, C);
-        thread_share(OC, &lo, &hi);  // dweight and dbias: its own rows, each reducing over the whole batch
+        pf_thread_share(OC, &lo, &hi);  // dweight and dbias: its own rows, each reducing over the whole batch
         if (hi > lo) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, hi - lo, C, N, 1.0f, dout + lo, OC, inp, C, 1.0f,
                         dweight + (size_t)lo * C, C);

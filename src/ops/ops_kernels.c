@@ -21,7 +21,7 @@ static void matmul_forward_kernels(float *out, const float *inp, const float *we
 #pragma omp parallel
     {
         int lo, hi;
-        thread_share(N, &lo, &hi);
+        pf_thread_share(N, &lo, &hi);
         if (hi > lo && weight_packed) {
             gemm_nt_packed(out + (size_t)lo * OC, OC, inp + (size_t)lo * C, C, weight_packed, hi - lo, OC, C, bias,
                            residual ? residual + (size_t)lo * OC : NULL, OC, relu);
@@ -37,10 +37,10 @@ static void matmul_backward_kernels(float *dinp, float *dweight, float *dbias, c
 #pragma omp parallel
     {
         int lo, hi;
-        thread_share(N, &lo, &hi);  // dinp: rows of the batch
+        pf_thread_share(N, &lo, &hi);  // dinp: rows of the batch
         if (dinp && hi > lo)
             gemm_nn(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight, C, hi - lo, C, OC, 1);
-        thread_share(OC, &lo, &hi);  // dweight and dbias: its own rows, each reducing over the whole batch
+        pf_thread_share(OC, &lo, &hi);  // dweight and dbias: its own rows, each reducing over the whole batch
         if (hi > lo) {
             gemm_tn(dweight + (size_t)lo * C, C, dout + lo, OC, inp, C, N, hi - lo, C);
             if (dbias) ops_column_sums(dbias, dout, N, OC, lo, hi);
@@ -54,7 +54,7 @@ static void matmul_backward_relu_kernels(float *dinp, float *dweight, float *dbi
 #pragma omp parallel
     {
         int lo, hi;
-        thread_share(N, &lo, &hi);
+        pf_thread_share(N, &lo, &hi);
         if (hi > lo)
             gemm_nn_masked(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight, C, inp + (size_t)lo * C,
                            C, hi - lo, C, OC);
@@ -356,7 +356,7 @@ static void layernorm_forward_kernels(float *out, float *mean, float *rstd, cons
 #pragma omp parallel
         {
             int lo, hi;
-            thread_share(N, &lo, &hi);
+            pf_thread_share(N, &lo, &hi);
             layernorm_rows(out + (size_t)lo * C, mean + lo, rstd + lo, inp + (size_t)lo * C, weight, bias, hi - lo, C);
         }
         return;

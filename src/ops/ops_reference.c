@@ -52,7 +52,7 @@ static void matmul_forward_reference(float *out, const float *inp, const float *
 #pragma omp parallel
     {
         int lo, hi;
-        thread_share(N, &lo, &hi);
+        pf_thread_share(N, &lo, &hi);
         if (hi > lo) {
             for (int n = lo; n < hi; n++) {
                 const float *x = inp + (size_t)n * C;
@@ -118,7 +118,7 @@ static void matmul_backward_reference(float *dinp, float *dweight, float *dbias,
 #pragma omp parallel
     {
         int lo, hi;
-        thread_share(OC, &lo, &hi);
+        pf_thread_share(OC, &lo, &hi);
         for (int j = lo; j < hi; j++) {
             float *dw = dweight + (size_t)j * C;
             for (int i0 = 0; i0 < C; i0 += BLOCK) {
@@ -468,7 +468,7 @@ static void layernorm_backward_reference(float *dinp, float *dweight, float *dbi
         // Parameter gradients reduce over rows: each thread owns a range of columns and streams the
         // rows in order, with the columns as the contiguous inner loop.
         int lo, hi;
-        thread_share(C, &lo, &hi);
+        pf_thread_share(C, &lo, &hi);
         for (int c0 = lo; c0 < hi; c0 += LAYERNORM_BLOCK) {
             int width = hi - c0 < LAYERNORM_BLOCK ? hi - c0 : LAYERNORM_BLOCK;
             float *dw = dnorm, *db = dnorm_norm;  // reused as accumulators
