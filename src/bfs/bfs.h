@@ -133,7 +133,7 @@ typedef struct {
 enum { BFS_INFERENCE = 0, BFS_TRAINING = 1, BFS_TRAINING_REFERENCE = 2 };
 // Examples per micro-batch of the fast path. One micro-batch's activations of all N = 8 layers take
 // about 3 MiB, so a step of bfs_forward_backward keeps them in cache where whole-batch layers (a
-// batch of 512: 50 MiB) went through memory; it also fixes the order of the gradient's sums.
+// batch of 512: 46 MiB) went through memory; it also fixes the order of the gradient's sums.
 enum { BFS_MICRO_BATCH = 32 };
 // Allocates a model for batches of up to `capacity` examples; weights zero (see bfs_construct).
 void bfs_model_create(BfsModel *model, const BfsConfig *cfg, int capacity, int training);
