@@ -72,32 +72,32 @@ static double gemm_peak_gflops(int threads, int repeats) {
 #define FMA_STEP(c) acc##c = OP(acc##c, x, y);
 #define FMA_SUM(c) acc0 = c ? ADD(acc0, acc##c) : acc0;
 // SET1, OP (the FMA), ADD and STORE: the vector operations, defined around each use.
-#define DEFINE_FMA_PEAK(NAME, TARGET, VEC, LANES, N)                                                                \
+#define DEFINE_FMA_PEAK(NAME, TARGET, VEC, LANES, N)                                                                 \
     __attribute__((target(TARGET))) static double NAME(int threads, int repeats) {                                   \
         typedef VEC Vec;                                                                                             \
-        enum { STEPS = 10000000, CHAINS = N };                                                                        \
+        enum { STEPS = 10000000, CHAINS = N };                                                                       \
         double rates[101];                                                                                           \
         float sums[256];                                                                                             \
         int ran = 1; /* threads that really ran the chains */                                                        \
         for (int r = 0; r <= repeats; r++) {                                                                         \
             double start = pf_now_seconds();                                                                         \
             _Pragma("omp parallel num_threads(threads)") {                                                           \
-                Vec x = SET1(0.999999f), y = SET1(1e-7f);                                                              \
-                FMA_CHAINS##N(FMA_INIT)                                                                                 \
+                Vec x = SET1(0.999999f), y = SET1(1e-7f);                                                            \
+                FMA_CHAINS##N(FMA_INIT)                                                                              \
                 for (int i = 0; i < STEPS; i++) {                                                                    \
-                    FMA_CHAINS##N(FMA_STEP)                                                                             \
+                    FMA_CHAINS##N(FMA_STEP)                                                                          \
                 }                                                                                                    \
-                FMA_CHAINS##N(FMA_SUM)                                                                                  \
+                FMA_CHAINS##N(FMA_SUM)                                                                               \
                 float lanes[LANES];                                                                                  \
                 STORE(lanes, acc0);                                                                                  \
-                sums[pf_thread_id() % 256] = lanes[0];                                                                  \
-                if (pf_thread_id() == 0) ran = pf_thread_count();                                                          \
+                sums[pf_thread_id() % 256] = lanes[0];                                                               \
+                if (pf_thread_id() == 0) ran = pf_thread_count();                                                    \
             }                                                                                                        \
             double seconds = pf_now_seconds() - start;                                                               \
             rates[r] = 2.0 * LANES * CHAINS * (double)STEPS * ran / seconds / 1e9;                                   \
         }                                                                                                            \
         if (sums[0] < 0.0f) printf("(%g)\n", sums[0]); /* keeps the chains' results alive */                         \
-        return pf_median(rates + 1, repeats);                                                                           \
+        return pf_median(rates + 1, repeats);                                                                        \
     }
 
 #if defined(__x86_64__)

@@ -84,7 +84,8 @@ static float *allocate_block(float **const *ptrs, const size_t *sizes, size_t nu
 // One thread's workspace on the fast path, for one micro-batch (MB = BFS_MICRO_BATCH examples, MBT
 // = MB T rows): the activations of every layer (bfs_forward_backward's; bfs_forward keeps them in
 // the model's whole-batch tensors instead) and the backward pass's scratch.
-typedef struct {
+typedef struct BfsWorkspace {
+    float *memory;                              // the one allocation behind the tensors below
     float *x;                                   // (L, MBT, C) the inputs of layers 1..L
     float *y;                                   // (L, MBT, C)
     float *reach_proj, *record_proj;            // (L, MBT, PR), (L, MBT, PC)
@@ -96,43 +97,15 @@ typedef struct {
     float *reach_static, *dreach_sum;           // (MBT, PR) each
 } Workspace;
 
-enum { WORKSPACE_TENSORS = 13 };
-
-static size_t workspace_layout(const BfsModel *m, float ***ptrs, Workspace *w, size_t *sizes) {
+static void allocate_workspace(BfsModel *m, Workspace *w) {
     size_t C = (size_t)m->C, L = (size_t)m->L, n = (size_t)m->N, T = (size_t)m->T, MB = BFS_MICRO_BATCH;
     size_t MBT = MB * T, PR = (size_t)m->PR, PC = (size_t)m->PC, probs = MB * T * BFS_KERNEL_LANES;
-    size_t s[WORKSPACE_TENSORS] = {L * MBT * C, L * MBT * C, L * MBT * PR, L * MBT * PC, L * probs * n, L * probs,
-                                   MBT * C,     MBT * C,     MBT * C,      MBT * PR,     MBT * PC,      MBT * PR,
-                                   MBT * PR};
-    float **p[WORKSPACE_TENSORS] = {&w->x,  &w->y,       &w->reach_proj,  &w->record_proj,  &w->reach_probs,
-                                    &w->record_probs,    &w->dx,          &w->dx_next,      &w->dy,
-                                    &w->dreach_proj,     &w->drecord_proj, &w->reach_static, &w->dreach_sum};
-    size_t total = 0;
-    for (int i = 0; i < WORKSPACE_TENSORS; i++) {
-        total += s[i];
-        if (ptrs) ptrs[i] = p[i];
-        if (sizes) sizes[i] = s[i];
-    }
-    return total;
-}
-
-static size_t workspace_floats(const BfsModel *m) {
-    Workspace w;
-    return workspace_layout(m, NULL, &w, NULL);
-}
-
-// Thread `id`'s workspace.
-static Workspace workspace(const BfsModel *m, int id) {
-    Workspace w;
-    float **ptrs[WORKSPACE_TENSORS];
-    size_t sizes[WORKSPACE_TENSORS];
-    workspace_layout(m, ptrs, &w, sizes);
-    float *p = m->workspace_memory + (size_t)id * m->workspace_floats;
-    for (int i = 0; i < WORKSPACE_TENSORS; i++) {
-        *ptrs[i] = p;
-        p += sizes[i];
-    }
-    return w;
+    size_t sizes[] = {L * MBT * C, L * MBT * C, L * MBT * PR, L * MBT * PC, L * probs * n, L * probs, MBT * C,
+                      MBT * C,     MBT * C,     MBT * PR,     MBT * PC,     MBT * PR,      MBT * PR};
+    float **ptrs[] = {&w->x,  &w->y,       &w->reach_proj,  &w->record_proj,  &w->reach_probs, &w->record_probs,
+                      &w->dx, &w->dx_next, &w->dy,          &w->dreach_proj,  &w->drecord_proj, &w->reach_static,
+                      &w->dreach_sum};
+    w->memory = allocate_block(ptrs, sizes, sizeof(sizes) / sizeof(sizes[0]), &m->num_activations);
 }
 
 // The fast path's tensors: each layer's projections of all heads of a kind in one row per token
@@ -152,11 +125,11 @@ static void allocate_fast(BfsModel *m, size_t BT) {
 #else
     m->workspaces = 1;
 #endif
-    m->workspace_floats = workspace_floats(m);
-    m->workspace_memory = callocCheck((size_t)m->workspaces * m->workspace_floats, sizeof(float));
+    m->workspace = callocCheck((size_t)m->workspaces, sizeof(*m->workspace));
+    for (int i = 0; i < m->workspaces; i++) allocate_workspace(m, &m->workspace[i]);
     size_t parts = (B + BFS_MICRO_BATCH - 1) / BFS_MICRO_BATCH;
     m->grad_parts = callocCheck(parts * m->num_parameters, sizeof(float));
-    m->num_activations += (size_t)m->workspaces * m->workspace_floats + parts * m->num_parameters;
+    m->num_activations += parts * m->num_parameters;
 }
 
 void bfs_model_create(BfsModel *model, const BfsConfig *cfg, int capacity, int training) {
@@ -234,7 +207,8 @@ void bfs_model_free(BfsModel *model) {
     free(model->grads_memory);
     free(model->acts_memory);
     free(model->scratch_memory);
-    free(model->workspace_memory);
+    for (int i = 0; model->workspace && i < model->workspaces; i++) free(model->workspace[i].memory);
+    free(model->workspace);
     free(model->grad_parts);
     memset(model, 0, sizeof(*model));
 }
@@ -685,17 +659,17 @@ static void run_fast(BfsModel *m, const float *labels, int B, int passes) {
     {
         int lo, hi;
         pf_thread_share(parts, &lo, &hi);
-        Workspace w = workspace(m, pf_thread_id());
+        const Workspace *w = &m->workspace[pf_thread_id()];
         for (int p = lo; p < hi; p++) {
             int b0 = p * BFS_MICRO_BATCH, n = B - b0 < BFS_MICRO_BATCH ? B - b0 : BFS_MICRO_BATCH;
-            Acts a = passes == (PASS_FORWARD | PASS_BACKWARD) ? workspace_acts(m, &w, b0) : model_acts(m, b0);
-            if (passes & PASS_FORWARD) forward_micro(m, &w, &a, b0, n);
+            Acts a = passes == (PASS_FORWARD | PASS_BACKWARD) ? workspace_acts(m, w, b0) : model_acts(m, b0);
+            if (passes & PASS_FORWARD) forward_micro(m, w, &a, b0, n);
             if (passes & PASS_BACKWARD) {
                 float *part = m->grad_parts + (size_t)p * m->num_parameters;
                 if (passes & PASS_FORWARD)
                     mse_backward(m->dpred + b0, m->pred + b0, labels + b0, NULL, n, 1.0f / B);
                 memset(part, 0, m->num_parameters * sizeof(float));
-                backward_micro(m, &w, &a, b0, n, part);
+                backward_micro(m, w, &a, b0, n, part);
             }
         }
     }

@@ -117,8 +117,7 @@ typedef struct {
     // bfs_forward_backward, and its backward scratch), and each micro-batch's share of the weight
     // gradients, added up in micro-batch order (so the sums depend on neither threads nor calls).
     int workspaces;                        // threads that can work at once
-    size_t workspace_floats;
-    float *workspace_memory;               // (workspaces, workspace_floats)
+    struct BfsWorkspace *workspace;        // (workspaces), each thread's (bfs.c)
     float *grad_parts;                     // (micro-batches in `capacity`, num_parameters), each
                                            // with the record heads' rows packed per layer (bfs.c)
 } BfsModel;

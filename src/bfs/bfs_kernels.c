@@ -135,8 +135,8 @@ static ALWAYS_INLINE void attention_backward_body(float *dproj, const float *dy,
 
 // The kernels with the sizes constants where they are N = 8's (T = 9 tokens, the published size and
 // bfs robust's; the reach heads H = 8, QK = 2, HV = 8, the record head H = 1, QK = 3, HV = 8): the
-// loops unroll and their vectors stay in registers (the same sums). Measured: the constant token
-// count alone left the loops over heads' columns as runtime branches that cost about a third.
+// loops unroll and their vectors stay in registers (the same sums). Measured against the token
+// count alone as a constant: 1-4% more examples/s (three alternating runs of the training step).
 #define BFS_SHAPES(body, ...)                                                     \
     do {                                                                          \
         if (T == 9 && H == 8 && QK == 2 && HV == 8)                               \
