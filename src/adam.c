@@ -1,6 +1,7 @@
 #include "adam.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,6 +164,8 @@ int lr_schedule_parse(LrSchedule *schedule, const char *text) {
         long steps = strtol(p, &end, 10);
         if (end == p || steps < 1 || errno)
             return pf_fail("bad learning-rate schedule '%s' (steps must be positive integers)", text);
+        if (steps > LONG_MAX - lr_schedule_total_steps(schedule))
+            return pf_fail("bad learning-rate schedule '%s' (its steps add up to more than %ld)", text, LONG_MAX);
         if (strncmp(end, ":cos", 4) == 0) {
             if (shape != LR_LINEAR)
                 return pf_fail("bad learning-rate schedule '%s' (:cos goes with a range a..b@steps)", text);

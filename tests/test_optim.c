@@ -55,7 +55,8 @@ static void test_schedule_closed_forms(void **state) {
     assert_string_equal(text, "0..0.001@200,0.001..1e-05@800:cos,5e-06@10");
 
     const char *bad[] = {"", "1e-3", "1e-3@0", "1e-3@-5", "..1e-3@10", "0..@10", "1e-3@10:cos", "1e-3..2e-3@10:sin",
-                         "1e-3@10,", "-1e-3@10", "1e-3..-1@10", "nan@10", "1e-3@10x", "0..1..2@5"};
+                         "1e-3@10,", "-1e-3@10", "1e-3..-1@10", "nan@10", "1e-3@10x", "0..1..2@5",
+                         "1@6666665999999999991,1@6666665999999999991"};  // steps past LONG_MAX in total
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (lr_schedule_parse(&s, bad[i]) == 0) fail_msg("schedule '%s' was accepted", bad[i]);
 }
