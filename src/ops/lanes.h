@@ -86,7 +86,6 @@ LANES_INLINE float v16_sum(v16 v) {
     __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
     return _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps(c, c, 1)));
 }
-LANES_INLINE float v16_max_lane(v16 v) { return _mm512_reduce_max_ps(v); }
 
 #else  // the other variants: vectors of 16 floats in parts of the target's width
 #if defined(PF_LANES_AVX2)
@@ -265,6 +264,14 @@ LANES_INLINE void v16_transpose(v16 r[16]) {
         r[i + 8].p[1] = out[3][i];
     }
 }
+// The lanes' sum in the same tree as the other variants, in shuffles: lane l + lane l + 8 (the two
+// parts), then + 4, + 2, + 1.
+LANES_INLINE float v16_sum(v16 v) {
+    __m256 a = _mm256_add_ps(v.p[0], v.p[1]);
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps(c, c, 1)));
+}
 #else
 LANES_INLINE v16 v16_first(v16 v, int n) {
     float buf[16];
@@ -279,7 +286,6 @@ LANES_INLINE void v16_transpose(v16 r[16]) {
         for (int j = 0; j < 16; j++) t[j][i] = a[i][j];
     for (int i = 0; i < 16; i++) r[i] = v16_load(t[i]);
 }
-#endif
 LANES_INLINE float v16_sum(v16 v) {
     float l[16];
     v16_store(l, v);
@@ -287,13 +293,7 @@ LANES_INLINE float v16_sum(v16 v) {
         for (int i = 0; i < width; i++) l[i] = l[i] + l[i + width];
     return l[0];
 }
-LANES_INLINE float v16_max_lane(v16 v) {
-    float l[16];
-    v16_store(l, v);
-    float m = l[0];
-    for (int i = 1; i < 16; i++) m = l[i] > m ? l[i] : m;
-    return m;
-}
+#endif
 #endif
 
 // e^x on 16 lanes for x <= 0 (scores minus their maximum): x = n ln2 + r with |r| <= ln2 / 2, e^r by
