@@ -178,21 +178,33 @@ static void attention_head_backward_readout(float *drows, const float *dout, con
 // readout kernels above, which serve last_only, keep att[t * T + s]).
 
 // Rows t < len of out (stride ldo, columns col .. col + hs) get (or, with accumulate, gain)
-// sum_s weights[s] (lane t) * rows_s[col + i]: the sums run with the head dimensions as 16
-// independent chains, then a transpose turns them back into rows.
-static inline void lanes_times_rows(float *out, size_t ldo, int col, const v16 *weights, const float *rows, size_t C3,
-                                    int rcol, int hs, int len, int accumulate) {
-    for (int i0 = 0; i0 < hs; i0 += 16) {
-        v16 acc[16];
-        for (int i = 0; i < 16; i++) acc[i] = v16_zero();
-        for (int s = 0; s < len; s++) {
-            const float *r = rows + (size_t)s * C3 + rcol + i0;
-            for (int i = 0; i < 16; i++) acc[i] = v16_fma(v16_set1(r[i]), weights[s], acc[i]);
-        }
-        v16_transpose(acc);
-        for (int t = 0; t < len; t++) {
-            float *o = out + (size_t)t * ldo + col + i0;
-            v16_store(o, accumulate ? v16_add(v16_load(o), acc[t]) : acc[t]);
+// sum_s weights[s * ldw + t] * rows_s[rcol + i]: each output a chain of fused multiply-adds over s
+// in order from zero, the head dimensions in lanes, a tile of WEIGHTED_ROWS rows of 16 at a time.
+// (Before, the sums ran with the queries in lanes and a transpose back: 16 lanes for len live
+// queries, and 16 accumulators that AVX2's registers could not hold; the same sums, so the same
+// bits.) Past the last row a group repeats it and drops the result.
+#if defined(PF_LANES_AVX512)
+enum { WEIGHTED_ROWS = 8 };  // 8 chains for two FMA units of latency 4
+#else
+enum { WEIGHTED_ROWS = 4 };  // AVX2: 8 of its 16 registers
+#endif
+static inline void weights_times_rows(float *out, size_t ldo, int col, const float *weights, int ldw,
+                                      const float *rows, size_t C3, int rcol, int hs, int len, int accumulate) {
+    for (int t0 = 0; t0 < len; t0 += WEIGHTED_ROWS) {
+        int row[WEIGHTED_ROWS];
+        for (int j = 0; j < WEIGHTED_ROWS; j++) row[j] = t0 + j < len ? t0 + j : len - 1;
+        for (int i0 = 0; i0 < hs; i0 += 16) {
+            v16 acc[WEIGHTED_ROWS];
+            for (int j = 0; j < WEIGHTED_ROWS; j++) acc[j] = v16_zero();
+            for (int s = 0; s < len; s++) {
+                v16 r = v16_load(rows + (size_t)s * C3 + rcol + i0);
+                const float *w = weights + (size_t)s * ldw;
+                for (int j = 0; j < WEIGHTED_ROWS; j++) acc[j] = v16_fma(v16_set1(w[row[j]]), r, acc[j]);
+            }
+            for (int j = 0; j < WEIGHTED_ROWS && t0 + j < len; j++) {
+                float *o = out + (size_t)(t0 + j) * ldo + col + i0;
+                v16_store(o, accumulate ? v16_add(v16_load(o), acc[j]) : acc[j]);
+            }
         }
     }
 }
@@ -221,7 +233,7 @@ static void attention_head_forward_lanes(float *out, float *att, const float *ro
         score[s] = v16_mul(score[s], inv);
         v16_store_n(att + (size_t)s * T, score[s], len);
     }
-    lanes_times_rows(out, C, h * hs, score, rows, C3, 2 * C + h * hs, hs, len, 0);
+    weights_times_rows(out, C, h * hs, att, T, rows, C3, 2 * C + h * hs, hs, len, 0);
 }
 
 // Its backward: drows (q | k | v rows of the example) gain the gradients.
@@ -243,7 +255,7 @@ static void attention_head_backward_lanes(float *drows, const float *dout, const
         datt[s] = v16_mul(v16_mul(prob[s], v16_sub(datt[s], weighted)), vscale);
         v16_store(dscores[s], datt[s]);
     }
-    lanes_times_rows(drows, C3, h * hs, datt, rows, C3, C + h * hs, hs, len, 1);  // dq_t += sum_s ds_ts k_s
+    weights_times_rows(drows, C3, h * hs, dscores[0], FAST_KEYS, rows, C3, C + h * hs, hs, len, 1);  // dq_t += sum_s ds_ts k_s
     // keys and values: dk_s += sum_t ds_ts q_t, dv_s += sum_t a_ts d_t, four keys at a time
     for (int s = 0; s < len; s += 4) {
         int group = len - s < 4 ? len - s : 4;
