@@ -171,6 +171,15 @@ static void attention_head_backward_readout(float *drows, const float *dout, con
     }
 }
 
+// Accumulators the kernels below keep in registers: 8 vectors, 8 chains for two FMA units of latency
+// 4, with AVX-512's 32 registers; 4 elsewhere (AVX2: 8 of its 16 registers, the operands in the
+// rest; 8 spilled to the stack).
+#if defined(PF_LANES_AVX512)
+enum { ACCUMULATORS = 8 };
+#else
+enum { ACCUMULATORS = 4 };
+#endif
+
 // The query-major kernels below take every query of an (example, head) at once, one query per
 // lane: a score vector holds one key's scores against all queries, so the softmax over keys is
 // elementwise across len vectors (no horizontal sums), and each product is len or hs independent
@@ -179,29 +188,24 @@ static void attention_head_backward_readout(float *drows, const float *dout, con
 
 // Rows t < len of out (stride ldo, columns col .. col + hs) get (or, with accumulate, gain)
 // sum_s weights[s * ldw + t] * rows_s[rcol + i]: each output a chain of fused multiply-adds over s
-// in order from zero, the head dimensions in lanes, a tile of WEIGHTED_ROWS rows of 16 at a time.
+// in order from zero, the head dimensions in lanes, a tile of ACCUMULATORS rows of 16 at a time.
 // (Before, the sums ran with the queries in lanes and a transpose back: 16 lanes for len live
 // queries, and 16 accumulators that AVX2's registers could not hold; the same sums, so the same
 // bits.) Past the last row a group repeats it and drops the result.
-#if defined(PF_LANES_AVX512)
-enum { WEIGHTED_ROWS = 8 };  // 8 chains for two FMA units of latency 4
-#else
-enum { WEIGHTED_ROWS = 4 };  // AVX2: 8 of its 16 registers
-#endif
 static inline void weights_times_rows(float *out, size_t ldo, int col, const float *weights, int ldw,
                                       const float *rows, size_t C3, int rcol, int hs, int len, int accumulate) {
-    for (int t0 = 0; t0 < len; t0 += WEIGHTED_ROWS) {
-        int row[WEIGHTED_ROWS];
-        for (int j = 0; j < WEIGHTED_ROWS; j++) row[j] = t0 + j < len ? t0 + j : len - 1;
+    for (int t0 = 0; t0 < len; t0 += ACCUMULATORS) {
+        int row[ACCUMULATORS];
+        for (int j = 0; j < ACCUMULATORS; j++) row[j] = t0 + j < len ? t0 + j : len - 1;
         for (int i0 = 0; i0 < hs; i0 += 16) {
-            v16 acc[WEIGHTED_ROWS];
-            for (int j = 0; j < WEIGHTED_ROWS; j++) acc[j] = v16_zero();
+            v16 acc[ACCUMULATORS];
+            for (int j = 0; j < ACCUMULATORS; j++) acc[j] = v16_zero();
             for (int s = 0; s < len; s++) {
                 v16 r = v16_load(rows + (size_t)s * C3 + rcol + i0);
                 const float *w = weights + (size_t)s * ldw;
-                for (int j = 0; j < WEIGHTED_ROWS; j++) acc[j] = v16_fma(v16_set1(w[row[j]]), r, acc[j]);
+                for (int j = 0; j < ACCUMULATORS; j++) acc[j] = v16_fma(v16_set1(w[row[j]]), r, acc[j]);
             }
-            for (int j = 0; j < WEIGHTED_ROWS && t0 + j < len; j++) {
+            for (int j = 0; j < ACCUMULATORS && t0 + j < len; j++) {
                 float *o = out + (size_t)(t0 + j) * ldo + col + i0;
                 v16_store(o, accumulate ? v16_add(v16_load(o), acc[j]) : acc[j]);
             }
@@ -256,16 +260,18 @@ static void attention_head_backward_lanes(float *drows, const float *dout, const
         v16_store(dscores[s], datt[s]);
     }
     weights_times_rows(drows, C3, h * hs, dscores[0], FAST_KEYS, rows, C3, C + h * hs, hs, len, 1);  // dq_t += sum_s ds_ts k_s
-    // keys and values: dk_s += sum_t ds_ts q_t, dv_s += sum_t a_ts d_t, four keys at a time
-    for (int s = 0; s < len; s += 4) {
-        int group = len - s < 4 ? len - s : 4;
+    // keys and values: dk_s += sum_t ds_ts q_t, dv_s += sum_t a_ts d_t, KEYS keys at a time (a key
+    // and value accumulator each)
+    enum { KEYS = ACCUMULATORS / 2 };
+    for (int s = 0; s < len; s += KEYS) {
+        int group = len - s < KEYS ? len - s : KEYS;
         for (int i0 = 0; i0 < hs; i0 += 16) {
-            v16 dk[4], dv[4];
-            for (int j = 0; j < 4; j++) dk[j] = dv[j] = v16_zero();
+            v16 dk[KEYS], dv[KEYS];
+            for (int j = 0; j < KEYS; j++) dk[j] = dv[j] = v16_zero();
             for (int t = 0; t < len; t++) {
                 v16 q = v16_load(rows + (size_t)t * C3 + h * hs + i0);
                 v16 d = v16_load(dout + (size_t)t * C + h * hs + i0);
-                for (int j = 0; j < 4; j++) {
+                for (int j = 0; j < KEYS; j++) {
                     int key = s + (j < group ? j : 0);
                     dk[j] = v16_fma(v16_set1(dscores[key][t]), q, dk[j]);
                     dv[j] = v16_fma(v16_set1(att[(size_t)key * T + t]), d, dv[j]);
