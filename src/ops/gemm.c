@@ -319,6 +319,24 @@ static void reduce_chunk(float *C, int ldc, const float *A, int lda, const float
     }
 }
 
+// C (N, K) += T^T for T (K, N): 16 x 16 blocks transposed in registers (the strided scalar loop
+// took 2.6% of an AVX2 training step), the edges one by one; each C[i, k] gains T[k, i] alone.
+static void add_transposed(float *C, int ldc, const float *T, int N, int K) {
+    int N16 = N / 16 * 16, K16 = K / 16 * 16;
+    for (int i0 = 0; i0 < N16; i0 += 16)
+        for (int k0 = 0; k0 < K16; k0 += 16) {
+            v16 block[16];
+            for (int j = 0; j < 16; j++) block[j] = v16_load(T + (size_t)(k0 + j) * N + i0);
+            v16_transpose(block);
+            for (int j = 0; j < 16; j++) {
+                float *c = C + (size_t)(i0 + j) * ldc + k0;
+                v16_store(c, v16_add(v16_load(c), block[j]));
+            }
+        }
+    for (int i = 0; i < N; i++)
+        for (int k = i < N16 ? K16 : 0; k < K; k++) C[(size_t)i * ldc + k] += T[(size_t)k * N + i];
+}
+
 // With fewer rows of C than columns (linear2's weight gradient, 64 x 256), C^T = B^T A is the
 // better shape for the tiles (12-row blocks, long rows streamed: measured 102 against 67 GFLOP/s):
 // each chunk's sums go into a zeroed buffer and are added to C transposed, so that C gains the same
@@ -335,8 +353,7 @@ void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb
         }
         memset(ct, 0, sizeof(float) * (size_t)N * K);
         reduce_chunk(ct, N, b, ldb, a, lda, chunk, K, N);
-        for (int i = 0; i < N; i++)
-            for (int k = 0; k < K; k++) C[(size_t)i * ldc + k] += ct[(size_t)k * N + i];
+        add_transposed(C, ldc, ct, N, K);
     }
 }
 
