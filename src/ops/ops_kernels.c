@@ -259,7 +259,8 @@ static void attention_head_backward_lanes(float *drows, const float *dout, const
         datt[s] = v16_mul(v16_mul(prob[s], v16_sub(datt[s], weighted)), vscale);
         v16_store(dscores[s], datt[s]);
     }
-    weights_times_rows(drows, C3, h * hs, dscores[0], FAST_KEYS, rows, C3, C + h * hs, hs, len, 1);  // dq_t += sum_s ds_ts k_s
+    // dq_t += sum_s ds_ts k_s
+    weights_times_rows(drows, C3, h * hs, dscores[0], FAST_KEYS, rows, C3, C + h * hs, hs, len, 1);
     // keys and values: dk_s += sum_t ds_ts q_t, dv_s += sum_t a_ts d_t, KEYS keys at a time (a key
     // and value accumulator each)
     enum { KEYS = ACCUMULATORS / 2 };
