@@ -22,7 +22,7 @@ enum { ROWS = 6 };
 #else
 enum { ROWS = 2 };
 #endif
-enum { PANEL = GEMM_PANEL, KCHUNK = GEMM_KCHUNK, MCHUNK = GEMM_MCHUNK, WT_FLOATS = 16384 };
+enum { PANEL = GEMM_PANEL, KCHUNK = GEMM_KCHUNK, MCHUNK = GEMM_MCHUNK, WT_FLOATS = 16384, MASK_AHEAD = 4 };
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
@@ -204,7 +204,17 @@ static void product(float *C, int ldc, const float *A, int lda, const float *B, 
             float *c = C + (size_t)i0 * ldc + n0;
             const float *a = A + (size_t)i0 * lda;
             if (residual) e.residual = residual + (size_t)i0 * e.ldr + n0;
-            if (mask) e.mask = mask + (size_t)i0 * e.ldm + n0;
+            if (mask) {
+                e.mask = mask + (size_t)i0 * e.ldm + n0;
+                // A mask is a saved activation, far off in memory by the backward: each tile asks
+                // for the rows of the tile MASK_AHEAD tiles down the panel, so that they are there
+                // by its epilogue. Without, the masked product ran at about half the speed of the
+                // others in a training step (AVX2, 22 against 40 FLOP a TSC tick; with, 33).
+                for (int i = i0 + MASK_AHEAD * ROWS; i < i0 + (MASK_AHEAD + 1) * ROWS && i < M; i++) {
+                    __builtin_prefetch(mask + (size_t)i * e.ldm + n0);
+                    if (w > 16) __builtin_prefetch(mask + (size_t)i * e.ldm + n0 + 16);
+                }
+            }
             tile_ab_rows(rows, c, ldc, a, lda, b, ldb, K, w0, w1, &e);
         }
     }
