@@ -31,8 +31,6 @@ static inline void lanes_to_columns(float *rows, size_t stride, int col, int n, 
     }
 }
 
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-
 static ALWAYS_INLINE void attention_forward_body(float *y, float *att, const float *proj, int PW, int b0, int b1,
                                                  const int T, int C, int offset, const int H, const int QK,
                                                  const int HV) {

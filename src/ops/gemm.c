@@ -24,8 +24,6 @@ enum { ROWS = 2 };
 #endif
 enum { PANEL = GEMM_PANEL, KCHUNK = GEMM_KCHUNK, MCHUNK = GEMM_MCHUNK, WT_FLOATS = 16384, MASK_AHEAD = 4 };
 
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-
 // What happens to a tile's sums before they are stored: C + sums when accumulating, then + bias,
 // then + residual rows, then ReLU, then zero where a mask is <= 0 (each optional). Sums are added
 // in this order, which is the order of the unfused ops (bias into the product, then the residual

@@ -24,7 +24,10 @@
 #define PF_CAT(a, b) PF_CAT_(a, b)
 #define PF_KERNEL(x) PF_CAT(x, PF_VARIANT)
 
-#define LANES_INLINE static inline __attribute__((always_inline))
+// Inlined wherever it is called, whatever the compiler's estimate: the kernels' helpers, whose
+// constant arguments (tile heights, row counts) must fold into the caller.
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define LANES_INLINE static ALWAYS_INLINE
 
 #if defined(PF_LANES_AVX512)
 #include <immintrin.h>
