@@ -195,7 +195,7 @@ int main(int argc, char **argv) {
     // The multiply-add limit is measured in every round too, beside the model, and each round's work
     // is set against its own round's limit: on a shared machine whose speed drifts from minute to
     // minute, a limit measured once, apart from the model, moved the percentages by 10 points.
-    double rounds_train[2][101], rounds_infer[2][101], rounds_limit[101], *train = NULL, *infer = NULL;
+    double rounds_train[2][101], rounds_infer[2][101], rounds_limit[101];
     for (int r = 0; r <= repeats; r++) {  // round 0 warms up
         for (int b = 0; b < num_backends; b++) {
             ops_set_matmul_backend(backends[b]);
@@ -209,25 +209,22 @@ int main(int argc, char **argv) {
         }
         rounds_limit[r] = fma_peak_gflops(threads, 1);
     }
-    // examples/s per GFLOP/s of the round's limit, for the default backend (before the medians below
-    // sort the rounds)
-    double per_limit_train[100], per_limit_infer[100];
-    for (int b = 0; b < num_backends; b++)
-        for (int r = 1; r <= repeats && strcmp(backends[b], default_backend) == 0; r++) {
-            per_limit_train[r - 1] = rounds_limit[r] > 0.0 ? rounds_train[b][r] / rounds_limit[r] : 0.0;
-            per_limit_infer[r - 1] = rounds_limit[r] > 0.0 ? rounds_infer[b][r] / rounds_limit[r] : 0.0;
-        }
     ops_set_matmul_backend(default_backend);
+    int d = 0;  // the default backend's rounds
+    for (int b = 0; b < num_backends; b++)
+        if (strcmp(backends[b], default_backend) == 0) d = b;
+    // examples/s per GFLOP/s of the round's limit (before the medians below sort the rounds)
+    double per_limit_train[100], per_limit_infer[100];
+    for (int r = 1; r <= repeats; r++) {
+        per_limit_train[r - 1] = rounds_limit[r] > 0.0 ? rounds_train[d][r] / rounds_limit[r] : 0.0;
+        per_limit_infer[r - 1] = rounds_limit[r] > 0.0 ? rounds_infer[d][r] / rounds_limit[r] : 0.0;
+    }
     double backend_train[2], backend_infer[2];
     for (int b = 0; b < num_backends; b++) {
         backend_train[b] = pf_median(rounds_train[b] + 1, repeats);
         backend_infer[b] = pf_median(rounds_infer[b] + 1, repeats);
-        if (strcmp(backends[b], default_backend) == 0) {
-            train = rounds_train[b];
-            infer = rounds_infer[b];
-        }
     }
-    double c_train = pf_median(train + 1, repeats), c_infer = pf_median(infer + 1, repeats);
+    double c_train = backend_train[d], c_infer = backend_infer[d];
     if (num_backends > 1)
         printf("matmuls     %s: train %.0f, inference %.0f examples/s; %s: train %.0f, inference %.0f examples/s "
                "(same rounds, interleaved)\n",
