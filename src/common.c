@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,17 @@ void *malloc_check(size_t size, const char *file, int line) {
 void *calloc_check(size_t count, size_t size, const char *file, int line) {
     void *ptr = calloc(count ? count : 1, size ? size : 1);
     if (!ptr) die_os("calloc", file, line);
+    return ptr;
+}
+
+void *large_alloc_check(size_t size, const char *file, int line) {
+    size_t huge = (size_t)2 << 20, bytes = (size + huge - 1) / huge * huge;
+    if (size < huge) return malloc_check(size, file, line);
+    void *ptr = aligned_alloc(huge, bytes);
+    if (!ptr) die_os("aligned_alloc", file, line);
+#ifdef MADV_HUGEPAGE
+    madvise(ptr, bytes, MADV_HUGEPAGE);  // advice: where the system has no huge pages, nothing changes
+#endif
     return ptr;
 }
 

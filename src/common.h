@@ -17,6 +17,10 @@
 
 void *malloc_check(size_t size, const char *file, int line);
 void *calloc_check(size_t count, size_t size, const char *file, int line);
+// Large working memory (a model's activations and training scratch: tens of MiB touched on every
+// step), in whole 2 MiB pages and, where the system offers them, asked for as huge pages: with 4 KiB
+// pages an AVX2 training step ran 1-3% slower. Freed with free().
+void *large_alloc_check(size_t size, const char *file, int line);
 FILE *fopen_check(const char *path, const char *mode, const char *file, int line);
 void fread_check(void *ptr, size_t size, size_t count, FILE *stream, const char *file, int line);
 void fwrite_check(const void *ptr, size_t size, size_t count, FILE *stream, const char *file, int line);
@@ -24,6 +28,7 @@ void fclose_check(FILE *stream, const char *file, int line);
 
 #define mallocCheck(size) malloc_check(size, __FILE__, __LINE__)
 #define callocCheck(count, size) calloc_check(count, size, __FILE__, __LINE__)
+#define largeAllocCheck(size) large_alloc_check(size, __FILE__, __LINE__)
 #define fopenCheck(path, mode) fopen_check(path, mode, __FILE__, __LINE__)
 #define freadCheck(ptr, size, count, stream) fread_check(ptr, size, count, stream, __FILE__, __LINE__)
 #define fwriteCheck(ptr, size, count, stream) fwrite_check(ptr, size, count, stream, __FILE__, __LINE__)

@@ -201,7 +201,7 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     };
     memcpy(model->act_sizes, act_sizes, sizeof(act_sizes));
     model->num_activations = sum_sizes(act_sizes, NUM_ACTIVATION_TENSORS);
-    model->acts_memory = mallocCheck(model->num_activations * sizeof(float));
+    model->acts_memory = largeAllocCheck(model->num_activations * sizeof(float));
     point_activations(&model->acts, model->acts_memory, act_sizes);
     model->batch_capacity = batch_capacity;
     model->offsets = mallocCheck((B + 1) * sizeof(int));
@@ -227,7 +227,7 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
         point_params(&model->grads, model->grads_memory, model->param_sizes);
         size_t scratch_sizes[NUM_SCRATCH_TENSORS];
         scratch_tensor_sizes(cfg, batch_capacity, scratch_sizes);
-        model->scratch_memory = mallocCheck(sum_sizes(scratch_sizes, NUM_SCRATCH_TENSORS) * sizeof(float));
+        model->scratch_memory = largeAllocCheck(sum_sizes(scratch_sizes, NUM_SCRATCH_TENSORS) * sizeof(float));
         point_scratch(&model->scratch, model->scratch_memory, scratch_sizes);
     }
 }
