@@ -35,17 +35,24 @@ typedef struct {
     const float *mask;     // rows with stride ldm, or NULL: outputs where it is <= 0 become 0
 } Epilogue;
 
+// A tile's loads and stores of its w0 and w1 live lanes: whole vectors when full (w0 = 16, and w1 = 16
+// where two), so that the loop over k carries no test of the width.
+#define LOAD_W0(p) (full ? v16_load(p) : v16_load_n(p, w0))
+#define LOAD_W1(p) (full ? v16_load(p) : v16_load_n(p, w1))
+#define STORE_W0(p, v) (full ? v16_store(p, v) : v16_store_n(p, v, w0))
+#define STORE_W1(p, v) (full ? v16_store(p, v) : v16_store_n(p, v, w1))
+
 // C[i, 0..w) = epilogue(sum_k A[i, k] B[k, 0..w)) for i < mr; w0, w1: the live lanes of the two
 // vectors (w0 = min(w, 16), w1 = w - 16). With two = 0 (w <= 16) the second vector, whose lanes are
 // all dead, is left out: the same sums at half the work (the BFS model's 16-wide products).
-static ALWAYS_INLINE void tile_ab(const int mr, const int two, float *C, int ldc, const float *A, int lda,
-                                  const float *B, int ldb, int K, int w0, int w1, const Epilogue *e) {
+static ALWAYS_INLINE void tile_ab(const int mr, const int two, const int full, float *C, int ldc, const float *A,
+                                  int lda, const float *B, int ldb, int K, int w0, int w1, const Epilogue *e) {
     v16 c0[ROWS], c1[ROWS];
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) c0[i] = c1[i] = v16_zero();
     for (int k = 0; k < K; k++) {
         const float *b = B + (size_t)k * ldb;
-        v16 b0 = v16_load_n(b, w0), b1 = two ? v16_load_n(b + 16, w1) : v16_zero();
+        v16 b0 = LOAD_W0(b), b1 = two ? LOAD_W1(b + 16) : v16_zero();
 #pragma GCC unroll 12
         for (int i = 0; i < mr; i++) {
             v16 a = v16_set1(A[(size_t)i * lda + k]);
@@ -55,15 +62,15 @@ static ALWAYS_INLINE void tile_ab(const int mr, const int two, float *C, int ldc
     }
     v16 bias0 = v16_zero(), bias1 = v16_zero();
     if (e->bias) {
-        bias0 = v16_load_n(e->bias, w0);
-        if (two) bias1 = v16_load_n(e->bias + 16, w1);
+        bias0 = LOAD_W0(e->bias);
+        if (two) bias1 = LOAD_W1(e->bias + 16);
     }
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
         float *c = C + (size_t)i * ldc;
         if (e->accumulate) {
-            c0[i] = v16_add(v16_load_n(c, w0), c0[i]);
-            if (two) c1[i] = v16_add(v16_load_n(c + 16, w1), c1[i]);
+            c0[i] = v16_add(LOAD_W0(c), c0[i]);
+            if (two) c1[i] = v16_add(LOAD_W1(c + 16), c1[i]);
         }
         if (e->bias) {
             c0[i] = v16_add(bias0, c0[i]);
@@ -71,8 +78,8 @@ static ALWAYS_INLINE void tile_ab(const int mr, const int two, float *C, int ldc
         }
         if (e->residual) {
             const float *r = e->residual + (size_t)i * e->ldr;
-            c0[i] = v16_add(v16_load_n(r, w0), c0[i]);
-            if (two) c1[i] = v16_add(v16_load_n(r + 16, w1), c1[i]);
+            c0[i] = v16_add(LOAD_W0(r), c0[i]);
+            if (two) c1[i] = v16_add(LOAD_W1(r + 16), c1[i]);
         }
         if (e->relu) {
             c0[i] = v16_max(c0[i], v16_zero());
@@ -80,25 +87,25 @@ static ALWAYS_INLINE void tile_ab(const int mr, const int two, float *C, int ldc
         }
         if (e->mask) {
             const float *r = e->mask + (size_t)i * e->ldm;
-            c0[i] = v16_where_positive(v16_load_n(r, w0), c0[i]);
-            if (two) c1[i] = v16_where_positive(v16_load_n(r + 16, w1), c1[i]);
+            c0[i] = v16_where_positive(LOAD_W0(r), c0[i]);
+            if (two) c1[i] = v16_where_positive(LOAD_W1(r + 16), c1[i]);
         }
-        v16_store_n(c, c0[i], w0);
-        if (two) v16_store_n(c + 16, c1[i], w1);
+        STORE_W0(c, c0[i]);
+        if (two) STORE_W1(c + 16, c1[i]);
     }
 }
 
 // C[i, 0..w) += sum_m A[m, i] B[m, 0..w) for i < nr: the reduction runs over the M rows with the
 // tile of C held in registers throughout, from zero; the sum is added to C at the end (or, with
 // add = 0, stored: C then gets the sum alone, as 0 + sum would give, since a sum from +0 is never -0).
-static ALWAYS_INLINE void tile_atb(const int nr, const int two, float *C, int ldc, const float *A, int lda,
-                                   const float *B, int ldb, int M, int w0, int w1, int add) {
+static ALWAYS_INLINE void tile_atb(const int nr, const int two, const int full, float *C, int ldc, const float *A,
+                                   int lda, const float *B, int ldb, int M, int w0, int w1, int add) {
     v16 c0[ROWS], c1[ROWS];
 #pragma GCC unroll 12
     for (int i = 0; i < nr; i++) c0[i] = c1[i] = v16_zero();
     for (int m = 0; m < M; m++) {
         const float *b = B + (size_t)m * ldb, *a = A + (size_t)m * lda;
-        v16 b0 = v16_load_n(b, w0), b1 = two ? v16_load_n(b + 16, w1) : v16_zero();
+        v16 b0 = LOAD_W0(b), b1 = two ? LOAD_W1(b + 16) : v16_zero();
 #pragma GCC unroll 12
         for (int i = 0; i < nr; i++) {
             v16 ai = v16_set1(a[i]);
@@ -109,17 +116,19 @@ static ALWAYS_INLINE void tile_atb(const int nr, const int two, float *C, int ld
 #pragma GCC unroll 12
     for (int i = 0; i < nr; i++) {
         float *c = C + (size_t)i * ldc;
-        v16_store_n(c, add ? v16_add(v16_load_n(c, w0), c0[i]) : c0[i], w0);
-        if (two) v16_store_n(c + 16, add ? v16_add(v16_load_n(c + 16, w1), c1[i]) : c1[i], w1);
+        STORE_W0(c, add ? v16_add(LOAD_W0(c), c0[i]) : c0[i]);
+        if (two) STORE_W1(c + 16, add ? v16_add(LOAD_W1(c + 16), c1[i]) : c1[i]);
     }
 }
 
 // Every tile height as its own fully unrolled kernel, so the accumulators stay in registers; each
 // in a one-vector form for panels of at most 16 live columns (the only form where SPLIT_PANELS).
 #if defined(SPLIT_PANELS)
-#define TILE(kernel, rows, ...) kernel(rows, 0, __VA_ARGS__)
+#define TILE(kernel, rows, ...) (w0 == 16 ? kernel(rows, 0, 1, __VA_ARGS__) : kernel(rows, 0, 0, __VA_ARGS__))
 #else
-#define TILE(kernel, rows, ...) (w1 > 0 ? kernel(rows, 1, __VA_ARGS__) : kernel(rows, 0, __VA_ARGS__))
+#define TILE(kernel, rows, ...)                                                                      \
+    (w1 > 0 ? (w1 == 16 ? kernel(rows, 1, 1, __VA_ARGS__) : kernel(rows, 1, 0, __VA_ARGS__))          \
+            : (w0 == 16 ? kernel(rows, 0, 1, __VA_ARGS__) : kernel(rows, 0, 0, __VA_ARGS__)))
 #endif
 // clang-format off
 static void tile_ab_rows(int rows, float *C, int ldc, const float *A, int lda, const float *B, int ldb, int K, int w0,
