@@ -130,7 +130,26 @@ static ALWAYS_INLINE void tile_atb(const int nr, const int two, const int full, 
     (w1 > 0 ? (w1 == 16 ? kernel(rows, 1, 1, __VA_ARGS__) : kernel(rows, 1, 0, __VA_ARGS__))          \
             : (w0 == 16 ? kernel(rows, 0, 1, __VA_ARGS__) : kernel(rows, 0, 0, __VA_ARGS__)))
 #endif
+// The switch over tile heights: the kernel at each height this variant's registers hold.
 // clang-format off
+#define TILE_CASE(kernel, rows, ...) case rows: TILE(kernel, rows, __VA_ARGS__); break;
+#define TILE_CASES_SMALL(kernel, ...) TILE_CASE(kernel, 2, __VA_ARGS__) default: TILE(kernel, 1, __VA_ARGS__); break;
+#define TILE_CASES_MID(kernel, ...) TILE_CASE(kernel, 6, __VA_ARGS__) TILE_CASE(kernel, 5, __VA_ARGS__) \
+    TILE_CASE(kernel, 4, __VA_ARGS__) TILE_CASE(kernel, 3, __VA_ARGS__)
+#define TILE_CASES_WIDE(kernel, ...) TILE_CASE(kernel, 12, __VA_ARGS__) TILE_CASE(kernel, 11, __VA_ARGS__) \
+    TILE_CASE(kernel, 10, __VA_ARGS__) TILE_CASE(kernel, 9, __VA_ARGS__) TILE_CASE(kernel, 8, __VA_ARGS__) \
+    TILE_CASE(kernel, 7, __VA_ARGS__)
+#if defined(PF_LANES_AVX512)
+#define TILE_SWITCH(rows, kernel, ...) switch (rows) { TILE_CASES_WIDE(kernel, __VA_ARGS__) \
+    TILE_CASES_MID(kernel, __VA_ARGS__) TILE_CASES_SMALL(kernel, __VA_ARGS__) }
+#elif defined(PF_LANES_AVX2)
+#define TILE_SWITCH(rows, kernel, ...) switch (rows) { TILE_CASES_MID(kernel, __VA_ARGS__) \
+    TILE_CASES_SMALL(kernel, __VA_ARGS__) }
+#else
+#define TILE_SWITCH(rows, kernel, ...) switch (rows) { TILE_CASES_SMALL(kernel, __VA_ARGS__) }
+#endif
+// clang-format on
+
 static void tile_ab_rows(int rows, float *C, int ldc, const float *A, int lda, const float *B, int ldb, int K, int w0,
                          int w1, const Epilogue *e) {
 #if defined(SPLIT_PANELS)
@@ -144,24 +163,7 @@ static void tile_ab_rows(int rows, float *C, int ldc, const float *A, int lda, c
         return;
     }
 #endif
-    switch (rows) {
-#if defined(PF_LANES_AVX512)
-    case 12: TILE(tile_ab, 12, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 11: TILE(tile_ab, 11, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 10: TILE(tile_ab, 10, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 9: TILE(tile_ab, 9, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 8: TILE(tile_ab, 8, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 7: TILE(tile_ab, 7, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-#endif
-#if defined(PF_LANES_AVX512) || defined(PF_LANES_AVX2)
-    case 6: TILE(tile_ab, 6, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 5: TILE(tile_ab, 5, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 4: TILE(tile_ab, 4, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    case 3: TILE(tile_ab, 3, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-#endif
-    case 2: TILE(tile_ab, 2, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    default: TILE(tile_ab, 1, C, ldc, A, lda, B, ldb, K, w0, w1, e); break;
-    }
+    TILE_SWITCH(rows, tile_ab, C, ldc, A, lda, B, ldb, K, w0, w1, e)
 }
 
 static void tile_atb_rows(int rows, float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int w0,
@@ -173,26 +175,8 @@ static void tile_atb_rows(int rows, float *C, int ldc, const float *A, int lda, 
         return;
     }
 #endif
-    switch (rows) {
-#if defined(PF_LANES_AVX512)
-    case 12: TILE(tile_atb, 12, C, ldc, A, lda, B, ldb, M, w0, w1, add); break;
-    case 11: TILE(tile_atb, 11, C, ldc, A, lda, B, ldb, M, w0, w1, add); break;
-    case 10: TILE(tile_atb, 10, C, ldc, A, lda, B, ldb, M, w0, w1, add); break;
-    case 9: TILE(tile_atb, 9, C, ldc, A, lda, B, ldb, M, w0, w1, add); break;
-    case 8: TILE(tile_atb, 8, C, ldc, A, lda, B, ldb, M, w0, w1, add); break;
-    case 7: TILE(tile_atb, 7, C, ldc, A, lda, B, ldb, M, w0, w1, add); break;
-#endif
-#if defined(PF_LANES_AVX512) || defined(PF_LANES_AVX2)
-    case 6: TILE(tile_atb, 6, C, ldc, A, lda, B, ldb, M, w0, w1, add); break;
-    case 5: TILE(tile_atb, 5, C, ldc, A, lda, B, ldb, M, w0, w1, add); break;
-    case 4: TILE(tile_atb, 4, C, ldc, A, lda, B, ldb, M, w0, w1, add); break;
-    case 3: TILE(tile_atb, 3, C, ldc, A, lda, B, ldb, M, w0, w1, add); break;
-#endif
-    case 2: TILE(tile_atb, 2, C, ldc, A, lda, B, ldb, M, w0, w1, add); break;
-    default: TILE(tile_atb, 1, C, ldc, A, lda, B, ldb, M, w0, w1, add); break;
-    }
+    TILE_SWITCH(rows, tile_atb, C, ldc, A, lda, B, ldb, M, w0, w1, add)
 }
-// clang-format on
 
 // C (M, N) = epilogue(A (M, K) B) where column panel p of B (K x PANEL, row stride ldb) starts at
 // B + p * panel_step. Panels go in the outer loop, so one panel (K x PANEL: 8 KiB at K = 64) stays in

@@ -397,6 +397,19 @@ static void attention_backward_kernels(float *dqkv, const float *dout, const flo
 // a median of 52 -> 41 over four alternating pairs).
 enum { LAYERNORM_GROUP = 4, LAYERNORM_AHEAD = 16 };
 
+// Asks for the rows (stride C) and statistics of the group LAYERNORM_AHEAD rows after row n, for
+// writing or for reading.
+static ALWAYS_INLINE void ask_ahead(const float *rows, const float *mean, const float *rstd, int n, int N, int C,
+                                    int write) {
+    int ahead = n + LAYERNORM_AHEAD;
+    if (ahead + LAYERNORM_GROUP > N) return;
+    prefetch_bytes(rows + (size_t)ahead * C, sizeof(float) * LAYERNORM_GROUP * C, write);
+    if (ahead % 16 == 0) {  // a line of statistics holds 16 rows'
+        prefetch_bytes(mean + ahead, 64, write);
+        prefetch_bytes(rstd + ahead, 64, write);
+    }
+}
+
 static ALWAYS_INLINE void layernorm_group(float *out, float *mean, float *rstd, const float *inp,
                                            const float *weight, const float *bias, const int rows, int C) {
     int vectors = C / 16;
@@ -433,13 +446,7 @@ static void layernorm_rows(float *out, float *mean, float *rstd, const float *in
                            const float *bias, int N, int C) {
     int n = 0;
     for (; n + LAYERNORM_GROUP <= N; n += LAYERNORM_GROUP) {
-        if (n + LAYERNORM_AHEAD + LAYERNORM_GROUP <= N) {
-            prefetch_bytes(out + (size_t)(n + LAYERNORM_AHEAD) * C, sizeof(float) * LAYERNORM_GROUP * C, 1);
-            if ((n + LAYERNORM_AHEAD) % 16 == 0) {  // a line of statistics holds 16 rows'
-                prefetch_bytes(mean + n + LAYERNORM_AHEAD, 64, 1);
-                prefetch_bytes(rstd + n + LAYERNORM_AHEAD, 64, 1);
-            }
-        }
+        ask_ahead(out, mean, rstd, n, N, C, 1);
         layernorm_group(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, weight, bias, LAYERNORM_GROUP,
                         C);
     }
@@ -505,13 +512,7 @@ static void layernorm_backward_rows(float *dinp, float *dweight, float *dbias, c
     memset(db, 0, sizeof(float) * C);
     int n = 0;
     for (; n + LAYERNORM_GROUP <= N; n += LAYERNORM_GROUP) {
-        if (n + LAYERNORM_AHEAD + LAYERNORM_GROUP <= N) {
-            prefetch_bytes(inp + (size_t)(n + LAYERNORM_AHEAD) * C, sizeof(float) * LAYERNORM_GROUP * C, 0);
-            if ((n + LAYERNORM_AHEAD) % 16 == 0) {  // a line of statistics holds 16 rows'
-                prefetch_bytes(mean + n + LAYERNORM_AHEAD, 64, 0);
-                prefetch_bytes(rstd + n + LAYERNORM_AHEAD, 64, 0);
-            }
-        }
+        ask_ahead(inp, mean, rstd, n, N, C, 0);
         layernorm_backward_group(dinp + (size_t)n * C, dw, db, dout + (size_t)n * C, inp + (size_t)n * C, weight,
                                  mean + n, rstd + n, LAYERNORM_GROUP, C);
     }
