@@ -199,6 +199,16 @@ enum { ACCUMULATORS = 8 };
 #else
 enum { ACCUMULATORS = 4 };
 #endif
+// Keys the backward's key and value gradients take at a time, an accumulator each for the key's and
+// the value's: AVX2 three (12 of its registers, the rows' vectors read from memory by the
+// multiply-adds), where two gave 8 chains of one multiply-add a step each, at the FMA units'
+// latency with nothing to spare (hot, TSC ticks a row of the backward, three alternating runs:
+// 240-248 -> 213-225). AVX-512 four (three and five measured slower).
+#if defined(PF_LANES_AVX2)
+enum { KEYS = 3 };
+#else
+enum { KEYS = ACCUMULATORS / 2 };
+#endif
 
 // The query-major kernels below take every query of an (example, head) at once, one query per
 // lane: a score vector holds one key's scores against all queries, so the softmax over keys is
@@ -281,9 +291,7 @@ static void attention_head_backward_lanes(float *drows, const float *dout, const
     }
     // dq_t += sum_s ds_ts k_s
     weights_times_rows(drows, C3, h * hs, dscores[0], FAST_KEYS, rows, C3, C + h * hs, hs, len, 1);
-    // keys and values: dk_s += sum_t ds_ts q_t, dv_s += sum_t a_ts d_t, KEYS keys at a time (a key
-    // and value accumulator each)
-    enum { KEYS = ACCUMULATORS / 2 };
+    // keys and values: dk_s += sum_t ds_ts q_t, dv_s += sum_t a_ts d_t, KEYS keys at a time
     for (int s = 0; s < len; s += KEYS) {
         int group = len - s < KEYS ? len - s : KEYS;
         for (int i0 = 0; i0 < hs; i0 += 16) {
