@@ -41,6 +41,7 @@ void gemm_nn_masked(float *C, int ldc, const float *A, int lda, const float *B, 
     ops_kernels_gemm()->nn_masked(C, ldc, A, lda, B, ldb, mask, ldm, M, N, K);
 }
 
-void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K) {
-    ops_kernels_gemm()->tn(C, ldc, A, lda, B, ldb, M, N, K);
+void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
+             float *colsum) {
+    ops_kernels_gemm()->tn(C, ldc, A, lda, B, ldb, M, N, K, colsum);
 }

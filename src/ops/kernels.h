@@ -16,7 +16,8 @@ typedef struct {
                int accumulate);
     void (*nn_masked)(float *C, int ldc, const float *A, int lda, const float *B, int ldb, const float *mask,
                       int ldm, int M, int N, int K);
-    void (*tn)(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K);
+    void (*tn)(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
+               float *colsum);
 } GemmKernels;
 
 // A variant: its name, its products and its backend (named "kernels").
