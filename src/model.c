@@ -543,6 +543,13 @@ void model_zero_grad(Model *model) {
     if (model->grads_memory) memset(model->grads_memory, 0, model->num_parameters * sizeof(float));
 }
 
+float *model_swap_grads(Model *model, float *memory) {
+    float *old = model->grads_memory;
+    model->grads_memory = memory;
+    point_params(&model->grads, memory, model->param_sizes);
+    return old;
+}
+
 // Sums the rows of drows (N, width) that hold the same token pair into sums (P, width), one row per
 // distinct pair in order of first appearance, and copies that pair's input row (inputs, stride C)
 // into pair_rows (P, C). Returns P; group_tokens lists the pairs.

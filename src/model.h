@@ -243,6 +243,9 @@ double model_infer(Model *model, const int32_t *tokens, const float *labels, int
 // (B, or NULL for all 1) example b's error counts weights[b] times.
 void model_backward(Model *model, const float *labels, const float *weights, int B, float scale);
 void model_zero_grad(Model *model);
+// The model's gradients move to memory (num_parameters floats, from mallocCheck or callocCheck; the
+// model now owns it and frees it); returns the memory that held them, which the caller now owns.
+float *model_swap_grads(Model *model, float *memory);
 
 // Layer l's view; `slot` is the layer whose activation slices it points at (l in training, 0 when
 // every layer reuses the first layer's, as model_infer does).
