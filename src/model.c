@@ -217,6 +217,12 @@ void model_create(Model *model, const ModelConfig *cfg, int batch_capacity, int 
     model->packed_sizes[PACKED_OUT_PROJ] = gemm_packed_floats(cfg->d_model, cfg->d_model);
     model->packed_sizes[PACKED_LINEAR1] = gemm_packed_floats(cfg->d_ff, cfg->d_model);
     model->packed_sizes[PACKED_LINEAR2] = gemm_packed_floats(cfg->d_model, cfg->d_ff);
+    if (training) {  // weight (OC, C) as the input gradient's B: OC rows of C
+        model->packed_sizes[PACKED_IN_PROJ_ROWS] = gemm_rows_packed_floats(3 * cfg->d_model, cfg->d_model);
+        model->packed_sizes[PACKED_OUT_PROJ_ROWS] = gemm_rows_packed_floats(cfg->d_model, cfg->d_model);
+        model->packed_sizes[PACKED_LINEAR1_ROWS] = gemm_rows_packed_floats(cfg->d_ff, cfg->d_model);
+        model->packed_sizes[PACKED_LINEAR2_ROWS] = gemm_rows_packed_floats(cfg->d_model, cfg->d_ff);
+    }
     model->packed_memory = mallocCheck(L * sum_sizes(model->packed_sizes, NUM_PACKED_WEIGHTS) * sizeof(float));
     size_t pairs = (size_t)cfg->vocab * cfg->vocab;
     model->pair_inputs = mallocCheck(pairs * cfg->d_model * sizeof(float));
@@ -329,6 +335,11 @@ void model_pack_weights(Model *model) {
         gemm_pack(layer.packed[PACKED_OUT_PROJ], layer.w.out_proj_w, C, C, C);
         gemm_pack(layer.packed[PACKED_LINEAR1], layer.w.linear1_w, C, F, C);
         gemm_pack(layer.packed[PACKED_LINEAR2], layer.w.linear2_w, F, C, F);
+        if (!model->grads_memory) continue;
+        gemm_pack_rows(layer.packed[PACKED_IN_PROJ_ROWS], layer.w.in_proj_w, C, 3 * C, C);
+        gemm_pack_rows(layer.packed[PACKED_OUT_PROJ_ROWS], layer.w.out_proj_w, C, C, C);
+        gemm_pack_rows(layer.packed[PACKED_LINEAR1_ROWS], layer.w.linear1_w, C, F, C);
+        gemm_pack_rows(layer.packed[PACKED_LINEAR2_ROWS], layer.w.linear2_w, F, C, F);
     }
     // layer 0's q | k | v of every token pair, by the same product the forward would run per row:
     // only where that product gives a row the same bits among any other rows
@@ -583,6 +594,8 @@ void model_backward(Model *model, const float *labels, const float *weights, int
     ParameterTensors p = model->params, g = model->grads;
     ActivationTensors a = model->acts;
     BackwardScratch s = model->scratch;
+    // the weights as the input gradients read them, when the caller packed them for this step
+    int packed = (model->master ? model->master : model)->weights_packed;
 
     mse_backward(s.dpred, model->pred, labels, weights, B, scale);
     memset(s.dlayer_out, 0, (size_t)B * C * sizeof(float));
@@ -596,21 +609,25 @@ void model_backward(Model *model, const float *labels, const float *weights, int
         const float *x = l == 0 ? a.encoded : model_layer(model, l - 1, l - 1).act.ln2;
         int last = l == L - 1, M = last ? B : N;  // rows after attention, as in the forward
         size_t MC = (size_t)M * C;
+        const float *rows_in = packed ? layer.packed[PACKED_IN_PROJ_ROWS] : NULL;
+        const float *rows_out = packed ? layer.packed[PACKED_OUT_PROJ_ROWS] : NULL;
+        const float *rows1 = packed ? layer.packed[PACKED_LINEAR1_ROWS] : NULL;
+        const float *rows2 = packed ? layer.packed[PACKED_LINEAR2_ROWS] : NULL;
 
         // ln2 = LN(res2), res2 = ln1 + W2 relu(W1 ln1 + b1) + b2
         memset(s.dres, 0, MC * sizeof(float));
         layernorm_backward(s.dres, dw->norm2_w, dw->norm2_b, s.dlayer_out, act->res2, w->norm2_w, act->ln2_mean,
                            act->ln2_rstd, M, C);
         memcpy(s.dln1, s.dres, MC * sizeof(float));
-        matmul_backward_relu(s.dfc, dw->linear2_w, dw->linear2_b, s.dres, act->fc1_relu, w->linear2_w, M, F, C);
-        matmul_backward(s.dln1, dw->linear1_w, dw->linear1_b, s.dfc, act->ln1, w->linear1_w, M, C, F);
+        matmul_backward_relu(s.dfc, dw->linear2_w, dw->linear2_b, s.dres, act->fc1_relu, w->linear2_w, rows2, M, F, C);
+        matmul_backward(s.dln1, dw->linear1_w, dw->linear1_b, s.dfc, act->ln1, w->linear1_w, rows1, M, C, F);
 
         // ln1 = LN(res1), res1 = x + out_proj(attention(in_proj(x)))
         memset(s.dres, 0, MC * sizeof(float));
         layernorm_backward(s.dres, dw->norm1_w, dw->norm1_b, s.dln1, act->res1, w->norm1_w, act->ln1_mean,
                            act->ln1_rstd, M, C);
         memset(s.datty, 0, MC * sizeof(float));
-        matmul_backward(s.datty, dw->out_proj_w, dw->out_proj_b, s.dres, act->atty, w->out_proj_w, M, C, C);
+        matmul_backward(s.datty, dw->out_proj_w, dw->out_proj_b, s.dres, act->atty, w->out_proj_w, rows_out, M, C, C);
         memset(s.dqkv, 0, NC * 3 * sizeof(float));
         attention_backward_packed(s.dqkv, s.datty, act->qkv, act->att, model->offsets, B, T, C, NH, last);
         // the residual path's gradient of x, on every row (the last layer's readout rows only)
@@ -625,11 +642,11 @@ void model_backward(Model *model, const float *labels, const float *weights, int
             // which the embedding takes after the loop
             int P = group_rows_by_pair(model, s.dqkv, N, 3 * C, x, C, s.pair_dqkv, s.pair_inputs);
             memset(s.pair_dinp, 0, (size_t)P * C * sizeof(float));
-            matmul_backward(s.pair_dinp, dw->in_proj_w, dw->in_proj_b, s.pair_dqkv, s.pair_inputs, w->in_proj_w, P, C,
-                            3 * C);
+            matmul_backward(s.pair_dinp, dw->in_proj_w, dw->in_proj_b, s.pair_dqkv, s.pair_inputs, w->in_proj_w,
+                            rows_in, P, C, 3 * C);
             embedding_backward(g.embedding, s.pair_dinp, model->group_tokens, P, C);
         } else {
-            matmul_backward(dx, dw->in_proj_w, dw->in_proj_b, s.dqkv, x, w->in_proj_w, N, C, 3 * C);
+            matmul_backward(dx, dw->in_proj_w, dw->in_proj_b, s.dqkv, x, w->in_proj_w, rows_in, N, C, 3 * C);
         }
 
         // dx becomes the gradient of the layer below's output; its old buffer is free for reuse

@@ -134,8 +134,20 @@ typedef struct {
     float *pair_dinp;   // (P, C) each pair's input gradient, for the embedding
 } BackwardScratch;
 
-// The linear layers' weights as gemm_pack leaves them for the forward products, per layer.
-typedef enum { PACKED_IN_PROJ, PACKED_OUT_PROJ, PACKED_LINEAR1, PACKED_LINEAR2, NUM_PACKED_WEIGHTS } PackedWeight;
+// The linear layers' weights as gemm_pack leaves them for the forward products, per layer; and, in a
+// training model, as gemm_pack_rows leaves them for the backward's input gradients (_ROWS; none
+// otherwise).
+typedef enum {
+    PACKED_IN_PROJ,
+    PACKED_OUT_PROJ,
+    PACKED_LINEAR1,
+    PACKED_LINEAR2,
+    PACKED_IN_PROJ_ROWS,
+    PACKED_OUT_PROJ_ROWS,
+    PACKED_LINEAR1_ROWS,
+    PACKED_LINEAR2_ROWS,
+    NUM_PACKED_WEIGHTS
+} PackedWeight;
 
 // One layer's slices of a parameter block (the weights, or their gradients).
 typedef struct {
@@ -177,7 +189,7 @@ typedef struct Model {
     float *acts_memory;
     BackwardScratch scratch;
     float *scratch_memory;
-    // The linear layers' weights packed for the forward products (gemm_pack), per layer, valid
+    // The linear layers' weights packed for the products (PackedWeight), per layer, valid
     // between model_pack_weights and model_unpack_weights (weights_packed 1). A replica reads its
     // master's packed weights, layer 0 table and flag (`master`; NULL in a model of its own).
     const struct Model *master;

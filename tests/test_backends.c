@@ -53,9 +53,9 @@ static MatmulResult run_matmul(const char *backend, const float *inp, const floa
         .dbias_relu = calloc(OC, sizeof(float)),
     };
     matmul_forward_fused(r.out, inp, weight, packed, bias, residual, 1, N, C, OC);
-    matmul_backward(r.dinp, r.dweight, r.dbias, dout, inp, weight, N, C, OC);
+    matmul_backward(r.dinp, r.dweight, r.dbias, dout, inp, weight, NULL, N, C, OC);
     // inp as a ReLU's output: its non-positive entries mask the input gradient
-    matmul_backward_relu(r.dinp_relu, r.dweight_relu, r.dbias_relu, dout, inp, weight, N, C, OC);
+    matmul_backward_relu(r.dinp_relu, r.dweight_relu, r.dbias_relu, dout, inp, weight, NULL, N, C, OC);
     return r;
 }
 

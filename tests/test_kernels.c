@@ -189,14 +189,14 @@ static void test_matmul_backends_agree(void **state) {
         float *db_ref = calloc(OC, sizeof(float)), *db = calloc(OC, sizeof(float));
         assert_int_equal(ops_set_matmul_backend("loops"), 0);
         matmul_forward(out_ref, inp, w, bias, N, C, OC);
-        matmul_backward(dinp_ref, dw_ref, db_ref, dout, inp, w, N, C, OC);
+        matmul_backward(dinp_ref, dw_ref, db_ref, dout, inp, w, NULL, N, C, OC);
         for (int b = 0; b < 2; b++) {
             if (ops_set_matmul_backend(backends[b]) != 0) continue;  // not in this build
             memset(dinp, 0, sizeof(float) * N * C);
             memset(dw, 0, sizeof(float) * OC * C);
             memset(db, 0, sizeof(float) * OC);
             matmul_forward(out, inp, w, bias, N, C, OC);
-            matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC);
+            matmul_backward(dinp, dw, db, dout, inp, w, NULL, N, C, OC);
             // errors relative to each tensor's largest value, as the parity test judges them
             double e_out = 0, e_dinp = 0, e_dw = 0, e_db = 0, m_out = 0, m_dinp = 0, m_dw = 0, m_db = 0;
             for (size_t i = 0; i < (size_t)N * OC; i++) {
@@ -284,20 +284,35 @@ static void test_backward_relu_matches_separate_ops(void **state) {
     float *dinp_a = mallocCheck(sizeof(float) * N * C), *dinp_b = mallocCheck(sizeof(float) * N * C);
     float *dw_a = mallocCheck(sizeof(float) * OC * C), *dw_b = mallocCheck(sizeof(float) * OC * C);
     float *db_a = mallocCheck(sizeof(float) * OC), *db_b = mallocCheck(sizeof(float) * OC);
+    float *rows = mallocCheck(sizeof(float) * gemm_rows_packed_floats(OC, C));
+    gemm_pack_rows(rows, w, C, OC, C);
     for (int b = 0; b < 3; b++) {
         if (ops_set_matmul_backend(backends[b]) != 0) continue;
         memset(dinp_a, 0, sizeof(float) * N * C);
         memset(dw_a, 0, sizeof(float) * OC * C);
         memset(db_a, 0, sizeof(float) * OC);
-        matmul_backward(dinp_a, dw_a, db_a, dout, inp, w, N, C, OC);
+        matmul_backward(dinp_a, dw_a, db_a, dout, inp, w, NULL, N, C, OC);
         relu_backward(dinp_a, inp, (size_t)N * C);
         for (size_t i = 0; i < (size_t)N * C; i++) dinp_b[i] = 12345.0f;  // written over, not added to
         memset(dw_b, 0, sizeof(float) * OC * C);
         memset(db_b, 0, sizeof(float) * OC);
-        matmul_backward_relu(dinp_b, dw_b, db_b, dout, inp, w, N, C, OC);
+        matmul_backward_relu(dinp_b, dw_b, db_b, dout, inp, w, NULL, N, C, OC);
         for (size_t i = 0; i < (size_t)N * C; i++) assert_true(dinp_a[i] == dinp_b[i]);
         assert_memory_equal(dw_a, dw_b, sizeof(float) * OC * C);
         assert_memory_equal(db_a, db_b, sizeof(float) * OC);
+        // the weight packed as the input gradients read it (a training step's): the same bits, fused
+        // and not
+        for (size_t i = 0; i < (size_t)N * C; i++) dinp_b[i] = 12345.0f;
+        memset(dw_b, 0, sizeof(float) * OC * C);
+        memset(db_b, 0, sizeof(float) * OC);
+        matmul_backward_relu(dinp_b, dw_b, db_b, dout, inp, w, rows, N, C, OC);
+        assert_memory_equal(dinp_a, dinp_b, sizeof(float) * N * C);
+        assert_memory_equal(dw_a, dw_b, sizeof(float) * OC * C);
+        assert_memory_equal(db_a, db_b, sizeof(float) * OC);
+        memset(dinp_b, 0, sizeof(float) * N * C);
+        matmul_backward(dinp_b, dw_b, db_b, dout, inp, w, rows, N, C, OC);
+        relu_backward(dinp_b, inp, (size_t)N * C);
+        assert_memory_equal(dinp_a, dinp_b, sizeof(float) * N * C);
     }
     free(inp);
     free(w);
@@ -308,6 +323,7 @@ static void test_backward_relu_matches_separate_ops(void **state) {
     free(dw_b);
     free(db_a);
     free(db_b);
+    free(rows);
 }
 
 // A backend that says its rows are independent (ops_matmul_rows_independent) gives every row of a

@@ -161,11 +161,11 @@ static void check_matmul(const char *label, int with_bias, int want_dinp) {
     float *dweight = callocCheck(OC * C, sizeof(float));
     float *dbias = with_bias ? callocCheck(OC, sizeof(float)) : NULL;
 
-    matmul_backward(dinp, dweight, dbias, m.R, m.inp, m.weight, N, C, OC);
+    matmul_backward(dinp, dweight, dbias, m.R, m.inp, m.weight, NULL, N, C, OC);
     float *dinp_once = dinp ? copy_array(dinp, N * C) : NULL;
     float *dweight_once = copy_array(dweight, OC * C);
     float *dbias_once = dbias ? copy_array(dbias, OC) : NULL;
-    matmul_backward(dinp, dweight, dbias, m.R, m.inp, m.weight, N, C, OC);
+    matmul_backward(dinp, dweight, dbias, m.R, m.inp, m.weight, NULL, N, C, OC);
     assert_doubled(dweight_once, dweight, OC * C);
     if (dinp) assert_doubled(dinp_once, dinp, N * C);
     if (dbias) assert_doubled(dbias_once, dbias, OC);

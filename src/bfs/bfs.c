@@ -751,15 +751,15 @@ void bfs_backward(BfsModel *m, const float *labels, int B) {
             dx = m->dx_next;
             memcpy(dx, m->dy, n_act * sizeof(float));
         }
-        matmul_backward(dx, g->reach_q, NULL, m->dreach_q, x, p->reach_q, BT, C, 2 * N);
-        matmul_backward(dx, g->reach_k, NULL, m->dreach_k, x, p->reach_k, BT, C, 2 * N);
-        matmul_backward(dx, g->reach_v, NULL, m->dreach_v, x, p->reach_v, BT, C, N * N);
-        matmul_backward(dx, g->record_q + (size_t)l * RQ * C, NULL, m->drecord_q, x, p->record_q + (size_t)l * RQ * C,
-                        BT, C, RQ);
-        matmul_backward(dx, g->record_k + (size_t)l * RQ * C, NULL, m->drecord_k, x, p->record_k + (size_t)l * RQ * C,
-                        BT, C, RQ);
-        matmul_backward(dx, g->record_v + (size_t)l * N * C, NULL, m->drecord_v, x, p->record_v + (size_t)l * N * C,
-                        BT, C, N);
+        matmul_backward(dx, g->reach_q, NULL, m->dreach_q, x, p->reach_q, NULL, BT, C, 2 * N);
+        matmul_backward(dx, g->reach_k, NULL, m->dreach_k, x, p->reach_k, NULL, BT, C, 2 * N);
+        matmul_backward(dx, g->reach_v, NULL, m->dreach_v, x, p->reach_v, NULL, BT, C, N * N);
+        matmul_backward(dx, g->record_q + (size_t)l * RQ * C, NULL, m->drecord_q, x,
+                        p->record_q + (size_t)l * RQ * C, NULL, BT, C, RQ);
+        matmul_backward(dx, g->record_k + (size_t)l * RQ * C, NULL, m->drecord_k, x,
+                        p->record_k + (size_t)l * RQ * C, NULL, BT, C, RQ);
+        matmul_backward(dx, g->record_v + (size_t)l * N * C, NULL, m->drecord_v, x,
+                        p->record_v + (size_t)l * N * C, NULL, BT, C, N);
         if (l > 0) {
             float *swap = m->dx;
             m->dx = m->dx_next;

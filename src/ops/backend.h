@@ -19,10 +19,10 @@ typedef struct {
     void (*matmul_forward_fused)(float *out, const float *inp, const float *weight, const float *weight_packed,
                                  const float *bias, const float *residual, int relu, int N, int C, int OC);
     void (*matmul_backward)(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                            const float *weight, int N, int C, int OC);
+                            const float *weight, const float *weight_rows, int N, int C, int OC);
     // NULL within the family: ops.c composes it from matmul_backward and relu_backward
     void (*matmul_backward_relu)(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                                 const float *weight, int N, int C, int OC);
+                                 const float *weight, const float *weight_rows, int N, int C, int OC);
     // OPS_ATTENTION
     void (*attention_forward_packed)(float *out, float *att, const float *qkv, const float *key_counts,
                                      const int *offsets, int B, int T, int C, int NH, int last_only);

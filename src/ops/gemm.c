@@ -306,50 +306,52 @@ void gemm_nt_packed(float *C, int ldc, const float *A, int lda, const float *pac
     }
 }
 
-// B (K, N) in panels: panel p holds row k's columns p * PANEL .. at k * PANEL, lanes past N zero
-static void pack_rows(float *dst, const float *B, int ldb, int K, int N) {
-    for (int n0 = 0; n0 < N; n0 += PANEL) {
-        int w = N - n0 < PANEL ? N - n0 : PANEL;
-        int w0 = w < 16 ? w : 16, w1 = w - 16;
-        float *panel = dst + (size_t)n0 * K;
-        for (int k = 0; k < K; k++) {
-            const float *b = B + (size_t)k * ldb + n0;
-            v16_store(panel + k * PANEL, v16_load_n(b, w0));
-            v16_store(panel + k * PANEL + 16, w1 > 0 ? v16_load_n(b + 16, w1) : v16_zero());
-        }
-    }
-}
-
-// B packed into panels when it fits (the model's weights as the input gradients read them, up to
-// 256 x 64), so that each tile reads its panel in order; in place, a panel's rows lie ldb floats
-// apart, and a weight last read in the forward comes from memory as the product runs. (AVX2 in a
-// training step: the input gradients' products from 86-87% of the multiply-add limit to 89-91%.)
-void gemm_nn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, int accumulate) {
+// B packed into panels (gemm_pack_rows), so that each tile reads its panel in order: in place, a
+// panel's rows lie ldb floats apart, and a weight last read in the forward comes from memory as the
+// product runs. (AVX2 in a training step: the input gradients' products from 86-87% of the
+// multiply-add limit to 89-91%.)
+void gemm_nn_packed(float *C, int ldc, const float *A, int lda, const float *packed, int M, int N, int K,
+                    int accumulate) {
     if (K == 0 && !accumulate) clear_rows(C, ldc, M, N);
     Epilogue e = {.accumulate = accumulate};
-    if (K > 0 && (size_t)K * padded_columns(N) <= WT_FLOATS) {
-        float packed[WT_FLOATS] __attribute__((aligned(64)));
-        pack_rows(packed, B, ldb, K, N);
-        product(C, ldc, A, lda, packed, PANEL, (size_t)K * PANEL, M, N, K, e);
-    } else if (K > 0) {
-        product(C, ldc, A, lda, B, ldb, PANEL, M, N, K, e);
-    }
+    if (K > 0) product(C, ldc, A, lda, packed, PANEL, (size_t)K * PANEL, M, N, K, e);
 }
 
-void gemm_nn_masked(float *C, int ldc, const float *A, int lda, const float *B, int ldb, const float *mask, int ldm,
-                    int M, int N, int K) {
+void gemm_nn_masked_packed(float *C, int ldc, const float *A, int lda, const float *packed, const float *mask,
+                           int ldm, int M, int N, int K) {
     if (K == 0) {
         clear_rows(C, ldc, M, N);
         return;
     }
-    // B packed into panels when it fits (the model's: 64 x 256), as in gemm_nn
-    if ((size_t)K * padded_columns(N) <= WT_FLOATS) {
+    product_rows_first(C, ldc, A, lda, packed, PANEL, (size_t)K * PANEL, M, N, K, mask, ldm);
+}
+
+// Unpacked B: packed here when it fits (up to WT_FLOATS), else read in place.
+void gemm_nn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K, int accumulate) {
+    if (K > 0 && gemm_rows_packed_floats(K, N) <= WT_FLOATS) {
         float packed[WT_FLOATS] __attribute__((aligned(64)));
-        pack_rows(packed, B, ldb, K, N);
-        product_rows_first(C, ldc, A, lda, packed, PANEL, (size_t)K * PANEL, M, N, K, mask, ldm);
-    } else {
-        product_rows_first(C, ldc, A, lda, B, ldb, PANEL, M, N, K, mask, ldm);
+        gemm_pack_rows(packed, B, ldb, K, N);
+        gemm_nn_packed(C, ldc, A, lda, packed, M, N, K, accumulate);
+        return;
     }
+    if (K == 0 && !accumulate) clear_rows(C, ldc, M, N);
+    Epilogue e = {.accumulate = accumulate};
+    if (K > 0) product(C, ldc, A, lda, B, ldb, PANEL, M, N, K, e);
+}
+
+void gemm_nn_masked(float *C, int ldc, const float *A, int lda, const float *B, int ldb, const float *mask, int ldm,
+                    int M, int N, int K) {
+    if (K > 0 && gemm_rows_packed_floats(K, N) <= WT_FLOATS) {
+        float packed[WT_FLOATS] __attribute__((aligned(64)));
+        gemm_pack_rows(packed, B, ldb, K, N);
+        gemm_nn_masked_packed(C, ldc, A, lda, packed, mask, ldm, M, N, K);
+        return;
+    }
+    if (K == 0) {
+        clear_rows(C, ldc, M, N);
+        return;
+    }
+    product_rows_first(C, ldc, A, lda, B, ldb, PANEL, M, N, K, mask, ldm);
 }
 
 // One chunk of rows (at most MCHUNK) of a reduction: every tile of C passes over the chunk of A and
@@ -463,5 +465,7 @@ const GemmKernels PF_KERNEL(GEMM_KERNELS) = {
     .nt_packed = gemm_nt_packed,
     .nn = gemm_nn,
     .nn_masked = gemm_nn_masked,
+    .nn_packed = gemm_nn_packed,
+    .nn_masked_packed = gemm_nn_masked_packed,
     .tn = gemm_tn,
 };

@@ -32,6 +32,16 @@ void gemm_nn(float *C, int ldc, const float *A, int lda, const float *B, int ldb
 // gradient of a linear layer through the ReLU before it (mask: the ReLU's output).
 void gemm_nn_masked(float *C, int ldc, const float *A, int lda, const float *B, int ldb, const float *mask, int ldm,
                     int M, int N, int K);
+// B (K, N) packed for the two above (a linear layer's weight as its input gradient reads it, which
+// stays fixed through a training step): gemm_rows_packed_floats(K, N) floats, filled by
+// gemm_pack_rows; panel p holds row k's columns p * GEMM_PANEL .. at k * GEMM_PANEL, lanes past N
+// zero. One layout for every variant; the packed forms give the same results bit for bit.
+size_t gemm_rows_packed_floats(int K, int N);
+void gemm_pack_rows(float *packed, const float *B, int ldb, int K, int N);
+void gemm_nn_packed(float *C, int ldc, const float *A, int lda, const float *packed, int M, int N, int K,
+                    int accumulate);
+void gemm_nn_masked_packed(float *C, int ldc, const float *A, int lda, const float *packed, const float *mask,
+                           int ldm, int M, int N, int K);
 // C (N, K) += A^T @ B with A (M, N) and B (M, K): the sum runs over the M rows (a weight gradient),
 // in chunks of GEMM_MCHUNK rows, each summed from zero and then added to C. colsum (N), unless NULL,
 // gains the column sums of A (a bias gradient), each summed from zero down the rows in order and

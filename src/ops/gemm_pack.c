@@ -22,6 +22,17 @@ void gemm_pack(float *packed, const float *W, int ldw, int N, int K) {
     }
 }
 
+size_t gemm_rows_packed_floats(int K, int N) { return (size_t)padded_columns(N) * (K > 0 ? K : 1); }
+
+void gemm_pack_rows(float *packed, const float *B, int ldb, int K, int N) {
+    for (int n0 = 0; n0 < N; n0 += GEMM_PANEL) {
+        float *panel = packed + (size_t)n0 * K;
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < GEMM_PANEL; j++)
+                panel[k * GEMM_PANEL + j] = n0 + j < N ? B[(size_t)k * ldb + n0 + j] : 0.0f;
+    }
+}
+
 void gemm_nt(float *C, int ldc, const float *A, int lda, const float *W, int ldw, int M, int N, int K,
              const float *bias, const float *residual, int ldr, int relu) {
     ops_kernels_gemm()->nt(C, ldc, A, lda, W, ldw, M, N, K, bias, residual, ldr, relu);
@@ -39,6 +50,16 @@ void gemm_nn(float *C, int ldc, const float *A, int lda, const float *B, int ldb
 void gemm_nn_masked(float *C, int ldc, const float *A, int lda, const float *B, int ldb, const float *mask, int ldm,
                     int M, int N, int K) {
     ops_kernels_gemm()->nn_masked(C, ldc, A, lda, B, ldb, mask, ldm, M, N, K);
+}
+
+void gemm_nn_packed(float *C, int ldc, const float *A, int lda, const float *packed, int M, int N, int K,
+                    int accumulate) {
+    ops_kernels_gemm()->nn_packed(C, ldc, A, lda, packed, M, N, K, accumulate);
+}
+
+void gemm_nn_masked_packed(float *C, int ldc, const float *A, int lda, const float *packed, const float *mask,
+                           int ldm, int M, int N, int K) {
+    ops_kernels_gemm()->nn_masked_packed(C, ldc, A, lda, packed, mask, ldm, M, N, K);
 }
 
 void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,

@@ -16,6 +16,10 @@ typedef struct {
                int accumulate);
     void (*nn_masked)(float *C, int ldc, const float *A, int lda, const float *B, int ldb, const float *mask,
                       int ldm, int M, int N, int K);
+    void (*nn_packed)(float *C, int ldc, const float *A, int lda, const float *packed, int M, int N, int K,
+                      int accumulate);
+    void (*nn_masked_packed)(float *C, int ldc, const float *A, int lda, const float *packed, const float *mask,
+                             int ldm, int M, int N, int K);
     void (*tn)(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
                float *colsum);
 } GemmKernels;
@@ -47,6 +51,8 @@ const GemmKernels *ops_kernels_gemm(void);
 #define gemm_nt_packed PF_KERNEL(gemm_nt_packed)
 #define gemm_nn PF_KERNEL(gemm_nn)
 #define gemm_nn_masked PF_KERNEL(gemm_nn_masked)
+#define gemm_nn_packed PF_KERNEL(gemm_nn_packed)
+#define gemm_nn_masked_packed PF_KERNEL(gemm_nn_masked_packed)
 #define gemm_tn PF_KERNEL(gemm_tn)
 #endif
 

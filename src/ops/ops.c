@@ -181,19 +181,19 @@ void matmul_forward_fused(float *out, const float *inp, const float *weight, con
 }
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int N, int C, int OC) {
-    backend_of(OPS_MATMUL)->matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+                     const float *weight, const float *weight_rows, int N, int C, int OC) {
+    backend_of(OPS_MATMUL)->matmul_backward(dinp, dweight, dbias, dout, inp, weight, weight_rows, N, C, OC);
 }
 
 void matmul_backward_relu(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                          const float *weight, int N, int C, int OC) {
+                          const float *weight, const float *weight_rows, int N, int C, int OC) {
     const OpsBackend *b = backend_of(OPS_MATMUL);
     if (b->matmul_backward_relu) {
-        b->matmul_backward_relu(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+        b->matmul_backward_relu(dinp, dweight, dbias, dout, inp, weight, weight_rows, N, C, OC);
         return;
     }
     memset(dinp, 0, sizeof(float) * (size_t)N * C);
-    b->matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, C, OC);
+    b->matmul_backward(dinp, dweight, dbias, dout, inp, weight, weight_rows, N, C, OC);
     relu_backward(dinp, inp, (size_t)N * C);
 }
 

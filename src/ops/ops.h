@@ -72,9 +72,10 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 void matmul_forward_fused(float *out, const float *inp, const float *weight, const float *weight_packed,
                           const float *bias, const float *residual, int relu, int N, int C, int OC);
 // dinp (N, C) += dout @ weight; dweight (OC, C) += dout^T @ inp; dbias (OC) += column sums of dout.
-// dinp may be NULL (no input gradient wanted).
+// dinp may be NULL (no input gradient wanted). weight_rows: the weight as gemm_pack_rows(weight_rows,
+// weight, C, OC, C) left it (the kernels backend then skips packing), or NULL.
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int N, int C, int OC);
+                     const float *weight, const float *weight_rows, int N, int C, int OC);
 
 // Multi-head self-attention core. qkv (B, T, 3C) packed [q | k | v], heads of size C/NH.
 // pad (B, T): 1 where the position is padding (masked as a key). att (B, NH, T, T) saves the
@@ -108,7 +109,7 @@ void attention_backward_packed(float *dqkv, const float *dout, const float *qkv,
 // elsewhere; dweight and dbias accumulate as in matmul_backward. (One pass instead of clearing
 // dinp, matmul_backward and relu_backward; the same values.)
 void matmul_backward_relu(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                          const float *weight, int N, int C, int OC);
+                          const float *weight, const float *weight_rows, int N, int C, int OC);
 
 // out (N, C) = (inp - mean) * rstd * weight + bias; mean, rstd (N) saved; eps 1e-5
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,

@@ -24,7 +24,8 @@ static void matmul_forward_blas(float *out, const float *inp, const float *weigh
 }
 
 static void matmul_backward_blas(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                                 const float *weight, int N, int C, int OC) {
+                                 const float *weight, const float *weight_rows, int N, int C, int OC) {
+    (void)weight_rows;  // the kernels' layout
 #pragma omp parallel
     {
         int lo, hi;

@@ -33,12 +33,14 @@ static void matmul_forward_kernels(float *out, const float *inp, const float *we
 }
 
 static void matmul_backward_kernels(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                                    const float *weight, int N, int C, int OC) {
+                                    const float *weight, const float *weight_rows, int N, int C, int OC) {
 #pragma omp parallel
     {
         int lo, hi;
         pf_thread_share(N, &lo, &hi);  // dinp: rows of the batch
-        if (dinp && hi > lo)
+        if (dinp && hi > lo && weight_rows)
+            gemm_nn_packed(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight_rows, hi - lo, C, OC, 1);
+        else if (dinp && hi > lo)
             gemm_nn(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight, C, hi - lo, C, OC, 1);
         pf_thread_share(OC, &lo, &hi);  // dweight and dbias: its own rows, each reducing over the whole batch
         if (hi > lo)
@@ -48,16 +50,20 @@ static void matmul_backward_kernels(float *dinp, float *dweight, float *dbias, c
 
 // relu(x) then a linear layer: the input gradient written in one masked product
 static void matmul_backward_relu_kernels(float *dinp, float *dweight, float *dbias, const float *dout,
-                                         const float *inp, const float *weight, int N, int C, int OC) {
+                                         const float *inp, const float *weight, const float *weight_rows, int N, int C,
+                                         int OC) {
 #pragma omp parallel
     {
         int lo, hi;
         pf_thread_share(N, &lo, &hi);
-        if (hi > lo)
+        if (hi > lo && weight_rows)
+            gemm_nn_masked_packed(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight_rows,
+                                  inp + (size_t)lo * C, C, hi - lo, C, OC);
+        else if (hi > lo)
             gemm_nn_masked(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight, C, inp + (size_t)lo * C,
                            C, hi - lo, C, OC);
     }
-    matmul_backward_kernels(NULL, dweight, dbias, dout, inp, weight, N, C, OC);
+    matmul_backward_kernels(NULL, dweight, dbias, dout, inp, weight, NULL, N, C, OC);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -94,7 +94,8 @@ void ops_column_sums(float *dbias, const float *dout, int N, int OC, int lo, int
 }
 
 static void matmul_backward_reference(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                                      const float *weight, int N, int C, int OC) {
+                                      const float *weight, const float *weight_rows, int N, int C, int OC) {
+    (void)weight_rows;  // the kernels' layout
     // Plain loops: sums in double, in blocks of columns, so that the long reductions (over OC for
     // dinp, over every row for dweight) stay as accurate as a blocked BLAS product.
     enum { BLOCK = 256 };
