@@ -628,7 +628,6 @@ void model_backward(Model *model, const float *labels, const float *weights, int
                            act->ln1_rstd, M, C);
         memset(s.datty, 0, MC * sizeof(float));
         matmul_backward(s.datty, dw->out_proj_w, dw->out_proj_b, s.dres, act->atty, w->out_proj_w, rows_out, M, C, C);
-        memset(s.dqkv, 0, NC * 3 * sizeof(float));
         attention_backward_packed(s.dqkv, s.datty, act->qkv, act->att, model->offsets, B, T, C, NH, last);
         // the residual path's gradient of x, on every row (the last layer's readout rows only)
         float *dx = s.dres;

@@ -117,11 +117,14 @@ typedef struct {
     float *out, *dqkv;
 } AttentionResult;
 
+// dqkv starts as `fill` everywhere: the backward writes it (the reference run starts from zeros, the
+// others from garbage)
 static AttentionResult run_attention(const char *backend, const float *qkv, const float *counts, const int *offsets,
-                                     const float *dout, int B, int T, int C, int NH, int last_only) {
+                                     const float *dout, int B, int T, int C, int NH, int last_only, float fill) {
     assert_int_equal(ops_set_backend(OPS_ATTENTION, backend), 0);
     int N = offsets[B], out_rows = last_only ? B : N;
-    AttentionResult r = {mallocCheck(sizeof(float) * out_rows * C), calloc((size_t)N * 3 * C, sizeof(float))};
+    AttentionResult r = {mallocCheck(sizeof(float) * out_rows * C), mallocCheck(sizeof(float) * N * 3 * C)};
+    for (size_t i = 0; i < (size_t)N * 3 * C; i++) r.dqkv[i] = fill;
     float *att = mallocCheck(sizeof(float) * B * NH * T * T);
     attention_forward_packed(r.out, att, qkv, counts, offsets, B, T, C, NH, last_only);
     attention_backward_packed(r.dqkv, dout, qkv, att, offsets, B, T, C, NH, last_only);
@@ -152,14 +155,14 @@ static void test_attention_on_every_backend(void **state) {
                     float *dout = random_floats((size_t)out_rows * C, &rng);
                     const float *key_counts = weighted ? counts : NULL;
                     AttentionResult ref =
-                        run_attention("loops", qkv, key_counts, offsets, dout, B, T, C, NH, last_only);
+                        run_attention("loops", qkv, key_counts, offsets, dout, B, T, C, NH, last_only, 0.0f);
                     printf("attention T %d, C %d, NH %d, %s, %s, %d threads\n", T, C, NH,
                            last_only ? "last query" : "every query", weighted ? "key counts" : "one copy each",
                            threads);
                     for (int b = 0; b < ops_num_backends(OPS_ATTENTION); b++) {
                         const char *name = ops_backend_name(OPS_ATTENTION, b);
                         AttentionResult got =
-                            run_attention(name, qkv, key_counts, offsets, dout, B, T, C, NH, last_only);
+                            run_attention(name, qkv, key_counts, offsets, dout, B, T, C, NH, last_only, 12345.0f);
                         expect_close("forward out", name, got.out, ref.out, (size_t)out_rows * C);
                         expect_close("backward dqkv", name, got.dqkv, ref.dqkv, (size_t)N * 3 * C);
                         free(got.out);

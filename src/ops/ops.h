@@ -97,7 +97,8 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 // and out (B, C) has one row per example.
 // key_counts (N, or NULL for all ones): row r stands for key_counts[r] identical positions, so as
 // a key its softmax weight is multiplied by that count (merged repeats, see Model). The backward
-// needs nothing more: given the saved probabilities, the gradient formulas are unchanged.
+// needs nothing more: given the saved probabilities, the gradient formulas are unchanged. The
+// backward writes dqkv (N, 3C) (not added to, unlike attention_backward).
 // Tested against the padded version above.
 void attention_forward_packed(float *out, float *att, const float *qkv, const float *key_counts, const int *offsets,
                               int B, int T, int C, int NH, int last_only);

@@ -134,7 +134,8 @@ static void attention_head_forward_readout(float *out, float *att, const float *
     }
 }
 
-// Its backward. dout: the readout query's output gradient row.
+// Its backward, which writes the head's columns of the example's q | k | v gradient rows (drows).
+// dout: the readout query's output gradient row.
 static void attention_head_backward_readout(float *drows, const float *dout, const float *rows, const float *att,
                                             int len, int T, int C, int h, int hs, float scale) {
     size_t C3 = (size_t)3 * C;
@@ -142,6 +143,8 @@ static void attention_head_backward_readout(float *drows, const float *dout, con
     float values_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
     float dscores[FAST_KEYS] __attribute__((aligned(64)));
     transpose_head(values_t, rows, C3, 2 * C + h * hs, hs, len);
+    for (int s = 0; s < t; s++)  // no query on the other rows
+        for (int i0 = 0; i0 < hs; i0 += 16) v16_store(drows + (size_t)s * C3 + h * hs + i0, v16_zero());
     // da_s = d . v_s, the softmax backward, dq += sum_s dscore_s k_s
     v16 datt;
     rows_times_lanes(&datt, dout, C, h * hs, values_t, hs, 0, 1);
@@ -152,7 +155,7 @@ static void attention_head_backward_readout(float *drows, const float *dout, con
     v16_store(dscores, ds);
     for (int i0 = 0; i0 < hs; i0 += 16) {
         float *dq = drows + (size_t)t * C3 + h * hs + i0;
-        v16 acc0 = v16_load(dq), acc1 = v16_zero();  // even and odd keys: two chains
+        v16 acc0 = v16_zero(), acc1 = v16_zero();  // even and odd keys: two chains
         int s = 0;
         for (; s + 1 < len; s += 2) {
             acc0 = v16_fma(v16_set1(dscores[s]), v16_load(rows + (size_t)s * C3 + C + h * hs + i0), acc0);
@@ -161,7 +164,8 @@ static void attention_head_backward_readout(float *drows, const float *dout, con
         if (s < len) acc0 = v16_fma(v16_set1(dscores[s]), v16_load(rows + (size_t)s * C3 + C + h * hs + i0), acc0);
         v16_store(dq, v16_add(acc0, acc1));
     }
-    // keys and values, one term each: dk_s += dscore_s q, dv_s += a_s d
+    // keys and values, one term each: dk_s = 0 + dscore_s q, dv_s = 0 + a_s d (a product may be -0,
+    // which the sum from zero makes +0)
     for (int i0 = 0; i0 < hs; i0 += 16) {
         v16 q = v16_load(rows + (size_t)t * C3 + h * hs + i0);
         v16 d = v16_load(dout + h * hs + i0);
@@ -169,8 +173,8 @@ static void attention_head_backward_readout(float *drows, const float *dout, con
             float *dkrow = drows + (size_t)s * C3 + C + h * hs + i0;
             float *dvrow = drows + (size_t)s * C3 + 2 * C + h * hs + i0;
             v16 dk = v16_mul(v16_set1(dscores[s]), q), dv = v16_mul(v16_set1(a[s]), d);
-            v16_store(dkrow, v16_add(v16_load(dkrow), dk));
-            v16_store(dvrow, v16_add(v16_load(dvrow), dv));
+            v16_store(dkrow, v16_add(v16_zero(), dk));
+            v16_store(dvrow, v16_add(v16_zero(), dv));
         }
     }
 }
@@ -254,7 +258,8 @@ static void attention_head_forward_lanes(float *out, float *att, const float *ro
     weights_times_rows(out, C, h * hs, att, T, rows, C3, 2 * C + h * hs, hs, len, 0);
 }
 
-// Its backward: drows (q | k | v rows of the example) gain the gradients.
+// Its backward: drows (q | k | v rows of the example) get the head's gradients, written (each a sum
+// from zero, never -0, so the same bits as adding it to cleared rows).
 static void attention_head_backward_lanes(float *drows, const float *dout, const float *rows, const float *att,
                                           int len, int T, int C, int h, int hs, float scale) {
     size_t C3 = (size_t)3 * C;
@@ -273,9 +278,9 @@ static void attention_head_backward_lanes(float *drows, const float *dout, const
         datt[s] = v16_mul(v16_mul(prob[s], v16_sub(datt[s], weighted)), vscale);
         v16_store(dscores[s], datt[s]);
     }
-    // dq_t += sum_s ds_ts k_s
-    weights_times_rows(drows, C3, h * hs, dscores[0], FAST_KEYS, rows, C3, C + h * hs, hs, len, 1);
-    // keys and values: dk_s += sum_t ds_ts q_t, dv_s += sum_t a_ts d_t, KEYS keys at a time
+    // dq_t = sum_s ds_ts k_s
+    weights_times_rows(drows, C3, h * hs, dscores[0], FAST_KEYS, rows, C3, C + h * hs, hs, len, 0);
+    // keys and values: dk_s = sum_t ds_ts q_t, dv_s = sum_t a_ts d_t, KEYS keys at a time
     for (int s = 0; s < len; s += KEYS) {
         int group = len - s < KEYS ? len - s : KEYS;
         for (int i0 = 0; i0 < hs; i0 += 16) {
@@ -293,8 +298,8 @@ static void attention_head_backward_lanes(float *drows, const float *dout, const
             for (int j = 0; j < group; j++) {
                 float *dkrow = drows + (size_t)(s + j) * C3 + C + h * hs + i0;
                 float *dvrow = drows + (size_t)(s + j) * C3 + 2 * C + h * hs + i0;
-                v16_store(dkrow, v16_add(v16_load(dkrow), dk[j]));
-                v16_store(dvrow, v16_add(v16_load(dvrow), dv[j]));
+                v16_store(dkrow, dk[j]);
+                v16_store(dvrow, dv[j]);
             }
         }
     }
@@ -304,8 +309,9 @@ static void attention_head_backward_lanes(float *drows, const float *dout, const
 // attention's per-example data in a training step (saved probabilities and q | k | v rows, the
 // output rows) was last touched a whole pass earlier and has left the caches: each example asks for
 // the next one's while its own heads run (an AVX2 training step's attention: forward 22%, backward
-// 20% less time). The gradients of q | k | v are not asked for: the model clears them just before,
-// which leaves them in cache (asking anyway cost the backward about 5%). Always inlined: a function
+// 20% less time). The gradients of q | k | v are not asked for: the backward of the layer above
+// read them last, which leaves them in cache (asking, when the model cleared them just before, cost
+// the backward about 5%). Always inlined: a function
 // of its own, which the compiler finds has no effect, would have its calls dropped.
 static ALWAYS_INLINE void prefetch_bytes(const void *p, size_t bytes, int write) {
     for (size_t i = 0; i < bytes; i += 64) {

@@ -319,6 +319,7 @@ static void attention_backward_packed_reference(float *dqkv, const float *dout, 
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = (size_t)3 * C;
+    memset(dqkv, 0, sizeof(float) * (size_t)offsets[B] * C3);  // written, not added to
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
