@@ -615,7 +615,6 @@ void model_backward(Model *model, const float *labels, const float *weights, int
         const float *rows2 = packed ? layer.packed[PACKED_LINEAR2_ROWS] : NULL;
 
         // ln2 = LN(res2), res2 = ln1 + W2 relu(W1 ln1 + b1) + b2
-        memset(s.dres, 0, MC * sizeof(float));
         layernorm_backward(s.dres, dw->norm2_w, dw->norm2_b, s.dlayer_out, act->res2, w->norm2_w, act->ln2_mean,
                            act->ln2_rstd, M, C);
         memcpy(s.dln1, s.dres, MC * sizeof(float));
@@ -623,7 +622,6 @@ void model_backward(Model *model, const float *labels, const float *weights, int
         matmul_backward(s.dln1, dw->linear1_w, dw->linear1_b, s.dfc, act->ln1, w->linear1_w, rows1, M, C, F);
 
         // ln1 = LN(res1), res1 = x + out_proj(attention(in_proj(x)))
-        memset(s.dres, 0, MC * sizeof(float));
         layernorm_backward(s.dres, dw->norm1_w, dw->norm1_b, s.dln1, act->res1, w->norm1_w, act->ln1_mean,
                            act->ln1_rstd, M, C);
         memset(s.datty, 0, MC * sizeof(float));

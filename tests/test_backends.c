@@ -187,17 +187,20 @@ typedef struct {
     float *out, *mean, *rstd, *dinp, *dweight, *dbias;
 } LayernormResult;
 
+// dinp starts as `fill` everywhere: the backward writes it (the reference run starts from zeros, the
+// others from garbage)
 static LayernormResult run_layernorm(const char *backend, const float *inp, const float *weight, const float *bias,
-                                     const float *dout, int N, int C) {
+                                     const float *dout, int N, int C, float fill) {
     assert_int_equal(ops_set_backend(OPS_LAYERNORM, backend), 0);
     LayernormResult r = {
         .out = mallocCheck(sizeof(float) * N * C),
         .mean = mallocCheck(sizeof(float) * N),
         .rstd = mallocCheck(sizeof(float) * N),
-        .dinp = calloc((size_t)N * C, sizeof(float)),
+        .dinp = mallocCheck(sizeof(float) * N * C),
         .dweight = calloc(C, sizeof(float)),
         .dbias = calloc(C, sizeof(float)),
     };
+    for (size_t i = 0; i < (size_t)N * C; i++) r.dinp[i] = fill;
     layernorm_forward(r.out, r.mean, r.rstd, inp, weight, bias, N, C);
     layernorm_backward(r.dinp, r.dweight, r.dbias, dout, inp, weight, r.mean, r.rstd, N, C);
     return r;
@@ -223,11 +226,11 @@ static void test_layernorm_on_every_backend(void **state) {
             int N = shapes[s][0], C = shapes[s][1];
             float *inp = random_floats((size_t)N * C, &rng), *weight = random_floats(C, &rng);
             float *bias = random_floats(C, &rng), *dout = random_floats((size_t)N * C, &rng);
-            LayernormResult ref = run_layernorm("loops", inp, weight, bias, dout, N, C);
+            LayernormResult ref = run_layernorm("loops", inp, weight, bias, dout, N, C, 0.0f);
             printf("layernorm N %d, C %d, %d threads\n", N, C, threads);
             for (int b = 0; b < ops_num_backends(OPS_LAYERNORM); b++) {
                 const char *name = ops_backend_name(OPS_LAYERNORM, b);
-                LayernormResult got = run_layernorm(name, inp, weight, bias, dout, N, C);
+                LayernormResult got = run_layernorm(name, inp, weight, bias, dout, N, C, 12345.0f);
                 expect_close("forward out", name, got.out, ref.out, (size_t)N * C);
                 expect_close("forward mean", name, got.mean, ref.mean, N);
                 expect_close("forward rstd", name, got.rstd, ref.rstd, N);

@@ -115,6 +115,7 @@ void matmul_backward_relu(float *dinp, float *dweight, float *dbias, const float
 // out (N, C) = (inp - mean) * rstd * weight + bias; mean, rstd (N) saved; eps 1e-5
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C);
+// dinp (N, C) is written (as 0 + the gradient: never -0); dweight and dbias (C) are added to.
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int N, int C);
 

@@ -498,7 +498,7 @@ static ALWAYS_INLINE void layernorm_backward_group(float *dinp, float *dw, float
             v16 norm = v16_mul(v16_sub(v16_load(x + i), vm), vs);
             v16 t = v16_sub(v16_mul(v16_load(d + i), v16_load(weight + i)), vdm);
             t = v16_mul(vs, v16_sub(t, v16_mul(norm, vdnm)));
-            v16_store(di + i, v16_add(v16_load(di + i), t));
+            v16_store(di + i, v16_add(v16_zero(), t));  // written, as if added to zeros (-0 becomes +0)
         }
     }
 }

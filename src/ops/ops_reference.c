@@ -464,7 +464,7 @@ static void layernorm_backward_reference(float *dinp, float *dweight, float *dbi
             float dnorm_mean = dnorm_sum / (float)C, dnorm_norm_mean = dnorm_norm_sum / (float)C;
             for (int i = 0; i < C; i++) {
                 float norm = (x[i] - m) * s;
-                di[i] += s * (d[i] * weight[i] - dnorm_mean - norm * dnorm_norm_mean);
+                di[i] = 0.0f + s * (d[i] * weight[i] - dnorm_mean - norm * dnorm_norm_mean);  // as if added to 0
             }
         }
         // Parameter gradients reduce over rows: each thread owns a range of columns and streams the
