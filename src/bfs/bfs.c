@@ -612,14 +612,14 @@ static void backward_micro(const BfsModel *m, const Workspace *w, const Acts *a,
             gemm_nn(dx_next + dyn, C, w->drecord_proj, PC, f.record_weight + dyn, C, rows, dyn_width, PC, 1);
         }
         // the weight gradients: reach q | k | v in their dynamic columns, the record head whole
-        gemm_tn(part + dyn, C, w->dreach_proj, PR, f.x + dyn, C, rows, PR, dyn_width, NULL);
-        gemm_tn(record_part(m, part, l), C, w->drecord_proj, PC, f.x, C, rows, PC, C, NULL);
+        gemm_tn(part + dyn, C, w->dreach_proj, PR, f.x + dyn, C, rows, PR, dyn_width);
+        gemm_tn(record_part(m, part, l), C, w->drecord_proj, PC, f.x, C, rows, PC, C);
         float *swap = dx;
         dx = dx_next;
         dx_next = swap;
     }
-    gemm_tn(part, C, w->dreach_sum, PR, a->x0, C, rows, PR, dyn, NULL);
-    gemm_tn(part + tail, C, w->dreach_sum, PR, a->x0 + tail, C, rows, PR, C - tail, NULL);
+    gemm_tn(part, C, w->dreach_sum, PR, a->x0, C, rows, PR, dyn);
+    gemm_tn(part + tail, C, w->dreach_sum, PR, a->x0 + tail, C, rows, PR, C - tail);
 }
 
 static int micro_batches(int B) { return (B + BFS_MICRO_BATCH - 1) / BFS_MICRO_BATCH; }

@@ -390,46 +390,13 @@ static void add_transposed(float *C, int ldc, const float *T, int N, int K) {
         for (int k = i < N16 ? K16 : 0; k < K; k++) C[(size_t)i * ldc + k] += T[(size_t)k * N + i];
 }
 
-// sums (n) gain the rows of A (m rows, stride lda) one after the other, 64 columns at a time in
-// registers (the rest 16 at a time): each column's sum in the order of ops_column_sums.
-static void add_rows(float *sums, const float *A, int lda, int m, int n) {
-    enum { VECTORS = 4 };
-    int j = 0;
-    for (; j + 16 * VECTORS <= n; j += 16 * VECTORS) {
-        v16 acc[VECTORS];
-        for (int q = 0; q < VECTORS; q++) acc[q] = v16_load(sums + j + 16 * q);
-        for (int r = 0; r < m; r++)
-            for (int q = 0; q < VECTORS; q++) acc[q] = v16_add(acc[q], v16_load(A + (size_t)r * lda + j + 16 * q));
-        for (int q = 0; q < VECTORS; q++) v16_store(sums + j + 16 * q, acc[q]);
-    }
-    for (; j < n; j += 16) {
-        int w = n - j < 16 ? n - j : 16;
-        v16 acc = v16_load_n(sums + j, w);
-        for (int r = 0; r < m; r++) acc = v16_add(acc, v16_load_n(A + (size_t)r * lda + j, w));
-        v16_store_n(sums + j, acc, w);
-    }
-}
-
-// colsum (n) += sums (n): the column sums, from zero down every row, added as ops_column_sums adds them
-static void add_sums(float *colsum, const float *sums, int n) {
-    for (int j = 0; j < n; j++) colsum[j] += sums[j];
-}
-
 // With fewer rows of C than columns (linear2's weight gradient, 64 x 256), C^T = B^T A is the
 // better shape for the tiles (12-row blocks, long rows streamed: measured 102 against 67 GFLOP/s):
 // each chunk's sums go into a buffer and are added to C transposed, so that C gains the same chunk
-// sums in the same order either way. The column sums of A (the bias gradient) are taken chunk by
-// chunk, while the chunk is still in cache from its product; a pass of their own over the whole
-// output gradient afterwards took 0.7% of an AVX2 training step (best-of-five training runs, two
-// sets of alternating pairs: 4,051 -> 4,121 and 4,160 -> 4,257 examples/s).
-void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
-             float *colsum) {
-    enum { SUMS = 1024 };
+// sums in the same order either way.
+void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K) {
     int transposed = N < K && (size_t)N * K <= WT_FLOATS;
     float ct[WT_FLOATS] __attribute__((aligned(64)));
-    float sums[SUMS] __attribute__((aligned(64)));
-    int chunk_sums = colsum && N <= SUMS;  // wider: every column block over all rows after the product
-    if (chunk_sums) memset(sums, 0, sizeof(float) * N);
     for (int r0 = 0; r0 < M; r0 += MCHUNK) {
         int chunk = M - r0 < MCHUNK ? M - r0 : MCHUNK;
         const float *a = A + (size_t)r0 * lda, *b = B + (size_t)r0 * ldb;
@@ -442,21 +409,10 @@ void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb
             int next = M - r0 - chunk < MCHUNK ? M - r0 - chunk : MCHUNK;
             size_t ahead = next > 0 ? sizeof(float) * ((size_t)(next - 1) * ldb + K) : 0;
             reduce_chunk(C, ldc, a, lda, b, ldb, chunk, N, K, 1, (const char *)(b + (size_t)chunk * ldb), ahead);
-        } else {
-            reduce_chunk(ct, N, b, ldb, a, lda, chunk, K, N, 0, NULL, 0);
-            add_transposed(C, ldc, ct, N, K);
+            continue;
         }
-        if (chunk_sums) add_rows(sums, a, lda, chunk, N);
-    }
-    if (chunk_sums) {
-        add_sums(colsum, sums, N);
-        return;
-    }
-    for (int j = 0; colsum && j < N; j += SUMS) {
-        int width = N - j < SUMS ? N - j : SUMS;
-        memset(sums, 0, sizeof(float) * width);
-        add_rows(sums, A + j, lda, M, width);
-        add_sums(colsum + j, sums, width);
+        reduce_chunk(ct, N, b, ldb, a, lda, chunk, K, N, 0, NULL, 0);
+        add_transposed(C, ldc, ct, N, K);
     }
 }
 

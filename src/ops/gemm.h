@@ -43,11 +43,8 @@ void gemm_nn_packed(float *C, int ldc, const float *A, int lda, const float *pac
 void gemm_nn_masked_packed(float *C, int ldc, const float *A, int lda, const float *packed, const float *mask,
                            int ldm, int M, int N, int K);
 // C (N, K) += A^T @ B with A (M, N) and B (M, K): the sum runs over the M rows (a weight gradient),
-// in chunks of GEMM_MCHUNK rows, each summed from zero and then added to C. colsum (N), unless NULL,
-// gains the column sums of A (a bias gradient), each summed from zero down the rows in order and
-// then added, as ops_column_sums sums them (the same bits).
-void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
-             float *colsum);
+// in chunks of GEMM_MCHUNK rows, each summed from zero and then added to C.
+void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K);
 
 // The packed layout: depth chunks of GEMM_KCHUNK, each holding panels of GEMM_PANEL columns (row k of
 // a panel at k * GEMM_PANEL); lanes past N are zero. GEMM_MCHUNK: rows of a gemm_tn reduction that go

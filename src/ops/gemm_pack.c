@@ -62,7 +62,6 @@ void gemm_nn_masked_packed(float *C, int ldc, const float *A, int lda, const flo
     ops_kernels_gemm()->nn_masked_packed(C, ldc, A, lda, packed, mask, ldm, M, N, K);
 }
 
-void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
-             float *colsum) {
-    ops_kernels_gemm()->tn(C, ldc, A, lda, B, ldb, M, N, K, colsum);
+void gemm_tn(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K) {
+    ops_kernels_gemm()->tn(C, ldc, A, lda, B, ldb, M, N, K);
 }

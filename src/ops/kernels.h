@@ -20,8 +20,7 @@ typedef struct {
                       int accumulate);
     void (*nn_masked_packed)(float *C, int ldc, const float *A, int lda, const float *packed, const float *mask,
                              int ldm, int M, int N, int K);
-    void (*tn)(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K,
-               float *colsum);
+    void (*tn)(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int M, int N, int K);
 } GemmKernels;
 
 // A variant: its name, its products and its backend (named "kernels").

@@ -32,6 +32,26 @@ static void matmul_forward_kernels(float *out, const float *inp, const float *we
     }
 }
 
+// dbias[lo, hi) += the column sums of dout (N rows, stride OC): each column summed from zero down the
+// rows in order, then added, as ops_column_sums does (so the same bits), 64 columns at a time in
+// registers. (ops_column_sums, compiled for plain x86-64, took 0.8% of an AVX2 training step.)
+static void column_sums(float *dbias, const float *dout, int N, int OC, int lo, int hi) {
+    enum { BLOCK = 64, VECTORS = BLOCK / 16 };
+    for (; lo + BLOCK <= hi; lo += BLOCK) {
+        v16 sums[VECTORS];
+        for (int q = 0; q < VECTORS; q++) sums[q] = v16_zero();
+        for (int n = 0; n < N; n++) {
+            const float *d = dout + (size_t)n * OC + lo;
+            for (int q = 0; q < VECTORS; q++) sums[q] = v16_add(sums[q], v16_load(d + 16 * q));
+        }
+        for (int q = 0; q < VECTORS; q++) {
+            float *b = dbias + lo + 16 * q;
+            v16_store(b, v16_add(v16_load(b), sums[q]));
+        }
+    }
+    if (hi > lo) ops_column_sums(dbias, dout, N, OC, lo, hi);
+}
+
 static void matmul_backward_kernels(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                                     const float *weight, const float *weight_rows, int N, int C, int OC) {
 #pragma omp parallel
@@ -43,8 +63,10 @@ static void matmul_backward_kernels(float *dinp, float *dweight, float *dbias, c
         else if (dinp && hi > lo)
             gemm_nn(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight, C, hi - lo, C, OC, 1);
         pf_thread_share(OC, &lo, &hi);  // dweight and dbias: its own rows, each reducing over the whole batch
-        if (hi > lo)
-            gemm_tn(dweight + (size_t)lo * C, C, dout + lo, OC, inp, C, N, hi - lo, C, dbias ? dbias + lo : NULL);
+        if (hi > lo) {
+            gemm_tn(dweight + (size_t)lo * C, C, dout + lo, OC, inp, C, N, hi - lo, C);
+            if (dbias) column_sums(dbias, dout, N, OC, lo, hi);
+        }
     }
 }
 
