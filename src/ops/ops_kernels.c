@@ -58,10 +58,12 @@ static void matmul_backward_kernels(float *dinp, float *dweight, float *dbias, c
     {
         int lo, hi;
         pf_thread_share(N, &lo, &hi);  // dinp: rows of the batch
-        if (dinp && hi > lo && weight_rows)
-            gemm_nn_packed(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight_rows, hi - lo, C, OC, 1);
-        else if (dinp && hi > lo)
-            gemm_nn(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight, C, hi - lo, C, OC, 1);
+        if (dinp && hi > lo) {
+            if (weight_rows)
+                gemm_nn_packed(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight_rows, hi - lo, C, OC, 1);
+            else
+                gemm_nn(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight, C, hi - lo, C, OC, 1);
+        }
         pf_thread_share(OC, &lo, &hi);  // dweight and dbias: its own rows, each reducing over the whole batch
         if (hi > lo) {
             gemm_tn(dweight + (size_t)lo * C, C, dout + lo, OC, inp, C, N, hi - lo, C);
@@ -81,7 +83,7 @@ static void matmul_backward_relu_kernels(float *dinp, float *dweight, float *dbi
         if (hi > lo && weight_rows)
             gemm_nn_masked_packed(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight_rows,
                                   inp + (size_t)lo * C, C, hi - lo, C, OC);
-        else if (hi > lo)
+        else if (hi > lo)  // packs the weight itself
             gemm_nn_masked(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight, C, inp + (size_t)lo * C,
                            C, hi - lo, C, OC);
     }
@@ -167,7 +169,7 @@ static void attention_head_backward_readout(float *drows, const float *dout, con
     transpose_head(values_t, rows, C3, 2 * C + h * hs, hs, len);
     for (int s = 0; s < t; s++)  // no query on the other rows
         for (int i0 = 0; i0 < hs; i0 += 16) v16_store(drows + (size_t)s * C3 + h * hs + i0, v16_zero());
-    // da_s = d . v_s, the softmax backward, dq += sum_s dscore_s k_s
+    // da_s = d . v_s, the softmax backward, dq = sum_s dscore_s k_s
     v16 datt;
     rows_times_lanes(&datt, dout, C, h * hs, values_t, hs, 0, 1);
     const float *a = att + (size_t)t * T;
@@ -333,8 +335,8 @@ static void attention_head_backward_lanes(float *drows, const float *dout, const
 // the next one's while its own heads run (an AVX2 training step's attention: forward 22%, backward
 // 20% less time). The gradients of q | k | v are not asked for: the backward of the layer above
 // read them last, which leaves them in cache (asking, when the model cleared them just before, cost
-// the backward about 5%). Always inlined: a function
-// of its own, which the compiler finds has no effect, would have its calls dropped.
+// the backward about 5%). Always inlined: a function of its own, which the compiler finds has no
+// effect, would have its calls dropped.
 static ALWAYS_INLINE void prefetch_bytes(const void *p, size_t bytes, int write) {
     for (size_t i = 0; i < bytes; i += 64) {
         if (write)
