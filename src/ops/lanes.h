@@ -58,6 +58,12 @@ LANES_INLINE v16 v16_where_positive(v16 m, v16 v) {
 }
 // v in lanes below n, 0 above
 LANES_INLINE v16 v16_first(v16 v, int n) { return _mm512_maskz_mov_ps(lanes_mask_(n), v); }
+// Lanes 0-7 of a, then lanes 0-7 of b (two 8-lane halves in one vector)
+LANES_INLINE v16 v16_join_low(v16 a, v16 b) {
+    return _mm512_insertf32x8(a, _mm512_castps512_ps256(b), 1);
+}
+// Lanes 8-15 of v moved to 0-7, zeros above
+LANES_INLINE v16 v16_high(v16 v) { return _mm512_zextps256_ps512(_mm512_extractf32x8_ps(v, 1)); }
 // A 16 x 16 block transposed in registers: four rounds of lane shuffles (64 in all), far fewer
 // instructions than 256 scalar copies, and no scalar stores for vector loads to wait on.
 LANES_INLINE void v16_transpose(v16 r[16]) {
@@ -229,6 +235,10 @@ LANES_INLINE v16 v16_fnma(v16 a, v16 b, v16 c) { LANES_MAP(PART_FNMA(a.p[j], b.p
 LANES_INLINE v16 v16_round(v16 x) { LANES_MAP(PART_ROUND(x.p[j])); }
 LANES_INLINE v16 v16_scale_pow2(v16 x, v16 n) { LANES_MAP(PART_MUL(x.p[j], PART_POW2(n.p[j]))); }
 LANES_INLINE v16 v16_where_positive(v16 m, v16 v) { LANES_MAP(PART_WHERE_POSITIVE(m.p[j], v.p[j])); }
+// Lanes 0-7 of a, then lanes 0-7 of b (two 8-lane halves in one vector: parts move, nothing else)
+LANES_INLINE v16 v16_join_low(v16 a, v16 b) { LANES_MAP(j < LANES_PARTS / 2 ? a.p[j] : b.p[j - LANES_PARTS / 2]); }
+// Lanes 8-15 of v moved to 0-7, zeros above
+LANES_INLINE v16 v16_high(v16 v) { LANES_MAP(j < LANES_PARTS / 2 ? v.p[j + LANES_PARTS / 2] : PART_ZERO()); }
 #if defined(PF_LANES_AVX2)
 LANES_INLINE v16 v16_first(v16 v, int n) {
     v.p[0] = _mm256_and_ps(v.p[0], _mm256_castsi256_ps(lanes_avx2_mask_(n)));

@@ -104,10 +104,15 @@ static int attention_fast_fits(int T, int hs) { return T <= FAST_KEYS && hs % 16
 
 // rows (len, stride): this example's packed q | k | v (stride 3C) or output gradients (stride C).
 // Columns col .. col + hs, transposed for s < len into dst[i * 16 + s] (lanes from len on are zero).
-static inline void transpose_head(float *dst, const float *rows, size_t stride, int col, int hs, int len) {
+// Paired (two heads at once, len <= 8): lanes 8 + s take the next head's columns, col + hs on.
+static inline void transpose_head(float *dst, const float *rows, size_t stride, int col, int hs, int len,
+                                  int paired) {
     for (int i0 = 0; i0 < hs; i0 += 16) {
         v16 block[16];
-        for (int s = 0; s < 16; s++) block[s] = s < len ? v16_load(rows + (size_t)s * stride + col + i0) : v16_zero();
+        for (int s = 0; s < 16; s++) {
+            int row = paired ? s % 8 : s, c = paired && s >= 8 ? col + hs : col;
+            block[s] = row < len ? v16_load(rows + (size_t)row * stride + c + i0) : v16_zero();
+        }
         v16_transpose(block);
         for (int i = 0; i < 16; i++) v16_store(dst + (i0 + i) * FAST_KEYS, block[i]);
     }
@@ -115,16 +120,20 @@ static inline void transpose_head(float *dst, const float *rows, size_t stride, 
 
 // dst[s] = sum_i rows_s[col + i] * lanes[i * 16 + lane] for rows first <= s < len (stride between
 // rows): each row's products with a transposed operand, rows four at a time as independent chains
-// (past the last row a group repeats it and drops the result).
+// (past the last row a group repeats it and drops the result). Paired: lanes 8-15 take the next
+// head's columns of the row, rows_s[col + hs + i].
 static inline void rows_times_lanes(v16 *dst, const float *rows, size_t stride, int col, const float *lanes, int hs,
-                                    int first, int len) {
+                                    int first, int len, int paired) {
     for (int s = first; s < len; s += 4) {
         const float *r[4];
         for (int j = 0; j < 4; j++) r[j] = rows + (size_t)(s + j < len ? s + j : len - 1) * stride + col;
         v16 acc[4] = {v16_zero(), v16_zero(), v16_zero(), v16_zero()};
         for (int i = 0; i < hs; i++) {
             v16 x = v16_load(lanes + i * FAST_KEYS);
-            for (int j = 0; j < 4; j++) acc[j] = v16_fma(v16_set1(r[j][i]), x, acc[j]);
+            for (int j = 0; j < 4; j++) {
+                v16 w = paired ? v16_join_low(v16_set1(r[j][i]), v16_set1(r[j][hs + i])) : v16_set1(r[j][i]);
+                acc[j] = v16_fma(w, x, acc[j]);
+            }
         }
         for (int j = 0; j < 4 && s + j < len; j++) dst[s + j] = acc[j];
     }
@@ -138,10 +147,10 @@ static void attention_head_forward_readout(float *out, float *att, const float *
     int t = len - 1;
     float keys_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
     float probs[FAST_KEYS] __attribute__((aligned(64)));
-    transpose_head(keys_t, rows, C3, C + h * hs, hs, len);
+    transpose_head(keys_t, rows, C3, C + h * hs, hs, len, 0);
     v16 copies = counts ? v16_load_n(counts, len) : v16_set1(1.0f);
     v16 score[FAST_KEYS];  // score[t]: the query against every key
-    rows_times_lanes(score, rows, C3, h * hs, keys_t, hs, t, len);
+    rows_times_lanes(score, rows, C3, h * hs, keys_t, hs, t, len, 0);
     v16 scaled = v16_mul(score[t], v16_set1(scale));
     v16_store(probs, scaled);
     float maxval = probs[0];  // over the live lanes (a maximum is the same in any order)
@@ -166,12 +175,12 @@ static void attention_head_backward_readout(float *drows, const float *dout, con
     int t = len - 1;
     float values_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
     float dscores[FAST_KEYS] __attribute__((aligned(64)));
-    transpose_head(values_t, rows, C3, 2 * C + h * hs, hs, len);
+    transpose_head(values_t, rows, C3, 2 * C + h * hs, hs, len, 0);
     for (int s = 0; s < t; s++)  // no query on the other rows
         for (int i0 = 0; i0 < hs; i0 += 16) v16_store(drows + (size_t)s * C3 + h * hs + i0, v16_zero());
     // da_s = d . v_s, the softmax backward, dq = sum_s dscore_s k_s
     v16 datt;
-    rows_times_lanes(&datt, dout, C, h * hs, values_t, hs, 0, 1);
+    rows_times_lanes(&datt, dout, C, h * hs, values_t, hs, 0, 1, 0);
     const float *a = att + (size_t)t * T;
     v16 prob = v16_load_n(a, len);
     float weighted = v16_sum(v16_mul(prob, datt));
@@ -255,14 +264,17 @@ static inline void weights_times_rows(float *out, size_t ldo, int col, const flo
     }
 }
 
-// One (example, head), every query. counts: copies of each key (NULL: one each).
-static void attention_head_forward_lanes(float *out, float *att, const float *rows, const float *counts, int len,
-                                         int T, int C, int h, int hs, float scale) {
+// One (example, head), every query; paired (len <= 8), heads h and h + 1 at once, head h's queries
+// in lanes 0-7 and the next head's in lanes 8-15 (each lane's sums as unpaired, so the same bits).
+// counts: copies of each key (NULL: one each).
+static ALWAYS_INLINE void attention_head_forward_lanes(float *out, float *att, const float *rows, const float *counts,
+                                                       int len, int T, int C, int h, int hs, float scale,
+                                                       const int paired) {
     size_t C3 = (size_t)3 * C;
     float queries_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
-    transpose_head(queries_t, rows, C3, h * hs, hs, len);
+    transpose_head(queries_t, rows, C3, h * hs, hs, len, paired);
     v16 score[FAST_KEYS];
-    rows_times_lanes(score, rows, C3, C + h * hs, queries_t, hs, 0, len);
+    rows_times_lanes(score, rows, C3, C + h * hs, queries_t, hs, 0, len, paired);
     // lanes past len (no query) hold zero scores: finite, and never stored
     v16 vscale = v16_set1(scale), maxval = v16_set1(-INFINITY), sum = v16_zero();
     for (int s = 0; s < len; s++) {
@@ -278,33 +290,21 @@ static void attention_head_forward_lanes(float *out, float *att, const float *ro
     for (int s = 0; s < len; s++) {
         score[s] = v16_mul(score[s], inv);
         v16_store_n(att + (size_t)s * T, score[s], len);
+        if (paired) v16_store_n(att + (size_t)T * T + (size_t)s * T, v16_high(score[s]), len);
     }
-    weights_times_rows(out, C, h * hs, att, T, rows, C3, 2 * C + h * hs, hs, len, 0);
+    for (int k = 0; k <= paired; k++)
+        weights_times_rows(out, C, (h + k) * hs, att + (size_t)k * T * T, T, rows, C3, 2 * C + (h + k) * hs, hs, len,
+                           0);
 }
 
-// Its backward: drows (q | k | v rows of the example) get the head's gradients, written (each a sum
-// from zero, never -0, so the same bits as adding it to cleared rows).
-static void attention_head_backward_lanes(float *drows, const float *dout, const float *rows, const float *att,
-                                          int len, int T, int C, int h, int hs, float scale) {
+// One head's query, key and value gradients from its score gradients ds[s * 16 + t] (query t, key
+// s) and probabilities att[s * T + t]: dq_t = sum_s ds_ts k_s, dk_s = sum_t ds_ts q_t and
+// dv_s = sum_t a_ts d_t, written to the head's columns of drows (each a sum from zero, never -0, so
+// the same bits as adding it to cleared rows); keys and values KEYS keys at a time.
+static ALWAYS_INLINE void head_gradients(float *drows, const float *dout, const float *rows, const float *att,
+                                  const float *ds, int len, int T, int C, int h, int hs) {
     size_t C3 = (size_t)3 * C;
-    float dout_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
-    float dscores[FAST_KEYS][FAST_KEYS] __attribute__((aligned(64)));
-    transpose_head(dout_t, dout, C, h * hs, hs, len);
-    v16 datt[FAST_KEYS], prob[FAST_KEYS];
-    rows_times_lanes(datt, rows, C3, 2 * C + h * hs, dout_t, hs, 0, len);  // d_t . v_s
-    v16 weighted = v16_zero();
-    for (int s = 0; s < len; s++) {
-        prob[s] = v16_load_n(att + (size_t)s * T, len);
-        weighted = v16_fma(prob[s], datt[s], weighted);
-    }
-    v16 vscale = v16_set1(scale);
-    for (int s = 0; s < len; s++) {  // the softmax backward, scaled
-        datt[s] = v16_mul(v16_mul(prob[s], v16_sub(datt[s], weighted)), vscale);
-        v16_store(dscores[s], datt[s]);
-    }
-    // dq_t = sum_s ds_ts k_s
-    weights_times_rows(drows, C3, h * hs, dscores[0], FAST_KEYS, rows, C3, C + h * hs, hs, len, 0);
-    // keys and values: dk_s = sum_t ds_ts q_t, dv_s = sum_t a_ts d_t, KEYS keys at a time
+    weights_times_rows(drows, C3, h * hs, ds, FAST_KEYS, rows, C3, C + h * hs, hs, len, 0);
     for (int s = 0; s < len; s += KEYS) {
         int group = len - s < KEYS ? len - s : KEYS;
         for (int i0 = 0; i0 < hs; i0 += 16) {
@@ -315,7 +315,7 @@ static void attention_head_backward_lanes(float *drows, const float *dout, const
                 v16 d = v16_load(dout + (size_t)t * C + h * hs + i0);
                 for (int j = 0; j < KEYS; j++) {
                     int key = s + (j < group ? j : 0);
-                    dk[j] = v16_fma(v16_set1(dscores[key][t]), q, dk[j]);
+                    dk[j] = v16_fma(v16_set1(ds[key * FAST_KEYS + t]), q, dk[j]);
                     dv[j] = v16_fma(v16_set1(att[(size_t)key * T + t]), d, dv[j]);
                 }
             }
@@ -328,6 +328,58 @@ static void attention_head_backward_lanes(float *drows, const float *dout, const
         }
     }
 }
+
+// Its backward: drows (q | k | v rows of the example) get the head's gradients (paired: both
+// heads'; the score gradients of head h + 1 in lanes 8-15).
+static ALWAYS_INLINE void attention_head_backward_lanes(float *drows, const float *dout, const float *rows,
+                                                        const float *att, int len, int T, int C, int h, int hs,
+                                                        float scale, const int paired) {
+    size_t C3 = (size_t)3 * C;
+    float dout_t[FAST_HEAD * FAST_KEYS] __attribute__((aligned(64)));
+    float dscores[FAST_KEYS][FAST_KEYS] __attribute__((aligned(64)));
+    transpose_head(dout_t, dout, C, h * hs, hs, len, paired);
+    v16 datt[FAST_KEYS], prob[FAST_KEYS];
+    rows_times_lanes(datt, rows, C3, 2 * C + h * hs, dout_t, hs, 0, len, paired);  // d_t . v_s
+    v16 weighted = v16_zero();
+    for (int s = 0; s < len; s++) {
+        prob[s] = v16_load_n(att + (size_t)s * T, len);
+        if (paired) prob[s] = v16_join_low(prob[s], v16_load_n(att + (size_t)T * T + (size_t)s * T, len));
+        weighted = v16_fma(prob[s], datt[s], weighted);
+    }
+    v16 vscale = v16_set1(scale);
+    for (int s = 0; s < len; s++) {  // the softmax backward, scaled
+        datt[s] = v16_mul(v16_mul(prob[s], v16_sub(datt[s], weighted)), vscale);
+        v16_store(dscores[s], datt[s]);
+    }
+    for (int k = 0; k <= paired; k++)
+        head_gradients(drows, dout, rows, att + (size_t)k * T * T, dscores[0] + 8 * k, len, T, C, h + k, hs);
+}
+
+// The two forms of each, compiled apart (inlined into one loop, the unpaired backward ran 5% slower).
+static __attribute__((noinline)) void attention_forward_single(float *out, float *att, const float *rows,
+                                                               const float *counts, int len, int T, int C, int h,
+                                                               int hs, float scale) {
+    attention_head_forward_lanes(out, att, rows, counts, len, T, C, h, hs, scale, 0);
+}
+static __attribute__((noinline)) void attention_forward_paired(float *out, float *att, const float *rows,
+                                                               const float *counts, int len, int T, int C, int h,
+                                                               int hs, float scale) {
+    attention_head_forward_lanes(out, att, rows, counts, len, T, C, h, hs, scale, 1);
+}
+static __attribute__((noinline)) void attention_backward_single(float *drows, const float *dout, const float *rows,
+                                                                const float *att, int len, int T, int C, int h,
+                                                                int hs, float scale) {
+    attention_head_backward_lanes(drows, dout, rows, att, len, T, C, h, hs, scale, 0);
+}
+static __attribute__((noinline)) void attention_backward_paired(float *drows, const float *dout, const float *rows,
+                                                                const float *att, int len, int T, int C, int h,
+                                                                int hs, float scale) {
+    attention_head_backward_lanes(drows, dout, rows, att, len, T, C, h, hs, scale, 1);
+}
+
+// Whether an example's heads go in pairs through the query-major kernels: sequences of at most 8
+// leave half of the lanes empty, which the next head's queries fill.
+static int paired_heads(int len, int NH) { return len <= 8 && NH % 2 == 0; }
 
 // The bytes from p on, asked of the memory a line at a time (for writing, or for reading). The
 // attention's per-example data in a training step (saved probabilities and q | k | v rows, the
@@ -356,6 +408,7 @@ static void attention_forward_kernels(float *out, float *att, const float *qkv, 
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
                 int first = offsets[b], len = offsets[b + 1] - offsets[b];
+                if (!last_only && h % 2 && paired_heads(len, NH)) continue;  // head h - 1 took it
                 float *a = att + ((size_t)b * NH + h) * T * T;
                 const float *counts = key_counts ? key_counts + first : NULL;
                 if (h == 0 && b + 1 < B && !last_only) {
@@ -366,9 +419,12 @@ static void attention_forward_kernels(float *out, float *att, const float *qkv, 
                 if (last_only)
                     attention_head_forward_readout(out + (size_t)b * C, a, qkv + (size_t)first * C3, counts, len, T,
                                                    C, h, hs, scale);
+                else if (paired_heads(len, NH))
+                    attention_forward_paired(out + (size_t)first * C, a, qkv + (size_t)first * C3, counts, len, T, C,
+                                             h, hs, scale);
                 else
-                    attention_head_forward_lanes(out + (size_t)first * C, a, qkv + (size_t)first * C3, counts, len, T,
-                                                 C, h, hs, scale);
+                    attention_forward_single(out + (size_t)first * C, a, qkv + (size_t)first * C3, counts, len, T, C,
+                                             h, hs, scale);
             }
         return;
     }
@@ -385,6 +441,7 @@ static void attention_backward_kernels(float *dqkv, const float *dout, const flo
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
                 int first = offsets[b], len = offsets[b + 1] - offsets[b];
+                if (!last_only && h % 2 && paired_heads(len, NH)) continue;  // head h - 1 took it
                 const float *a = att + ((size_t)b * NH + h) * T * T;
                 if (h == 0 && b + 1 < B && !last_only) {
                     int next = offsets[b + 1], rows = offsets[b + 2] - next;
@@ -394,9 +451,12 @@ static void attention_backward_kernels(float *dqkv, const float *dout, const flo
                 if (last_only)
                     attention_head_backward_readout(dqkv + (size_t)first * C3, dout + (size_t)b * C,
                                                     qkv + (size_t)first * C3, a, len, T, C, h, hs, scale);
+                else if (paired_heads(len, NH))
+                    attention_backward_paired(dqkv + (size_t)first * C3, dout + (size_t)first * C,
+                                              qkv + (size_t)first * C3, a, len, T, C, h, hs, scale);
                 else
-                    attention_head_backward_lanes(dqkv + (size_t)first * C3, dout + (size_t)first * C,
-                                                  qkv + (size_t)first * C3, a, len, T, C, h, hs, scale);
+                    attention_backward_single(dqkv + (size_t)first * C3, dout + (size_t)first * C,
+                                              qkv + (size_t)first * C3, a, len, T, C, h, hs, scale);
             }
         return;
     }
