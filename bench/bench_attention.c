@@ -67,6 +67,24 @@ static Timing time_attention(const Packed *set, int batches, int rounds, const f
     return (Timing){pf_median(fwd, rounds), pf_median(bwd, rounds)};
 }
 
+typedef struct {
+    const char *name;
+    int lo, hi;  // packed lengths
+} Subset;
+
+// One line per subset for the backend in use: hot (one micro-batch), then cold (all of them).
+static void report(const char *label, const Packed sets[3], const Subset subsets[3], int rounds, const float *qkv,
+                   const float *dout, float *out, float *dqkv, float *att, int T, int C, int NH) {
+    for (int s = 0; s < 3; s++) {
+        int batches = sets[s].B / MICRO;
+        if (batches == 0) continue;
+        Timing hot = time_attention(&sets[s], 1, rounds, qkv, dout, out, dqkv, att, T, C, NH);
+        Timing cold = time_attention(&sets[s], batches, rounds < 5 ? rounds : 5, qkv, dout, out, dqkv, att, T, C, NH);
+        printf("%-8s %-10s %12.0f %12.0f %12.0f %12.0f\n", label, subsets[s].name, hot.forward, hot.backward,
+               cold.forward, cold.backward);
+    }
+}
+
 int main(int argc, char **argv) {
     int rounds = argc > 1 ? atoi(argv[1]) : 30;
     int threads = argc > 2 ? atoi(argv[2]) : 1;
@@ -104,10 +122,7 @@ int main(int argc, char **argv) {
         total_rows += model.num_rows;
     }
 
-    const struct {
-        const char *name;
-        int lo, hi;
-    } subsets[] = {{"all", 1, T}, {"<= 8 rows", 1, 8}, {"> 8 rows", 9, T}};
+    const Subset subsets[3] = {{"all", 1, T}, {"<= 8 rows", 1, 8}, {"> 8 rows", 9, T}};
     Packed sets[3];
     for (int s = 0; s < 3; s++) select_examples(&sets[s], lengths, counts, subsets[s].lo, subsets[s].hi);
 
@@ -126,31 +141,16 @@ int main(int argc, char **argv) {
         printf("  %-10s %4d examples, %.1f rows each on average\n", subsets[s].name, sets[s].B,
                (double)sets[s].rows / sets[s].B);
     printf("%-8s %-10s %12s %12s %12s %12s\n", "kernels", "examples", "hot fwd", "hot bwd", "cold fwd", "cold bwd");
+    // each variant of the kernels, then the reference loops
     char variants[64];
     snprintf(variants, sizeof(variants), "%s", ops_kernel_variants());
-    const char *initial = ops_kernels_variant();
-    char initial_name[16];
-    snprintf(initial_name, sizeof(initial_name), "%s", initial);
-    // each variant of the kernels, then the reference loops
     char *save = NULL;
-    for (char *v = strtok_r(variants, " ", &save);; v = strtok_r(NULL, " ", &save)) {
-        const char *label = v ? v : "loops";
-        if (v)
-            ops_set_kernels_variant(v);
-        else if (ops_set_backend(OPS_ATTENTION, "loops") != 0)
-            break;
-        for (int s = 0; s < 3; s++) {
-            const Packed *set = &sets[s];
-            int batches = set->B / MICRO;
-            if (batches == 0) continue;
-            Timing hot = time_attention(set, 1, rounds, qkv, dout, out, dqkv, att, T, C, NH);
-            Timing cold = time_attention(set, batches, rounds < 5 ? rounds : 5, qkv, dout, out, dqkv, att, T, C, NH);
-            printf("%-8s %-10s %12.0f %12.0f %12.0f %12.0f\n", label, subsets[s].name, hot.forward, hot.backward,
-                   cold.forward, cold.backward);
-        }
-        if (!v) break;
+    for (char *v = strtok_r(variants, " ", &save); v; v = strtok_r(NULL, " ", &save)) {
+        ops_set_kernels_variant(v);
+        report(v, sets, subsets, rounds, qkv, dout, out, dqkv, att, T, C, NH);
     }
-    ops_set_kernels_variant(initial_name);
+    if (ops_set_backend(OPS_ATTENTION, "loops") == 0)
+        report("loops", sets, subsets, rounds, qkv, dout, out, dqkv, att, T, C, NH);
 
     for (int s = 0; s < 3; s++) free(sets[s].counts);
     free(qkv);

@@ -99,18 +99,22 @@ static void matmul_backward_relu_kernels(float *dinp, float *dweight, float *dbi
 // query-major kernels further down take every query of the other layers at once. Tested against
 // the reference (test_backends, and the padded reference in test_ops).
 enum { FAST_KEYS = 16, FAST_HEAD = 64 };
+// Sequences of at most PAIR_KEYS rows take two heads per vector, one in each half (the halves of
+// lanes.h's v16_join_low and v16_high).
+enum { PAIR_KEYS = FAST_KEYS / 2 };
 
 static int attention_fast_fits(int T, int hs) { return T <= FAST_KEYS && hs % 16 == 0 && hs <= FAST_HEAD; }
 
 // rows (len, stride): this example's packed q | k | v (stride 3C) or output gradients (stride C).
 // Columns col .. col + hs, transposed for s < len into dst[i * 16 + s] (lanes from len on are zero).
-// Paired (two heads at once, len <= 8): lanes 8 + s take the next head's columns, col + hs on.
+// Paired (two heads at once, len <= PAIR_KEYS): lanes PAIR_KEYS + s take the next head's columns,
+// col + hs on.
 static inline void transpose_head(float *dst, const float *rows, size_t stride, int col, int hs, int len,
                                   int paired) {
     for (int i0 = 0; i0 < hs; i0 += 16) {
         v16 block[16];
         for (int s = 0; s < 16; s++) {
-            int row = paired ? s % 8 : s, c = paired && s >= 8 ? col + hs : col;
+            int row = paired ? s % PAIR_KEYS : s, c = paired && s >= PAIR_KEYS ? col + hs : col;
             block[s] = row < len ? v16_load(rows + (size_t)row * stride + c + i0) : v16_zero();
         }
         v16_transpose(block);
@@ -264,8 +268,9 @@ static inline void weights_times_rows(float *out, size_t ldo, int col, const flo
     }
 }
 
-// One (example, head), every query; paired (len <= 8), heads h and h + 1 at once, head h's queries
-// in lanes 0-7 and the next head's in lanes 8-15 (each lane's sums as unpaired, so the same bits).
+// One (example, head), every query; paired (len <= PAIR_KEYS), heads h and h + 1 at once, head h's
+// queries in lanes 0-7 and the next head's in lanes 8-15 (each lane's sums as unpaired, so the same
+// bits).
 // counts: copies of each key (NULL: one each).
 static ALWAYS_INLINE void attention_head_forward_lanes(float *out, float *att, const float *rows, const float *counts,
                                                        int len, int T, int C, int h, int hs, float scale,
@@ -302,7 +307,7 @@ static ALWAYS_INLINE void attention_head_forward_lanes(float *out, float *att, c
 // dv_s = sum_t a_ts d_t, written to the head's columns of drows (each a sum from zero, never -0, so
 // the same bits as adding it to cleared rows); keys and values KEYS keys at a time.
 static ALWAYS_INLINE void head_gradients(float *drows, const float *dout, const float *rows, const float *att,
-                                  const float *ds, int len, int T, int C, int h, int hs) {
+                                         const float *ds, int len, int T, int C, int h, int hs) {
     size_t C3 = (size_t)3 * C;
     weights_times_rows(drows, C3, h * hs, ds, FAST_KEYS, rows, C3, C + h * hs, hs, len, 0);
     for (int s = 0; s < len; s += KEYS) {
@@ -352,10 +357,12 @@ static ALWAYS_INLINE void attention_head_backward_lanes(float *drows, const floa
         v16_store(dscores[s], datt[s]);
     }
     for (int k = 0; k <= paired; k++)
-        head_gradients(drows, dout, rows, att + (size_t)k * T * T, dscores[0] + 8 * k, len, T, C, h + k, hs);
+        head_gradients(drows, dout, rows, att + (size_t)k * T * T, dscores[0] + PAIR_KEYS * k, len, T, C, h + k,
+                       hs);
 }
 
-// The two forms of each, compiled apart (inlined into one loop, the unpaired backward ran 5% slower).
+// The two forms of each, compiled apart: inlined into one loop, the unpaired backward measured 5-11%
+// slower on sequences of more than 8 rows (AVX2, hot, on a noisy machine); apart, as before.
 static __attribute__((noinline)) void attention_forward_single(float *out, float *att, const float *rows,
                                                                const float *counts, int len, int T, int C, int h,
                                                                int hs, float scale) {
@@ -377,9 +384,9 @@ static __attribute__((noinline)) void attention_backward_paired(float *drows, co
     attention_head_backward_lanes(drows, dout, rows, att, len, T, C, h, hs, scale, 1);
 }
 
-// Whether an example's heads go in pairs through the query-major kernels: sequences of at most 8
-// leave half of the lanes empty, which the next head's queries fill.
-static int paired_heads(int len, int NH) { return len <= 8 && NH % 2 == 0; }
+// Whether an example's heads go in pairs through the query-major kernels: sequences of at most
+// PAIR_KEYS rows leave half of the lanes empty, which the next head's queries fill.
+static int paired_heads(int len, int NH) { return len <= PAIR_KEYS && NH % 2 == 0; }
 
 // The bytes from p on, asked of the memory a line at a time (for writing, or for reading). The
 // attention's per-example data in a training step (saved probabilities and q | k | v rows, the
@@ -408,7 +415,8 @@ static void attention_forward_kernels(float *out, float *att, const float *qkv, 
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
                 int first = offsets[b], len = offsets[b + 1] - offsets[b];
-                if (!last_only && h % 2 && paired_heads(len, NH)) continue;  // head h - 1 took it
+                int paired = !last_only && paired_heads(len, NH);
+                if (paired && h % 2) continue;  // head h - 1 took it
                 float *a = att + ((size_t)b * NH + h) * T * T;
                 const float *counts = key_counts ? key_counts + first : NULL;
                 if (h == 0 && b + 1 < B && !last_only) {
@@ -419,7 +427,7 @@ static void attention_forward_kernels(float *out, float *att, const float *qkv, 
                 if (last_only)
                     attention_head_forward_readout(out + (size_t)b * C, a, qkv + (size_t)first * C3, counts, len, T,
                                                    C, h, hs, scale);
-                else if (paired_heads(len, NH))
+                else if (paired)
                     attention_forward_paired(out + (size_t)first * C, a, qkv + (size_t)first * C3, counts, len, T, C,
                                              h, hs, scale);
                 else
@@ -441,7 +449,8 @@ static void attention_backward_kernels(float *dqkv, const float *dout, const flo
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
                 int first = offsets[b], len = offsets[b + 1] - offsets[b];
-                if (!last_only && h % 2 && paired_heads(len, NH)) continue;  // head h - 1 took it
+                int paired = !last_only && paired_heads(len, NH);
+                if (paired && h % 2) continue;  // head h - 1 took it
                 const float *a = att + ((size_t)b * NH + h) * T * T;
                 if (h == 0 && b + 1 < B && !last_only) {
                     int next = offsets[b + 1], rows = offsets[b + 2] - next;
@@ -451,7 +460,7 @@ static void attention_backward_kernels(float *dqkv, const float *dout, const flo
                 if (last_only)
                     attention_head_backward_readout(dqkv + (size_t)first * C3, dout + (size_t)b * C,
                                                     qkv + (size_t)first * C3, a, len, T, C, h, hs, scale);
-                else if (paired_heads(len, NH))
+                else if (paired)
                     attention_backward_paired(dqkv + (size_t)first * C3, dout + (size_t)first * C,
                                               qkv + (size_t)first * C3, a, len, T, C, h, hs, scale);
                 else
