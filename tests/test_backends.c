@@ -180,6 +180,57 @@ static void test_attention_on_every_backend(void **state) {
     ops_set_backend(OPS_ATTENTION, ops_backend_name(OPS_ATTENTION, 0));
 }
 
+// The kernels backend's attention gives the same bytes on every kernel variant the CPU runs, on
+// every sequence length its kernels take (1 .. 16 rows: each length splits into its own groups of
+// rows, sized per variant, and lengths of at most 8 take two heads at once), with two and four heads
+// and key counts on and off.
+static void test_attention_same_bits_on_every_variant(void **state) {
+    (void)state;
+    enum { T = 16, C = 64, B = 2 * T };
+    char list[128];
+    snprintf(list, sizeof(list), "%s", ops_kernel_variants());
+    const char *initial = ops_kernels_variant();
+    int offsets[B + 1];
+    offsets[0] = 0;
+    for (int b = 0; b < B; b++) offsets[b + 1] = offsets[b] + 1 + (b * 7) % T;  // each length twice, mixed
+    int N = offsets[B];
+    Rng rng = rng_stream(23, 0, 0);
+    float *qkv = random_floats((size_t)N * 3 * C, &rng), *dout = random_floats((size_t)N * C, &rng);
+    float *counts = mallocCheck(sizeof(float) * N);
+    for (int r = 0; r < N; r++) counts[r] = (float)(1 + rng_below(&rng, 3));
+    for (int NH = 2; NH <= 4; NH += 2)
+        for (int weighted = 0; weighted <= 1; weighted++) {
+            AttentionResult first = {NULL, NULL};
+            char first_name[16] = "";
+            for (char *name = strtok(list, " "); name; name = strtok(NULL, " ")) {
+                assert_int_equal(ops_set_kernels_variant(name), 0);
+                AttentionResult got =
+                    run_attention("kernels", qkv, weighted ? counts : NULL, offsets, dout, B, T, C, NH, 0, 12345.0f);
+                if (!first.out) {
+                    first = got;
+                    snprintf(first_name, sizeof(first_name), "%s", name);
+                    continue;
+                }
+                if (memcmp(got.out, first.out, sizeof(float) * N * C) != 0 ||
+                    memcmp(got.dqkv, first.dqkv, sizeof(float) * N * 3 * C) != 0)
+                    fail_msg("attention (%d heads, %s): kernels %s differ from kernels %s", NH,
+                             weighted ? "key counts" : "one copy each", name, first_name);
+                free(got.out);
+                free(got.dqkv);
+            }
+            printf("attention, lengths 1..%d, %d heads, %s: the same bytes on kernels %s\n", T, NH,
+                   weighted ? "key counts" : "one copy each", ops_kernel_variants());
+            snprintf(list, sizeof(list), "%s", ops_kernel_variants());
+            free(first.out);
+            free(first.dqkv);
+        }
+    free(qkv);
+    free(dout);
+    free(counts);
+    assert_int_equal(ops_set_kernels_variant(initial), 0);
+    ops_set_backend(OPS_ATTENTION, ops_backend_name(OPS_ATTENTION, 0));
+}
+
 // ---------------------------------------------------------------------------------------------
 // layernorm
 
@@ -270,6 +321,7 @@ int main(void) {
         cmocka_unit_test(test_backend_table),
         cmocka_unit_test(test_matmul_on_every_backend),
         cmocka_unit_test(test_attention_on_every_backend),
+        cmocka_unit_test(test_attention_same_bits_on_every_variant),
         cmocka_unit_test(test_layernorm_on_every_backend),
     };
     // every kernel variant this CPU runs, each held to the reference

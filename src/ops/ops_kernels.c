@@ -122,24 +122,82 @@ static inline void transpose_head(float *dst, const float *rows, size_t stride, 
     }
 }
 
-// dst[s] = sum_i rows_s[col + i] * lanes[i * 16 + lane] for rows first <= s < len (stride between
-// rows): each row's products with a transposed operand, rows four at a time as independent chains
-// (past the last row a group repeats it and drops the result). Paired: lanes 8-15 take the next
-// head's columns of the row, rows_s[col + hs + i].
-static inline void rows_times_lanes(v16 *dst, const float *rows, size_t stride, int col, const float *lanes, int hs,
-                                    int first, int len, int paired) {
-    for (int s = first; s < len; s += 4) {
-        const float *r[4];
-        for (int j = 0; j < 4; j++) r[j] = rows + (size_t)(s + j < len ? s + j : len - 1) * stride + col;
-        v16 acc[4] = {v16_zero(), v16_zero(), v16_zero(), v16_zero()};
-        for (int i = 0; i < hs; i++) {
-            v16 x = v16_load(lanes + i * FAST_KEYS);
-            for (int j = 0; j < 4; j++) {
-                v16 w = paired ? v16_join_low(v16_set1(r[j][i]), v16_set1(r[j][hs + i])) : v16_set1(r[j][i]);
-                acc[j] = v16_fma(w, x, acc[j]);
-            }
+// Rows the attention's products below take at a time, an accumulator (one 16-lane vector) each, so
+// that each product runs as that many independent chains of multiply-adds. Two FMA units of latency
+// 4 keep 8 chains busy, and a group of fewer takes as long as a group of 8 chains: a short group is
+// filled up to GROUP_MIN rows by repeating its last row (the results dropped). More rows go side by
+// side up to GROUP_MAX, which leaves the units slack: AVX-512 12 in its 32 registers, AVX2 6 (12 of
+// its 16 registers, the streamed operand in two and a broadcast in the last). Before, every group
+// was 4 rows (AVX-512 8 for weights_times_rows), repeated rows included: a sequence of 9 rows ran
+// 12 (AVX2 as 5 + 4 now), one of 5 ran 8. The scores' product (rows_times_lanes) fills its groups
+// only to SCORES_MIN = 4 rows: filled to 8 on AVX-512, where each paired broadcast is a lane
+// shuffle beside the multiply-adds, sequences of 3 and 4 rows measured 22% slower.
+#if defined(PF_LANES_AVX512)
+enum { GROUP_MIN = 8, GROUP_MAX = 12 };
+#elif defined(PF_LANES_AVX2)
+enum { GROUP_MIN = 4, GROUP_MAX = 6 };
+#else
+enum { GROUP_MIN = 4, GROUP_MAX = 4 };
+#endif
+enum { SCORES_MIN = 4 };
+
+// The size of the next group when `left` rows remain: as few groups as GROUP_MAX allows, their
+// sizes differing by at most one (12 rows on AVX2: 6 + 6; 9: 5 + 4), and at least `least`.
+static inline int group_size(int left, int least) {
+    int groups = (left + GROUP_MAX - 1) / GROUP_MAX, n = (left + groups - 1) / groups;
+    return n < least ? least : n;
+}
+
+// call(n) for the group size n (4 .. GROUP_MAX), each a kernel of its own with n folded in, so that
+// its accumulators stay in registers.
+#define GROUP_CASE(n, call)                                  \
+    case n:                                                  \
+        if (n <= GROUP_MAX) call(n);                         \
+        break;
+#define GROUP_SWITCH(size, call)                                                                      \
+    switch (size) {                                                                                   \
+        GROUP_CASE(4, call) GROUP_CASE(5, call) GROUP_CASE(6, call) GROUP_CASE(7, call)               \
+        GROUP_CASE(8, call) GROUP_CASE(9, call) GROUP_CASE(10, call) GROUP_CASE(11, call)             \
+        GROUP_CASE(12, call)                                                                          \
+    }
+
+// dst[j] = sum_i rows_j[col + i] * lanes[i * 16 + lane] for the live rows j < live <= n from `rows`
+// on (stride between rows): each row's products with a transposed operand, n rows side by side as
+// independent chains (past the last live row the group repeats it). Paired: lanes 8-15 take the
+// next head's columns of the row, rows_j[col + hs + i].
+static ALWAYS_INLINE void rows_times_lanes_group(v16 *dst, const float *rows, size_t stride, int col,
+                                                 const float *lanes, int hs, const int paired, const int n,
+                                                 int live) {
+    const float *r[GROUP_MAX];
+    v16 acc[GROUP_MAX];
+#pragma GCC unroll 12
+    for (int j = 0; j < n; j++) {
+        r[j] = rows + (size_t)(j < live ? j : live - 1) * stride + col;
+        acc[j] = v16_zero();
+    }
+    for (int i = 0; i < hs; i++) {
+        v16 x = v16_load(lanes + i * FAST_KEYS);
+#pragma GCC unroll 12
+        for (int j = 0; j < n; j++) {
+            v16 w = paired ? v16_join_low(v16_set1(r[j][i]), v16_set1(r[j][hs + i])) : v16_set1(r[j][i]);
+            acc[j] = v16_fma(w, x, acc[j]);
         }
-        for (int j = 0; j < 4 && s + j < len; j++) dst[s + j] = acc[j];
+    }
+#pragma GCC unroll 12
+    for (int j = 0; j < n; j++)
+        if (j < live) dst[j] = acc[j];
+}
+
+// dst[s] as above for rows first <= s < len, in groups of group_size rows (at least SCORES_MIN).
+static ALWAYS_INLINE void rows_times_lanes(v16 *dst, const float *rows, size_t stride, int col, const float *lanes,
+                                           int hs, int first, int len, const int paired) {
+    for (int s = first; s < len;) {
+        int n = group_size(len - s, SCORES_MIN), live = len - s < n ? len - s : n;
+        const float *from = rows + (size_t)s * stride;
+#define ROWS_TIMES_LANES(k) rows_times_lanes_group(dst + s, from, stride, col, lanes, hs, paired, k, live)
+        GROUP_SWITCH(n, ROWS_TIMES_LANES)
+#undef ROWS_TIMES_LANES
+        s += live;
     }
 }
 
@@ -216,23 +274,17 @@ static void attention_head_backward_readout(float *drows, const float *dout, con
     }
 }
 
-// Accumulators the kernels below keep in registers: 8 vectors, 8 chains for two FMA units of latency
-// 4, with AVX-512's 32 registers; 4 elsewhere (AVX2: 8 of its 16 registers, the operands in the
-// rest; 8 spilled to the stack).
-#if defined(PF_LANES_AVX512)
-enum { ACCUMULATORS = 8 };
-#else
-enum { ACCUMULATORS = 4 };
-#endif
 // Keys the backward's key and value gradients take at a time, an accumulator each for the key's and
 // the value's: AVX2 three (12 of its registers, the rows' vectors read from memory by the
 // multiply-adds), where two gave 8 chains of one multiply-add a step each, at the FMA units'
 // latency with nothing to spare (hot, TSC ticks a row of the backward, three alternating runs:
-// 240-248 -> 213-225). AVX-512 four (three and five measured slower).
-#if defined(PF_LANES_AVX2)
+// 240-248 -> 213-225). AVX-512 four (three and five measured slower); two elsewhere.
+#if defined(PF_LANES_AVX512)
+enum { KEYS = 4 };
+#elif defined(PF_LANES_AVX2)
 enum { KEYS = 3 };
 #else
-enum { KEYS = ACCUMULATORS / 2 };
+enum { KEYS = 2 };
 #endif
 
 // The query-major kernels below take every query of an (example, head) at once, one query per
@@ -241,30 +293,44 @@ enum { KEYS = ACCUMULATORS / 2 };
 // chains. They keep the probabilities key-major: att[s * T + t] is query t's weight on key s (the
 // readout kernels above, which serve last_only, keep att[t * T + s]).
 
-// Rows t < len of out (stride ldo, columns col .. col + hs) get (or, with accumulate, gain)
-// sum_s weights[s * ldw + t] * rows_s[rcol + i]: each output a chain of fused multiply-adds over s
-// in order from zero, the head dimensions in lanes, a tile of ACCUMULATORS rows of 16 at a time.
-// (Before, the sums ran with the queries in lanes and a transpose back: 16 lanes for len live
-// queries, and 16 accumulators that AVX2's registers could not hold; the same sums, so the same
-// bits.) Past the last row a group repeats it and drops the result.
-static inline void weights_times_rows(float *out, size_t ldo, int col, const float *weights, int ldw,
-                                      const float *rows, size_t C3, int rcol, int hs, int len, int accumulate) {
-    for (int t0 = 0; t0 < len; t0 += ACCUMULATORS) {
-        int row[ACCUMULATORS];
-        for (int j = 0; j < ACCUMULATORS; j++) row[j] = t0 + j < len ? t0 + j : len - 1;
-        for (int i0 = 0; i0 < hs; i0 += 16) {
-            v16 acc[ACCUMULATORS];
-            for (int j = 0; j < ACCUMULATORS; j++) acc[j] = v16_zero();
-            for (int s = 0; s < len; s++) {
-                v16 r = v16_load(rows + (size_t)s * C3 + rcol + i0);
-                const float *w = weights + (size_t)s * ldw;
-                for (int j = 0; j < ACCUMULATORS; j++) acc[j] = v16_fma(v16_set1(w[row[j]]), r, acc[j]);
-            }
-            for (int j = 0; j < ACCUMULATORS && t0 + j < len; j++) {
-                float *o = out + (size_t)(t0 + j) * ldo + col + i0;
-                v16_store(o, accumulate ? v16_add(v16_load(o), acc[j]) : acc[j]);
-            }
+// Rows t < len of out (stride ldo, columns col .. col + hs) get sum_s weights[s * ldw + t] *
+// rows_s[rcol + i]: each output a chain of fused multiply-adds over s in order from zero, the head
+// dimensions in lanes, a tile of n rows of 16 at a time (n from group_size, at least GROUP_MIN;
+// past the last live row the tile repeats it). (Before, the sums ran with the queries in lanes and a transpose back: 16 lanes for
+// len live queries, and 16 accumulators that AVX2's registers could not hold; the same sums, so the
+// same bits.)
+static ALWAYS_INLINE void weights_times_rows_group(float *out, size_t ldo, int col, const float *weights, int ldw,
+                                                   const float *rows, size_t C3, int rcol, int hs, int len,
+                                                   const int n, int live) {
+    int row[GROUP_MAX];
+#pragma GCC unroll 12
+    for (int j = 0; j < n; j++) row[j] = j < live ? j : live - 1;
+    for (int i0 = 0; i0 < hs; i0 += 16) {
+        v16 acc[GROUP_MAX];
+#pragma GCC unroll 12
+        for (int j = 0; j < n; j++) acc[j] = v16_zero();
+        for (int s = 0; s < len; s++) {
+            v16 r = v16_load(rows + (size_t)s * C3 + rcol + i0);
+            const float *w = weights + (size_t)s * ldw;
+#pragma GCC unroll 12
+            for (int j = 0; j < n; j++) acc[j] = v16_fma(v16_set1(w[row[j]]), r, acc[j]);
         }
+#pragma GCC unroll 12
+        for (int j = 0; j < n; j++)
+            if (j < live) v16_store(out + (size_t)j * ldo + col + i0, acc[j]);
+    }
+}
+
+static ALWAYS_INLINE void weights_times_rows(float *out, size_t ldo, int col, const float *weights, int ldw,
+                                             const float *rows, size_t C3, int rcol, int hs, int len) {
+    for (int t0 = 0; t0 < len;) {
+        int n = group_size(len - t0, GROUP_MIN), live = len - t0 < n ? len - t0 : n;
+        float *to = out + (size_t)t0 * ldo;
+        const float *w = weights + t0;
+#define WEIGHTS_TIMES_ROWS(k) weights_times_rows_group(to, ldo, col, w, ldw, rows, C3, rcol, hs, len, k, live)
+        GROUP_SWITCH(n, WEIGHTS_TIMES_ROWS)
+#undef WEIGHTS_TIMES_ROWS
+        t0 += live;
     }
 }
 
@@ -298,8 +364,7 @@ static ALWAYS_INLINE void attention_head_forward_lanes(float *out, float *att, c
         if (paired) v16_store_n(att + (size_t)T * T + (size_t)s * T, v16_high(score[s]), len);
     }
     for (int k = 0; k <= paired; k++)
-        weights_times_rows(out, C, (h + k) * hs, att + (size_t)k * T * T, T, rows, C3, 2 * C + (h + k) * hs, hs, len,
-                           0);
+        weights_times_rows(out, C, (h + k) * hs, att + (size_t)k * T * T, T, rows, C3, 2 * C + (h + k) * hs, hs, len);
 }
 
 // One head's query, key and value gradients from its score gradients ds[s * 16 + t] (query t, key
@@ -309,7 +374,7 @@ static ALWAYS_INLINE void attention_head_forward_lanes(float *out, float *att, c
 static ALWAYS_INLINE void head_gradients(float *drows, const float *dout, const float *rows, const float *att,
                                          const float *ds, int len, int T, int C, int h, int hs) {
     size_t C3 = (size_t)3 * C;
-    weights_times_rows(drows, C3, h * hs, ds, FAST_KEYS, rows, C3, C + h * hs, hs, len, 0);
+    weights_times_rows(drows, C3, h * hs, ds, FAST_KEYS, rows, C3, C + h * hs, hs, len);
     for (int s = 0; s < len; s += KEYS) {
         int group = len - s < KEYS ? len - s : KEYS;
         for (int i0 = 0; i0 < hs; i0 += 16) {
