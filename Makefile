@@ -91,7 +91,7 @@ SAN_TESTS := $(TEST_SRC:tests/%.c=$(BUILD)/asan/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCHES := $(BENCH_SRC:bench/%.c=$(BUILD)/%)
 
-.PHONY: all probe deps run published test check layers asan bench bench-exchange fuzz fuzz-build clean install uninstall
+.PHONY: all probe deps run published test check layers asan bench bench-ab bench-exchange fuzz fuzz-build clean install uninstall
 all: probe pathformer $(BENCHES) $(if $(HAVE_MPI),$(BUILD)/bench_exchange)
 
 probe:
@@ -246,6 +246,31 @@ bench-exchange: probe
 bench: all
 	$(BUILD)/bench_train 32768 3 2
 	$(BUILD)/bench_data
+
+# `make bench-ab BASE=REV [AB_ARGS="PAIRS BATCH THREADS VARIANT..."]`: this tree's kernels against
+# git revision REV's, in one process, rounds alternating (bench/ab/bench_ab.c; README: Benchmarks).
+# REV's src/ops/gemm.c and ops_kernels.c are built once per variant as "<variant>_base", against this
+# tree's interface headers (backend.h, kernels.h, gemm.h: the packed weights' layout is this tree's).
+AB := $(BUILD)/ab
+AB_NAMES := ops/gemm ops/ops_kernels
+AB_OBJ := $(foreach v,$(VARIANTS),$(AB_NAMES:%=$(AB)/obj/%-$(v).o))
+define AB_RULES
+$(AB)/obj/%-$(1).o: $(AB)/src/%.c
+	@mkdir -p $$(@D)
+	$$(CC) -I$(AB)/src $$(CFLAGS) $$(VARIANT_FLAGS_$(1)) -UPF_VARIANT -DPF_VARIANT=$(1)_base -c -o $$@ $$<
+endef
+$(foreach v,$(VARIANTS),$(eval $(call AB_RULES,$(v))))
+
+$(AB)/bench_ab: bench/ab/bench_ab.c $(LIB_OBJ) $(AB_OBJ) $(HEADERS)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(AB_OBJ) $(LDLIBS)
+
+bench-ab: probe
+	@test -n "$(BASE)" || { echo "error: make bench-ab BASE=REV: REV names the git revision whose kernels to time against"; exit 1; }
+	@git rev-parse -q --verify "$(BASE)^{commit}" >/dev/null || { echo "error: BASE=$(BASE) is not a revision of this repository"; exit 1; }
+	rm -rf $(AB) && mkdir -p $(AB) && git archive "$(BASE)" src/ops | tar -x -C $(AB)
+	cp src/ops/backend.h src/ops/kernels.h src/ops/gemm.h $(AB)/src/ops/
+	@$(MAKE) --no-print-directory $(AB)/bench_ab
+	PF_AB_BASE="$(BASE)" $(AB)/bench_ab $(AB_ARGS)
 
 clean:
 	rm -rf $(BUILD) pathformer

@@ -29,21 +29,44 @@ static const KernelVariant VARIANTS[] = {
 };
 enum { NUM_VARIANTS = sizeof(VARIANTS) / sizeof(VARIANTS[0]) };
 
-static const KernelVariant *variant_named(const char *name) {
+// Variants a program added (ops_add_kernels_variant: bench_ab's kernels of another revision), each
+// with the built-in variant whose instructions it uses.
+enum { MAX_EXTRA = 4 };
+static KernelVariant extra[MAX_EXTRA];
+static const KernelVariant *extra_like[MAX_EXTRA];
+static int num_extra;
+
+static const KernelVariant *built_in_named(const char *name) {
     for (int i = 0; i < NUM_VARIANTS; i++)
         if (strcmp(VARIANTS[i].name, name) == 0) return &VARIANTS[i];
     return NULL;
 }
 
+static const KernelVariant *variant_named(const char *name) {
+    if (built_in_named(name)) return built_in_named(name);
+    for (int i = 0; i < num_extra; i++)
+        if (strcmp(extra[i].name, name) == 0) return &extra[i];
+    return NULL;
+}
+
 // Whether this CPU (and its operating system) runs the variant's instructions.
 static int variant_runs(const KernelVariant *v) {
+    for (int i = 0; i < num_extra; i++)
+        if (v == &extra[i]) v = extra_like[i];
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (strcmp(v->name, "avx512") == 0) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
     if (strcmp(v->name, "avx2") == 0) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
-    (void)v;
     return 1;
+}
+
+int ops_add_kernels_variant(const char *name, const char *like, const GemmKernels *gemm, const OpsBackend *ops) {
+    const KernelVariant *built_in = built_in_named(like);
+    if (num_extra == MAX_EXTRA || variant_named(name) || !built_in) return -1;
+    extra[num_extra] = (KernelVariant){name, gemm, ops};
+    extra_like[num_extra++] = built_in;
+    return 0;
 }
 
 // The variant in use: the fastest this CPU runs, or the one PF_KERNELS names (checked at start).
