@@ -250,8 +250,9 @@ bench: all
 # `make bench-ab BASE=REV [AB_ARGS="PAIRS BATCH THREADS VARIANT..."]`: this tree's kernels against
 # git revision REV's, in one process, rounds alternating (bench/ab/bench_ab.c; README: Benchmarks).
 # REV's src/ops/gemm.c and ops_kernels.c are built once per variant as "<variant>_base", against this
-# tree's interface headers (backend.h, kernels.h, gemm.h: the packed weights' layout is this tree's).
-AB := $(BUILD)/ab
+# tree's interface headers (backend.h, kernels.h, gemm.h: the packed weights' layout is this tree's),
+# in build/ab/REV.
+AB := $(BUILD)/ab/$(or $(BASE),none)
 AB_NAMES := ops/gemm ops/ops_kernels
 AB_OBJ := $(foreach v,$(VARIANTS),$(AB_NAMES:%=$(AB)/obj/%-$(v).o))
 define AB_RULES
