@@ -21,32 +21,28 @@
 #include "ops/ops.h"
 #include "train.h"
 
+// The base revision's variants, each under its name and the built-in variant whose instructions
+// it uses.
+typedef struct {
+    const char *like;
+    KernelVariant variant;
+} BaseVariant;
 #if defined(__x86_64__)
 extern const GemmKernels GEMM_KERNELS_avx512_base, GEMM_KERNELS_avx2_base, GEMM_KERNELS_plain_base;
 extern const OpsBackend OPS_KERNELS_avx512_base, OPS_KERNELS_avx2_base, OPS_KERNELS_plain_base;
-static const struct {
-    const char *like, *name;
-    const GemmKernels *gemm;
-    const OpsBackend *ops;
-} BASE[] = {{"avx512", "avx512-base", &GEMM_KERNELS_avx512_base, &OPS_KERNELS_avx512_base},
-            {"avx2", "avx2-base", &GEMM_KERNELS_avx2_base, &OPS_KERNELS_avx2_base},
-            {"plain", "plain-base", &GEMM_KERNELS_plain_base, &OPS_KERNELS_plain_base}};
+static const BaseVariant BASE[] = {
+    {"avx512", {"avx512-base", &GEMM_KERNELS_avx512_base, &OPS_KERNELS_avx512_base}},
+    {"avx2", {"avx2-base", &GEMM_KERNELS_avx2_base, &OPS_KERNELS_avx2_base}},
+    {"plain", {"plain-base", &GEMM_KERNELS_plain_base, &OPS_KERNELS_plain_base}},
+};
 #elif defined(__aarch64__)
 extern const GemmKernels GEMM_KERNELS_neon_base;
 extern const OpsBackend OPS_KERNELS_neon_base;
-static const struct {
-    const char *like, *name;
-    const GemmKernels *gemm;
-    const OpsBackend *ops;
-} BASE[] = {{"neon", "neon-base", &GEMM_KERNELS_neon_base, &OPS_KERNELS_neon_base}};
+static const BaseVariant BASE[] = {{"neon", {"neon-base", &GEMM_KERNELS_neon_base, &OPS_KERNELS_neon_base}}};
 #else
 extern const GemmKernels GEMM_KERNELS_plain_base;
 extern const OpsBackend OPS_KERNELS_plain_base;
-static const struct {
-    const char *like, *name;
-    const GemmKernels *gemm;
-    const OpsBackend *ops;
-} BASE[] = {{"plain", "plain-base", &GEMM_KERNELS_plain_base, &OPS_KERNELS_plain_base}};
+static const BaseVariant BASE[] = {{"plain", {"plain-base", &GEMM_KERNELS_plain_base, &OPS_KERNELS_plain_base}}};
 #endif
 enum { NUM_BASE = sizeof(BASE) / sizeof(BASE[0]), MAX_PAIRS = 100 };
 
@@ -93,6 +89,11 @@ static void compare(Bench *b, const char *variant, int pairs) {
     char base[32];
     snprintf(base, sizeof(base), "%s-base", variant);
     const char *side[2] = {variant, base};
+    for (int s = 0; s < 2; s++)
+        if (ops_set_kernels_variant(side[s]) != 0) {
+            fprintf(stderr, "bench_ab: no kernels %s here (this CPU runs: %s)\n", side[s], ops_kernel_variants());
+            exit(1);
+        }
     double train[2][MAX_PAIRS], infer[2][MAX_PAIRS], train_ratio[MAX_PAIRS], infer_ratio[MAX_PAIRS], unused;
     // The same step's gradient from the same weights on each side: the bits agree unless the base
     // revision computes other numbers (or its kernels do not fit this tree's interface).
@@ -140,8 +141,8 @@ int main(int argc, char **argv) {
     char runnable[128];
     snprintf(runnable, sizeof(runnable), "%s", ops_kernel_variants());
     for (int i = 0; i < NUM_BASE; i++)
-        if (ops_add_kernels_variant(BASE[i].name, BASE[i].like, BASE[i].gemm, BASE[i].ops) != 0) {
-            fprintf(stderr, "bench_ab: cannot add the kernels %s\n", BASE[i].name);
+        if (ops_add_kernels_variant(&BASE[i].variant, BASE[i].like) != 0) {
+            fprintf(stderr, "bench_ab: cannot add the kernels %s\n", BASE[i].variant.name);
             return 1;
         }
     threads = ops_set_threads(threads);

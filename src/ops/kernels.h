@@ -47,8 +47,8 @@ const GemmKernels *ops_kernels_gemm(void);
 // Adds a variant under a new name, for ops_set_kernels_variant (not listed by ops_kernel_variants):
 // the same kernels built from another revision's sources, which bench/ab/bench_ab.c times against
 // this one's. It runs where the built-in variant `like` runs. -1 when the name is taken, `like` is
-// not built in, or four were added already.
-int ops_add_kernels_variant(const char *name, const char *like, const GemmKernels *gemm, const OpsBackend *ops);
+// not built in, or four were added already. *v is copied.
+int ops_add_kernels_variant(const KernelVariant *v, const char *like);
 
 #ifdef PF_VARIANT
 // Inside a variant's own files: its products, under its own names.

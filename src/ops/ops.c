@@ -61,10 +61,10 @@ static int variant_runs(const KernelVariant *v) {
     return 1;
 }
 
-int ops_add_kernels_variant(const char *name, const char *like, const GemmKernels *gemm, const OpsBackend *ops) {
+int ops_add_kernels_variant(const KernelVariant *v, const char *like) {
     const KernelVariant *built_in = built_in_named(like);
-    if (num_extra == MAX_EXTRA || variant_named(name) || !built_in) return -1;
-    extra[num_extra] = (KernelVariant){name, gemm, ops};
+    if (num_extra == MAX_EXTRA || variant_named(v->name) || !built_in) return -1;
+    extra[num_extra] = *v;
     extra_like[num_extra++] = built_in;
     return 0;
 }

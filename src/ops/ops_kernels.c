@@ -296,9 +296,9 @@ enum { KEYS = 2 };
 // Rows t < len of out (stride ldo, columns col .. col + hs) get sum_s weights[s * ldw + t] *
 // rows_s[rcol + i]: each output a chain of fused multiply-adds over s in order from zero, the head
 // dimensions in lanes, a tile of n rows of 16 at a time (n from group_size, at least GROUP_MIN;
-// past the last live row the tile repeats it). (Before, the sums ran with the queries in lanes and a transpose back: 16 lanes for
-// len live queries, and 16 accumulators that AVX2's registers could not hold; the same sums, so the
-// same bits.)
+// past the last live row the tile repeats it). (Before, the sums ran with the queries in lanes and
+// a transpose back: 16 lanes for len live queries, and 16 accumulators that AVX2's registers could
+// not hold; the same sums, so the same bits.)
 static ALWAYS_INLINE void weights_times_rows_group(float *out, size_t ldo, int col, const float *weights, int ldw,
                                                    const float *rows, size_t C3, int rcol, int hs, int len,
                                                    const int n, int live) {
