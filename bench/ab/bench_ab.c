@@ -69,12 +69,9 @@ typedef struct {
 } Bench;
 
 // One training step (the gradient and the Adam update) and one inference pass over a batch, on the
-// kernels named; seconds of each.
+// kernels named (compare checked that they run here); seconds of each.
 static void run_round(Bench *b, const char *variant, long step, double *train_s, double *infer_s) {
-    if (ops_set_kernels_variant(variant) != 0) {
-        fprintf(stderr, "bench_ab: the kernels %s do not run here\n", variant);
-        exit(1);
-    }
+    ops_set_kernels_variant(variant);
     BatchStats stats;
     double start = pf_now_seconds();
     gradient_workers_step(b->workers, &b->set, step, &stats);

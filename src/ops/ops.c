@@ -43,7 +43,8 @@ static const KernelVariant *built_in_named(const char *name) {
 }
 
 static const KernelVariant *variant_named(const char *name) {
-    if (built_in_named(name)) return built_in_named(name);
+    const KernelVariant *built_in = built_in_named(name);
+    if (built_in) return built_in;
     for (int i = 0; i < num_extra; i++)
         if (strcmp(extra[i].name, name) == 0) return &extra[i];
     return NULL;

@@ -140,6 +140,8 @@ enum { GROUP_MIN = 4, GROUP_MAX = 6 };
 enum { GROUP_MIN = 4, GROUP_MAX = 4 };
 #endif
 enum { SCORES_MIN = 4 };
+_Static_assert(SCORES_MIN >= 4 && GROUP_MIN >= 4 && GROUP_MAX >= GROUP_MIN && GROUP_MAX <= 12,
+               "GROUP_SWITCH below has kernels for groups of 4 to 12 rows only");
 
 // The size of the next group when `left` rows remain: as few groups as GROUP_MAX allows, their
 // sizes differing by at most one (12 rows on AVX2: 6 + 6; 9: 5 + 4), and at least `least`.
