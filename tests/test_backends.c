@@ -32,6 +32,16 @@ static void expect_close(const char *what, const char *backend, const float *got
                                        BACKEND_TOL);
 }
 
+// The kernel variants this CPU runs (ops_kernel_variants), split into names[] inside list.
+static int kernel_variant_names(char *list, size_t size, char **names, int max) {
+    char *rest = NULL;
+    snprintf(list, size, "%s", ops_kernel_variants());
+    int count = 0;
+    for (char *name = strtok_r(list, " ", &rest); name && count < max; name = strtok_r(NULL, " ", &rest))
+        names[count++] = name;
+    return count;
+}
+
 // ---------------------------------------------------------------------------------------------
 // matmul: the fused forward (bias, residual, ReLU, packed weights), the backward, and the backward
 // through a ReLU
@@ -187,11 +197,8 @@ static void test_attention_on_every_backend(void **state) {
 static void test_attention_same_bits_on_every_variant(void **state) {
     (void)state;
     enum { T = 16, C = 64, B = 2 * T };
-    char list[128], *names[8], *rest = NULL;
-    snprintf(list, sizeof(list), "%s", ops_kernel_variants());
-    int num_names = 0;
-    for (char *name = strtok_r(list, " ", &rest); name && num_names < 8; name = strtok_r(NULL, " ", &rest))
-        names[num_names++] = name;
+    char list[128], *names[8];
+    int num_names = kernel_variant_names(list, sizeof(list), names, 8);
     const char *initial = ops_kernels_variant();
     int offsets[B + 1];
     offsets[0] = 0;
@@ -229,6 +236,87 @@ static void test_attention_same_bits_on_every_variant(void **state) {
     free(counts);
     assert_int_equal(ops_set_kernels_variant(initial), 0);
     ops_set_backend(OPS_ATTENTION, ops_backend_name(OPS_ATTENTION, 0));
+}
+
+// Every product of gemm.h gives the same bytes on every kernel variant the CPU runs, on shapes
+// around each variant's tile edges (AVX-512: 12-row tiles of one panel and 6-row tiles of two; AVX2:
+// 6 rows of 16 columns; plain: 2 rows), with every epilogue (bias, residual, ReLU, accumulation, a
+// mask) and depths past GEMM_KCHUNK. Before the products pass through the model (the golden hash),
+// a wrong edge shows here with its shape.
+static void test_products_same_bits_on_every_variant(void **state) {
+    (void)state;
+    char list[128], *names[8];
+    int num_names = kernel_variant_names(list, sizeof(list), names, 8);
+    const char *initial = ops_kernels_variant();
+    const int sizes[] = {1, 5, 6, 7, 12, 13, 31, 33, 64, 65, 80, 96, 127, 192, 256};
+    const int depths[] = {1, 17, 64, 256, GEMM_KCHUNK + 9};
+    enum { COUNT = sizeof(sizes) / sizeof(sizes[0]), DEPTHS = sizeof(depths) / sizeof(depths[0]), OUTPUTS = 8 };
+    const int most = 256, deepest = GEMM_KCHUNK + 9;
+    Rng rng = rng_stream(29, 0, 0);
+    float *A = random_floats((size_t)most * deepest, &rng), *W = random_floats((size_t)most * deepest, &rng);
+    float *bias = random_floats(most, &rng), *residual = random_floats((size_t)most * most, &rng);
+    float *mask = random_floats((size_t)most * most, &rng), *start = random_floats((size_t)most * deepest, &rng);
+    float *packed =
+        mallocCheck(sizeof(float) * (gemm_packed_floats(most, deepest) + gemm_rows_packed_floats(deepest, most)));
+    size_t out_floats = (size_t)most * deepest;
+    float *first[OUTPUTS], *got = mallocCheck(sizeof(float) * out_floats);
+    for (int o = 0; o < OUTPUTS; o++) first[o] = mallocCheck(sizeof(float) * out_floats);
+    int shapes = 0;
+    for (int a = 0; a < COUNT; a++)
+        for (int b = 0; b < COUNT; b++) {
+            int M = sizes[a], N = sizes[b], K = depths[(a + 2 * b) % DEPTHS];
+            for (int v = 0; v < num_names; v++) {
+                assert_int_equal(ops_set_kernels_variant(names[v]), 0);
+                for (int o = 0; o < OUTPUTS; o++) {
+                    float *C = v == 0 ? first[o] : got;
+                    memcpy(C, start, sizeof(float) * out_floats);  // accumulating products add to it
+                    switch (o) {
+                    case 0:
+                        gemm_nt(C, N, A, K, W, K, M, N, K, NULL, NULL, 0, 0);
+                        break;
+                    case 1:
+                        gemm_nt(C, N, A, K, W, K, M, N, K, bias, residual, N, 1);
+                        break;
+                    case 2:
+                        gemm_pack(packed, W, K, N, K);
+                        gemm_nt_packed(C, N, A, K, packed, M, N, K, bias, residual, N, 0);
+                        break;
+                    case 3:
+                        gemm_nn(C, N, A, K, W, N, M, N, K, 1);
+                        break;
+                    case 4:
+                        gemm_nn_masked(C, N, A, K, W, N, mask, N, M, N, K);
+                        break;
+                    case 5:
+                        gemm_pack_rows(packed, W, N, K, N);
+                        gemm_nn_packed(C, N, A, K, packed, M, N, K, 0);
+                        break;
+                    case 6:
+                        gemm_pack_rows(packed, W, N, K, N);
+                        gemm_nn_masked_packed(C, N, A, K, packed, mask, N, M, N, K);
+                        break;
+                    default:
+                        gemm_tn(C, K, A, N, W, K, M, N, K);
+                        break; // C (N, K) += A^T B
+                    }
+                    if (v > 0 && memcmp(got, first[o], sizeof(float) * out_floats) != 0)
+                        fail_msg("product %d, M %d N %d K %d: kernels %s differ from kernels %s", o, M, N, K, names[v],
+                                 names[0]);
+                }
+            }
+            shapes++;
+        }
+    printf("products, %d shapes, 8 forms: the same bytes on kernels %s\n", shapes, ops_kernel_variants());
+    for (int o = 0; o < OUTPUTS; o++) free(first[o]);
+    free(got);
+    free(A);
+    free(W);
+    free(bias);
+    free(residual);
+    free(mask);
+    free(start);
+    free(packed);
+    assert_int_equal(ops_set_kernels_variant(initial), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,7 +412,8 @@ int main(void) {
         cmocka_unit_test(test_layernorm_on_every_backend),
     };
     // the variants against each other, once (the test goes through them all itself)
-    const struct CMUnitTest across[] = {cmocka_unit_test(test_attention_same_bits_on_every_variant)};
+    const struct CMUnitTest across[] = {cmocka_unit_test(test_products_same_bits_on_every_variant),
+                                        cmocka_unit_test(test_attention_same_bits_on_every_variant)};
     int failed = cmocka_run_group_tests_name("across variants", across, NULL, NULL);
     // every kernel variant this CPU runs, each held to the reference
     return failed + test_run_per_variant(tests);
