@@ -13,6 +13,7 @@
 // once, never any one sum). AVX2's 16 registers hold a tile of 6 rows x one vector instead (12
 // accumulators, B's vector in two, one broadcast): a 32-wide panel goes as two such tiles side by
 // side, each sum still over k in order. (3 rows x two vectors needed 17 registers and spilled.)
+// AVX-512 takes two whole panels at once where it can, in a wide tile of 6 rows x 64 columns.
 // WT_FLOATS bounds gemm_nt's packed weights (64 KiB on the stack).
 #if defined(PF_LANES_AVX512)
 enum { ROWS = 12 };
