@@ -159,7 +159,10 @@ published: deps
 	@$(MAKE) --no-print-directory all
 	./pathformer run --from $(AUTHORS_WEIGHTS) $(ARGS)
 
+# The builds in parallel, one job per core (JOBS), then the tests one after another.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: deps
+	@$(MAKE) --no-print-directory -j$(JOBS) probe pathformer $(TESTS) asan fuzz-build
 	@$(MAKE) --no-print-directory check
 
 # Unit tests run twice: the optimized build (all tests, including PyTorch parity and the authors'
