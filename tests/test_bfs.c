@@ -588,7 +588,8 @@ static void test_fast_matches_reference(void **state) {
 // The fast path's results are the same bits on every instruction set this CPU runs, on any thread
 // count, and through bfs_forward_backward as through bfs_forward and bfs_backward (each thread takes
 // whole micro-batches; their gradient shares are added in micro-batch order). B spans four
-// micro-batches, the last one partial.
+// micro-batches, the last one partial. Under the sanitizer (ten times slower) each variant runs
+// twice, unfused on 1 thread and fused on 3, instead of all four pairings.
 static void test_fast_same_bits_everywhere(void **state) {
     BfsConfig cfg = {8, 0, BFS_DEFAULT_SCALE, 0};
     enum { B = 3 * BFS_MICRO_BATCH + 4 };
@@ -600,10 +601,11 @@ static void test_fast_same_bits_everywhere(void **state) {
     snprintf(variants, sizeof(variants), "%s", ops_kernel_variants());
     const char *original = ops_kernels_variant();
     float *first = NULL, first_pred[B];
-    int compared = 0;
-    for (char *save = NULL, *v = strtok_r(variants, " ", &save); v; v = strtok_r(NULL, " ", &save))
+    int compared = 0, num_variants = 0;
+    for (char *save = NULL, *v = strtok_r(variants, " ", &save); v; v = strtok_r(NULL, " ", &save), num_variants++)
         for (int threads = 1; threads <= 3; threads += 2)
             for (int fused = 0; fused <= 1; fused++) {
+                if (test_under_sanitizer() && fused != (threads == 3)) continue;
                 assert_int_equal(ops_set_kernels_variant(v), 0);
                 ops_set_threads(threads);
                 if (fused) {
@@ -627,7 +629,7 @@ static void test_fast_same_bits_everywhere(void **state) {
             }
     printf("  %d variant x thread-count x call combinations gave the first one's bits (variants: %s)\n", compared,
            ops_kernel_variants());
-    assert_true(compared >= 3);
+    assert_int_equal(compared, num_variants * (test_under_sanitizer() ? 2 : 4) - 1);
     ops_set_kernels_variant(original);
     ops_set_threads(1);
     free(first);
