@@ -13,15 +13,16 @@
 // once, never any one sum). AVX2's 16 registers hold a tile of 6 rows x one vector instead (12
 // accumulators, B's vector in two, one broadcast): a 32-wide panel goes as two such tiles side by
 // side, each sum still over k in order. (3 rows x two vectors needed 17 registers and spilled.)
-// AVX-512 takes two whole panels at once where it can, in a wide tile of 6 rows x 64 columns.
-// WT_FLOATS bounds gemm_nt's packed weights (64 KiB on the stack).
+// AVX-512 takes two whole panels at once where it can, in a wide tile of 6 rows x 64 columns
+// (WIDE_TILES; the other variants compile the wide tile but never call it). WT_FLOATS bounds
+// gemm_nt's packed weights (64 KiB on the stack).
 #if defined(PF_LANES_AVX512)
-enum { ROWS = 12 };
+enum { ROWS = 12, WIDE_TILES = 1 };
 #elif defined(PF_LANES_AVX2)
-enum { ROWS = 6 };
+enum { ROWS = 6, WIDE_TILES = 0 };
 #define SPLIT_PANELS 1
 #else
-enum { ROWS = 2 };
+enum { ROWS = 2, WIDE_TILES = 0 };
 #endif
 enum { PANEL = GEMM_PANEL, KCHUNK = GEMM_KCHUNK, MCHUNK = GEMM_MCHUNK, WT_FLOATS = 16384 };
 
@@ -90,7 +91,6 @@ static ALWAYS_INLINE void tile_ab(const int mr, const int two, const int full, f
     }
 }
 
-#if defined(PF_LANES_AVX512)
 // AVX-512 also has a wide tile: WIDE_ROWS rows x two whole panels (64 columns, four vectors a row),
 // the second panel's B `second` floats after the first's. Per step of k it loads four vectors of B
 // and broadcasts 6 values of A for 24 multiply-adds, where the 12-row tile broadcasts 12 for 24: in
@@ -122,7 +122,6 @@ static ALWAYS_INLINE void tile_ab_wide(const int mr, float *C, int ldc, const fl
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) finish_vector(c[i][j], C + (size_t)i * ldc + 16 * j, bias[j], i, 16 * j, 1, 16, e);
 }
-#endif
 
 // C[i, 0..w) += sum_m A[m, i] B[m, 0..w) for i < nr: the reduction runs over the M rows with the
 // tile of C held in registers throughout, from zero; the sum is added to C at the end (or, with
@@ -150,7 +149,6 @@ static ALWAYS_INLINE void tile_atb(const int nr, const int two, const int full, 
     }
 }
 
-#if defined(PF_LANES_AVX512)
 // The wide tile of the reduction: WIDE_ROWS rows x 64 columns of C (four whole vectors), B's row m
 // read at b, b + 16, b + 32, b + 48.
 static ALWAYS_INLINE void tile_atb_wide(const int nr, float *C, int ldc, const float *A, int lda, const float *B,
@@ -178,7 +176,6 @@ static ALWAYS_INLINE void tile_atb_wide(const int nr, float *C, int ldc, const f
             v16_store(c_ij, add ? v16_add(v16_load(c_ij), c[i][j]) : c[i][j]);
         }
 }
-#endif
 
 // Every tile height as its own fully unrolled kernel, so the accumulators stay in registers; each
 // in a one-vector form for panels of at most 16 live columns (the only form where SPLIT_PANELS).
@@ -237,7 +234,6 @@ static void tile_atb_rows(int rows, float *C, int ldc, const float *A, int lda, 
     TILE_SWITCH(rows, tile_atb, C, ldc, A, lda, B, ldb, M, w0, w1, add)
 }
 
-#if defined(PF_LANES_AVX512)
 // The wide tiles at each height up to WIDE_ROWS, the height folded in.
 // clang-format off
 #define WIDE_CASE(kernel, rows, ...) case rows: kernel(rows, __VA_ARGS__); break;
@@ -256,7 +252,6 @@ static void tile_atb_wide_rows(int rows, float *C, int ldc, const float *A, int 
                                int add) {
     WIDE_SWITCH(rows, tile_atb_wide, C, ldc, A, lda, B, ldb, M, add)
 }
-#endif
 
 // C (M, N) = epilogue(A (M, K) B) where column panel p of B (K x PANEL, row stride ldb) starts at
 // B + p * panel_step. Panels go in the outer loop, so one panel (K x PANEL: 8 KiB at K = 64) stays in
@@ -274,8 +269,7 @@ static void product(float *C, int ldc, const float *A, int lda, const float *B, 
         int w0 = w < 16 ? w : 16, w1 = w - 16;
         const float *b = B + p * panel_step;
         if (bias) e.bias = bias + n0;
-#if defined(PF_LANES_AVX512)
-        if (N - n0 >= 2 * PANEL) {  // two whole panels through the wide tile
+        if (WIDE_TILES && N - n0 >= 2 * PANEL) {  // two whole panels through the wide tile
             for (int i0 = 0; i0 < M; i0 += WIDE_ROWS) {
                 int rows = M - i0 < WIDE_ROWS ? M - i0 : WIDE_ROWS;
                 if (residual) e.residual = residual + (size_t)i0 * e.ldr + n0;
@@ -288,7 +282,6 @@ static void product(float *C, int ldc, const float *A, int lda, const float *B, 
             p++;
             continue;
         }
-#endif
         for (int i0 = 0; i0 < M; i0 += ROWS) {
             int rows = M - i0 < ROWS ? M - i0 : ROWS;
             float *c = C + (size_t)i0 * ldc + n0;
@@ -312,10 +305,7 @@ static void product(float *C, int ldc, const float *A, int lda, const float *B, 
 static void product_rows_first(float *C, int ldc, const float *A, int lda, const float *B, int ldb,
                                size_t panel_step, int M, int N, int K, const float *mask, int ldm) {
     Epilogue e = {.mask = mask, .ldm = ldm};
-    int block = ROWS;
-#if defined(PF_LANES_AVX512)
-    if (N >= 2 * PANEL) block = WIDE_ROWS;  // pairs of panels through the wide tile
-#endif
+    int block = WIDE_TILES && N >= 2 * PANEL ? WIDE_ROWS : ROWS;  // pairs of panels through the wide tile
     for (int i0 = 0; i0 < M; i0 += block) {
         int rows = M - i0 < block ? M - i0 : block;
         const float *a = A + (size_t)i0 * lda;
@@ -327,8 +317,7 @@ static void product_rows_first(float *C, int ldc, const float *A, int lda, const
                 __builtin_prefetch(mask + (size_t)i * ldm + n0);
                 if (w > 16) __builtin_prefetch(mask + (size_t)i * ldm + n0 + 16);
             }
-#if defined(PF_LANES_AVX512)
-            if (N - n0 >= 2 * PANEL) {
+            if (WIDE_TILES && N - n0 >= 2 * PANEL) {
                 for (int i = i0 + block; i < i0 + 2 * block && i < M; i++)
                     for (int j = PANEL; j < 2 * PANEL; j += 16) __builtin_prefetch(mask + (size_t)i * ldm + n0 + j);
                 tile_ab_wide_rows(rows, C + (size_t)i0 * ldc + n0, ldc, a, lda, B + p * panel_step, ldb, panel_step,
@@ -337,7 +326,6 @@ static void product_rows_first(float *C, int ldc, const float *A, int lda, const
                 p++;
                 continue;
             }
-#endif
             tile_ab_rows(rows, C + (size_t)i0 * ldc + n0, ldc, a, lda, B + p * panel_step, ldb, K, w0, w1, &e);
         }
     }
@@ -476,27 +464,20 @@ void gemm_nn_masked(float *C, int ldc, const float *A, int lda, const float *B, 
 // share out the asking for ahead_bytes from ahead on, a line at a time (the next chunk's rows).
 static void reduce_chunk(float *C, int ldc, const float *A, int lda, const float *B, int ldb, int chunk, int N, int K,
                          int add, const char *ahead, size_t ahead_bytes) {
-    int block = ROWS;
-#if defined(PF_LANES_AVX512)
-    if (K >= 2 * PANEL) block = WIDE_ROWS;  // pairs of panels through the wide tile
-#endif
-    size_t tiles = (size_t)((N + block - 1) / block) * ((K + PANEL - 1) / PANEL);
-    size_t lines = (ahead_bytes + 63) / 64, per_tile = (lines + tiles - 1) / tiles, next = 0;
+    int block = WIDE_TILES && K >= 2 * PANEL ? WIDE_ROWS : ROWS;  // pairs of panels through the wide tile
+    size_t tiles = (size_t)((N + block - 1) / block) * ((K + PANEL - 1) / PANEL);  // counted in panels
+    size_t lines = (ahead_bytes + 63) / 64, per_panel = (lines + tiles - 1) / tiles, next = 0;
     for (int i0 = 0; i0 < N; i0 += block) {
         int rows = N - i0 < block ? N - i0 : block;
-        for (int k0 = 0; k0 < K; k0 += PANEL) {
-            int w = K - k0 < PANEL ? K - k0 : PANEL;
+        for (int k0 = 0, panels; k0 < K; k0 += panels * PANEL) {
+            int wide = WIDE_TILES && K - k0 >= 2 * PANEL, w = K - k0 < PANEL ? K - k0 : PANEL;
             float *c = C + (size_t)i0 * ldc + k0;
-            for (size_t j = 0; j < per_tile && next < lines; j++, next++) __builtin_prefetch(ahead + next * 64);
-#if defined(PF_LANES_AVX512)
-            if (K - k0 >= 2 * PANEL) {
-                for (size_t j = 0; j < per_tile && next < lines; j++, next++) __builtin_prefetch(ahead + next * 64);
+            panels = wide ? 2 : 1;
+            for (size_t j = 0; j < panels * per_panel && next < lines; j++, next++) __builtin_prefetch(ahead + next * 64);
+            if (wide)
                 tile_atb_wide_rows(rows, c, ldc, A + i0, lda, B + k0, ldb, chunk, add);
-                k0 += PANEL;
-                continue;
-            }
-#endif
-            tile_atb_rows(rows, c, ldc, A + i0, lda, B + k0, ldb, chunk, w < 16 ? w : 16, w - 16, add);
+            else
+                tile_atb_rows(rows, c, ldc, A + i0, lda, B + k0, ldb, chunk, w < 16 ? w : 16, w - 16, add);
         }
     }
 }
