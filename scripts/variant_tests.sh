@@ -76,10 +76,10 @@ x86_64)
     build_and_run x86-64 "" CFLAGS="-O3 -march=x86-64"
     # The same binaries on an AVX2-only CPU (AVX2 and FMA, no AVX-512: qemu's Haswell model, whose
     # FMA is exact): the dispatch must pick the avx2 kernels there and give the golden hash. Only
-    # the golden run: the kernels' and determinism tests ran on
-    # these binaries natively just above, on every variant this CPU runs, avx2 and plain among
-    # them, where under qemu they take about 13 minutes. The model's flags that qemu's emulator
-    # lacks are switched off (it warns of each otherwise).
+    # the golden run: the kernels' and determinism tests ran on these binaries natively just above,
+    # on every variant this CPU runs, avx2 and plain among them, where under qemu they take about
+    # 13 minutes. The model's flags that qemu's emulator lacks are switched off (it warns of each
+    # otherwise).
     if [[ " ${built[*]} " != *" x86-64 "* ]]; then
         :  # not built here (not asked for, or its build failed)
     elif command -v qemu-x86_64 >/dev/null; then

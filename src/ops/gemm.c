@@ -309,24 +309,19 @@ static void product_rows_first(float *C, int ldc, const float *A, int lda, const
     for (int i0 = 0; i0 < M; i0 += block) {
         int rows = M - i0 < block ? M - i0 : block;
         const float *a = A + (size_t)i0 * lda;
-        for (int n0 = 0, p = 0; n0 < N; n0 += PANEL, p++) {
-            int w = N - n0 < PANEL ? N - n0 : PANEL;
-            int w0 = w < 16 ? w : 16, w1 = w - 16;
+        for (int n0 = 0, p = 0, panels; n0 < N; n0 += panels * PANEL, p += panels) {
+            int wide = WIDE_TILES && N - n0 >= 2 * PANEL, w = N - n0 < PANEL ? N - n0 : PANEL;
+            int w0 = w < 16 ? w : 16, w1 = w - 16, width = wide ? 2 * PANEL : w;
+            float *c = C + (size_t)i0 * ldc + n0;
+            const float *b = B + p * panel_step;
+            panels = wide ? 2 : 1;
             e.mask = mask + (size_t)i0 * ldm + n0;
-            for (int i = i0 + block; i < i0 + 2 * block && i < M; i++) {
-                __builtin_prefetch(mask + (size_t)i * ldm + n0);
-                if (w > 16) __builtin_prefetch(mask + (size_t)i * ldm + n0 + 16);
-            }
-            if (WIDE_TILES && N - n0 >= 2 * PANEL) {
-                for (int i = i0 + block; i < i0 + 2 * block && i < M; i++)
-                    for (int j = PANEL; j < 2 * PANEL; j += 16) __builtin_prefetch(mask + (size_t)i * ldm + n0 + j);
-                tile_ab_wide_rows(rows, C + (size_t)i0 * ldc + n0, ldc, a, lda, B + p * panel_step, ldb, panel_step,
-                                  K, &e);
-                n0 += PANEL;
-                p++;
-                continue;
-            }
-            tile_ab_rows(rows, C + (size_t)i0 * ldc + n0, ldc, a, lda, B + p * panel_step, ldb, K, w0, w1, &e);
+            for (int i = i0 + block; i < i0 + 2 * block && i < M; i++)
+                for (int j = 0; j < width; j += 16) __builtin_prefetch(mask + (size_t)i * ldm + n0 + j);
+            if (wide)
+                tile_ab_wide_rows(rows, c, ldc, a, lda, b, ldb, panel_step, K, &e);
+            else
+                tile_ab_rows(rows, c, ldc, a, lda, b, ldb, K, w0, w1, &e);
         }
     }
 }
