@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common.h"  // pf_thread_share
+#include "common.h"  // pf_thread_share, omp.h
 
 typedef struct {
     const char *name;
@@ -40,6 +40,35 @@ extern const OpsBackend OPS_REFERENCE;  // "loops"
 extern const OpsBackend OPS_BLAS;       // "openblas"
 #endif
 // "kernels": one table per instruction set (kernels.h), the one in use chosen at start (ops.c)
+
+// Whether a parallel region begun here would run on more than one thread: not inside a gradient
+// worker's region (a nested region runs on the worker alone) nor with one thread set. There an op
+// runs its loop on the calling thread, since libgomp would still set up and tear down a team of one
+// around it, with a futex call at its barrier: about six regions an example in a training step.
+static inline int pf_team_useful(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads() > 1 && omp_get_active_level() < omp_get_max_active_levels();
+#else
+    return 0;
+#endif
+}
+
+// PF_PARALLEL(body): body on a team of threads where pf_team_useful, else on the calling thread alone.
+// Within body, PF_SHARE(total, &lo, &hi) is this thread's share of total items (all of them without
+// a team: pf_thread_share would split them by a worker's number in its own region).
+#define PF_PARALLEL(...)                                                                                 \
+    do {                                                                                                 \
+        if (pf_team_useful()) {                                                                          \
+            _Pragma("omp parallel") {                                                                    \
+                const int pf_team = 1;                                                                   \
+                __VA_ARGS__                                                                              \
+            }                                                                                            \
+        } else {                                                                                         \
+            const int pf_team = 0;                                                                       \
+            __VA_ARGS__                                                                                  \
+        }                                                                                                \
+    } while (0)
+#define PF_SHARE(total, lo, hi) (pf_team ? pf_thread_share(total, lo, hi) : (void)(*(lo) = 0, *(hi) = (total)))
 
 enum { LAYERNORM_BLOCK = 256 };  // columns per block of the layernorm backward's local buffers
 

@@ -18,10 +18,9 @@
 
 static void matmul_forward_kernels(float *out, const float *inp, const float *weight, const float *weight_packed,
                                    const float *bias, const float *residual, int relu, int N, int C, int OC) {
-#pragma omp parallel
-    {
+    PF_PARALLEL({
         int lo, hi;
-        pf_thread_share(N, &lo, &hi);
+        PF_SHARE(N, &lo, &hi);
         if (hi > lo && weight_packed) {
             gemm_nt_packed(out + (size_t)lo * OC, OC, inp + (size_t)lo * C, C, weight_packed, hi - lo, OC, C, bias,
                            residual ? residual + (size_t)lo * OC : NULL, OC, relu);
@@ -29,7 +28,7 @@ static void matmul_forward_kernels(float *out, const float *inp, const float *we
             gemm_nt(out + (size_t)lo * OC, OC, inp + (size_t)lo * C, C, weight, C, hi - lo, OC, C, bias,
                     residual ? residual + (size_t)lo * OC : NULL, OC, relu);
         }
-    }
+    });
 }
 
 // dbias[lo, hi) += the column sums of dout (N rows, stride OC): each column summed from zero down the
@@ -54,39 +53,37 @@ static void column_sums(float *dbias, const float *dout, int N, int OC, int lo, 
 
 static void matmul_backward_kernels(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                                     const float *weight, const float *weight_rows, int N, int C, int OC) {
-#pragma omp parallel
-    {
+    PF_PARALLEL({
         int lo, hi;
-        pf_thread_share(N, &lo, &hi);  // dinp: rows of the batch
+        PF_SHARE(N, &lo, &hi);  // dinp: rows of the batch
         if (dinp && hi > lo) {
             if (weight_rows)
                 gemm_nn_packed(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight_rows, hi - lo, C, OC, 1);
             else
                 gemm_nn(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight, C, hi - lo, C, OC, 1);
         }
-        pf_thread_share(OC, &lo, &hi);  // dweight and dbias: its own rows, each reducing over the whole batch
+        PF_SHARE(OC, &lo, &hi);  // dweight and dbias: its own rows, each reducing over the whole batch
         if (hi > lo) {
             gemm_tn(dweight + (size_t)lo * C, C, dout + lo, OC, inp, C, N, hi - lo, C);
             if (dbias) column_sums(dbias, dout, N, OC, lo, hi);
         }
-    }
+    });
 }
 
 // relu(x) then a linear layer: the input gradient written in one masked product
 static void matmul_backward_relu_kernels(float *dinp, float *dweight, float *dbias, const float *dout,
                                          const float *inp, const float *weight, const float *weight_rows, int N, int C,
                                          int OC) {
-#pragma omp parallel
-    {
+    PF_PARALLEL({
         int lo, hi;
-        pf_thread_share(N, &lo, &hi);
+        PF_SHARE(N, &lo, &hi);
         if (hi > lo && weight_rows)
             gemm_nn_masked_packed(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight_rows,
                                   inp + (size_t)lo * C, C, hi - lo, C, OC);
         else if (hi > lo)  // packs the weight itself
             gemm_nn_masked(dinp + (size_t)lo * C, C, dout + (size_t)lo * OC, OC, weight, C, inp + (size_t)lo * C,
                            C, hi - lo, C, OC);
-    }
+    });
     matmul_backward_kernels(NULL, dweight, dbias, dout, inp, weight, NULL, N, C, OC);
 }
 
@@ -478,10 +475,11 @@ static void attention_forward_kernels(float *out, float *att, const float *qkv, 
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = (size_t)3 * C;
     if (attention_fast_fits(T, hs)) {
-#pragma omp parallel for collapse(2) schedule(static)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < NH; h++) {
-                int first = offsets[b], len = offsets[b + 1] - offsets[b];
+        PF_PARALLEL({
+            int lo, hi;
+            PF_SHARE(B * NH, &lo, &hi);  // pairs (b, h)
+            for (int bh = lo; bh < hi; bh++) {
+                int b = bh / NH, h = bh % NH, first = offsets[b], len = offsets[b + 1] - offsets[b];
                 int paired = !last_only && paired_heads(len, NH);
                 if (paired && h % 2) continue;  // head h - 1 took it
                 float *a = att + ((size_t)b * NH + h) * T * T;
@@ -501,6 +499,7 @@ static void attention_forward_kernels(float *out, float *att, const float *qkv, 
                     attention_forward_single(out + (size_t)first * C, a, qkv + (size_t)first * C3, counts, len, T, C,
                                              h, hs, scale);
             }
+        });
         return;
     }
     OPS_REFERENCE.attention_forward_packed(out, att, qkv, key_counts, offsets, B, T, C, NH, last_only);
@@ -512,10 +511,11 @@ static void attention_backward_kernels(float *dqkv, const float *dout, const flo
     float scale = 1.0f / sqrtf((float)hs);
     size_t C3 = (size_t)3 * C;
     if (attention_fast_fits(T, hs)) {
-#pragma omp parallel for collapse(2) schedule(static)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < NH; h++) {
-                int first = offsets[b], len = offsets[b + 1] - offsets[b];
+        PF_PARALLEL({
+            int lo, hi;
+            PF_SHARE(B * NH, &lo, &hi);  // pairs (b, h)
+            for (int bh = lo; bh < hi; bh++) {
+                int b = bh / NH, h = bh % NH, first = offsets[b], len = offsets[b + 1] - offsets[b];
                 int paired = !last_only && paired_heads(len, NH);
                 if (paired && h % 2) continue;  // head h - 1 took it
                 const float *a = att + ((size_t)b * NH + h) * T * T;
@@ -534,6 +534,7 @@ static void attention_backward_kernels(float *dqkv, const float *dout, const flo
                     attention_backward_single(dqkv + (size_t)first * C3, dout + (size_t)first * C,
                                               qkv + (size_t)first * C3, a, len, T, C, h, hs, scale);
             }
+        });
         return;
     }
     OPS_REFERENCE.attention_backward_packed(dqkv, dout, qkv, att, offsets, B, T, C, NH, last_only);
@@ -615,12 +616,11 @@ static void layernorm_rows(float *out, float *mean, float *rstd, const float *in
 static void layernorm_forward_kernels(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                                       const float *bias, int N, int C) {
     if (C % 16 == 0 && C <= 256) {
-#pragma omp parallel
-        {
+        PF_PARALLEL({
             int lo, hi;
-            pf_thread_share(N, &lo, &hi);
+            PF_SHARE(N, &lo, &hi);
             layernorm_rows(out + (size_t)lo * C, mean + lo, rstd + lo, inp + (size_t)lo * C, weight, bias, hi - lo, C);
-        }
+        });
         return;
     }
     OPS_REFERENCE.layernorm_forward(out, mean, rstd, inp, weight, bias, N, C);
@@ -685,11 +685,7 @@ static void layernorm_backward_rows(float *dinp, float *dweight, float *dbias, c
 
 static void layernorm_backward_kernels(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                                        const float *weight, const float *mean, const float *rstd, int N, int C) {
-#ifdef _OPENMP
-    int one_thread = omp_in_parallel() || omp_get_max_threads() == 1;  // a worker's own rows
-#else
-    int one_thread = 1;
-#endif
+    int one_thread = !pf_team_useful();  // a worker's own rows
     if (one_thread && C % 16 == 0 && C <= LAYERNORM_BLOCK) {
         layernorm_backward_rows(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
         return;
