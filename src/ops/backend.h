@@ -44,7 +44,8 @@ extern const OpsBackend OPS_BLAS;       // "openblas"
 // Whether a parallel region begun here would run on more than one thread: not inside a gradient
 // worker's region (a nested region runs on the worker alone) nor with one thread set. There an op
 // runs its loop on the calling thread, since libgomp would still set up and tear down a team of one
-// around it, with a futex call at its barrier: about six regions an example in a training step.
+// around it, with a futex call at its barrier, about six times an example in a training step (make
+// bench-ab, AVX2, one thread, time against regions everywhere: training 0.98, inference 0.96).
 static inline int pf_team_useful(void) {
 #ifdef _OPENMP
     return omp_get_max_threads() > 1 && omp_get_active_level() < omp_get_max_active_levels();
