@@ -2,8 +2,9 @@
 // plain; NEON): the matrix products (gemm.h) against double-precision
 // loops on every tile edge (rows, columns and depths around the 12 x 32 tiles, leading dimensions
 // wider than the matrices, accumulate on and off), the matmul ops through each backend this build
-// has against the plain-loop backend, and the backends that say a row's bits do not depend on the
-// rows around it keeping that promise.
+// has against the plain-loop backend, the backends that say a row's bits do not depend on the
+// rows around it keeping that promise, and ops called inside a worker's parallel region doing all
+// of their rows, as a team of threads would.
 #include "testutil.h"
 
 #include "ops/gemm.h"
@@ -360,6 +361,95 @@ static void test_independent_rows_keep_their_bits(void **state) {
     free(packed);
 }
 
+// An op called inside a parallel region of several threads (as each gradient worker calls the
+// model's ops in its own) does all of its rows on the calling thread, the same bytes as the same op
+// split over a team of two: the linear layer forward and backward, the attention over sequences
+// short enough to pair heads and longer, and the layer norm.
+enum { WORKERS = 2, EXAMPLES = 6, SEQ = 16, WIDTH = 64, HEADS = 2, OUT = 192 };
+typedef struct {
+    float *out, *dinp, *dweight, *dbias, *att_out, *att, *dqkv, *ln_out, *mean, *rstd, *ln_dinp, *ln_dw, *ln_db;
+} OpOutputs;
+
+static OpOutputs op_outputs(int N) {
+    OpOutputs o = {
+        .out = callocCheck((size_t)N * OUT, sizeof(float)),
+        .dinp = callocCheck((size_t)N * WIDTH, sizeof(float)),
+        .dweight = callocCheck((size_t)OUT * WIDTH, sizeof(float)),
+        .dbias = callocCheck(OUT, sizeof(float)),
+        .att_out = callocCheck((size_t)N * WIDTH, sizeof(float)),
+        .att = callocCheck((size_t)EXAMPLES * HEADS * SEQ * SEQ, sizeof(float)),
+        .dqkv = callocCheck((size_t)N * 3 * WIDTH, sizeof(float)),
+        .ln_out = callocCheck((size_t)N * WIDTH, sizeof(float)),
+        .mean = callocCheck(N, sizeof(float)),
+        .rstd = callocCheck(N, sizeof(float)),
+        .ln_dinp = callocCheck((size_t)N * WIDTH, sizeof(float)),
+        .ln_dw = callocCheck(WIDTH, sizeof(float)),
+        .ln_db = callocCheck(WIDTH, sizeof(float)),
+    };
+    return o;
+}
+
+static void op_outputs_free(OpOutputs *o) {
+    float *all[] = {o->out, o->dinp, o->dweight, o->dbias, o->att_out, o->att, o->dqkv,
+                    o->ln_out, o->mean, o->rstd, o->ln_dinp, o->ln_dw, o->ln_db};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) free(all[i]);
+}
+
+static void run_ops(OpOutputs *o, const float *x, const float *w, const float *b, const float *dout,
+                    const float *qkv, const float *datt, const int *offsets, int N) {
+    matmul_forward_fused(o->out, x, w, NULL, b, NULL, 1, N, WIDTH, OUT);
+    matmul_backward(o->dinp, o->dweight, o->dbias, dout, x, w, NULL, N, WIDTH, OUT);
+    attention_forward_packed(o->att_out, o->att, qkv, NULL, offsets, EXAMPLES, SEQ, WIDTH, HEADS, 0);
+    attention_backward_packed(o->dqkv, datt, qkv, o->att, offsets, EXAMPLES, SEQ, WIDTH, HEADS, 0);
+    layernorm_forward(o->ln_out, o->mean, o->rstd, x, w, b, N, WIDTH);
+    layernorm_backward(o->ln_dinp, o->ln_dw, o->ln_db, datt, x, w, o->mean, o->rstd, N, WIDTH);
+}
+
+static void assert_same_outputs(const OpOutputs *got, const OpOutputs *want, int N) {
+    assert_memory_equal(got->out, want->out, sizeof(float) * N * OUT);
+    assert_memory_equal(got->dinp, want->dinp, sizeof(float) * N * WIDTH);
+    assert_memory_equal(got->dweight, want->dweight, sizeof(float) * OUT * WIDTH);
+    assert_memory_equal(got->dbias, want->dbias, sizeof(float) * OUT);
+    assert_memory_equal(got->att_out, want->att_out, sizeof(float) * N * WIDTH);
+    assert_memory_equal(got->att, want->att, sizeof(float) * EXAMPLES * HEADS * SEQ * SEQ);
+    assert_memory_equal(got->dqkv, want->dqkv, sizeof(float) * N * 3 * WIDTH);
+    assert_memory_equal(got->ln_out, want->ln_out, sizeof(float) * N * WIDTH);
+    assert_memory_equal(got->mean, want->mean, sizeof(float) * N);
+    assert_memory_equal(got->rstd, want->rstd, sizeof(float) * N);
+    assert_memory_equal(got->ln_dinp, want->ln_dinp, sizeof(float) * N * WIDTH);
+    assert_memory_equal(got->ln_dw, want->ln_dw, sizeof(float) * WIDTH);
+    assert_memory_equal(got->ln_db, want->ln_db, sizeof(float) * WIDTH);
+}
+
+static void test_ops_in_a_worker_take_every_row(void **state) {
+    (void)state;
+    const int lens[EXAMPLES] = {3, 16, 8, 11, 5, 14};  // at most 8 rows: heads in pairs
+    int offsets[EXAMPLES + 1] = {0};
+    for (int e = 0; e < EXAMPLES; e++) offsets[e + 1] = offsets[e] + lens[e];
+    int N = offsets[EXAMPLES];
+    Rng rng = rng_stream(16, 0, 0);
+    float *x = random_matrix((size_t)N * WIDTH, &rng), *w = random_matrix((size_t)OUT * WIDTH, &rng);
+    float *b = random_matrix(OUT, &rng), *dout = random_matrix((size_t)N * OUT, &rng);
+    float *qkv = random_matrix((size_t)N * 3 * WIDTH, &rng), *datt = random_matrix((size_t)N * WIDTH, &rng);
+    ops_set_threads(WORKERS);
+    OpOutputs team = op_outputs(N), workers[WORKERS];
+    run_ops(&team, x, w, b, dout, qkv, datt, offsets, N);
+    for (int t = 0; t < WORKERS; t++) workers[t] = op_outputs(N);
+#pragma omp parallel num_threads(WORKERS)
+    run_ops(&workers[pf_thread_id()], x, w, b, dout, qkv, datt, offsets, N);
+    for (int t = 0; t < WORKERS; t++) {
+        assert_same_outputs(&workers[t], &team, N);
+        op_outputs_free(&workers[t]);
+    }
+    op_outputs_free(&team);
+    free(x);
+    free(w);
+    free(b);
+    free(dout);
+    free(qkv);
+    free(datt);
+}
+
 int main(void) {
     ops_set_threads(2);
     const struct CMUnitTest tests[] = {
@@ -369,6 +459,7 @@ int main(void) {
         cmocka_unit_test(test_fused_forward_matches_separate_ops),
         cmocka_unit_test(test_backward_relu_matches_separate_ops),
         cmocka_unit_test(test_independent_rows_keep_their_bits),
+        cmocka_unit_test(test_ops_in_a_worker_take_every_row),
     };
     // every kernel variant this CPU runs, each held to the reference
     return test_run_per_variant(tests);
