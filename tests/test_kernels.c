@@ -435,10 +435,15 @@ static void test_ops_in_a_worker_take_every_row(void **state) {
     OpOutputs team = op_outputs(N), workers[WORKERS];
     run_ops(&team, x, w, b, dout, qkv, datt, offsets, N);
     for (int t = 0; t < WORKERS; t++) workers[t] = op_outputs(N);
+    int ran[WORKERS] = {0};  // fewer workers where the thread limit says so (one under qemu)
 #pragma omp parallel num_threads(WORKERS)
-    run_ops(&workers[pf_thread_id()], x, w, b, dout, qkv, datt, offsets, N);
+    {
+        run_ops(&workers[pf_thread_id()], x, w, b, dout, qkv, datt, offsets, N);
+        ran[pf_thread_id()] = 1;
+    }
+    assert_true(ran[0]);
     for (int t = 0; t < WORKERS; t++) {
-        assert_same_outputs(&workers[t], &team, N);
+        if (ran[t]) assert_same_outputs(&workers[t], &team, N);
         op_outputs_free(&workers[t]);
     }
     op_outputs_free(&team);
