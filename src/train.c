@@ -261,9 +261,22 @@ static void add_into(float *left, float *right, size_t n) {
     }
 }
 
+// The free buffers, shared by the workers (hand_over takes them, the joining worker returns them).
+static void push_free(GradientTree *tree, float *buf) {
+#pragma omp critical(pf_gradient_buffers)
+    tree->free[tree->num_free++] = buf;
+}
+
+static float *pop_free(GradientTree *tree) {
+    float *buf = NULL;
+#pragma omp critical(pf_gradient_buffers)
+    if (tree->num_free > 0) buf = tree->free[--tree->num_free];
+    return buf;
+}
+
 // The gradient in buf (the next micro-batch's) joins the tree; the buffers it empties, all zeros,
-// go back to the free ones (through push_free, which the workers share).
-static void gradient_tree_join(GradientTree *tree, float *buf, void (*push_free)(GradientTree *, float *)) {
+// go back to the free ones.
+static void gradient_tree_join(GradientTree *tree, float *buf) {
     long i = tree->count++;
     float *acc = buf;
     int j = 0;
@@ -284,7 +297,7 @@ static void gradient_tree_sum(GradientTree *tree, float *out) {
         if (!tree->level[j]) continue;
         if (acc) {
             add_into(tree->level[j], acc, tree->n);
-            tree->free[tree->num_free++] = acc;
+            push_free(tree, acc);
         }
         acc = tree->level[j];
         tree->level[j] = NULL;
@@ -292,7 +305,7 @@ static void gradient_tree_sum(GradientTree *tree, float *out) {
     if (acc) {
         memcpy(out, acc, sizeof(float) * tree->n);
         memset(acc, 0, sizeof(float) * tree->n);
-        tree->free[tree->num_free++] = acc;
+        push_free(tree, acc);
     } else {
         memset(out, 0, sizeof(float) * tree->n);
     }
@@ -392,18 +405,6 @@ void gradient_workers_free(GradientWorkers *gw) {
 // median of six alternating rounds.)
 enum { GRADIENT_PENDING = 0, GRADIENT_ARRIVED = 1, GRADIENT_SKIPPED = 2 };  // arrived[k]
 
-static void push_free(GradientTree *tree, float *buf) {
-#pragma omp critical(pf_gradient_buffers)
-    tree->free[tree->num_free++] = buf;
-}
-
-static float *pop_free(GradientTree *tree) {
-    float *buf = NULL;
-#pragma omp critical(pf_gradient_buffers)
-    if (tree->num_free > 0) buf = tree->free[--tree->num_free];
-    return buf;
-}
-
 static int arrived(GradientWorkers *gw, long k) {
     int state;
 #pragma omp atomic read seq_cst
@@ -425,7 +426,7 @@ static void join_arrived(GradientWorkers *gw) {
         if (busy) return;
         int state;
         while (gw->joined < gw->end && (state = arrived(gw, gw->joined)) != GRADIENT_PENDING) {
-            if (state == GRADIENT_ARRIVED) gradient_tree_join(&gw->tree, gw->pending[gw->joined], push_free);
+            if (state == GRADIENT_ARRIVED) gradient_tree_join(&gw->tree, gw->pending[gw->joined]);
             gw->joined++;
         }
         long next = gw->joined;
